@@ -1,0 +1,1 @@
+"""The synthetic ads marketplace (DESIGN: synthetic_data/): world generator, data contracts, labels."""
