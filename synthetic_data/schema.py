@@ -205,6 +205,34 @@ CANDIDATES = {
     "score": pl.Float32,
 }
 
+SURFACES = ("home_feed", "related_pins", "search")
+Surface = pl.Enum(list(SURFACES))
+
+# Logged ad impressions with their outcomes: written by the world's logged-impressions generator
+# (synthetic_data/impressions.py) and by the simulator; read by ranking.
+IMPRESSIONS = {
+    "request_id": pl.Int64,
+    "user_id": pl.Int64,
+    "ts": UTC_TS,
+    "surface": Surface,
+    "position": pl.Int16,  # 0 = top slot
+    "item_id": pl.Int32,
+    "advertiser_id": pl.Int32,
+    "category_id": pl.Int32,
+    "is_click": pl.Boolean,
+    "dwell_seconds": pl.Float32,  # 0 without a click
+    "is_ctcvr": pl.Boolean,  # click-through conversion within the click attribution window
+    "is_vtcvr": pl.Boolean,  # view-through conversion (no click) within the view window
+    "propensity": pl.Float64,  # probability the logging policy showed this item here
+}
+
+IMPRESSIONS_TRUTH = {
+    "request_id": pl.Int64,
+    "position": pl.Int16,
+    "p_click": pl.Float64,
+    "p_conversion": pl.Float64,
+}
+
 SCHEMAS: dict[str, dict] = {
     "categories": CATEGORIES,
     "product_lines": PRODUCT_LINES,
@@ -225,6 +253,8 @@ SCHEMAS: dict[str, dict] = {
     "predictions": PREDICTIONS,
     "predicted_interests": PREDICTED_INTERESTS,
     "candidates": CANDIDATES,
+    "impressions": IMPRESSIONS,
+    "impressions_truth": IMPRESSIONS_TRUTH,
 }
 
 
