@@ -1,0 +1,88 @@
+"""Funnel ledger: per candidate source, how many candidates survive each stage (paper 4.5.1).
+
+Stages run retrieved -> blended -> ranked -> won_auction -> impressed -> clicked, and an
+impression converts (click- or view-through) at most once, so `converted` nests in `impressed`.
+The ledger keeps counts per (stage, source, advertiser), so survival and advertiser diversity
+of every stage come from the same numbers and add up by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from blending.diversity import advertiser_diversity
+
+STAGES = ("retrieved", "blended", "ranked", "won_auction", "impressed", "clicked", "converted")
+PARENT_STAGE = {"blended": "retrieved", "ranked": "blended", "won_auction": "ranked",
+                "impressed": "won_auction", "clicked": "impressed", "converted": "impressed"}
+ALL_SOURCES = "all"
+
+
+class FunnelLedger:
+    """Accumulates candidate counts per (stage, source, advertiser) batch by batch."""
+
+    def __init__(self, sources: Sequence[str], advertiser_ids: np.ndarray):
+        if ALL_SOURCES in sources:
+            raise ValueError(f"'{ALL_SOURCES}' is reserved for the total row; rename that source")
+        self.sources = tuple(sources)
+        self.advertiser_ids = np.unique(np.asarray(advertiser_ids, dtype=np.int64))
+        self.counts_ = np.zeros((len(STAGES), len(self.sources), self.advertiser_ids.size), np.int64)
+
+    def record(self, stage: str, rows: pl.DataFrame) -> None:
+        """Count `rows` (with `source` and `advertiser_id` columns) as having reached `stage`."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown funnel stage {stage!r}; stages are {STAGES}")
+        if rows.height == 0:
+            return
+        source_index = rows["source"].cast(pl.String).replace_strict(
+            {s: i for i, s in enumerate(self.sources)}, default=-1, return_dtype=pl.Int64).to_numpy()
+        if (source_index < 0).any():
+            missing = sorted(set(rows["source"].cast(pl.String).to_list()) - set(self.sources))
+            raise ValueError(f"funnel ledger has no source(s) {missing}; create it with every source")
+        advertisers = rows["advertiser_id"].to_numpy().astype(np.int64)
+        advertiser_index = np.searchsorted(self.advertiser_ids, advertisers)
+        is_known = (advertiser_index < self.advertiser_ids.size) & (
+            self.advertiser_ids[np.minimum(advertiser_index, self.advertiser_ids.size - 1)] == advertisers)
+        if not is_known.all():
+            raise ValueError(f"funnel ledger does not know advertiser(s) {np.unique(advertisers[~is_known])[:5]}")
+        flat = source_index * self.advertiser_ids.size + advertiser_index
+        self.counts_[STAGES.index(stage)] += np.bincount(
+            flat, minlength=len(self.sources) * self.advertiser_ids.size).reshape(len(self.sources), -1)
+
+    def merge(self, other: FunnelLedger) -> FunnelLedger:
+        """A new ledger holding both ledgers' counts (same sources and advertisers)."""
+        if self.sources != other.sources or not np.array_equal(self.advertiser_ids, other.advertiser_ids):
+            raise ValueError("can only merge ledgers with the same sources and advertisers")
+        merged = FunnelLedger(self.sources, self.advertiser_ids)
+        merged.counts_ = self.counts_ + other.counts_
+        return merged
+
+    def advertiser_counts(self, stage: str, source: str = ALL_SOURCES) -> np.ndarray:
+        """Rows per advertiser that reached `stage` (from one source, or all)."""
+        by_source = self.counts_[STAGES.index(stage)]
+        return by_source.sum(axis=0) if source == ALL_SOURCES else by_source[self.sources.index(source)]
+
+    def table(self) -> pl.DataFrame:
+        """One row per (source incl. 'all', stage): count, survival from the parent stage and from
+        retrieval, and the stage's advertiser diversity."""
+        rows = []
+        for source in (*self.sources, ALL_SOURCES):
+            totals = {stage: int(self.advertiser_counts(stage, source).sum()) for stage in STAGES}
+            for stage in STAGES:
+                diversity = advertiser_diversity(self.advertiser_counts(stage, source))
+                parent = PARENT_STAGE.get(stage)
+                rows.append({
+                    "source": source, "stage": stage, "count": totals[stage],
+                    "survival_from_parent": _ratio(totals[stage], totals[parent]) if parent else 1.0,
+                    "survival_from_retrieved": _ratio(totals[stage], totals["retrieved"]),
+                    "unique_advertisers": diversity.unique_advertisers,
+                    "entropy": diversity.entropy, "gini": diversity.gini,
+                })
+        return pl.DataFrame(rows)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
