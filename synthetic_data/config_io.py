@@ -53,7 +53,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"config field '{path}': expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config field '{path}': expected a table, got {value!r}")
@@ -129,8 +129,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_config(cls: type[T], path: Path | None = None, base: dict | None = None,
                 overrides: list[str] | None = None) -> T:
-    """Resolve a config: `base` dict (e.g. a preset), then a TOML file on top, then overrides."""
-    data = json.loads(json.dumps(base or {}))
+    """Resolve a config: the class defaults, a `base` dict (e.g. a preset), a TOML file, overrides.
+
+    Starting from the defaults lets an override change one key of a mapping field
+    (e.g. `behavior.daily_rates.engagement=0.5`) without restating the others.
+    """
+    data = _merge(to_dict(cls()), base or {})
     if path is not None:
         path = Path(path)
         if not path.exists():
