@@ -1,0 +1,156 @@
+"""Next-brand results table on an adapted world: Recall@1/5/20 with bootstrap intervals (issue 4).
+
+Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
+against the held-out test labels, with paired bootstrap 95% intervals over users (the same
+resamples for every method), the share of users that got a list and the share of unmapped rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from synthetic_data import schema
+from synthetic_data.config_io import require, to_dict
+from synthetic_data.real.amazon_baselines import most_recent_predictions, popularity_predictions
+from synthetic_data.run_folder import RunFolder
+
+BASELINES_STAGE = "baselines"
+RESULTS_STAGE = "results"
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """Cut-offs, label role and bootstrap settings of the results table."""
+
+    ks: tuple[int, ...] = (1, 5, 20)
+    roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
+    bootstrap_resamples: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "ks", "list cut-offs >= 1")
+        require(len(self.roles) > 0 and set(self.roles) <= {"test", "validation"}, "roles",
+                "list 'test' and/or 'validation'")
+        require(self.bootstrap_resamples >= 10, "bootstrap_resamples", "use at least 10")
+
+
+def held_out_labels(labels: pl.DataFrame, role: str) -> pl.DataFrame:
+    """The labels of one held-out role; fails clearly on a world without leave-one-out roles."""
+    if "role" not in labels.columns:
+        raise ValueError(
+            "labels have no 'role' column: this table needs a leave-one-out world written by "
+            "synthetic_data.real (e.g. write_amazon_world)"
+        )
+    return labels.filter(pl.col("role") == role).select("user_id", "anchor_date", "advertiser_id")
+
+
+def label_ranks(predictions: pl.DataFrame, labels: pl.DataFrame) -> np.ndarray:
+    """Per label row, the best rank at which its advertiser was predicted (0 where absent)."""
+    ranks = (
+        labels.with_row_index("row")
+        .join(predictions.select("user_id", "anchor_date", "advertiser_id", "rank"),
+              on=["user_id", "anchor_date", "advertiser_id"], how="left")
+        .group_by("row").agg(pl.col("rank").min())
+        .sort("row")
+    )
+    return ranks["rank"].fill_null(0).to_numpy()
+
+
+def bootstrap_means(values: np.ndarray, resamples: np.ndarray) -> np.ndarray:
+    """Mean of `values` under each row of resample indices (shape: resamples x users)."""
+    return values[resamples].mean(axis=1)
+
+
+def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int, ...],
+                 resamples: np.ndarray) -> dict:
+    """Recall@k with 95% bootstrap intervals, list coverage and unmapped share for one method."""
+    ranks = label_ranks(predictions, labels)
+    row: dict = {"users": labels.height}
+    for k in ks:
+        hits = ((ranks >= 1) & (ranks <= k)).astype(np.float64)
+        low, high = np.quantile(bootstrap_means(hits, resamples), [0.025, 0.975])
+        row |= {f"recall_at_{k}": hits.mean(), f"recall_at_{k}_low": low, f"recall_at_{k}_high": high}
+    listed = labels.join(predictions.select("user_id", "anchor_date").unique(),
+                         on=["user_id", "anchor_date"], how="semi")
+    row["with_list_rate"] = listed.height / max(labels.height, 1)
+    row["unmapped_rate"] = (
+        predictions["advertiser_id"].null_count() / predictions.height if predictions.height else 0.0
+    )
+    return row
+
+
+def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig) -> pl.DataFrame:
+    """One row per `source` in `predictions`, scored on `labels` with paired bootstrap resamples."""
+    rng = np.random.default_rng(config.seed)
+    resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
+    rows = []
+    for source in sorted(predictions["source"].unique().to_list()):
+        scored = predictions.filter(pl.col("source") == source).join(
+            labels.select("user_id", "anchor_date"), on=["user_id", "anchor_date"], how="semi"
+        )
+        rows.append({"method": source} | score_method(scored, labels, config.ks, resamples))
+    return pl.DataFrame(rows).sort(f"recall_at_{config.ks[-1]}", descending=True)
+
+
+def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str) -> str:
+    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates."""
+    header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "unmapped"]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    for row in table.iter_rows(named=True):
+        cells = [row["method"], str(row["users"])]
+        cells += [f"{row[f'recall_at_{k}']:.4f} [{row[f'recall_at_{k}_low']:.4f}, "
+                  f"{row[f'recall_at_{k}_high']:.4f}]" for k in ks]
+        cells += [f"{row['with_list_rate']:.4f}", f"{row['unmapped_rate']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_baselines(run_dir: Path, k: int = 20) -> pl.DataFrame:
+    """Popularity and most-recent predictions for every held-out label (stage "baselines")."""
+    run = RunFolder(run_dir)
+    world = run.root / "world"
+    labels = schema.load_table(world, "labels")
+    requests = labels.filter(pl.col("role").is_in(["validation", "test"]))
+    events, advertisers = schema.load_table(world, "events"), schema.load_table(world, "advertisers")
+    predictions = pl.concat([
+        popularity_predictions(events, requests, advertisers, k),
+        most_recent_predictions(events, requests, advertisers, k),
+    ])
+    predictions.write_parquet(run.stage_dir(BASELINES_STAGE) / "predictions.parquet")
+    run.complete(BASELINES_STAGE, {"k": k}, ["predictions.parquet"],
+                 {"rows": predictions.height, "sources": ["popularity", "most_recent"]})
+    return predictions
+
+
+def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.DataFrame:
+    """Score every `<run>/*/predictions*.parquet` and write `<run>/results/next_brand.{md,parquet}`."""
+    config = config or ResultsConfig()
+    run = RunFolder(run_dir)
+    labels = schema.load_table(run.root / "world", "labels")
+    files = sorted(p for p in run.root.glob("*/predictions*.parquet") if p.parent.name != RESULTS_STAGE)
+    if not files:
+        raise FileNotFoundError(f"{run.root}: no <stage>/predictions*.parquet to score; run the "
+                                f"baselines or a predictor first")
+    predictions = pl.concat([
+        schema.validate(pl.read_parquet(p), schema.PREDICTIONS, str(p)).select(list(schema.PREDICTIONS))
+        for p in files
+    ])
+    tables, sections = [], []
+    for role in config.roles:
+        held_out = held_out_labels(labels, role)
+        table = results_table(predictions, held_out, config)
+        tables.append(table.select(pl.lit(role).alias("role"), pl.all()))
+        title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
+        sections.append(to_markdown(table, config.ks, title))
+    table = pl.concat(tables)
+    out = run.stage_dir(RESULTS_STAGE)
+    table.write_parquet(out / "next_brand.parquet")
+    (out / "next_brand.md").write_text("\n".join(sections))
+    run.complete(RESULTS_STAGE, to_dict(config) | {"scored": [str(p.relative_to(run.root)) for p in files]},
+                 ["next_brand.parquet", "next_brand.md"], {"methods": table["method"].to_list()})
+    return table
