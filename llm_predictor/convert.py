@@ -1,0 +1,206 @@
+"""The name -> advertiser-ID conversion layer (paper 3.3: outputs "directly usable downstream").
+
+Generated names are matched exactly, then after normalisation (case, accents, punctuation, '&',
+the web domain), then fuzzily by character n-gram TF-IDF cosine above a threshold. Unmapped,
+ambiguous and repeated names are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform
+
+from llm_predictor.parse import ParsedOutput, parse_output, parse_single
+from llm_predictor.prompts import N_ADVERTISERS
+
+MatchKind = Literal["exact", "normalised", "fuzzy", "unmapped"]
+MATCH_KINDS = ("exact", "normalised", "fuzzy", "unmapped")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalise_name(name: str) -> str:
+    """Lower-case ASCII letters and digits only, '&' read as 'and', single spaces."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return _NON_ALNUM.sub(" ", ascii_name.casefold().replace("&", " and ")).strip()
+
+
+@dataclass(frozen=True)
+class ConvertedName:
+    name: str
+    advertiser_id: int | None
+    kind: MatchKind
+    score: float  # 1.0 for exact/normalised, the cosine similarity for fuzzy, best cosine if unmapped
+
+
+class NameConverter:
+    """Maps generated advertiser names to advertiser IDs of an ADVERTISERS table."""
+
+    def __init__(self, advertisers_df: pl.DataFrame, threshold: float = 0.75):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        advertisers = advertisers_df.select("advertiser_id", "name", "domain").sort("advertiser_id")
+        self._ids = advertisers["advertiser_id"].to_numpy()
+        self._exact = dict(zip(advertisers["name"].to_list(), self._ids.tolist()))
+        keys = Counter()
+        candidates: dict[str, int] = {}
+        for advertiser_id, name, domain in advertisers.iter_rows():
+            for key in {normalise_name(name), normalise_name(domain or "")} - {""}:
+                keys[key] += 1
+                candidates[key] = advertiser_id
+        # A key shared by two advertisers is ambiguous: those names fall through to fuzzy matching.
+        self._normalised = {k: v for k, v in candidates.items() if keys[k] == 1}
+        self._vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3))
+        self._matrix = self._vectorizer.fit_transform([normalise_name(n) for n in advertisers["name"]])
+
+    def convert(self, names: Sequence[str]) -> list[ConvertedName]:
+        """Convert names (batched: one sparse product for all names that need fuzzy matching)."""
+        results: list[ConvertedName | None] = [None] * len(names)
+        fuzzy_positions = []
+        for position, name in enumerate(names):
+            if name in self._exact:
+                results[position] = ConvertedName(name, self._exact[name], "exact", 1.0)
+            elif normalise_name(name) in self._normalised:
+                results[position] = ConvertedName(name, self._normalised[normalise_name(name)], "normalised", 1.0)
+            else:
+                fuzzy_positions.append(position)
+        if fuzzy_positions:
+            queries = self._vectorizer.transform([normalise_name(names[p]) for p in fuzzy_positions])
+            similarity = (queries @ self._matrix.T).toarray()
+            best = similarity.argmax(axis=1)
+            scores = similarity[np.arange(len(best)), best]
+            for position, index, score in zip(fuzzy_positions, best, scores):
+                if score >= self.threshold:
+                    results[position] = ConvertedName(names[position], int(self._ids[index]), "fuzzy", float(score))
+                else:
+                    results[position] = ConvertedName(names[position], None, "unmapped", float(score))
+        return results
+
+
+@dataclass(frozen=True)
+class ConversionCounts:
+    """How many outputs parsed and how many names mapped, per kind (reported, never dropped)."""
+
+    outputs: int
+    parsed: int  # advertiser list found in its tag (or a single name for 1-advertiser outputs)
+    exact_count_outputs: int  # outputs with exactly the expected number of distinct names
+    names: int  # distinct names per output, summed
+    exact: int
+    normalised: int
+    fuzzy: int
+    unmapped: int
+    duplicate_names: int  # repeated names within an output
+    duplicate_ids: int  # different names of one output mapped to the same advertiser
+    issues: dict[str, int]
+
+    @property
+    def parse_rate(self) -> float:
+        return self.parsed / self.outputs if self.outputs else float("nan")
+
+    @property
+    def exact_count_rate(self) -> float:
+        return self.exact_count_outputs / self.outputs if self.outputs else float("nan")
+
+    @property
+    def unmapped_rate(self) -> float:
+        return self.unmapped / self.names if self.names else float("nan")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "parse_rate": self.parse_rate, "exact_count_rate": self.exact_count_rate,
+                "unmapped_rate": self.unmapped_rate}
+
+
+def parse_generations(generations_df: pl.DataFrame, expected_advertisers: int = N_ADVERTISERS
+                      ) -> list[ParsedOutput]:
+    """Parse each generation: XML outputs, or single names when the table has a `rank` column."""
+    texts = generations_df["text"].fill_null("").to_list()
+    if "rank" in generations_df.columns:
+        return [parse_single(text) for text in texts]
+    return [parse_output(text, expected_advertisers) for text in texts]
+
+
+def convert_predictions(generations_df: pl.DataFrame, converter: NameConverter, source: str,
+                        max_names: int = N_ADVERTISERS) -> tuple[pl.DataFrame, ConversionCounts]:
+    """Generations (user_id, anchor_date, text[, rank]) -> a PREDICTIONS table and the counts.
+
+    A table with `rank` holds one single-advertiser output per row (e.g. the beams of the
+    1-advertiser SFT model) and is read as a list in rank order. Ranks are 1-based over the mapped,
+    distinct advertisers, at most `max_names` per user.
+    """
+    for column in ("user_id", "anchor_date", "text"):
+        if column not in generations_df.columns:
+            raise ValueError(f"generations table lacks column '{column}' (user_id, anchor_date, text[, rank])")
+    is_single = "rank" in generations_df.columns
+    if not is_single and generations_df.select("user_id", "anchor_date").is_duplicated().any():
+        raise ValueError("generations table has two XML outputs for one (user_id, anchor_date); "
+                         "keep one, or give single-name rows a 'rank' column")
+    generations = generations_df.sort(["user_id", "anchor_date", "rank"]) if is_single else generations_df
+    parsed = parse_generations(generations, expected_advertisers=1 if is_single else max_names)
+    names = (
+        generations.select("user_id", "anchor_date")
+        .with_columns(pl.Series("name", [p.advertisers for p in parsed], dtype=pl.List(pl.String)))
+        .with_row_index("output")
+        .explode("name").drop_nulls("name")
+        .with_row_index("position")
+    )
+    if is_single:  # repeated names across the beams of one user are duplicates too
+        first = names.group_by("user_id", "anchor_date", "name").agg(pl.col("position").min())
+        beam_duplicates = names.height - first.height
+        names = names.join(first, on=["user_id", "anchor_date", "name", "position"], how="semi")
+    else:
+        beam_duplicates = 0
+    unique_names = names["name"].unique().to_list()
+    converted = pl.DataFrame(
+        [(c.name, c.advertiser_id, c.kind) for c in converter.convert(unique_names)],
+        schema={"name": pl.String, "advertiser_id": pl.Int32, "kind": pl.String}, orient="row",
+    )
+    names = names.join(converted, on="name", how="left")
+    mapped = names.filter(pl.col("advertiser_id").is_not_null()).sort("position")
+    distinct = mapped.unique(["user_id", "anchor_date", "advertiser_id"], keep="first", maintain_order=True)
+    predictions = (
+        distinct.with_columns(pl.int_range(1, pl.len() + 1).over("user_id", "anchor_date").alias("rank"))
+        .filter(pl.col("rank") <= max_names)
+        .select("user_id", "anchor_date", "rank", "advertiser_id", pl.col("name").alias("advertiser_name"),
+                pl.lit(source).alias("source"))
+    )
+    keys = ["user_id", "anchor_date"]
+    per_output = (
+        generations.select(keys).with_columns(pl.Series("is_parsed", [p.is_parsed and bool(p.advertisers)
+                                                                      for p in parsed]))
+        .group_by(keys).agg(pl.col("is_parsed").any())
+        .join(names.group_by(keys).len("n_names"), on=keys, how="left")
+    )
+    kinds = Counter(names["kind"].to_list())
+    counts = ConversionCounts(
+        outputs=per_output.height, parsed=int(per_output["is_parsed"].sum()),
+        exact_count_outputs=int((per_output["n_names"] == max_names).sum()),
+        names=names.height, exact=kinds["exact"], normalised=kinds["normalised"], fuzzy=kinds["fuzzy"],
+        unmapped=kinds["unmapped"], duplicate_names=sum(p.duplicate_count for p in parsed) + beam_duplicates,
+        duplicate_ids=mapped.height - distinct.height,
+        issues=dict(sorted(Counter(issue for p in parsed for issue in p.issues).items())),
+    )
+    return conform(predictions, PREDICTIONS, "predictions"), counts
+
+
+def interests_from_generations(generations_df: pl.DataFrame) -> pl.DataFrame:
+    """The interests of XML generations as a PREDICTED_INTERESTS table (ranks 1-based)."""
+    parsed = parse_generations(generations_df.drop("rank", strict=False))
+    table = (
+        generations_df.select("user_id", "anchor_date")
+        .with_columns(pl.Series("interest", [p.interests for p in parsed], dtype=pl.List(pl.String)))
+        .explode("interest").drop_nulls("interest")
+        .with_columns(pl.int_range(1, pl.len() + 1).over("user_id", "anchor_date").alias("rank"))
+        .select("user_id", "anchor_date", "rank", "interest")
+    )
+    return conform(table, PREDICTED_INTERESTS, "predicted_interests")
