@@ -1,0 +1,245 @@
+"""Decoding (paper 4.2.1, Table 2): beam search or sampling through `model.generate`, plus a
+name-constrained mode that goes beyond the paper.
+
+In constrained mode a logits processor walks a token trie of the valid advertiser names (the
+preset pool plus the user's active advertisers) inside `<advertiser_names>`, so the model can emit
+neither an unknown name nor a repeated one, nor more than `max_names` names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from synthetic_data.config_io import require
+
+OPEN_TAG = "<advertiser_names>"
+CLOSE_TAG = "</advertiser_names>"
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How to decode: beam search, sampling or greedy; optional name constraint and answer prefix."""
+
+    strategy: Literal["beam", "sampling", "greedy"] = "beam"
+    num_beams: int = 4
+    num_return_sequences: int = 1  # >1: a ranked list of outputs (e.g. the beams of the 1-advertiser model)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    is_name_constrained: bool = False
+    max_names: int = 20
+    response_prefix: str = ""  # text the answer is forced to start with (e.g. "<answer>")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.strategy in ("beam", "sampling", "greedy"), "strategy", "must be beam, sampling or greedy")
+        require(self.num_beams >= 1, "num_beams", "must be >= 1")
+        require(self.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
+        require(
+            self.strategy != "beam" or self.num_return_sequences <= self.num_beams, "num_return_sequences",
+            f"beam search returns at most num_beams={self.num_beams} sequences; raise num_beams",
+        )
+        require(
+            self.strategy != "greedy" or self.num_return_sequences == 1, "num_return_sequences",
+            "greedy decoding returns one sequence; use beam or sampling for more",
+        )
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.max_names >= 1, "max_names", "must be >= 1")
+
+
+def generate_kwargs(config: DecodingConfig) -> dict:
+    """`model.generate` arguments for the strategy (`num_return_sequences` per prompt, best first)."""
+    returned = dict(num_return_sequences=config.num_return_sequences)
+    if config.strategy == "beam":
+        return dict(do_sample=False, num_beams=config.num_beams, early_stopping=True, **returned)
+    if config.strategy == "sampling":
+        return dict(do_sample=True, num_beams=1, temperature=config.temperature, top_p=config.top_p, top_k=0,
+                    **returned)
+    return dict(do_sample=False, num_beams=1, **returned)
+
+
+class NameTrie:
+    """A token trie over advertiser names; each node knows which names lie below it."""
+
+    def __init__(self, token_sequences: list[list[int]]):
+        self.root: dict = {"children": {}, "names": set(), "terminal": None}
+        for name_index, tokens in enumerate(token_sequences):
+            node = self.root
+            node["names"].add(name_index)
+            for token in tokens:
+                node = node["children"].setdefault(token, {"children": {}, "names": set(), "terminal": None})
+                node["names"].add(name_index)
+            if node["terminal"] is None:  # two names with one tokenisation are one name
+                node["terminal"] = name_index
+
+    @classmethod
+    def from_names(cls, names: list[str], tokenizer) -> NameTrie:
+        unique = list(dict.fromkeys(name.strip() for name in names if name and name.strip()))
+        return cls(tokenizer(unique, add_special_tokens=False)["input_ids"] if unique else [])
+
+
+def separator_token_ids(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
+    """Tokens made only of list separators: those holding a `|`, and those of newlines (and spaces)."""
+    vocabulary = range(len(tokenizer))
+    texts = tokenizer.batch_decode([[token] for token in vocabulary])
+    separators = [
+        (token, text) for token, text in zip(vocabulary, texts)
+        if text and set(text) <= {"|", "\n", " "} and ("|" in text or "\n" in text)
+    ]
+    pipes = frozenset(token for token, text in separators if "|" in text)
+    newlines = frozenset(token for token, text in separators if "|" not in text)
+    return pipes, newlines
+
+
+def _find(sequence: list[int], pattern: list[int]) -> int:
+    """Index of the first occurrence of `pattern` in `sequence`, or -1."""
+    width = len(pattern)
+    for start in range(len(sequence) - width + 1):
+        if sequence[start:start + width] == pattern:
+            return start
+    return -1
+
+
+@dataclass
+class _Walk:
+    node: dict | None  # trie node of the name being written; None between names
+    used: set
+    names_written: int
+    last_separator: str | None  # "pipe" or "newline" after a separator, None right after a name
+    close_progress: int  # tokens of the closing tag already written
+
+
+class NameConstraint:
+    """Allowed next tokens for one sequence: the walk of its advertiser list through the trie."""
+
+    def __init__(self, tokenizer, max_names: int):
+        self.open_ids = tokenizer(OPEN_TAG, add_special_tokens=False)["input_ids"]
+        self.close_ids = tokenizer(CLOSE_TAG, add_special_tokens=False)["input_ids"]
+        self.pipes, self.newlines = separator_token_ids(tokenizer)
+        self.max_names = max_names
+
+    def allowed(self, trie: NameTrie, sequence: list[int]) -> set[int] | None:
+        """Token ids allowed next, or None where the sequence is outside the advertiser list."""
+        start = _find(sequence, self.open_ids)
+        if start < 0:
+            return None
+        walk = _Walk(node=None, used=set(), names_written=0, last_separator="pipe", close_progress=0)
+        for token in sequence[start + len(self.open_ids):]:
+            if not self._step(walk, trie, token):
+                return None  # the list is closed (or was written unconstrained, e.g. in a prefix)
+        return self._next_tokens(walk, trie)
+
+    def _step(self, walk: _Walk, trie: NameTrie, token: int) -> bool:
+        if walk.close_progress:
+            walk.close_progress += 1
+            return walk.close_progress < len(self.close_ids) and token == self.close_ids[walk.close_progress - 1]
+        is_name_complete = walk.node is not None and walk.node["terminal"] is not None
+        if walk.node is not None and token in walk.node["children"]:
+            walk.node = walk.node["children"][token]
+            return True
+        if walk.node is not None and not is_name_complete:
+            return False
+        if is_name_complete:
+            walk.used.add(walk.node["terminal"])
+            walk.names_written += 1
+            walk.node, walk.last_separator = None, None
+        if token == self.close_ids[0]:
+            walk.close_progress = 1
+            return len(self.close_ids) > 1
+        if token in self.pipes:
+            walk.last_separator = "pipe"
+            return True
+        if token in self.newlines:
+            walk.last_separator = "newline"
+            return True
+        if token in trie.root["children"]:
+            walk.node = trie.root["children"][token]
+            return True
+        return False
+
+    def _open_children(self, node: dict, used: set) -> set[int]:
+        return {token for token, child in node["children"].items() if child["names"] - used}
+
+    def _next_tokens(self, walk: _Walk, trie: NameTrie) -> set[int]:
+        if walk.close_progress:
+            return {self.close_ids[walk.close_progress]}
+        if walk.node is not None:
+            allowed = self._open_children(walk.node, walk.used)
+            terminal = walk.node["terminal"]
+            if terminal is not None and terminal not in walk.used:
+                allowed |= self.pipes | self.newlines | {self.close_ids[0]}
+            return allowed
+        allowed = {self.close_ids[0]}
+        if walk.last_separator is None:
+            allowed |= self.pipes | self.newlines
+        elif walk.last_separator == "pipe":
+            allowed |= self.newlines  # the paper's lists break lines after a pipe: "...|\n..."
+        if walk.names_written < self.max_names:
+            allowed |= self._open_children(trie.root, walk.used)
+        return allowed
+
+
+class NameConstrainedLogits:
+    """A `LogitsProcessor`: masks every token the name constraint forbids, row by row."""
+
+    def __init__(self, constraint: NameConstraint, tries: list[NameTrie], scan_from: int, rows_per_prompt: int):
+        self.constraint = constraint
+        self.tries = tries
+        self.scan_from = scan_from
+        self.rows_per_prompt = rows_per_prompt
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        sequences = input_ids[:, self.scan_from:].tolist()
+        mask = None
+        for row, sequence in enumerate(sequences):
+            allowed = self.constraint.allowed(self.tries[row // self.rows_per_prompt], sequence)
+            if allowed is None:
+                continue
+            if mask is None:
+                mask = torch.zeros_like(scores, dtype=torch.bool)
+            mask[row] = True
+            mask[row, list(allowed)] = False
+        return scores if mask is None else scores.masked_fill(mask, float("-inf"))
+
+
+def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
+                   allowed_names: list[list[str]] | None = None,
+                   constraint: NameConstraint | None = None) -> tuple[list[str], list[int]]:
+    """Decode one batch: returns the completions (with `response_prefix` in front; prompt-major,
+    `num_return_sequences` per prompt, best first) and the tokens generated for each.
+    `allowed_names[i]` are prompt i's valid names."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    prefixed = [prompt + config.response_prefix for prompt in prompts]
+    batch = tokenizer(prefixed, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = {key: value.to(model.device) for key, value in batch.items()}
+    prompt_length = batch["input_ids"].shape[1]
+    processors = LogitsProcessorList()
+    if config.is_name_constrained:
+        if allowed_names is None or len(allowed_names) != len(prompts):
+            raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
+        constraint = constraint or NameConstraint(tokenizer, config.max_names)
+        prefix_tokens = len(tokenizer(config.response_prefix, add_special_tokens=False)["input_ids"])
+        processors.append(NameConstrainedLogits(
+            constraint, [NameTrie.from_names(names, tokenizer) for names in allowed_names],
+            scan_from=prompt_length - prefix_tokens,
+            rows_per_prompt=config.num_beams if config.strategy == "beam" else config.num_return_sequences,
+        ))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(config.seed)
+        output = model.generate(
+            **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            **generate_kwargs(config),
+        )
+    generated = output[:, prompt_length:]
+    special = torch.tensor([tokenizer.pad_token_id, tokenizer.eos_token_id], device=generated.device)
+    counts = (~torch.isin(generated, special)).sum(dim=1).tolist()
+    texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    return [config.response_prefix + text for text in texts], counts

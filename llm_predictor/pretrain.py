@@ -1,0 +1,148 @@
+"""Continued pretraining (CPT) of the causal LM on the world's web corpus (paper 3.5), so that the
+model knows advertiser names, brands, domains and product lines before task training.
+
+Also holds the training-loop settings that SFT and GRPO share: a `TrainConfig`, the arguments it
+maps to, and `run_trainer`, which resumes from the latest checkpoint and summarises the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synthetic_data.config_io import require
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training stage (steps, batch, learning rate, bf16, checkpoints)."""
+
+    max_steps: int = 200
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    is_bf16: bool = True
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.max_steps >= 1, "max_steps", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
+        require(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.save_steps >= 1, "save_steps", "must be >= 1")
+        require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """CPT: the loop settings and the length of the packed corpus blocks."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=300, learning_rate=2e-3))
+    block_size: int = 256
+
+    def __post_init__(self) -> None:
+        require(self.block_size >= 16, "block_size", "must be >= 16 tokens")
+
+
+def training_arguments(config: TrainConfig, output_dir: Path, show_progress: bool) -> dict:
+    """Keyword arguments shared by `TrainingArguments`, `SFTConfig` and `GRPOConfig`."""
+    import torch
+
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        bf16=config.is_bf16,
+        use_cpu=not torch.cuda.is_available(),
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not show_progress,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+
+
+def run_trainer(trainer, output_dir: Path) -> dict:
+    """Train (resuming from the latest checkpoint in `output_dir`), save the final model to
+    `output_dir/model`, and return a summary: steps, first/last logged loss, tokens/s."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(output_dir)
+    resume = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    final_dir = output_dir / "model"
+    trainer.save_model(str(final_dir))
+    trainer.processing_class.save_pretrained(str(final_dir))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    runtime = result.metrics.get("train_runtime", float("nan"))
+    tokens = trainer.state.num_input_tokens_seen
+    return {
+        "model_dir": str(final_dir),
+        "resumed_from": resume,
+        "steps": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "train_runtime_s": runtime,
+        "tokens_seen": int(tokens),
+        # a resumed run only times the steps it ran, so the rate covers those
+        "tokens_per_second": result.metrics.get("train_tokens_per_second") or (tokens / runtime if runtime else None),
+    }
+
+
+def pack_corpus(texts: list[str], tokenizer, block_size: int):
+    """Tokenise the corpus, join documents with EOS, and cut it into `block_size` blocks (a Dataset)."""
+    from datasets import Dataset
+
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    eos = np.array([tokenizer.eos_token_id], dtype=np.int64)
+    stream = np.concatenate([part for doc in ids for part in (np.asarray(doc, dtype=np.int64), eos)])
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        raise ValueError(
+            f"corpus has {len(stream)} tokens, fewer than one block of {block_size}: "
+            f"lower pretrain.block_size or generate a larger world"
+        )
+    blocks = stream[: n_blocks * block_size].reshape(n_blocks, block_size)
+    return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+
+
+def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_dir: Path,
+             show_progress: bool = True) -> dict:
+    """Continue pretraining the model in `model_dir` on `texts` (causal LM loss); resumable."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    from llm_predictor.model import load_model
+    from llm_predictor.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).train()
+    dataset = pack_corpus(texts, tokenizer, config.block_size)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**training_arguments(config.train, output_dir, show_progress)),
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+    )
+    summary = run_trainer(trainer, output_dir)
+    summary["corpus_blocks"] = len(dataset)
+    return summary

@@ -1,0 +1,79 @@
+"""Supervised fine-tuning with TRL (paper 3.4.1): prompt -> the single next advertiser (appendix
+A.1), or, for the paper's comparison, prompt -> the 20-advertiser XML list (Table 3).
+
+The loss covers the completion only. Sequences are never truncated (that could cut the target
+away): the feature budget keeps prompts short, and any example still over `max_length` is left
+out of training and counted in the summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from llm_predictor.pretrain import TrainConfig, run_trainer, training_arguments
+from synthetic_data.config_io import require
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    """SFT: loop settings, which target (`single` advertiser or 20-advertiser `list`), length cap."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=300, learning_rate=1e-3))
+    target: Literal["single", "list"] = "single"
+    max_length: int = 1536
+
+    def __post_init__(self) -> None:
+        require(self.target in ("single", "list"), "target", "must be 'single' or 'list'")
+        require(self.max_length >= 32, "max_length", "must be >= 32 tokens")
+
+
+def length_filter(prompts: list[str], completions: list[str], tokenizer, max_length: int) -> np.ndarray:
+    """Boolean mask of the examples whose prompt + completion (+ EOS) fits in `max_length` tokens."""
+    joined = [prompt + completion for prompt, completion in zip(prompts, completions, strict=True)]
+    lengths = np.fromiter(
+        (len(ids) + 1 for ids in tokenizer(joined, add_special_tokens=False)["input_ids"]),
+        dtype=np.int64, count=len(joined),
+    )
+    return lengths <= max_length
+
+
+def sft(model_dir: Path, prompts: list[str], completions: list[str], config: SFTStageConfig,
+        output_dir: Path, show_progress: bool = True) -> dict:
+    """Fine-tune the model in `model_dir` on (prompt, completion) pairs, loss on the completion only;
+    resumable from the checkpoints in `output_dir`. Returns the run summary."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from llm_predictor.model import load_model
+    from llm_predictor.tokenizer import load_tokenizer
+
+    if not prompts:
+        raise ValueError("sft: no training examples; check that the world has train users with labels")
+    tokenizer = load_tokenizer(model_dir)
+    fits = length_filter(prompts, completions, tokenizer, config.max_length)
+    kept = np.flatnonzero(fits)
+    if len(kept) == 0:
+        raise ValueError(
+            f"sft: all {len(prompts)} examples exceed max_length={config.max_length} tokens; "
+            f"raise sft.max_length or lower the feature budget"
+        )
+    dataset = Dataset.from_dict({
+        "prompt": [prompts[i] for i in kept],
+        "completion": [completions[i] for i in kept],
+    })
+    args = SFTConfig(
+        **training_arguments(config.train, output_dir, show_progress),
+        max_length=None,  # never truncate: over-length examples were counted and left out above
+        completion_only_loss=True,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=load_model(model_dir).train(), args=args, train_dataset=dataset, processing_class=tokenizer,
+    )
+    summary = run_trainer(trainer, output_dir)
+    summary.update(examples=len(prompts), examples_over_max_length=int((~fits).sum()))
+    return summary

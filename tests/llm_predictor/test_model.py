@@ -1,0 +1,67 @@
+"""The default causal LM: Llama with head_dim 64, seeded builds, bf16 autocast close to fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_predictor.model import HEAD_DIM, SIZES, ModelConfig, autocast, build_model, load_model, parameter_count
+from llm_predictor.tokenizer import TokenizerConfig, train_tokenizer
+from synthetic_data.config_io import ConfigError
+
+TEXTS = ["Shop Potean Collective at potean.shop|Tratrea Co.|gaming speakers\n"] * 50
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, TokenizerConfig(vocab_size=320))
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_every_size_is_llama_with_head_dim_64(tokenizer, size):
+    config = build_model(ModelConfig(size=size), tokenizer).config
+    hidden, layers, heads, _ = SIZES[size]
+    assert config.model_type == "llama"
+    assert config.head_dim == HEAD_DIM == hidden // heads
+    assert config.num_hidden_layers == layers and config.vocab_size == len(tokenizer)
+    assert config.eos_token_id == tokenizer.eos_token_id and config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_build_is_seeded_and_leaves_global_rng_alone(tokenizer):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = build_model(ModelConfig(size="nano", seed=1), tokenizer)
+    assert torch.rand(1) == expected_next  # the global generator did not move
+    second = build_model(ModelConfig(size="nano", seed=1), tokenizer)
+    other = build_model(ModelConfig(size="nano", seed=2), tokenizer)
+    weight = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(first.state_dict()[weight], second.state_dict()[weight])
+    assert not torch.equal(first.state_dict()[weight], other.state_dict()[weight])
+
+
+def test_saved_model_reloads_with_identical_logits(tokenizer, tmp_path):
+    model = build_model(ModelConfig(size="nano"), tokenizer).eval()
+    model.save_pretrained(tmp_path)
+    ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, load_model(tmp_path)(ids).logits)
+
+
+def test_bf16_autocast_matches_fp32(tokenizer):
+    model = build_model(ModelConfig(size="small"), tokenizer).eval()
+    ids = torch.tensor([tokenizer(TEXTS[0] * 4)["input_ids"]])
+    with torch.no_grad():
+        full = model(ids, labels=ids)
+        with autocast(True):
+            half = model(ids, labels=ids)
+    assert half.logits.dtype == torch.bfloat16
+    assert abs(half.loss.item() - full.loss.item()) / full.loss.item() < 0.01
+    agreement = (half.logits.argmax(-1) == full.logits.argmax(-1)).float().mean().item()
+    assert agreement > 0.9
+    assert parameter_count(model) < 10_000_000
+
+
+def test_base_model_dir_must_be_a_model_directory(tmp_path):
+    with pytest.raises(ConfigError, match="base_model_dir"):
+        ModelConfig(base_model_dir=str(tmp_path))
