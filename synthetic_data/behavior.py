@@ -179,10 +179,11 @@ def simulate_behavior(config: WorldConfig, catalog: Catalog, pop: Population,
         day_frame = _day_frame(columns, day, rng)
         parts.append(day_frame)
         # Memories see today's records from tomorrow on (records pushed in time order).
-        ordered = day_frame.sort("user", "second")
-        conv = ordered.filter(pl.col("kind").is_in([KIND["attributed_conversion"], KIND["matched_conversion"]]))
+        conv = day_frame.filter(pl.col("kind").is_in([KIND["attributed_conversion"], KIND["matched_conversion"]])
+                                ).sort("user", "second")
         conversions.push(conv["user"].to_numpy(), conv["advertiser"].to_numpy(), conv["line"].to_numpy(), day)
-        offsite = ordered.filter(pl.col("kind").is_in([KIND["offsite_url"], KIND["offsite_search"]]))
+        offsite = day_frame.filter(pl.col("kind").is_in([KIND["offsite_url"], KIND["offsite_search"]])
+                                   ).sort("user", "second")
         browses.push(offsite["user"].to_numpy(), offsite["advertiser"].to_numpy(), offsite["line"].to_numpy(), day)
         if on_day is not None:
             on_day()

@@ -194,13 +194,24 @@ def build_catalog(config: WorldConfig, rng: np.random.Generator) -> Catalog:
 class _KeyedSampler(GroupedSampler):
     """A uniform GroupedSampler over sparse int64 keys (e.g. advertiser x product line)."""
 
+    DENSE_LIMIT = 50_000_000  # key spaces up to this size use a dense lookup table
+
     def __init__(self, keys: np.ndarray, members: np.ndarray):
         self.keys, dense = np.unique(keys, return_inverse=True)
         super().__init__(dense, members, np.ones(len(keys)), len(self.keys))
+        self.lookup = None
+        if self.keys.size and self.keys[-1] < self.DENSE_LIMIT:
+            self.lookup = np.full(self.keys[-1] + 1, -1, np.int64)
+            self.lookup[self.keys] = np.arange(self.keys.size)
 
     def sample(self, keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        dense = np.searchsorted(self.keys, keys)
-        if keys.size and not np.array_equal(self.keys[np.minimum(dense, len(self.keys) - 1)], keys):
+        if self.lookup is not None:
+            dense = self.lookup[keys]
+            valid = dense >= 0
+        else:
+            dense = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            valid = self.keys[dense] == keys
+        if not valid.all():
             raise ValueError("_KeyedSampler: a queried key has no members")
         return super().sample(dense, rng)
 

@@ -33,12 +33,12 @@ class ResponseConfig:
         "home_feed": 0.7, "related_pins": 0.6, "search": 0.9})
     # Click logit of an examined ad with no affinity, per surface (search carries more intent).
     click_base_logit: dict[str, float] = field(default_factory=lambda: {
-        "home_feed": -3.6, "related_pins": -3.4, "search": -3.0})
+        "home_feed": -4.6, "related_pins": -4.4, "search": -4.0})
     click_interest_weight: float = 4.0  # x the user's current latent weight on the item's leaf
     click_favorite_weight: float = 1.0  # x brand_loyalty when the advertiser is a favourite
     click_popularity_weight: float = 0.2  # x log(popularity * n_advertisers)
     # Conversion after a click: logit terms.
-    conversion_base_logit: float = -3.2
+    conversion_base_logit: float = -5.0
     conversion_interest_weight: float = 3.0  # x latent interest weight on the item's leaf
     conversion_favorite_weight: float = 2.0  # x brand_loyalty when the advertiser is a favourite
     conversion_repeat_weight: float = 1.0  # the user converted with this advertiser before

@@ -26,6 +26,8 @@ class GroupedSampler:
         padded = np.concatenate([[0.0], self.cumulative])
         self.low, self.high = padded[self.start], padded[self.stop]
         self.has_members = self.high > self.low
+        # Equal weights: index = start + floor(u * count), no search needed.
+        self.is_uniform = bool(weights.size == 0 or np.all(weights == weights[0]))
 
     def sample(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One member per entry of `groups`; every queried group must have positive weight."""
@@ -33,6 +35,9 @@ class GroupedSampler:
         if groups.size and not self.has_members[groups].all():
             empty = np.unique(groups[~self.has_members[groups]])[:5]
             raise ValueError(f"GroupedSampler: groups {empty.tolist()} have no members with weight > 0")
+        if self.is_uniform:
+            start, count = self.start[groups], self.stop[groups] - self.start[groups]
+            return self.members[start + (rng.random(groups.size) * count).astype(np.int64)]
         low, high = self.low[groups], self.high[groups]
         target = low + rng.random(groups.size) * (high - low)
         index = np.searchsorted(self.cumulative, target, side="right")

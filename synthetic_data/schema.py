@@ -351,15 +351,14 @@ class World:
         for f in fields(self):
             validate(getattr(self, f.name), SCHEMAS[f.name], f.name)
 
-    def write(self, directory: Path) -> list[Path]:
-        """Write each table to `directory/<table>.parquet`; returns the paths written."""
+    def write(self, directory: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+        """Write each table (but `skip`) to `directory/<table>.parquet`; returns every table's path."""
         directory.mkdir(parents=True, exist_ok=True)
-        paths = []
         for name in WORLD_TABLES:
-            path = directory / f"{name}.parquet"
-            getattr(self, name).write_parquet(path, statistics=False, compression="zstd")
-            paths.append(path)
-        return paths
+            if name not in skip:
+                getattr(self, name).write_parquet(directory / f"{name}.parquet", statistics=False,
+                                                  compression="zstd")
+        return [directory / f"{name}.parquet" for name in WORLD_TABLES]
 
 
 def load_table(directory: Path, name: str) -> pl.DataFrame:

@@ -6,10 +6,14 @@ bounded and the same seed gives the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from synthetic_data import schema
@@ -32,90 +36,191 @@ def _rng(config: WorldConfig, stream: int, chunk: int = 0) -> np.random.Generato
     return np.random.default_rng([config.seed, stream, chunk])
 
 
-def generate_world(config: WorldConfig, progress: bool = True) -> World:
-    """The full world for `config` (deterministic in `config.seed`)."""
-    catalog = build_catalog(config, _rng(config, STREAM_CATALOG))
-    n_users, chunk = config.users.n_users, config.user_chunk_size
-    n_chunks = -(-n_users // chunk)
-    users, users_truth, interests, events = [], [], [], []
-    with tqdm(total=n_chunks * config.n_days, desc="simulating user-days (x chunk)", unit="day",
+@dataclass
+class _Chunk:
+    users: pl.DataFrame
+    users_truth: pl.DataFrame
+    interests_truth: pl.DataFrame
+    events: pl.DataFrame  # EVENTS without event_id, plus mechanism_code
+
+
+def _chunks(config: WorldConfig, catalog: Catalog, progress: bool) -> Iterator[_Chunk]:
+    n_users, size = config.users.n_users, config.user_chunk_size
+    n_chunks = -(-n_users // size)
+    with tqdm(total=n_chunks * config.n_days, desc="simulating days x user chunks", unit="day",
               disable=not progress) as bar:
         for c in range(n_chunks):
-            first = c * chunk
-            pop = build_population(config, catalog, first, min(chunk, n_users - first),
+            first = c * size
+            pop = build_population(config, catalog, first, min(size, n_users - first),
                                    _rng(config, STREAM_USERS, c))
-            raw = simulate_behavior(config, catalog, pop, _rng(config, STREAM_BEHAVIOR, c),
-                                    on_day=bar.update)
-            events.append(_finalize_events(config, catalog, pop.user_ids, raw))
-            users.append(pop.users)
-            users_truth.append(pop.users_truth)
-            interests.append(pop.interests_truth)
-    events_all = pl.concat(events).with_row_index("event_id").with_columns(pl.col("event_id").cast(pl.Int64))
-    conversions_truth = (events_all.filter(pl.col("mechanism_code") >= 0)
-                         .select("event_id", pl.col("mechanism_code").cast(pl.Int64)
-                                 .replace_strict(dict(enumerate(CONVERSION_MECHANISMS)), return_dtype=schema.Mechanism)
-                                 .alias("mechanism")))
-    events_all = events_all.select(list(schema.EVENTS))
+            raw = simulate_behavior(config, catalog, pop, _rng(config, STREAM_BEHAVIOR, c), on_day=bar.update)
+            yield _Chunk(pop.users, pop.users_truth, pop.interests_truth,
+                         _finalize_events(config, catalog, pop.user_ids, raw))
+
+
+def _split_truth(events: pl.DataFrame, first_event_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Number a chunk's events from `first_event_id`; split off the mechanism into conversions_truth."""
+    events = events.with_columns(
+        (pl.int_range(pl.len(), dtype=pl.Int64) + first_event_id).alias("event_id"))
+    truth = (events.filter(pl.col("mechanism_code") >= 0)
+             .select("event_id", pl.col("mechanism_code").cast(pl.Int64)
+                     .replace_strict(dict(enumerate(CONVERSION_MECHANISMS)), return_dtype=schema.Mechanism)
+                     .alias("mechanism")))
+    return events.select(list(schema.EVENTS)), truth
+
+
+def _assemble(config: WorldConfig, catalog: Catalog, chunks: list[_Chunk], events: pl.DataFrame,
+              conversions_truth: pl.DataFrame, conversions: pl.DataFrame) -> World:
+    """Labels, splits and corpus from the generated behaviour (`conversions` = conversion events)."""
     anchors = anchor_dates(config.start_date, config.labels)
-    labels = build_labels(events_all, catalog.advertisers, anchors, config.labels)
-    users_all = pl.concat(users)
-    splits = build_splits(users_all["user_id"].to_numpy(), events_all, catalog.advertisers, anchors[-1],
+    labels = build_labels(conversions, catalog.advertisers, anchors, config.labels)
+    users = pl.concat([c.users for c in chunks])
+    splits = build_splits(users["user_id"].to_numpy(), conversions, catalog.advertisers, anchors[-1],
                           config.labels, _rng(config, STREAM_SPLITS))
     corpus = build_corpus(config.corpus, catalog.categories, catalog.advertisers, catalog.advertisers_truth,
                           catalog.brands, catalog.items, _rng(config, STREAM_CORPUS))
     return World(
         categories=catalog.categories, product_lines=catalog.product_lines,
         advertisers=catalog.advertisers, advertisers_truth=catalog.advertisers_truth,
-        brands=catalog.brands, items=catalog.items, users=users_all,
-        users_truth=pl.concat(users_truth), interests_truth=pl.concat(interests),
-        events=events_all, conversions_truth=conversions_truth, preset_pool=catalog.preset_pool,
+        brands=catalog.brands, items=catalog.items, users=users,
+        users_truth=pl.concat([c.users_truth for c in chunks]),
+        interests_truth=pl.concat([c.interests_truth for c in chunks]),
+        events=events, conversions_truth=conversions_truth, preset_pool=catalog.preset_pool,
         advertiser_spend=catalog.advertiser_spend, labels=labels, splits=splits, corpus=corpus,
     )
 
 
+def _conversion_rows(events: pl.DataFrame) -> pl.DataFrame:
+    return events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
+
+
+def generate_world(config: WorldConfig, progress: bool = True) -> World:
+    """The full world for `config` in memory (deterministic in `config.seed`); for small worlds."""
+    catalog = build_catalog(config, _rng(config, STREAM_CATALOG))
+    chunks, events, truths, offset = [], [], [], 0
+    for chunk in _chunks(config, catalog, progress):
+        numbered, truth = _split_truth(chunk.events, offset)
+        offset += numbered.height
+        chunk.events = None
+        chunks.append(chunk)
+        events.append(numbered)
+        truths.append(truth)
+    events_all = pl.concat(events)
+    return _assemble(config, catalog, chunks, events_all, pl.concat(truths), _conversion_rows(events_all))
+
+
+def summarize(world: World, events_by_kind: dict[str, int], conversions: pl.DataFrame) -> dict:
+    """Counts per table, label coverage per anchor, conversion-type and mechanism mix."""
+    rows = {name: getattr(world, name).height for name in schema.WORLD_TABLES}
+    rows["events"] = sum(events_by_kind.values())
+    coverage = (world.labels.group_by("anchor_date").agg(
+        pl.len().alias("labelled_users"), pl.col("in_v0").sum().alias("v0"), pl.col("in_v1").sum().alias("v1"))
+        .sort("anchor_date"))
+    n_users = max(world.users.height, 1)
+    mix = conversions["conversion_type"].value_counts().sort("conversion_type")
+    mechanisms = world.conversions_truth["mechanism"].cast(pl.String).value_counts().sort("mechanism")
+    return {
+        "rows": rows,
+        "events_by_kind": dict(sorted(events_by_kind.items())),
+        "label_coverage": [
+            {"anchor_date": str(r["anchor_date"]), "labelled_users": r["labelled_users"],
+             "share_of_users": round(r["labelled_users"] / n_users, 4), "v0": r["v0"], "v1": r["v1"]}
+            for r in coverage.iter_rows(named=True)],
+        "conversion_type_mix": {k: round(v / max(conversions.height, 1), 4) for k, v in mix.iter_rows()},
+        "conversion_mechanism_mix": {k: round(v / max(world.conversions_truth.height, 1), 4)
+                                     for k, v in mechanisms.iter_rows()},
+        "eval_users": int((world.splits["split"] == "eval").sum()),
+    }
+
+
+def write_world(config: WorldConfig, directory: Path, progress: bool = True) -> tuple[World, dict]:
+    """Generate and write a world of any size, streaming events to Parquet chunk by chunk.
+
+    Returns the world with an empty `events` table (the events stay on disk) and its summary.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    catalog = build_catalog(config, _rng(config, STREAM_CATALOG))
+    chunks, truths, conversions, offset = [], [], [], 0
+    kind_counts: dict[str, int] = {}
+    writer = None
+    try:
+        for chunk in _chunks(config, catalog, progress):
+            numbered, truth = _split_truth(chunk.events, offset)
+            offset += numbered.height
+            table = numbered.to_arrow(compat_level=pl.CompatLevel.oldest())
+            if writer is None:
+                writer = pq.ParquetWriter(directory / "events.parquet", table.schema, compression="zstd",
+                                          write_statistics=False)
+            writer.write_table(table)
+            for kind, count in numbered["kind"].cast(pl.String).value_counts().iter_rows():
+                kind_counts[kind] = kind_counts.get(kind, 0) + count
+            conversions.append(_conversion_rows(numbered))
+            truths.append(truth)
+            chunk.events = None
+            chunks.append(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    conversions_all = pl.concat(conversions)
+    world = _assemble(config, catalog, chunks, schema.empty(schema.EVENTS), pl.concat(truths), conversions_all)
+    world.write(directory, skip=("events",))
+    return world, summarize(world, kind_counts, conversions_all)
+
+
 def _finalize_events(config: WorldConfig, catalog: Catalog, user_ids: np.ndarray,
                      raw: pl.DataFrame) -> pl.DataFrame:
-    """Raw codes -> EVENTS columns: ids, UTC timestamps, kinds, conversion types and text."""
+    """Raw codes -> EVENTS columns (without event_id): ids, UTC timestamps, kinds, types and text."""
+    raw = raw.sort("user", "day", "second", "kind", "item")
     start = datetime.combine(date.fromisoformat(config.start_date), datetime.min.time(), tzinfo=timezone.utc)
     types = list(config.behavior.conversion_type_probs)
-    high = set(config.behavior.high_priority_types)
-    items = catalog.items.select("item_id", "title", "brand_id", "price")
-    brand_names = catalog.brands.select("brand_id", pl.col("name").alias("brand_name"))
-    domains = catalog.advertisers.select(pl.col("advertiser_id"), "domain")
-    lines = catalog.product_lines.select(pl.col("product_line_id").alias("line"), pl.col("name").alias("line_name"))
-    is_search = pl.col("kind_code").is_in([KIND["onsite_search"], KIND["offsite_search"]])
-    is_conversion = pl.col("kind_code").is_in([KIND[k] for k in CONVERSION_KINDS])
-    frame = (raw.rename({"kind": "kind_code", "mechanism": "mechanism_code"})
-             .with_columns(
-                 pl.Series("user_id", user_ids[raw["user"].to_numpy()], dtype=pl.Int64),
-                 pl.Series("category_id", catalog.leaf_ids[raw["category"].to_numpy()], dtype=pl.Int32),
-                 (pl.lit(start) + pl.duration(days=pl.col("day"), seconds=pl.col("second")))
-                 .dt.cast_time_unit("us").alias("ts"),
-                 pl.when(pl.col("advertiser") >= 0).then(pl.col("advertiser")).alias("advertiser_id"),
-                 pl.when(pl.col("item") >= 0).then(pl.col("item")).alias("item_id"))
-             .join(items, on="item_id", how="left")
-             .join(brand_names, on="brand_id", how="left")
-             .join(domains, on="advertiser_id", how="left")
-             .join(lines, on="line", how="left"))
+    high = [types.index(t) for t in config.behavior.high_priority_types]
+    kind = raw["kind"].to_numpy()
+    item = raw["item"].to_numpy()
+    advertiser = raw["advertiser"].to_numpy()
+    has_item, has_advertiser = item >= 0, advertiser >= 0
+    item_index = np.where(has_item, item, 0)
+    brand = np.where(has_item, catalog.items["brand_id"].to_numpy()[item_index], -1)
+    is_search = np.isin(kind, [KIND["onsite_search"], KIND["offsite_search"]])
+    is_conversion = np.isin(kind, [KIND[k] for k in CONVERSION_KINDS])
+    conversion_type = raw["conversion_type"].to_numpy()
+
+    def masked(values: np.ndarray, mask: np.ndarray, dtype) -> pl.Series:
+        return pl.Series(values, dtype=dtype).scatter(np.flatnonzero(~mask), None)
+
+    pieces = pl.DataFrame({
+        "kind_code": kind,
+        "template": raw["template"].to_numpy(),
+        "title": catalog.items["title"].gather(item_index),
+        "brand_name": masked(catalog.brands["name"].gather(np.maximum(brand, 0)).to_numpy(), brand >= 0, pl.String),
+        "domain": catalog.advertisers["domain"].gather(np.where(has_advertiser, advertiser, 0)),
+        "line_name": catalog.product_lines["name"].gather(raw["line"].to_numpy()),
+    })
     prefix = pl.col("template").cast(pl.Int64).replace_strict(dict(enumerate(QUERY_PREFIXES)), return_dtype=pl.String)
     suffix = pl.col("template").cast(pl.Int64).replace_strict(dict(enumerate(QUERY_SUFFIXES)), return_dtype=pl.String)
     brand_part = pl.when(pl.col("brand_name").is_not_null()).then(pl.col("brand_name") + " ").otherwise(pl.lit(""))
-    slug = pl.col("title").str.to_lowercase().str.replace_all(" ", "-")
-    text = (pl.when(is_search).then(pl.concat_str([prefix, brand_part, pl.col("line_name"), suffix]))
+    slug = pl.col("title").str.to_lowercase().str.replace_all(" ", "-", literal=True)
+    is_search_expr = pl.col("kind_code").is_in([KIND["onsite_search"], KIND["offsite_search"]])
+    text = (pl.when(is_search_expr).then(pl.concat_str([prefix, brand_part, pl.col("line_name"), suffix]))
             .when(pl.col("kind_code") == KIND["offsite_url"])
             .then(pl.concat_str([pl.lit("https://www."), pl.col("domain"), pl.lit("/products/"), slug]))
             .otherwise(pl.col("title")))
-    conversion_type = pl.when(pl.col("conversion_type") >= 0).then(
-        pl.col("conversion_type").cast(pl.Int64).replace_strict(dict(enumerate(types)), default=None,
-                                                                return_dtype=pl.String))
-    return (frame.with_columns(
-        pl.col("kind_code").cast(pl.Int64).replace_strict(dict(enumerate(EVENT_KINDS)), return_dtype=schema.EventKind)
-        .alias("kind"),
-        text.alias("text"),
-        pl.when(is_search).then(None).otherwise(pl.col("item_id")).alias("item_id"),
-        conversion_type.alias("conversion_type"),
-        pl.when(is_conversion).then(pl.col("price")).alias("value"))
-        .with_columns(pl.col("conversion_type").is_in(sorted(high)).fill_null(False).alias("is_high_priority"))
-        .sort("user_id", "ts", "kind_code", "item")
-        .select(*[c for c in schema.EVENTS if c != "event_id"], "mechanism_code")
-        .with_columns(pl.col(c).cast(t) for c, t in schema.EVENTS.items() if c not in ("event_id",)))
+    text_series = pieces.select(text.alias("text")).to_series()
+    ts = (np.datetime64(start.replace(tzinfo=None), "us")
+          + raw["day"].to_numpy().astype("timedelta64[D]").astype("timedelta64[us]")
+          + raw["second"].to_numpy().astype("timedelta64[s]").astype("timedelta64[us]"))
+    type_names = np.asarray(types + [""], dtype=object)[np.where(conversion_type >= 0, conversion_type, len(types))]
+    events = pl.DataFrame({
+        "user_id": pl.Series(user_ids[raw["user"].to_numpy()], dtype=pl.Int64),
+        "ts": pl.Series(ts).dt.replace_time_zone("UTC"),
+        "kind": pl.Series(np.asarray(EVENT_KINDS, dtype=object)[kind], dtype=schema.EventKind),
+        "text": text_series,
+        "advertiser_id": masked(advertiser, has_advertiser, pl.Int32),
+        "brand_id": masked(brand, brand >= 0, pl.Int32),
+        "item_id": masked(item, has_item & ~is_search, pl.Int32),
+        "category_id": pl.Series(catalog.leaf_ids[raw["category"].to_numpy()], dtype=pl.Int32),
+        "conversion_type": masked(type_names, conversion_type >= 0, pl.String),
+        "is_high_priority": np.isin(conversion_type, high),
+        "value": masked(catalog.items["price"].to_numpy()[item_index], is_conversion, pl.Float64),
+        "mechanism_code": raw["mechanism"].to_numpy(),
+    })
+    return events
