@@ -1,0 +1,147 @@
+"""The simulator's knobs (paper 4.5): traffic, auction, pacing, feedback and attribution, arms.
+
+Frozen dataclasses validated on construction; every field is a mechanism parameter, none an
+outcome. `ExperimentConfig` is what `adsim ab --config` and `adsim sweep` load from TOML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from blending.blend import BlendConfig
+from synthetic_data import schema
+from synthetic_data.config_io import require
+
+
+def _surface_table(values: dict[str, float], name: str, *, positive: bool = False) -> None:
+    require(set(values) == set(schema.SURFACES), name, f"give a value for each surface {list(schema.SURFACES)}")
+    for surface, value in values.items():
+        require(value > 0 if positive else value >= 0, f"{name}.{surface}", f"must be {'>' if positive else '>='} 0")
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Sessions per user-day (times the user's true activity), their surface mix and depth."""
+
+    sessions_per_user_day: float = 2.0
+    surface_mix: dict[str, float] = field(default_factory=lambda: {
+        "home_feed": 0.5, "related_pins": 0.3, "search": 0.2})
+    extra_requests_per_session: dict[str, float] = field(default_factory=lambda: {
+        "home_feed": 1.5, "related_pins": 0.5, "search": 0.5})  # ad requests = 1 + Poisson(this)
+    seconds_between_requests: float = 30.0
+    slots: dict[str, int] = field(default_factory=lambda: {"home_feed": 4, "related_pins": 3, "search": 3})
+
+    def __post_init__(self):
+        require(self.sessions_per_user_day > 0, "traffic.sessions_per_user_day", "must be > 0")
+        _surface_table(self.surface_mix, "traffic.surface_mix")
+        require(abs(sum(self.surface_mix.values()) - 1) < 1e-6, "traffic.surface_mix", "must sum to 1")
+        _surface_table(self.extra_requests_per_session, "traffic.extra_requests_per_session")
+        require(self.seconds_between_requests > 0, "traffic.seconds_between_requests", "must be > 0")
+        _surface_table({k: float(v) for k, v in self.slots.items()}, "traffic.slots", positive=True)
+
+
+@dataclass(frozen=True)
+class AuctionConfig:
+    """Ranking depth, eCPM auction with GSP pricing and a reserve (prices per 1,000 impressions)."""
+
+    rank_depth: int = 12  # candidates per request the ranker sends to the auction
+    reserve_ecpm: float = 0.5  # dollars per 1,000 impressions
+
+    def __post_init__(self):
+        require(self.rank_depth >= 1, "auction.rank_depth", "must be >= 1")
+        require(self.reserve_ecpm >= 0, "auction.reserve_ecpm", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PacingConfig:
+    """Budget pacing by throttling: each advertiser's pass rate follows a linear daily spend plan."""
+
+    interval_seconds: float = 900.0
+    tolerance: float = 0.1  # relative slack around the plan before the pass rate moves
+    decrease: float = 0.7  # pass rate multiplier when ahead of plan
+    increase: float = 1.3  # pass rate multiplier when behind plan
+    min_pass_rate: float = 0.02
+
+    def __post_init__(self):
+        require(self.interval_seconds > 0, "pacing.interval_seconds", "must be > 0")
+        require(self.tolerance >= 0, "pacing.tolerance", "must be >= 0")
+        require(0 < self.decrease < 1, "pacing.decrease", "must be in (0, 1)")
+        require(self.increase > 1, "pacing.increase", "must be > 1")
+        require(0 < self.min_pass_rate <= 1, "pacing.min_pass_rate", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """What happens after the auction besides the world's true rates: slot visibility, conversion
+    delays, attribution windows and order values."""
+
+    view_decay: float = 0.9  # P(slot k scrolls into view, i.e. is impressed) = view_decay ** k
+    click_delay_mean_hours: float = 24.0
+    view_delay_mean_hours: float = 12.0
+    click_window_days: float = 7.0
+    view_window_days: float = 1.0
+    value_log_sd: float = 0.3  # order value = item price * lognormal(0, sd) basket noise
+
+    def __post_init__(self):
+        require(0 < self.view_decay <= 1, "feedback.view_decay", "must be in (0, 1]")
+        require(self.click_delay_mean_hours > 0 and self.view_delay_mean_hours > 0,
+                "feedback.*_delay_mean_hours", "must be > 0")
+        require(self.click_window_days > 0 and self.view_window_days > 0, "feedback.*_window_days", "must be > 0")
+        require(self.value_log_sd >= 0, "feedback.value_log_sd", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One simulated market: days, batching, seed and the mechanisms above."""
+
+    days: int = 3
+    batch_seconds: float = 600.0  # requests arriving within this much simulated time are batched
+    seed: int = 0
+    budget_share: float = 1.0  # share of each advertiser's daily budget this market may spend
+    conversion_tail_days: float = 2.0  # after the last day, conversions still arrive (no traffic)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    auction: AuctionConfig = field(default_factory=AuctionConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+
+    def __post_init__(self):
+        require(self.days >= 1, "simulation.days", "must be >= 1")
+        require(0 < self.batch_seconds <= 86400, "simulation.batch_seconds", "must be in (0, 86400]")
+        require(0 < self.budget_share <= 1, "simulation.budget_share", "must be in (0, 1]")
+        require(self.conversion_tail_days >= 0, "simulation.conversion_tail_days", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One experiment arm: a name and its blending config (e.g. the LLM generator's L0 quota)."""
+
+    name: str
+    blend: BlendConfig
+
+    def __post_init__(self):
+        require(bool(self.name), "arms.name", "every arm needs a name")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An A/B (or A/B/n) experiment; the first arm is the control."""
+
+    arms: tuple[ArmConfig, ...]
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    design: str = "split"  # split: users hashed into arms; paired: every arm replays all users (CRN)
+    salt: int = 0  # hash salt of the user split
+    method: str = "delta"  # delta | bootstrap
+    bootstrap_samples: int = 1000
+    cuped: bool = True
+    pre_period_days: int = 28  # days of world events before the experiment used as CUPED covariates
+    alpha: float = 0.05
+
+    def __post_init__(self):
+        require(len(self.arms) >= 2, "arms", "an experiment needs at least two arms (the first is control)")
+        names = [arm.name for arm in self.arms]
+        require(len(set(names)) == len(names), "arms.name", f"arm names must be unique, got {names}")
+        require(self.design in ("split", "paired"), "design", "must be 'split' or 'paired'")
+        require(self.method in ("delta", "bootstrap"), "method", "must be 'delta' or 'bootstrap'")
+        require(self.bootstrap_samples >= 100, "bootstrap_samples", "must be >= 100")
+        require(self.pre_period_days >= 1, "pre_period_days", "must be >= 1")
+        require(0 < self.alpha < 1, "alpha", "must be in (0, 1)")

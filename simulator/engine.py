@@ -1,0 +1,305 @@
+"""The SimPy market (paper 4.5): simulated days of requests through retrieval, blending, ranking, auction.
+
+SimPy owns time and order - batch ticks, pacing updates, conversion arrivals, the nightly LLM
+job - and each tick hands a whole batch of requests to polars/numpy/torch. One `simulate` call
+is one market (an arm) over its users; every random draw is keyed (CRN, simulator/random_streams).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import simpy
+from tqdm.auto import tqdm
+
+from blending.blend import BlendConfig, blend
+from blending.funnel import FunnelLedger
+from simulator import auction, pacing
+from simulator.attribution import draw_conversions
+from simulator.config import SimulationConfig
+from simulator.protocols import CandidateGenerator, NightlyJob, ResponseModel, Scorer
+from simulator.random_streams import normals, uniforms
+from simulator.traffic import TrafficTables, day_requests, day_start, traffic_tables
+from synthetic_data import schema
+from synthetic_data.schema import World
+
+SECONDS_PER_DAY = 86400.0
+USER_METRICS = ("requests", "impressions", "clicks", "spend", "conversions", "click_conversions",
+                "conversion_value")
+_NIGHTLY_EPSILON = 1e-3  # midnight runs just after the day's last batch tick
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The models a market runs: candidate sources, the ranker, the true response, the nightly job."""
+
+    generators: tuple[CandidateGenerator, ...]
+    scorer: Scorer
+    response: ResponseModel
+    nightly: NightlyJob | None = None
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What one market produced: logs, per-user metrics, the funnel ledger and a summary."""
+
+    impressions: pl.DataFrame  # schema.IMPRESSIONS + source, price, p_click, p_conversion
+    conversions: pl.DataFrame  # every conversion drawn, with arrival_ts and is_attributed
+    user_metrics: pl.DataFrame  # user_id + USER_METRICS
+    advertiser_days: pl.DataFrame  # day, advertiser_id, spend, budget
+    ledger: FunnelLedger
+    summary: dict
+
+
+def simulation_start(world: World) -> date:
+    """The first simulated day: the day after the world's last event."""
+    if world.events.height == 0:
+        raise ValueError("the world has no events; the simulation starts the day after the last one")
+    return world.events["ts"].max().date() + timedelta(days=1)
+
+
+class Market:
+    """The state of one market between SimPy ticks; each method is one step called by a process."""
+
+    def __init__(self, world: World, stack: Stack, blend_config: BlendConfig, user_ids: np.ndarray,
+                 config: SimulationConfig):
+        self.stack, self.blend_config, self.config = stack, blend_config, config
+        self.user_ids = np.sort(np.asarray(user_ids, dtype=np.int64))
+        advertisers = world.advertisers.sort("advertiser_id")
+        self.advertiser_ids = advertisers["advertiser_id"].to_numpy().astype(np.int64)
+        self.is_active = advertisers["is_active"].to_numpy()
+        self.is_roas = (advertisers["campaign_type"] == "ROAS").to_numpy()
+        self.bid = advertisers["bid"].to_numpy()
+        self.target_roas = advertisers["target_roas"].fill_null(1.0).to_numpy()
+        self.budget = advertisers["daily_budget"].to_numpy() * config.budget_share
+        self.items = world.items.select("item_id", "price", "brand_id", "category_id", "title")
+        source_names = [generator.name for generator in stack.generators]
+        self.ledger = FunnelLedger(source_names, self.advertiser_ids)
+        self.spend_today = np.zeros(self.advertiser_ids.size)
+        self.pass_rates = np.ones(self.advertiser_ids.size)
+        self.totals = {name: np.zeros(self.user_ids.size) for name in USER_METRICS}
+        self.pending = None
+        self.impression_log: list[pl.DataFrame] = []
+        self.conversion_log: list[pl.DataFrame] = []
+        self.day_events: list[pl.DataFrame] = []
+        self.advertiser_days: list[pl.DataFrame] = []
+        self.counters = {"requests": 0, "batches": 0, "users_reinferred": 0, "overspend": 0.0,
+                         "unattributed_conversions": 0, "model_seconds": 0.0}
+
+    # -- the request path -------------------------------------------------------------------
+    def serve(self, requests: pl.DataFrame) -> None:
+        """Run a batch of requests through retrieval, blending, ranking, auction and the user."""
+        if requests.height == 0:
+            return
+        seed = self.config.seed
+        self.counters["requests"] += requests.height
+        self.counters["batches"] += 1
+        self._add_to_users(requests["user_id"], "requests", np.ones(requests.height))
+        started = time.perf_counter()
+        candidates = pl.concat([schema.validate(g.generate(requests), schema.CANDIDATES, f"candidates of {g.name}")
+                                .select(list(schema.CANDIDATES)) for g in self.stack.generators])
+        self.ledger.record("retrieved", candidates)
+        blended = blend(candidates, self.blend_config)
+        self.ledger.record("blended", blended)
+
+        advertiser = np.searchsorted(self.advertiser_ids, blended["advertiser_id"].to_numpy())
+        passes = uniforms(seed, "pacing", blended["request_id"].to_numpy(), self.advertiser_ids[advertiser])
+        is_eligible = (self.is_active[advertiser] & pacing.has_budget(self.spend_today, self.budget)[advertiser]
+                       & (passes < self.pass_rates[advertiser]))
+        eligible = blended.filter(pl.Series(is_eligible)).join(requests, on="request_id", how="left")
+        if eligible.height == 0:
+            return
+        scores = self.stack.scorer.score(eligible)
+        self.counters["model_seconds"] += time.perf_counter() - started
+        eligible = eligible.with_columns(ctcvr=scores["ctcvr"].cast(pl.Float64), vtcvr=scores["vtcvr"].cast(pl.Float64))
+        ranked = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
+                  .sort(["request_id", "p_conversion_predicted"], descending=[False, True])
+                  .filter(pl.int_range(pl.len()).over("request_id") < self.config.auction.rank_depth)
+                  .join(self.items.select("item_id", "price"), on="item_id", how="left"))
+        self.ledger.record("ranked", ranked)
+        self._auction(ranked)
+
+    def _auction(self, ranked: pl.DataFrame) -> None:
+        config, seed = self.config, self.config.seed
+        advertiser = np.searchsorted(self.advertiser_ids, ranked["advertiser_id"].to_numpy())
+        values = auction.ecpm(self.is_roas[advertiser], self.bid[advertiser], self.target_roas[advertiser],
+                              ranked["price"].to_numpy(), ranked["p_conversion_predicted"].to_numpy())
+        slots = ranked["surface"].cast(pl.String).replace_strict(config.traffic.slots, return_dtype=pl.Int64).to_numpy()
+        outcome = auction.run_auction(ranked["request_id"].to_numpy(), values, slots, config.auction.reserve_ecpm)
+        winners = (ranked.with_columns(pl.Series("position", outcome.position, pl.Int16),
+                                       pl.Series("price_paid", outcome.price), pl.Series("ecpm", values))
+                   .filter(pl.Series(outcome.is_winner)))
+        self.ledger.record("won_auction", winners)
+        request_id, item_id = winners["request_id"].to_numpy(), winners["item_id"].to_numpy()
+        position = winners["position"].to_numpy()
+        is_seen = uniforms(seed, "view", request_id, item_id) < config.feedback.view_decay ** position
+        shown = winners.filter(pl.Series(is_seen))
+        self.ledger.record("impressed", shown)
+        if shown.height == 0:
+            return
+        self._charge(shown)
+        self._respond(shown)
+
+    def _charge(self, shown: pl.DataFrame) -> None:
+        advertiser = np.searchsorted(self.advertiser_ids, shown["advertiser_id"].to_numpy())
+        price = shown["price_paid"].to_numpy()
+        before = self.spend_today.copy()
+        np.add.at(self.spend_today, advertiser, price)
+        self.counters["overspend"] += float(
+            (np.maximum(self.spend_today - self.budget, 0) - np.maximum(before - self.budget, 0)).sum())
+        self._add_to_users(shown["user_id"], "impressions", np.ones(shown.height))
+        self._add_to_users(shown["user_id"], "spend", price)
+
+    def _respond(self, shown: pl.DataFrame) -> None:
+        """Clicks from the true (position-biased) rates, dwell, and the conversions they cause."""
+        seed = self.config.seed
+        request_id, item_id = shown["request_id"].to_numpy(), shown["item_id"].to_numpy()
+        rates = self.stack.response.true_rates(
+            shown["user_id"].to_numpy(), item_id, shown["surface"].to_physical().to_numpy(),
+            shown["position"].to_numpy(), shown["day"].to_numpy().astype("datetime64[D]"))
+        is_click = uniforms(seed, "click", request_id, item_id) < rates.p_click
+        dwell = np.where(is_click, np.exp(rates.dwell_log_mean + rates.dwell_log_sd
+                                          * normals(seed, "dwell", request_id, item_id)), 0.0)
+        shown = shown.with_columns(pl.Series("is_click", is_click), pl.Series("dwell_seconds", dwell, pl.Float32),
+                                   pl.Series("p_click", rates.p_click), pl.Series("p_conversion", rates.p_conversion),
+                                   pl.Series("p_view_conversion", rates.p_view_conversion))
+        clicked = shown.filter(pl.col("is_click"))
+        self.ledger.record("clicked", clicked)
+        self._add_to_users(clicked["user_id"], "clicks", np.ones(clicked.height))
+        self.impression_log.append(shown.select(
+            "request_id", "user_id", "ts", "surface", "position", "item_id", "advertiser_id", "source",
+            "is_click", "dwell_seconds", "price_paid", "ecpm", "ctcvr", "vtcvr", "p_click", "p_conversion"))
+        self.day_events.append(clicked.select("user_id", "ts", "item_id", "advertiser_id",
+                                              pl.lit("engagement").alias("kind"), pl.lit(None, pl.Float64).alias("value")))
+        conversions = draw_conversions(shown.select("request_id", "user_id", "ts", "item_id", "advertiser_id", "source",
+                                                    "is_click", "p_conversion", "p_view_conversion", "price"),
+                                        self.config.feedback, seed)
+        self.pending = conversions if self.pending is None else pl.concat([self.pending, conversions])
+
+    def _add_to_users(self, user_ids: pl.Series, metric: str, amounts: np.ndarray) -> None:
+        np.add.at(self.totals[metric], np.searchsorted(self.user_ids, user_ids.to_numpy()), amounts)
+
+    # -- other processes' steps ------------------------------------------------------------
+    def deliver_conversions(self, now: np.datetime64) -> None:
+        """Conversions whose arrival time has come: attribute them (or count them unattributed)."""
+        if self.pending is None or self.pending.height == 0:
+            return
+        now_literal = pl.lit(now).cast(schema.UTC_TS)
+        arrived = self.pending.filter(pl.col("arrival_ts") <= now_literal)
+        self.pending = self.pending.filter(pl.col("arrival_ts") > now_literal)
+        if arrived.height == 0:
+            return
+        self.conversion_log.append(arrived)
+        attributed = arrived.filter(pl.col("is_attributed"))
+        self.counters["unattributed_conversions"] += arrived.height - attributed.height
+        self.ledger.record("converted", attributed)
+        self._add_to_users(attributed["user_id"], "conversions", np.ones(attributed.height))
+        self._add_to_users(attributed["user_id"], "click_conversions", attributed["is_click_through"].to_numpy() * 1.0)
+        self._add_to_users(attributed["user_id"], "conversion_value", attributed["value"].to_numpy())
+        self.day_events.append(attributed.select("user_id", pl.col("arrival_ts").alias("ts"), "item_id", "advertiser_id",
+                                                 pl.lit("attributed_conversion").alias("kind"), "value"))
+
+    def pace(self, day_fraction: float) -> None:
+        self.pass_rates = pacing.next_pass_rates(self.pass_rates, self.spend_today, self.budget, day_fraction,
+                                                 self.config.pacing)
+
+    def midnight(self, day: date) -> None:
+        """Close the day: record spend, run the nightly LLM job on new activity, reset budgets."""
+        self.advertiser_days.append(pl.DataFrame({
+            "day": [day] * self.advertiser_ids.size, "advertiser_id": self.advertiser_ids,
+            "spend": self.spend_today.copy(), "budget": self.budget}))
+        new_events = self._new_events()
+        if self.stack.nightly is not None:
+            self.counters["users_reinferred"] += int(self.stack.nightly(day, new_events))
+        self.day_events = []
+        self.spend_today = np.zeros_like(self.spend_today)
+        self.pass_rates = np.ones_like(self.pass_rates)
+
+    def _new_events(self) -> pl.DataFrame:
+        if not self.day_events:
+            return schema.empty(schema.EVENTS)
+        events = (pl.concat(self.day_events).sort("ts")
+                  .join(self.items.select("item_id", "brand_id", "category_id", "title"), on="item_id", how="left"))
+        is_conversion = pl.col("kind") == "attributed_conversion"
+        return schema.conform(events.with_columns(
+            pl.int_range(pl.len()).alias("event_id"), pl.col("title").alias("text"),
+            pl.when(is_conversion).then(pl.lit("checkout")).alias("conversion_type"),
+            is_conversion.alias("is_high_priority"),
+        ).select(list(schema.EVENTS)), schema.EVENTS, "new_events")
+
+    def result(self, wall_seconds: float, days: int) -> SimulationResult:
+        impressions = (pl.concat(self.impression_log) if self.impression_log else pl.DataFrame())
+        conversions = pl.concat(self.conversion_log) if self.conversion_log else pl.DataFrame()
+        if impressions.height:
+            flags = (conversions.filter(pl.col("is_attributed"))
+                     .group_by("request_id", "item_id")
+                     .agg(pl.col("is_click_through").any().alias("is_ctcvr"),
+                          (~pl.col("is_click_through")).any().alias("is_vtcvr"))
+                     if conversions.height else pl.DataFrame(schema={"request_id": pl.Int64, "item_id": pl.Int32,
+                                                                     "is_ctcvr": pl.Boolean, "is_vtcvr": pl.Boolean}))
+            impressions = (impressions.join(flags, on=["request_id", "item_id"], how="left")
+                           .with_columns(pl.col("is_ctcvr").fill_null(False), pl.col("is_vtcvr").fill_null(False),
+                                         pl.lit(None, pl.Float64).alias("propensity")))
+        user_metrics = pl.DataFrame({"user_id": self.user_ids, **self.totals})
+        summary = {**self.counters, "users": int(self.user_ids.size), "days": days,
+                   "impressions": int(impressions.height),
+                   "censored_conversions": int(self.pending.height) if self.pending is not None else 0,
+                   "wall_seconds": wall_seconds,
+                   "requests_per_second": self.counters["requests"] / max(wall_seconds, 1e-9)}
+        return SimulationResult(impressions=impressions, conversions=conversions, user_metrics=user_metrics,
+                                advertiser_days=pl.concat(self.advertiser_days), ledger=self.ledger, summary=summary)
+
+
+def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np.ndarray,
+             config: SimulationConfig, progress: bool = False, tables: TrafficTables | None = None) -> SimulationResult:
+    """Simulate `config.days` days of the market for `user_ids` under `blend_config`."""
+    tables = tables if tables is not None else traffic_tables(world)
+    market = Market(world, stack, blend_config, user_ids, config)
+    start = simulation_start(world)
+    origin = np.datetime64(day_start(start, 0).replace(tzinfo=None), "us")
+    env = simpy.Environment()
+    horizon = config.days * SECONDS_PER_DAY
+    bar = tqdm(total=config.days, desc="simulated days", unit="day", disable=not progress)
+
+    def clock(seconds: float) -> np.datetime64:
+        return origin + np.timedelta64(int(seconds * 1e6), "us")
+
+    def traffic():
+        for day_index in range(config.days):
+            requests = day_requests(tables, market.user_ids, start, day_index, config.traffic, config.seed)
+            offsets = ((requests["ts"].dt.replace_time_zone(None).to_numpy() - origin)
+                       / np.timedelta64(1, "s")).astype(np.float64)
+            day_end = (day_index + 1) * SECONDS_PER_DAY
+            tick = day_index * SECONDS_PER_DAY
+            while tick < day_end:
+                window_start, tick = tick, min(tick + config.batch_seconds, day_end)
+                yield env.timeout(tick - env.now)
+                market.deliver_conversions(clock(env.now))
+                batch = np.flatnonzero((offsets >= window_start) & (offsets < tick))
+                market.serve(requests[batch] if batch.size else requests.clear())
+            bar.update(1)
+
+    def pacer():
+        while env.now < horizon:
+            yield env.timeout(config.pacing.interval_seconds)
+            market.pace((env.now % SECONDS_PER_DAY) / SECONDS_PER_DAY or 1.0)
+
+    def nights():
+        for day_index in range(config.days):
+            yield env.timeout((day_index + 1) * SECONDS_PER_DAY + _NIGHTLY_EPSILON - env.now)
+            market.midnight(start + timedelta(days=day_index))
+
+    def conversion_tail():
+        yield env.timeout(horizon + config.conversion_tail_days * SECONDS_PER_DAY)
+        market.deliver_conversions(clock(env.now))
+
+    started = time.perf_counter()
+    for process in (traffic(), pacer(), nights(), conversion_tail()):
+        env.process(process)
+    env.run()
+    bar.close()
+    return market.result(time.perf_counter() - started, config.days)

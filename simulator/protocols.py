@@ -1,0 +1,76 @@
+"""What the simulator calls: candidate generators, a scorer, the true user response, the nightly job.
+
+Small `typing.Protocol`s (STYLE: small explicit interfaces) so that retrieval, ranking, the world's
+response model and the LLM batch job plug in without the simulator importing their internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from synthetic_data import schema
+
+# One ad request per row, the input of every candidate generator (built by simulator/traffic.py).
+REQUESTS = {
+    "request_id": pl.Int64,
+    "user_id": pl.Int64,
+    "ts": schema.UTC_TS,
+    "day": pl.Date,  # the request's calendar day; predictions of anchor dates before it are usable
+    "surface": schema.Surface,
+    "query_category_id": pl.Int32,  # search: the category searched for; null elsewhere
+    "context_item_id": pl.Int32,  # related pins: the Pin being viewed; null elsewhere
+}
+
+
+class CandidateGenerator(Protocol):
+    """A retrieval source: candidates (schema.CANDIDATES, `source` = its name) for a batch of requests."""
+
+    name: str
+
+    def generate(self, requests: pl.DataFrame) -> pl.DataFrame: ...
+
+
+class Scorer(Protocol):
+    """The ranking models: calibrated per-impression ctcvr and vtcvr probabilities.
+
+    `candidates` holds the CANDIDATES columns joined with their request's REQUESTS columns;
+    the answer is a frame with `ctcvr` and `vtcvr` (Float64), one row per candidate, same order.
+    """
+
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class TrueRates:
+    """Hidden response of users to shown ads (never shown to a model), aligned with the request."""
+
+    p_click: np.ndarray  # P(click) of a seen ad at its position (position bias included)
+    p_conversion: np.ndarray  # P(conversion | click)
+    p_view_conversion: np.ndarray  # P(view-through conversion | seen, no click)
+    dwell_log_mean: np.ndarray  # log-normal dwell seconds after a click: log-mean ...
+    dwell_log_sd: float  # ... and log-sd
+
+
+class ResponseModel(Protocol):
+    """The world's true user response to an ad (reads `*_truth` tables; only the simulator calls it).
+
+    `surfaces` are indices into schema.SURFACES, `positions` 0-based slots, `days` datetime64[D].
+    """
+
+    def true_rates(self, user_ids: np.ndarray, item_ids: np.ndarray, surfaces: np.ndarray,
+                   positions: np.ndarray, days: np.ndarray) -> TrueRates: ...
+
+
+class NightlyJob(Protocol):
+    """The nightly LLM batch job: re-infer users with new activity (paper 3.7, incremental updates).
+
+    Called at each simulated midnight with the day that ended and that day's new events
+    (schema.EVENTS: clicks as `engagement`, arrived conversions as `attributed_conversion`);
+    returns how many users it re-inferred.
+    """
+
+    def __call__(self, day, new_events: pl.DataFrame) -> int: ...

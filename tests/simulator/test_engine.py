@@ -1,0 +1,93 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from blending.blend import BlendConfig
+from blending.funnel import PARENT_STAGE
+from simulator.config import SimulationConfig
+from simulator.engine import Stack, simulate
+
+BLEND = BlendConfig({"main": 30, "llm": 20})
+CONFIG = SimulationConfig(days=2, seed=3)
+
+
+class RecordingNightly:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, day, new_events):
+        self.calls.append((day, new_events))
+        return new_events["user_id"].n_unique()
+
+
+@pytest.fixture(scope="module")
+def run(tiny_world, tiny_stack):
+    nightly = RecordingNightly()
+    stack = Stack(tiny_stack.generators, tiny_stack.scorer, tiny_stack.response, nightly)
+    result = simulate(tiny_world, stack, BLEND, tiny_world.users["user_id"].to_numpy(), CONFIG)
+    return result, nightly
+
+
+def test_funnel_adds_up_and_matches_the_logs(run):
+    result, _ = run
+    table = result.ledger.table()
+    for source in ("main", "llm", "all"):
+        counts = dict(table.filter(pl.col("source") == source).select("stage", "count").rows())
+        assert all(counts[stage] <= counts[parent] for stage, parent in PARENT_STAGE.items())
+    total = dict(table.filter(pl.col("source") == "all").select("stage", "count").rows())
+    assert total["impressed"] == result.impressions.height == result.user_metrics["impressions"].sum()
+    assert total["clicked"] == result.impressions["is_click"].sum() == result.user_metrics["clicks"].sum()
+    attributed = result.conversions.filter(pl.col("is_attributed"))
+    assert total["converted"] == attributed.height == result.user_metrics["conversions"].sum()
+    assert result.summary["requests"] == result.user_metrics["requests"].sum() > 0
+
+
+def test_auction_invariants(run):
+    result, _ = run
+    impressions = result.impressions
+    slots = {"home_feed": 4, "related_pins": 3, "search": 3}
+    per_request = impressions.group_by("request_id", "surface").len()
+    assert all(n <= slots[s] for s, n in per_request.select(pl.col("surface").cast(pl.String), "len").rows())
+    assert impressions.group_by("request_id", "item_id").len()["len"].max() == 1
+    assert (impressions["price_paid"] >= CONFIG.auction.reserve_ecpm / 1000 - 1e-12).all()
+    assert (impressions["price_paid"] <= impressions["ecpm"] / 1000 + 1e-12).all()
+    assert result.user_metrics["spend"].sum() == pytest.approx(impressions["price_paid"].sum())
+
+
+def test_budgets_hold_up_to_the_recorded_overspend(run):
+    result, _ = run
+    over = result.advertiser_days.select((pl.col("spend") - pl.col("budget")).clip(lower_bound=0).sum()).item()
+    assert over == pytest.approx(result.summary["overspend"])
+    assert result.advertiser_days["day"].n_unique() == CONFIG.days
+
+
+def test_conversions_attributed_within_windows_only(run):
+    result, _ = run
+    conversions = result.conversions
+    delay_days = conversions["delay_seconds"].to_numpy() / 86400
+    window = np.where(conversions["is_click_through"].to_numpy(), 7.0, 1.0)
+    assert (conversions["is_attributed"].to_numpy() == (delay_days <= window)).all()
+    flagged = result.impressions.filter(pl.col("is_ctcvr"))
+    assert flagged["is_click"].all()  # click-through conversions need a click
+
+
+def test_nightly_job_sees_each_days_new_activity(run):
+    result, nightly = run
+    assert [day for day, _ in nightly.calls] == sorted(result.advertiser_days["day"].unique().to_list())
+    clicks_per_day = (result.impressions.filter(pl.col("is_click"))
+                      .group_by(pl.col("ts").dt.date()).len().sort("ts")["len"].to_list())
+    engagements = [events.filter(pl.col("kind") == "engagement").height for _, events in nightly.calls]
+    assert engagements == clicks_per_day
+    assert result.summary["users_reinferred"] == sum(events["user_id"].n_unique() for _, events in nightly.calls)
+
+
+def test_same_seed_same_market_and_quota_changes_the_funnel(tiny_world, tiny_stack):
+    users = tiny_world.users["user_id"].to_numpy()[:200]
+    config = SimulationConfig(days=1, seed=9)
+    first = simulate(tiny_world, tiny_stack, BLEND, users, config)
+    again = simulate(tiny_world, tiny_stack, BLEND, users, config)
+    assert first.user_metrics.equals(again.user_metrics)
+    no_llm = simulate(tiny_world, tiny_stack, BlendConfig({"main": 30, "llm": 0}), users, config)
+    assert no_llm.user_metrics["requests"].to_list() == first.user_metrics["requests"].to_list()  # CRN traffic
+    blended_llm = dict(no_llm.ledger.table().filter(pl.col("source") == "llm").select("stage", "count").rows())
+    assert blended_llm["retrieved"] > 0 and blended_llm["blended"] == 0
