@@ -1,0 +1,191 @@
+"""Offline evaluation of advertiser predictors: the paper's Tables 2-4 analogues (paper 4.1-4.3).
+
+Every method (LLM variants from their generations, and the non-LLM baselines) is scored on the
+same eval users of V0 and V1 at the evaluation anchor date: Recall@1/5/20 with bootstrap 95%
+intervals, plus the parse and unmapped rates of generated outputs. Tables are written to the run
+folder as Parquet and Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from synthetic_data.config_io import require
+
+from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions, popularity_predictions
+from llm_predictor.convert import ConversionCounts, NameConverter, convert_predictions
+from llm_predictor.metrics import bootstrap_interval, hits_at_k, recall_with_intervals
+
+EVAL_SETS = ("v0", "v1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Cut-offs, bootstrap settings, the evaluation anchor and the name-matching threshold."""
+
+    ks: tuple[int, ...] = (1, 5, 20)
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    anchor_date: str | None = None  # ISO date; default: the latest anchor date of the labels
+    name_match_threshold: float = 0.75
+
+    def __post_init__(self):
+        require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval.ks", "list cut-offs >= 1")
+        require(self.n_resamples >= 10, "eval.n_resamples", "use at least 10 resamples")
+        require(0 < self.confidence < 1, "eval.confidence", "must be in (0, 1)")
+        require(0 < self.name_match_threshold <= 1, "eval.name_match_threshold", "must be in (0, 1]")
+        if self.anchor_date is not None:
+            try:
+                date.fromisoformat(self.anchor_date)
+            except ValueError:
+                require(False, "eval.anchor_date", f"{self.anchor_date!r} is not an ISO date like 2026-03-22")
+
+
+def evaluation_anchor(world_tables, config: EvalConfig) -> date:
+    """The configured anchor date, else the latest anchor of the labels (the world's eval anchor)."""
+    if config.anchor_date is not None:
+        return date.fromisoformat(config.anchor_date)
+    return world_tables.labels["anchor_date"].max()
+
+
+def labelled_users(world_tables, split: str) -> pl.DataFrame:
+    """Labels (user_id, anchor_date, advertiser_id, in_v0, in_v1) of the users in one split."""
+    users = world_tables.splits.filter(pl.col("split") == split).select("user_id")
+    return world_tables.labels.join(users, on="user_id", how="semi")
+
+
+def evaluation_labels(world_tables, config: EvalConfig) -> dict[str, pl.DataFrame]:
+    """{"v0": labels, "v1": labels}: eval-split users at the evaluation anchor in each set."""
+    anchor = evaluation_anchor(world_tables, config)
+    labels = labelled_users(world_tables, "eval").filter(pl.col("anchor_date") == anchor)
+    if labels.is_empty():
+        raise ValueError(f"no eval-split labels at anchor date {anchor}; set eval.anchor_date to a label anchor")
+    return {name: labels.filter(pl.col(f"in_{name}")).select("user_id", "anchor_date", "advertiser_id")
+            for name in EVAL_SETS}
+
+
+def evaluation_requests(world_tables, config: EvalConfig) -> pl.DataFrame:
+    """The (user_id, anchor_date) rows every method must predict: the union of V0 and V1."""
+    return pl.concat([t.select("user_id", "anchor_date") for t in evaluation_labels(world_tables, config).values()]
+                     ).unique().sort("user_id")
+
+
+def baseline_predictions(world_tables, requests: pl.DataFrame, config: BaselineConfig | None = None
+                         ) -> dict[str, pl.DataFrame]:
+    """Popularity, most recent and the LightGBM pair ranker (fit on train-split labels only)."""
+    config = config or BaselineConfig()
+    train = labelled_users(world_tables, "train")
+    return {
+        "popularity": popularity_predictions(world_tables, requests, config),
+        "most_recent": most_recent_predictions(world_tables, requests, config),
+        "lightgbm_pairs": PairRanker(config).fit(world_tables, train).predict(world_tables, requests),
+    }
+
+
+def generation_predictions(world_tables, generations: Mapping[str, pl.DataFrame], config: EvalConfig
+                           ) -> tuple[dict[str, pl.DataFrame], dict[str, ConversionCounts]]:
+    """Convert each LLM method's generations (user_id, anchor_date, text[, rank]) to PREDICTIONS."""
+    converter = NameConverter(world_tables.advertisers, config.name_match_threshold)
+    predictions, counts = {}, {}
+    for method, table in generations.items():
+        predictions[method], counts[method] = convert_predictions(table, converter, source=method,
+                                                                  max_names=max(config.ks))
+    return predictions, counts
+
+
+def results_table(predictions: Mapping[str, pl.DataFrame], labels: Mapping[str, pl.DataFrame],
+                  config: EvalConfig, counts: Mapping[str, ConversionCounts] | None = None) -> pl.DataFrame:
+    """Rows = (method, eval set); Recall@K with bootstrap intervals, parse, exact-20 and unmapped rates.
+
+    Rates are null for methods that output IDs directly (the baselines).
+    """
+    counts = counts or {}
+    rng = np.random.default_rng(config.seed)
+    rows = []
+    for eval_set, eval_labels in labels.items():
+        for method, table in predictions.items():
+            recall = recall_with_intervals(table, eval_labels, rng, config.ks, config.n_resamples, config.confidence)
+            conversion = counts.get(method)
+            rows.append({
+                "method": method, "eval_set": eval_set, "n_labels": eval_labels.height, **recall,
+                "parse_rate": conversion.parse_rate if conversion else None,
+                "exact_count_rate": conversion.exact_count_rate if conversion else None,
+                "unmapped_rate": conversion.unmapped_rate if conversion else None,
+            })
+    return pl.DataFrame(rows, schema_overrides={"parse_rate": pl.Float64, "exact_count_rate": pl.Float64,
+                                                "unmapped_rate": pl.Float64})
+
+
+def ablation_table(reference: str, predictions: Mapping[str, pl.DataFrame], labels: pl.DataFrame,
+                   config: EvalConfig, k: int = 5) -> pl.DataFrame:
+    """Table 4 analogue: Recall@k of each variant minus the reference's, with paired bootstrap intervals."""
+    if reference not in predictions:
+        raise ValueError(f"reference method {reference!r} is not among {sorted(predictions)}")
+    rng = np.random.default_rng(config.seed)
+    base = hits_at_k(predictions[reference], labels, (k,))[f"hit_at_{k}"].cast(pl.Float64).to_numpy()
+    rows = []
+    for method, table in predictions.items():
+        if method == reference:
+            continue
+        hits = hits_at_k(table, labels, (k,))[f"hit_at_{k}"].cast(pl.Float64).to_numpy()
+        low, high = bootstrap_interval(hits - base, rng, config.n_resamples, config.confidence)
+        rows.append({"ablation": method, "n_labels": labels.height, f"recall_at_{k}": float(hits.mean()),
+                     f"delta_recall_at_{k}": float((hits - base).mean()),
+                     f"delta_recall_at_{k}_low": low, f"delta_recall_at_{k}_high": high})
+    return pl.DataFrame(rows)
+
+
+def _cell(value, digits: int = 3) -> str:
+    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def to_markdown(table: pl.DataFrame, title: str) -> str:
+    """A results or ablation table as Markdown; `x [low, high]` for every column with an interval."""
+    interval_columns = [c for c in table.columns if f"{c}_low" in table.columns]
+    shown = [c for c in table.columns if not c.endswith(("_low", "_high"))]
+    lines = [f"### {title}", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for row in table.iter_rows(named=True):
+        cells = []
+        for column in shown:
+            value = row[column]
+            if column in interval_columns:
+                cells.append(f"{_cell(value)} [{_cell(row[f'{column}_low'])}, {_cell(row[f'{column}_high'])}]")
+            elif isinstance(value, float) or value is None:
+                cells.append(_cell(value))
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pl.DataFrame, directory: Path, name: str, title: str) -> list[Path]:
+    """Write `<name>.parquet` and `<name>.md` into `directory`; returns the two paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    parquet, markdown = directory / f"{name}.parquet", directory / f"{name}.md"
+    table.write_parquet(parquet)
+    markdown.write_text(to_markdown(table, title))
+    return [parquet, markdown]
+
+
+def evaluate_methods(world_tables, generations: Mapping[str, pl.DataFrame], directory: Path,
+                     config: EvalConfig | None = None, baseline_config: BaselineConfig | None = None,
+                     methods_order: Sequence[str] | None = None) -> pl.DataFrame:
+    """Score LLM generations and the baselines on V0 and V1 and write `results.{parquet,md}`."""
+    config = config or EvalConfig()
+    labels = evaluation_labels(world_tables, config)
+    predictions, counts = generation_predictions(world_tables, generations, config)
+    predictions |= baseline_predictions(world_tables, evaluation_requests(world_tables, config), baseline_config)
+    order = list(methods_order or predictions)
+    table = results_table({m: predictions[m] for m in order}, labels, config, counts)
+    anchor = evaluation_anchor(world_tables, config)
+    write_table(table, directory, "results", f"Advertiser prediction on eval users at {anchor} (V0: Table 2, "
+                                            f"V1: Table 3 analogues)")
+    return table

@@ -1,0 +1,86 @@
+"""Tests of llm_predictor/evaluate.py: eval sets, the results and ablation tables, files written."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+import pytest
+
+from synthetic_data.config_io import ConfigError
+
+from llm_predictor.baselines import BaselineConfig
+from llm_predictor.evaluate import (EvalConfig, ablation_table, evaluate_methods, evaluation_labels,
+                                    evaluation_requests, results_table, to_markdown)
+from llm_predictor.prompts import list_target
+
+CONFIG = EvalConfig(n_resamples=200)
+
+
+def test_eval_sets_hold_only_eval_users_at_the_eval_anchor(tiny_world):
+    labels = evaluation_labels(tiny_world, CONFIG)
+    eval_users = tiny_world.splits.filter(pl.col("split") == "eval")["user_id"]
+    anchor = tiny_world.labels["anchor_date"].max()
+    for name, table in labels.items():
+        assert table["user_id"].is_in(eval_users.implode()).all()
+        assert (table["anchor_date"] == anchor).all()
+        flags = tiny_world.labels.join(table, on=["user_id", "anchor_date"], how="semi")[f"in_{name}"]
+        assert flags.all()
+    requests = evaluation_requests(tiny_world, CONFIG)
+    assert requests.height == pl.concat([t.select("user_id") for t in labels.values()]).n_unique()
+
+
+def test_results_table_scores_perfect_and_empty_methods(tiny_world):
+    labels = evaluation_labels(tiny_world, CONFIG)
+    v1 = labels["v1"]
+    oracle = v1.with_columns(pl.lit(1, dtype=pl.Int32).alias("rank"))
+    empty = oracle.clear()
+    table = results_table({"oracle": oracle, "nothing": empty}, {"v1": v1}, CONFIG)
+    rows = {r["method"]: r for r in table.iter_rows(named=True)}
+    assert rows["oracle"]["recall_at_1"] == 1.0 and rows["oracle"]["recall_at_1_low"] == 1.0
+    assert rows["nothing"]["recall_at_20"] == 0.0
+    assert rows["oracle"]["parse_rate"] is None and rows["oracle"]["n_labels"] == v1.height
+
+
+def test_ablation_deltas_are_paired_differences(tiny_world):
+    v1 = evaluation_labels(tiny_world, CONFIG)["v1"]
+    oracle = v1.with_columns(pl.lit(1, dtype=pl.Int32).alias("rank"))
+    half = oracle.head(v1.height // 2)
+    table = ablation_table("full", {"full": oracle, "remove_half": half}, v1, CONFIG, k=5)
+    [row] = table.to_dicts()
+    expected = half.height / v1.height - 1.0
+    assert row["delta_recall_at_5"] == pytest.approx(expected)
+    assert row["delta_recall_at_5_low"] <= expected <= row["delta_recall_at_5_high"]
+    with pytest.raises(ValueError, match="reference"):
+        ablation_table("missing", {"full": oracle}, v1, CONFIG)
+
+
+def test_evaluate_methods_writes_tables_with_llm_rates_and_baselines(tiny_world, tmp_path):
+    requests = evaluation_requests(tiny_world, CONFIG)
+    names = tiny_world.advertisers["name"].to_list()
+    # A fake "model" that lists the first 20 advertisers, with one unknown name, for every user.
+    text = list_target(names[:19] + ["Not An Advertiser Anywhere"], ["x"])
+    generations = {"llm_fixed_list": requests.with_columns(pl.lit(text).alias("text"))}
+    table = evaluate_methods(tiny_world, generations, tmp_path, CONFIG, replace(BaselineConfig(), n_estimators=20))
+    assert set(table["method"]) == {"llm_fixed_list", "popularity", "most_recent", "lightgbm_pairs"}
+    assert set(table["eval_set"]) == {"v0", "v1"}
+    llm = table.filter(pl.col("method") == "llm_fixed_list").row(0, named=True)
+    assert llm["parse_rate"] == 1.0 and llm["exact_count_rate"] == 1.0
+    assert llm["unmapped_rate"] == pytest.approx(1 / 20)
+    assert (tmp_path / "results.parquet").exists()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| llm_fixed_list | v0 |" in markdown and "recall_at_20" in markdown
+    assert pl.read_parquet(tmp_path / "results.parquet").equals(table)
+
+
+def test_markdown_shows_intervals():
+    table = pl.DataFrame({"method": ["a"], "recall_at_1": [0.5], "recall_at_1_low": [0.25],
+                          "recall_at_1_high": [0.75], "parse_rate": [None]}, schema_overrides={"parse_rate": pl.Float64})
+    assert "| a | 0.500 [0.250, 0.750] | — |" in to_markdown(table, "t")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="eval.anchor_date"):
+        EvalConfig(anchor_date="March")
+    with pytest.raises(ConfigError, match="eval.ks"):
+        EvalConfig(ks=())
