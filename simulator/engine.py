@@ -77,7 +77,7 @@ class Market:
         self.target_roas = advertisers["target_roas"].fill_null(1.0).to_numpy()
         self.budget = advertisers["daily_budget"].to_numpy() * config.budget_share
         self.items = world.items.select("item_id", "price", "brand_id", "category_id", "title")
-        source_names = [generator.name for generator in stack.generators]
+        source_names = [generator.source for generator in stack.generators]
         self.ledger = FunnelLedger(source_names, self.advertiser_ids)
         self.spend_today = np.zeros(self.advertiser_ids.size)
         self.pass_rates = np.ones(self.advertiser_ids.size)
@@ -100,7 +100,7 @@ class Market:
         self.counters["batches"] += 1
         self._add_to_users(requests["user_id"], "requests", np.ones(requests.height))
         started = time.perf_counter()
-        candidates = pl.concat([schema.validate(g.generate(requests), schema.CANDIDATES, f"candidates of {g.name}")
+        candidates = pl.concat([schema.validate(g.generate(requests), schema.CANDIDATES, f"candidates of {g.source}")
                                 .select(list(schema.CANDIDATES)) for g in self.stack.generators])
         self.ledger.record("retrieved", candidates)
         blended = blend(candidates, self.blend_config)

@@ -27,9 +27,9 @@ REQUESTS = {
 
 
 class CandidateGenerator(Protocol):
-    """A retrieval source: candidates (schema.CANDIDATES, `source` = its name) for a batch of requests."""
+    """A retrieval source: candidates (schema.CANDIDATES, column `source` = its `source`) for a batch."""
 
-    name: str
+    source: str
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame: ...
 

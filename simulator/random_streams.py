@@ -13,7 +13,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 STREAMS = {name: i + 1 for i, name in enumerate(
     ("sessions", "session_time", "surface", "extra_requests", "query", "context", "pacing",
-     "view", "click", "conversion", "view_conversion", "delay", "dwell", "value"))}
+     "view", "click", "conversion", "view_conversion", "delay", "dwell", "value", "assignment"))}
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

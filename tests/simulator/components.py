@@ -20,8 +20,8 @@ def _item_popularity(world: World) -> pl.DataFrame:
 class PopularityGenerator:
     """Top-k observed-popular items of the request's category (search, related pins) or overall."""
 
-    def __init__(self, world: World, k: int = 30, name: str = "main"):
-        self.name = name
+    def __init__(self, world: World, k: int = 30, source: str = "main"):
+        self.source = source
         popularity = _item_popularity(world)
         context = world.items.select(pl.col("item_id").alias("context_item_id"),
                                      pl.col("category_id").alias("context_category"))
@@ -36,15 +36,15 @@ class PopularityGenerator:
                  .join(self.context_, on="context_item_id", how="left")
                  .select("request_id", pl.coalesce("query_category_id", "context_category", pl.lit(-1)).cast(pl.Int32)
                          .alias("key")))
-        out = keyed.join(self.top_, on="key").with_columns(pl.lit(self.name).alias("source"))
-        return schema.conform(out.select(list(schema.CANDIDATES)), schema.CANDIDATES, self.name)
+        out = keyed.join(self.top_, on="key").with_columns(pl.lit(self.source).alias("source"))
+        return schema.conform(out.select(list(schema.CANDIDATES)), schema.CANDIDATES, self.source)
 
 
 class AdvertiserFilterGenerator:
     """The LLM generator's shape: items of each user's predicted advertisers (score = 1 / rank)."""
 
-    def __init__(self, world: World, predictions: pl.DataFrame, items_per_advertiser: int = 5, name: str = "llm"):
-        self.name = name
+    def __init__(self, world: World, predictions: pl.DataFrame, items_per_advertiser: int = 5, source: str = "llm"):
+        self.source = source
         latest = predictions.filter(pl.col("anchor_date") == pl.col("anchor_date").max().over("user_id"))
         top_items = (_item_popularity(world).sort("score", descending=True)
                      .group_by("advertiser_id", maintain_order=True).head(items_per_advertiser))
@@ -53,8 +53,8 @@ class AdvertiserFilterGenerator:
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
         out = (requests.select("request_id", "user_id").join(self.table_, on="user_id")
-               .with_columns(pl.lit(self.name).alias("source")))
-        return schema.conform(out.select(list(schema.CANDIDATES)), schema.CANDIDATES, self.name)
+               .with_columns(pl.lit(self.source).alias("source")))
+        return schema.conform(out.select(list(schema.CANDIDATES)), schema.CANDIDATES, self.source)
 
 
 class LogisticScorer:

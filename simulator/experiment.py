@@ -1,0 +1,178 @@
+"""Offline A/B experiments and L0-quota sweeps on the simulated market (paper 4.5, Table 6).
+
+Users are split into arms by a salted hash (each arm gets its traffic share of every budget,
+so arms do not compete for spend), or, in the paired design, every arm replays all users with
+the same random numbers. Each treatment arm is compared with the control (the first arm) on
+RoAS, revenue, spend, CTR, CVR and conversions, with CUPED covariates from the pre-period;
+advertiser diversity and funnel survival come from each arm's funnel ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from simulator.config import ArmConfig, ExperimentConfig
+from simulator.engine import SimulationResult, Stack, simulate, simulation_start
+from simulator.random_streams import uniforms
+from simulator.stats import RatioMetric, compare
+from simulator.traffic import traffic_tables
+from synthetic_data import schema
+from synthetic_data.schema import World
+
+METRICS = (
+    RatioMetric("roas", "conversion_value", "spend", "pre_conversion_value"),
+    RatioMetric("revenue_per_user", "conversion_value", None, "pre_conversion_value"),
+    RatioMetric("spend_per_user", "spend", None, "pre_engagements"),
+    RatioMetric("ctr", "clicks", "impressions", "pre_engagements"),
+    RatioMetric("cvr", "click_conversions", "clicks", "pre_conversions"),
+    RatioMetric("conversions_per_user", "conversions", None, "pre_conversions"),
+)
+DIVERSITY_STAGE = "impressed"
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """Comparisons (one row per treatment arm x metric), per-arm summaries, funnels and raw results."""
+
+    comparisons: pl.DataFrame
+    arms: pl.DataFrame
+    funnels: pl.DataFrame
+    results: dict[str, SimulationResult]
+
+
+def assign_arms(user_ids: np.ndarray, n_arms: int, salt: int) -> np.ndarray:
+    """Arm index of each user by salted hash: stable per user, independent of the other users."""
+    return np.minimum((uniforms(salt, "assignment", np.asarray(user_ids, dtype=np.int64)) * n_arms).astype(np.int64),
+                      n_arms - 1)
+
+
+def pre_period_covariates(world: World, days: int) -> pl.DataFrame:
+    """Per-user behaviour in the `days` before the experiment (CUPED covariates)."""
+    end = simulation_start(world)
+    window = world.events.filter(pl.col("ts").dt.date() >= end - timedelta(days=days))
+    is_conversion = pl.col("kind").is_in(list(schema.CONVERSION_KINDS))
+    per_user = window.group_by("user_id").agg(
+        (pl.col("kind") == "engagement").sum().cast(pl.Float64).alias("pre_engagements"),
+        is_conversion.sum().cast(pl.Float64).alias("pre_conversions"),
+        pl.col("value").filter(is_conversion).sum().cast(pl.Float64).alias("pre_conversion_value"))
+    return (world.users.select("user_id").join(per_user, on="user_id", how="left")
+            .with_columns(pl.col("^pre_.*$").fill_null(0.0)))
+
+
+def arm_summary(name: str, result: SimulationResult) -> dict:
+    """Headline figures of one arm: totals, ratios, advertiser diversity and funnel survival."""
+    totals = result.user_metrics.drop("user_id").sum().row(0, named=True)
+    funnel = result.ledger.table()
+    shown = funnel.filter((pl.col("source") == "all") & (pl.col("stage") == DIVERSITY_STAGE)).row(0, named=True)
+    summary = {"arm": name, "users": result.user_metrics.height, **totals,
+               "roas": _safe(totals["conversion_value"], totals["spend"]),
+               "ctr": _safe(totals["clicks"], totals["impressions"]),
+               "cvr": _safe(totals["click_conversions"], totals["clicks"]),
+               "unique_advertisers": shown["unique_advertisers"], "advertiser_entropy": shown["entropy"],
+               "advertiser_gini": shown["gini"]}
+    for source in result.ledger.sources:
+        rows = dict(funnel.filter(pl.col("source") == source).select("stage", "count").rows())
+        summary[f"{source}_impressed_share"] = _safe(rows["impressed"], shown["count"])
+        summary[f"{source}_survival"] = _safe(rows["impressed"], rows["retrieved"])
+    return summary
+
+
+def _safe(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool = False) -> ExperimentResult:
+    """Simulate every arm and compare each treatment arm with the control (the first arm)."""
+    user_ids = np.sort(world.users["user_id"].to_numpy())
+    tables = traffic_tables(world)
+    covariates = pre_period_covariates(world, config.pre_period_days)
+    n_arms = len(config.arms)
+    assignment = assign_arms(user_ids, n_arms, config.salt)
+    results: dict[str, SimulationResult] = {}
+    for index, arm in enumerate(config.arms):
+        if config.design == "paired":
+            arm_users, simulation = user_ids, config.simulation
+        else:
+            arm_users = user_ids[assignment == index]
+            simulation = replace(config.simulation, budget_share=config.simulation.budget_share / n_arms)
+        if arm_users.size == 0:
+            raise ValueError(f"arm '{arm.name}' got no users; the world has {user_ids.size} users for {n_arms} arms")
+        if progress:
+            print(f"arm {arm.name}: {arm_users.size} users, quotas {arm.blend.quotas}")
+        results[arm.name] = simulate(world, stack, arm.blend, arm_users, simulation, progress=progress, tables=tables)
+    comparisons = compare_arms(config, results, covariates)
+    arms = pl.DataFrame([arm_summary(name, result) for name, result in results.items()])
+    funnels = pl.concat([result.ledger.table().with_columns(pl.lit(name).alias("arm"))
+                         for name, result in results.items()])
+    return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels, results=results)
+
+
+def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
+                 covariates: pl.DataFrame) -> pl.DataFrame:
+    """One row per (treatment arm, metric): control and treatment values, relative change, CI, p."""
+    def columns(result: SimulationResult) -> dict[str, np.ndarray]:
+        frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
+        return {name: frame[name].to_numpy() for name in frame.columns}
+
+    names = list(results)
+    control = columns(results[names[0]])
+    rng = np.random.default_rng([config.simulation.seed, config.salt])
+    rows = []
+    for name in names[1:]:
+        treatment = columns(results[name])
+        for metric in METRICS:
+            comparison = compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
+                                 cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
+                                 rng=rng)
+            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__,
+                         "is_significant": comparison.p_value < config.alpha})
+    return pl.DataFrame(rows)
+
+
+def sweep_arms(base: ArmConfig, source: str, quotas: list[int]) -> tuple[ArmConfig, ...]:
+    """One arm per L0 quota of `source`, the rest of `base`'s blending unchanged (first = control)."""
+    if source not in base.blend.quotas:
+        raise ValueError(f"source {source!r} is not in the arm's blend.quotas {sorted(base.blend.quotas)}; "
+                         f"pass --source with one of them")
+    if len(set(quotas)) != len(quotas) or len(quotas) < 2:
+        raise ValueError(f"give at least two distinct quotas, got {quotas}")
+    return tuple(ArmConfig(name=f"{source}_quota_{quota}",
+                           blend=replace(base.blend, quotas={**base.blend.quotas, source: quota}))
+                 for quota in quotas)
+
+
+def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str, quotas: list[int],
+              progress: bool = False) -> tuple[pl.DataFrame, ExperimentResult]:
+    """Run one arm per quota of `source` (the first quota is the control) and tabulate the curves."""
+    arms = sweep_arms(config.arms[0], source, quotas)
+    result = run_ab(replace(config, arms=arms), world, stack, progress=progress)
+    roas = result.comparisons.filter(pl.col("metric") == "roas").select(
+        "arm", pl.col("relative_change").alias("roas_change"), pl.col("ci_low").alias("roas_ci_low"),
+        pl.col("ci_high").alias("roas_ci_high"), pl.col("p_value").alias("roas_p_value"))
+    table = (result.arms.with_columns(pl.Series("quota", quotas))
+             .join(roas, on="arm", how="left").sort("quota"))
+    return table, result
+
+
+
+def aa_check(result: SimulationResult, covariates: pl.DataFrame, config: ExperimentConfig,
+             n_splits: int = 40) -> pl.DataFrame:
+    """A/A calibration: re-split one market's users into two halves by `n_splits` salts and test
+    every metric; about `alpha` of the p-values should fall below `alpha`."""
+    frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
+    user_ids = frame["user_id"].to_numpy()
+    rng = np.random.default_rng([config.simulation.seed, n_splits])
+    rows = []
+    for salt in range(1, n_splits + 1):
+        half = assign_arms(user_ids, 2, config.salt + 1000 * salt)
+        arms = [{name: frame[name].to_numpy()[half == arm] for name in frame.columns} for arm in (0, 1)]
+        for metric in METRICS:
+            comparison = compare(arms[0], arms[1], metric, method=config.method, cuped=config.cuped,
+                                 alpha=config.alpha, bootstrap_samples=config.bootstrap_samples, rng=rng)
+            rows.append({"salt": salt, "metric": metric.name, "relative_change": comparison.relative_change,
+                         "p_value": comparison.p_value})
+    return pl.DataFrame(rows)
