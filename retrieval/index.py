@@ -1,0 +1,142 @@
+"""faiss indexes over item embeddings: unfiltered ANN and advertiser-filtered exact search.
+
+Unfiltered search (the main generator) uses `IndexFlatIP` up to `exact_max_items` items and HNSW
+or IVF above, with its recall measured against exact search. Advertiser-filtered search (the
+LLM generator, paper 3.6.1) uses per-advertiser sub-indexes: the vectors sorted by advertiser
+into contiguous blocks, scored exactly for all (request, advertiser) pairs in one vectorised
+pass. `search_with_selector` is the alternative, faiss `IDSelectorBatch` on the global index;
+`benchmarks/bench_retrieval.py` measures both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from retrieval.config import IndexConfig
+
+SCORE_CHUNK = 1 << 20  # candidate rows scored per numpy pass (bounds memory)
+
+
+def build_faiss_index(vectors: np.ndarray, kind: str, config: IndexConfig) -> faiss.Index:
+    """An inner-product faiss index of `kind` (exact | hnsw | ivf) over `vectors` (row = ID)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+    elif kind == "ivf":
+        lists = config.ivf_lists or max(1, int(4 * math.sqrt(len(vectors))))
+        lists = min(lists, len(vectors))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(config.seed)
+        sample = vectors[rng.choice(len(vectors), min(len(vectors), lists * 64), replace=False)]
+        index.cp.seed = config.seed
+        index.train(sample)
+        index.nprobe = config.ivf_probe
+    else:
+        raise ValueError(f"index kind {kind!r}: use 'exact', 'hnsw' or 'ivf'")
+    index.add(vectors)
+    return index
+
+
+def recall_against_exact(approximate: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
+                         k: int) -> float:
+    """Mean share of the exact top-k that the approximate index also returns."""
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, truth = exact.search(queries, k)
+    _, found = approximate.search(queries, k)
+    hits = [len(np.intersect1d(t[t >= 0], f[f >= 0])) for t, f in zip(truth, found)]
+    return float(np.sum(hits) / np.maximum((truth >= 0).sum(), 1))
+
+
+@dataclass(frozen=True)
+class AdvertiserMatches:
+    """Top items per (query, advertiser) pair: parallel arrays, sorted by pair then score."""
+
+    pair: np.ndarray  # index into the pairs passed in
+    item_row: np.ndarray  # catalog row
+    score: np.ndarray  # inner product
+    position: np.ndarray  # 0-based rank of the item within its pair
+
+
+class ItemIndex:
+    """Item vectors indexed for unfiltered ANN search and per-advertiser exact search."""
+
+    def __init__(self, config: IndexConfig):
+        self.config = config
+
+    def fit(self, vectors: np.ndarray, advertiser_ids: np.ndarray) -> ItemIndex:
+        """Index catalog rows (row i = vectors[i]) and group them by advertiser."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.kind_ = "exact" if len(vectors) <= self.config.exact_max_items else self.config.approximate_kind
+        self.index_ = build_faiss_index(vectors, self.kind_, self.config)
+        order = np.argsort(advertiser_ids, kind="stable")
+        self.block_rows_ = order
+        self.block_vectors_ = vectors[order]
+        self.block_advertisers_, self.block_starts_, self.block_sizes_ = np.unique(
+            np.asarray(advertiser_ids)[order], return_index=True, return_counts=True)
+        self.vectors_ = vectors
+        return self
+
+    def measured_recall(self, k: int = 100) -> float:
+        """Recall@k of the index against exact search, on item vectors used as queries (1.0 if exact)."""
+        if self.kind_ == "exact":
+            return 1.0
+        rng = np.random.default_rng(self.config.seed)
+        rows = rng.choice(len(self.vectors_), min(self.config.recall_queries, len(self.vectors_)),
+                          replace=False)
+        return recall_against_exact(self.index_, self.vectors_, self.vectors_[rows], k)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, catalog rows) per query; rows are -1 where fewer than k items exist."""
+        return self.index_.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def search_advertisers(self, queries: np.ndarray, query_of_pair: np.ndarray,
+                           advertiser_of_pair: np.ndarray, k: int) -> AdvertiserMatches:
+        """Exact top-k items of each pair's advertiser for each pair's query (one vectorised pass)."""
+        block = np.clip(np.searchsorted(self.block_advertisers_, advertiser_of_pair), 0,
+                        max(len(self.block_advertisers_) - 1, 0))
+        has_items = (len(self.block_advertisers_) > 0) & (self.block_advertisers_[block] == advertiser_of_pair)
+        sizes = np.where(has_items, self.block_sizes_[block], 0)
+        offsets = np.cumsum(sizes) - sizes
+        pair = np.repeat(np.arange(len(sizes)), sizes)
+        member = np.arange(sizes.sum()) - offsets[pair] + self.block_starts_[block][pair]
+        score = np.empty(len(member), dtype=np.float32)
+        for start in range(0, len(member), SCORE_CHUNK):
+            chunk = slice(start, start + SCORE_CHUNK)
+            score[chunk] = np.einsum("ij,ij->i", queries[query_of_pair[pair[chunk]]],
+                                     self.block_vectors_[member[chunk]])
+        order = np.lexsort((-score, pair))
+        position = np.arange(len(order)) - offsets[pair[order]]
+        keep = order[position < k]
+        return AdvertiserMatches(pair=pair[keep], item_row=self.block_rows_[member[keep]],
+                                 score=score[keep], position=position[position < k])
+
+    def search_with_selector(self, query: np.ndarray, allowed_rows: np.ndarray,
+                             k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over `allowed_rows` only, via faiss IDSelectorBatch on the global index."""
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_rows, dtype=np.int64))
+        if self.kind_ == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+        elif self.kind_ == "ivf":
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_probe)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        return self.index_.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k,
+                                  params=params)
+
+    def advertiser_rows(self, advertiser_ids: np.ndarray) -> np.ndarray:
+        """Catalog rows of all items of the given advertisers."""
+        block = np.clip(np.searchsorted(self.block_advertisers_, advertiser_ids), 0,
+                        len(self.block_advertisers_) - 1)
+        block = block[self.block_advertisers_[block] == advertiser_ids]
+        return np.concatenate([self.block_rows_[s:s + n] for s, n in
+                               zip(self.block_starts_[block], self.block_sizes_[block])] or [np.zeros(0, np.int64)])
