@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -36,7 +37,7 @@ def print_summary(summary: dict, seconds: float | None = None) -> None:
     console.print(table)
 
 
-def write_world_run(config, out: Path, progress: bool = True, force: bool = False) -> dict:
+def write_world_run(config, out: Path, progress: bool = True, force: bool = False, workers: int = 1) -> dict:
     """Generate the world into `out/world/` unless an identical one is there; returns its summary."""
     from synthetic_data.world import write_world
 
@@ -46,7 +47,7 @@ def write_world_run(config, out: Path, progress: bool = True, force: bool = Fals
         console.print(f"[green]world: {out / 'world'} is complete with this config; skipping[/green]")
         return run.stage_record("world")["summary"]
     started = time.perf_counter()
-    _, summary = write_world(config, run.stage_dir("world"), progress=progress)
+    _, summary = write_world(config, run.stage_dir("world"), progress=progress, workers=workers)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     run.complete("world", config_dict, [f"{name}.parquet" for name in WORLD_TABLES], summary)
     return summary
@@ -59,6 +60,8 @@ def world(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: section.field=value")] = None,
     force: Annotated[bool, typer.Option(help="regenerate even if the run folder has this world")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    workers: Annotated[int, typer.Option(help="processes generating user chunks (0 = all cores); "
+                                              "the output does not depend on it")] = 0,
 ) -> None:
     """Generate a synthetic marketplace world (Parquet tables + manifest.json)."""
     try:
@@ -67,6 +70,7 @@ def world(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     started = time.perf_counter()
-    summary = write_world_run(resolved, out, progress=not quiet, force=force)
+    summary = write_world_run(resolved, out, progress=not quiet, force=force,
+                              workers=workers or os.cpu_count() or 1)
     print_summary(summary, time.perf_counter() - started)
     console.print(f"wrote {out / 'world'} and {out / 'manifest.json'}")

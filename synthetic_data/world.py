@@ -6,7 +6,9 @@ bounded and the same seed gives the same bytes.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -44,18 +46,47 @@ class _Chunk:
     events: pl.DataFrame  # EVENTS without event_id, plus mechanism_code
 
 
-def _chunks(config: WorldConfig, catalog: Catalog, progress: bool) -> Iterator[_Chunk]:
-    n_users, size = config.users.n_users, config.user_chunk_size
-    n_chunks = -(-n_users // size)
+_WORKER_CATALOG: Catalog | None = None  # set once per worker process by _init_worker
+
+
+def _init_worker(config: WorldConfig) -> None:
+    global _WORKER_CATALOG
+    _WORKER_CATALOG = build_catalog(config, _rng(config, STREAM_CATALOG))
+
+
+def _make_chunk(config: WorldConfig, catalog: Catalog, index: int, on_day=None) -> _Chunk:
+    first = index * config.user_chunk_size
+    n = min(config.user_chunk_size, config.users.n_users - first)
+    pop = build_population(config, catalog, first, n, _rng(config, STREAM_USERS, index))
+    raw = simulate_behavior(config, catalog, pop, _rng(config, STREAM_BEHAVIOR, index), on_day=on_day)
+    return _Chunk(pop.users, pop.users_truth, pop.interests_truth,
+                  _finalize_events(config, catalog, pop.user_ids, raw))
+
+
+def _worker_chunk(args: tuple[WorldConfig, int]) -> _Chunk:
+    config, index = args
+    return _make_chunk(config, _WORKER_CATALOG, index)
+
+
+def _chunks(config: WorldConfig, catalog: Catalog, progress: bool, workers: int = 1) -> Iterator[_Chunk]:
+    """User chunks in order; with workers > 1 they are generated in parallel processes.
+
+    Each chunk has its own seeded streams, so the output does not depend on `workers`.
+    """
+    n_chunks = -(-config.users.n_users // config.user_chunk_size)
+    workers = max(1, min(workers, n_chunks))
     with tqdm(total=n_chunks * config.n_days, desc="simulating days x user chunks", unit="day",
               disable=not progress) as bar:
-        for c in range(n_chunks):
-            first = c * size
-            pop = build_population(config, catalog, first, min(size, n_users - first),
-                                   _rng(config, STREAM_USERS, c))
-            raw = simulate_behavior(config, catalog, pop, _rng(config, STREAM_BEHAVIOR, c), on_day=bar.update)
-            yield _Chunk(pop.users, pop.users_truth, pop.interests_truth,
-                         _finalize_events(config, catalog, pop.user_ids, raw))
+        if workers == 1:
+            for index in range(n_chunks):
+                yield _make_chunk(config, catalog, index, on_day=bar.update)
+            return
+        context = multiprocessing.get_context("spawn")  # polars' thread pool is not fork-safe
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(config,)) as pool:
+            for chunk in pool.map(_worker_chunk, [(config, i) for i in range(n_chunks)]):
+                bar.update(config.n_days)
+                yield chunk
 
 
 def _split_truth(events: pl.DataFrame, first_event_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -133,7 +164,8 @@ def summarize(world: World, events_by_kind: dict[str, int], conversions: pl.Data
     }
 
 
-def write_world(config: WorldConfig, directory: Path, progress: bool = True) -> tuple[World, dict]:
+def write_world(config: WorldConfig, directory: Path, progress: bool = True,
+                workers: int = 1) -> tuple[World, dict]:
     """Generate and write a world of any size, streaming events to Parquet chunk by chunk.
 
     Returns the world with an empty `events` table (the events stay on disk) and its summary.
@@ -144,7 +176,7 @@ def write_world(config: WorldConfig, directory: Path, progress: bool = True) -> 
     kind_counts: dict[str, int] = {}
     writer = None
     try:
-        for chunk in _chunks(config, catalog, progress):
+        for chunk in _chunks(config, catalog, progress, workers):
             numbered, truth = _split_truth(chunk.events, offset)
             offset += numbered.height
             table = numbered.to_arrow(compat_level=pl.CompatLevel.oldest())
