@@ -1,0 +1,336 @@
+"""Tests of the Amazon real-data adapter, its baselines and results table (synthetic_data/real/).
+
+Tests on the full dataset skip with a reason where `../shared/data/amazon18_scientific` (or
+$ADSIM_AMAZON_DIR) is absent; format errors and exact formulas use hand-made files in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from synthetic_data import schema
+from synthetic_data.real.amazon import (
+    AmazonConfig,
+    AmazonFormatError,
+    build_world,
+    load_dataset,
+    write_amazon_world,
+)
+from synthetic_data.real.amazon_baselines import most_recent_predictions, popularity_predictions
+from synthetic_data.real.amazon_results import (
+    ResultsConfig,
+    held_out_labels,
+    label_ranks,
+    results_table,
+    score_method,
+    write_baselines,
+    write_results,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+AMAZON_DIR = Path(os.environ.get("ADSIM_AMAZON_DIR", REPO.parent / "shared" / "data" / "amazon18_scientific"))
+
+
+@pytest.fixture(scope="module")
+def amazon_dir() -> Path:
+    if not any(AMAZON_DIR.glob("*.inter.json")):
+        pytest.skip(f"Amazon 2018 Scientific data not found at {AMAZON_DIR}; set ADSIM_AMAZON_DIR "
+                    f"to the folder holding Scientific.item.json and Scientific.inter.json")
+    return AMAZON_DIR
+
+
+@pytest.fixture(scope="module")
+def amazon(amazon_dir):
+    """(raw dataset, world, summary) of the full dataset."""
+    dataset = load_dataset(amazon_dir)
+    world, summary = build_world(dataset, AmazonConfig())
+    return dataset, world, summary
+
+
+def _item(title: str, brand: str = "Acme", categories: str = "Dept,Tools,Hammers") -> dict:
+    return {"title": title, "description": f"about {title}", "brand": brand, "categories": categories}
+
+
+def write_dataset(directory: Path, items: dict, sequences: dict, name: str = "Tiny") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.item.json").write_text(json.dumps(items))
+    (directory / f"{name}.inter.json").write_text(json.dumps(sequences))
+    return directory
+
+
+TINY_ITEMS = {
+    "0": _item("Acme claw hammer"),
+    "1": _item("Beta tape measure", brand="Beta", categories="Dept,Test, Measure & Inspect,Tapes"),
+    "2": _item("BETA level", brand="BETA ", categories="Dept,Test, Measure & Inspect,Levels"),
+    "3": _item("Acme nails"),
+    "4": _item("Gamma Pro glue gun 40W", brand="", categories=""),  # brand from the title
+    "5": _item("Unbranded widget", brand="", categories="Dept,Tools"),  # stays unbranded
+    "6": _item("Gamma Pro glue sticks", brand="Gamma Pro"),
+    "7": _item("Beta square", brand="Beta", categories="Dept,Test, Measure & Inspect,Tapes"),
+}
+TINY_SEQUENCES = {
+    "0": [0, 1, 2, 3],  # test = Acme (3), validation = Beta (2), train = Beta (1)
+    "1": [3, 1, 0],  # test = Acme, validation = Beta, no train label
+    "2": [6, 4],  # test = Gamma Pro (from title), no validation
+    "3": [1],  # no label
+    "4": [0, 6, 5],  # test item unbranded: no test label
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    directory = write_dataset(tmp_path / "tiny", TINY_ITEMS, TINY_SEQUENCES)
+    world, summary = build_world(load_dataset(directory), AmazonConfig(end_date="2020-01-10",
+                                                                       embedding_dim=4))
+    return world, summary
+
+
+def brand_of(world: schema.World, name: str) -> int:
+    return world.brands.filter(pl.col("name") == name)["brand_id"].item()
+
+
+# --- format errors, named by file and record --------------------------------------------------
+
+@pytest.mark.parametrize("items, sequences, fragments", [
+    ({"0": {"title": "x", "brand": "b", "categories": "c"}}, {"0": [0]},
+     ["Tiny.item.json", "record '0'", "missing field 'description'"]),
+    ({"0": _item("x"), "1": _item("y")}, {"0": [0, 1], "7": [1, 9]},
+     ["Tiny.inter.json", "record '7'", "item id 9", "position 1", "not defined in"]),
+    ({"0": _item("x")}, {"0": [0], "5": []}, ["Tiny.inter.json", "record '5'", "non-empty list"]),
+    ({"0": _item("x")}, {"0": [0, "0"]}, ["Tiny.inter.json", "record '0'", "not an integer"]),
+    ({"a": _item("x")}, {"0": [0]}, ["Tiny.item.json", "record 'a'", "non-negative integer"]),
+    ({"0": dict(_item("x"), title=3)}, {"0": [0]}, ["record '0'", "field 'title' must be a string"]),
+])
+def test_malformed_files_name_the_file_and_record(tmp_path, items, sequences, fragments):
+    write_dataset(tmp_path, items, sequences)
+    with pytest.raises(AmazonFormatError) as error:
+        load_dataset(tmp_path)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_invalid_json_and_missing_files_are_clear(tmp_path):
+    with pytest.raises(AmazonFormatError, match="expected exactly one"):
+        load_dataset(tmp_path)
+    write_dataset(tmp_path, {"0": _item("x")}, {"0": [0]})
+    (tmp_path / "Tiny.inter.json").write_text('{"0": [0,')
+    with pytest.raises(AmazonFormatError, match=r"Tiny.inter.json: not valid JSON .* line 1"):
+        load_dataset(tmp_path)
+
+
+# --- adapter on a hand-made dataset -----------------------------------------------------------
+
+def test_brands_are_normalised_and_taken_from_titles(tiny):
+    world, summary = tiny
+    assert sorted(world.brands["name"]) == ["Acme", "Beta", "Gamma Pro"]  # "BETA " merged into the commoner "Beta"
+    items = world.items.sort("item_id")
+    assert items["brand_id"][2] == brand_of(world, "Beta")
+    assert items["brand_id"][4] == brand_of(world, "Gamma Pro")
+    assert items["brand_id"][5] is None
+    assert (items["advertiser_id"] == items["brand_id"]).fill_null(True).all()
+    assert summary["items_brand_from_title"] == 1 and summary["items_without_brand"] == 1
+
+
+def test_category_names_with_commas_are_not_split(tiny):
+    world, _ = tiny
+    assert set(world.categories.filter(pl.col("level") == 1)["name"]) == {"Tools", "Test, Measure & Inspect"}
+    assert set(world.categories.filter(pl.col("level") == 2)["name"]) == {"Hammers", "Tapes", "Levels", "Tools"}
+    leaf_of_tape = world.items.filter(pl.col("item_id") == 1)["category_id"].item()
+    parent = world.categories.filter(pl.col("category_id") == leaf_of_tape)["parent_id"].item()
+    assert world.categories.filter(pl.col("category_id") == parent)["name"].item() == "Test, Measure & Inspect"
+
+
+def test_labels_follow_leave_one_out_roles(tiny):
+    world, summary = tiny
+    labels = world.labels.sort("user_id", "anchor_date")
+    roles = {(u, str(r)): (a, d) for u, r, a, d in
+             labels.select("user_id", "role", "advertiser_id", "anchor_date").iter_rows()}
+    acme, beta, gamma = (brand_of(world, n) for n in ("Acme", "Beta", "Gamma Pro"))
+    assert roles[(0, "test")] == (acme, date(2020, 1, 9))
+    assert roles[(0, "validation")] == (beta, date(2020, 1, 8))
+    assert roles[(0, "train")] == (beta, date(2020, 1, 7))
+    assert roles[(1, "test")] == (acme, date(2020, 1, 9)) and roles[(1, "validation")][0] == beta
+    assert roles[(2, "test")] == (gamma, date(2020, 1, 9)) and (2, "validation") not in roles
+    assert not labels.filter(pl.col("user_id") == 3).height
+    assert (4, "test") not in roles and (4, "validation") in roles
+    assert summary["labels_dropped_unbranded"] == {"test": 1, "validation": 0, "train": 0}
+    splits = dict(world.splits.select("user_id", "split").iter_rows())
+    assert splits == {0: "eval", 1: "eval", 2: "eval", 3: "train", 4: "train"}
+
+
+def test_events_are_dated_one_day_apart_ending_on_end_date(tiny):
+    world, _ = tiny
+    user0 = world.events.filter(pl.col("user_id") == 0).sort("ts")
+    assert user0["item_id"].to_list() == [0, 1, 2, 3]
+    assert user0["ts"].dt.date().to_list() == [date(2020, 1, d) for d in (7, 8, 9, 10)]
+    last_days = world.events.group_by("user_id").agg(pl.col("ts").max().dt.date())["ts"]
+    assert (last_days == date(2020, 1, 10)).all()
+    assert (world.events["kind"] == "attributed_conversion").all()
+    assert world.events.filter(pl.col("item_id") == 1)["text"][0] == "Beta tape measure"
+
+
+def test_preset_pool_never_counts_a_test_purchase(tiny):
+    world, _ = tiny
+    assert world.preset_pool["day"].max() == date(2020, 1, 9)
+    last = world.preset_pool.filter(pl.col("day") == date(2020, 1, 9)).sort("rank")
+    names = dict(world.brands.select("brand_id", "name").iter_rows())
+    # Through Jan 9 (every purchase but each user's last): Acme 3, Beta 3, Gamma Pro 2; ties by id.
+    assert [(names[a], r) for a, r in last.select("advertiser_id", "revenue").iter_rows()] == [
+        ("Acme", 3.0), ("Beta", 3.0), ("Gamma Pro", 2.0)]
+
+
+def test_baselines_are_exact_on_hand_made_data(tiny):
+    world, _ = tiny
+    test = held_out_labels(world.labels, "test")
+    popularity = popularity_predictions(world.events, test, world.advertisers, k=2)
+    recent = most_recent_predictions(world.events, test, world.advertisers, k=20)
+    acme, beta, gamma = (brand_of(world, n) for n in ("Acme", "Beta", "Gamma Pro"))
+    # Purchases dated on or before the test anchor: Acme 3, Beta 3, Gamma Pro 2 (ties by id).
+    assert popularity.filter(pl.col("user_id") == 0)["advertiser_id"].to_list() == [acme, beta]
+    assert recent.filter(pl.col("user_id") == 0)["advertiser_id"].to_list() == [beta, acme]
+    assert recent.filter(pl.col("user_id") == 1)["advertiser_id"].to_list() == [beta, acme]
+    assert recent.filter(pl.col("user_id") == 2)["advertiser_id"].to_list() == [gamma]
+    assert popularity["source"].unique().to_list() == ["popularity"]
+    table = results_table(pl.concat([popularity, recent]), test, ResultsConfig(bootstrap_resamples=50))
+    rows = {r["method"]: r for r in table.iter_rows(named=True)}
+    # Test labels: u0 Acme, u1 Acme, u2 Gamma. most_recent ranks: 2, 2, 1; popularity: 1, 1, absent.
+    assert rows["most_recent"]["recall_at_1"] == pytest.approx(1 / 3)
+    assert rows["most_recent"]["recall_at_5"] == pytest.approx(1.0)
+    assert rows["popularity"]["recall_at_1"] == pytest.approx(2 / 3)
+    assert rows["popularity"]["recall_at_5"] == pytest.approx(2 / 3)
+
+
+def test_score_method_counts_unmapped_rows_and_users_without_list():
+    labels = pl.DataFrame({"user_id": [1, 2, 3, 4], "anchor_date": [date(2020, 1, 1)] * 4,
+                           "advertiser_id": [10, 20, 30, 40]})
+    predictions = schema.conform(pl.DataFrame({
+        "user_id": [1, 1, 2, 2, 3], "anchor_date": [date(2020, 1, 1)] * 5, "rank": [1, 2, 1, 2, 1],
+        "advertiser_id": [10, 11, None, 20, 31], "advertiser_name": ["a", "b", "??", "c", "d"],
+        "source": ["m"] * 5,
+    }), schema.PREDICTIONS)
+    assert label_ranks(predictions, labels).tolist() == [1, 2, 0, 0]
+    resamples = np.random.default_rng(0).integers(0, 4, size=(200, 4))
+    row = score_method(predictions, labels, (1, 2), resamples)
+    assert row["recall_at_1"] == 0.25 and row["recall_at_2"] == 0.5
+    assert row["recall_at_2_low"] <= 0.5 <= row["recall_at_2_high"]
+    assert row["with_list_rate"] == 0.75 and row["unmapped_rate"] == 0.2
+
+
+def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_path):
+    data = write_dataset(tmp_path / "data", TINY_ITEMS, TINY_SEQUENCES)
+    run = tmp_path / "run"
+    world = write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "order stands in for time" in manifest["stages"]["world"]["config"]["notes"]["time_axis"]
+    record = (run / "world" / "stage.json").stat().st_mtime_ns
+    again = write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    assert (run / "world" / "stage.json").stat().st_mtime_ns == record
+    assert again.labels.equals(world.labels)
+    write_baselines(run)
+    table = write_results(run, ResultsConfig(bootstrap_resamples=20))
+    assert set(table["method"]) == {"popularity", "most_recent"}
+    assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
+
+
+# --- the full dataset ---------------------------------------------------------------------------
+
+def test_full_dataset_loads_into_valid_world_tables(amazon):
+    dataset, world, summary = amazon
+    assert world.users.height == 8317 and world.events.height == 58492
+    assert world.items.height == 4344
+    assert summary["brands"] == world.advertisers.height == world.brands.height
+    assert world.items["embedding"].dtype == pl.Array(pl.Float32, 64)
+    for name in schema.WORLD_TABLES:
+        if name.endswith("_truth"):
+            assert getattr(world, name).is_empty()
+
+
+def test_full_dataset_split_rules(amazon):
+    dataset, world, summary = amazon
+    lengths = dataset.purchases.group_by("user_id").len()
+    brand_of_item = world.items.select("item_id", "brand_id")
+    held_out = (
+        dataset.purchases.join(lengths, on="user_id").join(brand_of_item, on="item_id")
+        .filter(pl.col("len") >= 3, pl.col("position") >= pl.col("len") - 2)
+    )
+    branded = held_out.filter(pl.col("brand_id").is_not_null())
+    per_user_role = world.labels.filter(pl.col("role") != "train").group_by("user_id", "role").len()
+    assert (per_user_role["len"] == 1).all()
+    assert per_user_role.height == branded.height  # one label per branded held-out purchase
+    assert summary["labels_dropped_unbranded"]["test"] + summary["labels_dropped_unbranded"][
+        "validation"] == held_out.height - branded.height
+    assert world.labels.filter(pl.col("role") == "test")["anchor_date"].unique().to_list() == [date(2018, 9, 30)]
+    assert world.labels.filter(pl.col("role") == "validation")["anchor_date"].unique().to_list() == [date(2018, 9, 29)]
+
+
+def test_full_dataset_history_never_holds_the_held_out_items(amazon):
+    dataset, world, _ = amazon
+    lengths = dataset.purchases.group_by("user_id").len()
+    for role, offset in (("test", 1), ("validation", 2)):
+        labels = world.labels.filter(pl.col("role") == role)
+        history = labels.select("user_id", "anchor_date", pl.col("item_id").alias("label_item")).join(
+            world.events.select("user_id", "ts", "item_id"), on="user_id"
+        ).filter(pl.col("ts").dt.date() <= pl.col("anchor_date"))
+        assert history.filter(pl.col("item_id") == pl.col("label_item")).is_empty()
+        sizes = history.group_by("user_id").len().join(lengths, on="user_id", suffix="_all")
+        assert (sizes["len"] == sizes["len_all"] - offset).all()
+    train = world.labels.filter(pl.col("role") == "train").group_by("user_id").agg(pl.col("ts").max())
+    validation = world.labels.filter(pl.col("role") == "validation").select("user_id", "ts")
+    assert (train.join(validation, on="user_id", suffix="_v").select(pl.col("ts") < pl.col("ts_v"))
+            .to_series().all())
+
+
+def _reference_recalls(dataset, world, ks=(1, 5, 20)) -> dict[str, dict[int, float]]:
+    """Popularity and most-recent recall on test labels, recomputed with plain Python from the raw
+    sequences (independent of the polars implementation)."""
+    brand = dict(world.items.select("item_id", "brand_id").iter_rows())
+    sequences = dataset.purchases.group_by("user_id", maintain_order=True).agg("item_id").rows()
+    counts = Counter(brand[i] for _, seq in sequences for i in seq[:-1] if brand[i] is not None)
+    popular = [b for b, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))]
+    hits = {"popularity": Counter(), "most_recent": Counter()}
+    users = 0
+    for _, seq in sequences:
+        target = brand[seq[-1]]
+        if len(seq) < 2 or target is None:
+            continue
+        users += 1
+        recent = list(dict.fromkeys(brand[i] for i in reversed(seq[:-1]) if brand[i] is not None))
+        for name, ranked in (("popularity", popular), ("most_recent", recent)):
+            for k in ks:
+                hits[name][k] += target in ranked[:k]
+    return {name: {k: hits[name][k] / users for k in ks} for name in hits}
+
+
+def test_full_dataset_baselines_match_an_independent_computation(amazon):
+    dataset, world, _ = amazon
+    test = held_out_labels(world.labels, "test")
+    predictions = pl.concat([
+        popularity_predictions(world.events, test, world.advertisers),
+        most_recent_predictions(world.events, test, world.advertisers),
+    ])
+    table = results_table(predictions, test, ResultsConfig(bootstrap_resamples=20))
+    reference = _reference_recalls(dataset, world)
+    for row in table.iter_rows(named=True):
+        for k in (1, 5, 20):
+            assert row[f"recall_at_{k}"] == pytest.approx(reference[row["method"]][k], abs=1e-12)
+
+
+def test_full_dataset_sasrec_loss_goes_down(amazon):
+    from llm_predictor.sasrec import SASRecConfig, SASRecPredictor
+
+    _, world, _ = amazon
+    users = world.users["user_id"].head(1500)
+    events = world.events.filter(pl.col("user_id").is_in(users))
+    validation = world.labels.filter(pl.col("role") == "validation", pl.col("user_id").is_in(users))
+    predictor = SASRecPredictor(SASRecConfig(max_epochs=3, patience=3, hidden_dim=32)).fit(
+        events, validation, world.advertisers, progress=False)
+    losses = [row["train_loss"] for row in predictor.history_]
+    assert losses[-1] < losses[0]
