@@ -58,8 +58,10 @@ def grpo(model_dir: Path, prompts: list[str], target_advertisers: list[str], con
         raise ValueError("grpo: no training prompts; check that the world has train users with labels")
     tokenizer = load_tokenizer(model_dir)
     dataset = Dataset.from_dict({"prompt": list(prompts), "target_advertiser": list(target_advertisers)})
+    arguments = training_arguments(config.train, output_dir, show_progress)
+    arguments["include_num_input_tokens_seen"] = "no"  # GRPO logs its own `num_tokens`
     args = GRPOConfig(
-        **training_arguments(config.train, output_dir, show_progress),
+        **arguments,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,

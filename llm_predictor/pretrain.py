@@ -93,7 +93,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
     trainer.processing_class.save_pretrained(str(final_dir))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     runtime = result.metrics.get("train_runtime", float("nan"))
-    tokens = trainer.state.num_input_tokens_seen
+    logged_tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+    tokens = trainer.state.num_input_tokens_seen or (logged_tokens[-1] if logged_tokens else 0)
     return {
         "model_dir": str(final_dir),
         "resumed_from": resume,
@@ -103,8 +104,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
         "losses": losses,
         "train_runtime_s": runtime,
         "tokens_seen": int(tokens),
-        # a resumed run only times the steps it ran, so the rate covers those
-        "tokens_per_second": result.metrics.get("train_tokens_per_second") or (tokens / runtime if runtime else None),
+        # a resumed run counts all tokens but times only its own steps: no honest rate then
+        "tokens_per_second": tokens / runtime if runtime and resume is None else None,
     }
 
 

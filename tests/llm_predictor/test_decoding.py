@@ -1,0 +1,102 @@
+"""Decoding: strategy arguments, and the name constraint that never lets a name outside the allowed
+set, a repeat, or more than `max_names` names into the advertiser list."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_predictor.decoding import (
+    CLOSE_TAG, OPEN_TAG, DecodingConfig, NameConstraint, NameTrie, generate_kwargs, generate_texts,
+)
+from llm_predictor.model import ModelConfig, build_model
+from llm_predictor.parse import parse_output
+from llm_predictor.tokenizer import TokenizerConfig, train_tokenizer
+from synthetic_data.config_io import ConfigError
+
+NAMES = ["Potean Collective", "Potean", "Tratrea Co.", "Deachigrin House", "Vowis Labs", "Levi's", "Tystol Co."]
+PREFIX = f"<answer>\n<interests>\n[rugs]\n</interests>\n{OPEN_TAG}\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [f"{a}|{b} sells rugs {OPEN_TAG}\n{CLOSE_TAG}" for a in NAMES for b in NAMES] * 3
+    return train_tokenizer(texts, TokenizerConfig(vocab_size=400))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return build_model(ModelConfig(size="nano", seed=3), tokenizer).eval()
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_generate_kwargs_per_strategy():
+    assert generate_kwargs(DecodingConfig(strategy="beam", num_beams=5, num_return_sequences=3)) == dict(
+        do_sample=False, num_beams=5, early_stopping=True, num_return_sequences=3)
+    sampling = generate_kwargs(DecodingConfig(strategy="sampling", temperature=0.7, top_p=0.9))
+    assert sampling["do_sample"] and sampling["temperature"] == 0.7 and sampling["top_p"] == 0.9
+    assert generate_kwargs(DecodingConfig(strategy="greedy"))["num_beams"] == 1
+
+
+def test_more_beams_returned_than_searched_is_a_config_error():
+    with pytest.raises(ConfigError, match="num_return_sequences"):
+        DecodingConfig(strategy="beam", num_beams=2, num_return_sequences=4)
+
+
+def test_constraint_walk_on_hand_written_lists(tokenizer):
+    constraint = NameConstraint(tokenizer, max_names=3)
+    trie = NameTrie.from_names(NAMES, tokenizer)
+    pipe, newline = _ids(tokenizer, "|")[0], _ids(tokenizer, "\n")[0]
+    close = _ids(tokenizer, CLOSE_TAG)[0]
+    potean = _ids(tokenizer, "Potean")
+    assert constraint.allowed(trie, _ids(tokenizer, "free text before the list")) is None
+    at_start = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\n"))
+    assert {_ids(tokenizer, name)[0] for name in NAMES} <= at_start and pipe not in at_start
+    # "Potean" is a whole name and the prefix of "Potean Collective": both ways stay open
+    after_potean = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean"))
+    assert {pipe, newline, close, _ids(tokenizer, "Potean Collective")[len(potean)]} <= after_potean
+    # once both Potean names are used, no Potean token is allowed again
+    used = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean|Potean Collective|"))
+    assert potean[0] not in used and pipe not in used and newline in used
+    # three names written (max_names=3): only the closing tag may follow
+    full = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean|Vowis Labs|Levi's|"))
+    assert full == {close, newline}
+    assert constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nLevi's\n" + CLOSE_TAG + "\n")) is None
+
+
+@pytest.mark.parametrize("params", [
+    dict(strategy="beam", num_beams=4),
+    dict(strategy="beam", num_beams=4, num_return_sequences=3),
+    dict(strategy="sampling", temperature=1.5, num_return_sequences=2),
+    dict(strategy="greedy"),
+])
+def test_constrained_outputs_only_hold_allowed_distinct_names(model, tokenizer, params):
+    allowed = [NAMES[:4], NAMES[3:], ["Levi's"]]
+    config = DecodingConfig(max_new_tokens=60, is_name_constrained=True, max_names=3, response_prefix=PREFIX,
+                            **params)
+    texts, counts = generate_texts(model, tokenizer, ["user a", "user b likes rugs", "c"], config, allowed)
+    per_prompt = config.num_return_sequences
+    assert len(texts) == 3 * per_prompt and all(0 < count <= 60 for count in counts)
+    for row, text in enumerate(texts):
+        assert text.startswith(PREFIX)
+        section = text[len(PREFIX):].split(CLOSE_TAG)[0]
+        names = [name for name in section.replace("\n", "|").split("|") if name]
+        assert set(names) <= set(allowed[row // per_prompt]), text
+        assert len(names) == len(set(names)) <= 3
+
+
+def test_unconstrained_untrained_model_does_emit_unknown_text(model, tokenizer):
+    """The guard above is not vacuous: without the constraint the same model writes other strings."""
+    config = DecodingConfig(strategy="sampling", temperature=1.5, max_new_tokens=40, response_prefix=PREFIX)
+    texts, _ = generate_texts(model, tokenizer, ["user a", "user b"], config)
+    parsed = [parse_output(text) for text in texts]
+    assert any(set(p.advertisers) - set(NAMES) for p in parsed)
+
+
+def test_sampling_is_reproducible_from_the_seed(model, tokenizer):
+    config = DecodingConfig(strategy="sampling", temperature=1.5, max_new_tokens=20, seed=7)
+    first, _ = generate_texts(model, tokenizer, ["user a", "user b"], config)
+    again, _ = generate_texts(model, tokenizer, ["user a", "user b"], config)
+    assert first == again

@@ -1,0 +1,95 @@
+"""CPT, SFT and GRPO on a `nano` model: each runs a few steps, learns in the right direction, resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llm_predictor.grpo as grpo_module
+from llm_predictor.grpo import GRPOStageConfig, grpo, paper_reward_function
+from llm_predictor.model import ModelConfig, prepare_base_model
+from llm_predictor.pretrain import PretrainConfig, TrainConfig, pack_corpus, pretrain
+from llm_predictor.reward import total_reward
+from llm_predictor.sft import SFTStageConfig, length_filter, sft
+from llm_predictor.tokenizer import TokenizerConfig, load_tokenizer
+
+NAMES = ["Potean Collective", "Tratrea Co.", "Deachigrin House", "Vowis Labs"]
+CORPUS = [f"{name} sells {thing} online at {name.split()[0].lower()}.shop."
+          for name in NAMES for thing in ("gaming speakers", "boho candles", "farmhouse rugs")] * 8
+PROMPTS = [f"#Input\nTop Brands [{name.split()[0]}]" for name in NAMES] * 8
+TARGETS = NAMES * 8
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("base")
+    return prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=400), CORPUS + PROMPTS, directory)
+
+
+def _train(**overrides) -> TrainConfig:
+    return TrainConfig(**{"max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 2,
+                          "logging_steps": 5, "save_steps": 10, **overrides})
+
+
+def test_pack_corpus_cuts_eos_joined_stream_into_blocks(base_dir):
+    tokenizer = load_tokenizer(base_dir)
+    ids = tokenizer(CORPUS[:3], add_special_tokens=False)["input_ids"]
+    stream = [token for doc in ids for token in (*doc, tokenizer.eos_token_id)]
+    blocks = pack_corpus(CORPUS[:3], tokenizer, 8)
+    assert len(blocks) == len(stream) // 8
+    assert [token for block in blocks["input_ids"] for token in block] == stream[: len(blocks) * 8]
+    assert blocks["labels"] == blocks["input_ids"]
+
+
+def test_pretrain_loss_goes_down_and_resumes(base_dir, tmp_path):
+    config = PretrainConfig(train=_train(max_steps=20), block_size=32)
+    first = pretrain(base_dir, CORPUS, config, tmp_path, show_progress=False)
+    assert first["steps"] == 20 and first["resumed_from"] is None
+    assert first["last_loss"] < 0.7 * first["first_loss"]
+    assert first["tokens_seen"] % 32 == 0 and 0 < first["tokens_seen"] <= 20 * 8 * 32  # whole blocks
+    longer = PretrainConfig(train=_train(max_steps=25), block_size=32)
+    second = pretrain(base_dir, CORPUS, longer, tmp_path, show_progress=False)
+    assert second["resumed_from"].endswith("checkpoint-20") and second["steps"] == 25
+
+
+def test_length_filter_counts_prompt_completion_and_eos(base_dir):
+    tokenizer = load_tokenizer(base_dir)
+    lengths = [len(tokenizer(p + c, add_special_tokens=False)["input_ids"]) + 1 for p, c in zip(PROMPTS, TARGETS)]
+    cap = sorted(lengths)[len(lengths) // 2]
+    assert (length_filter(PROMPTS, TARGETS, tokenizer, cap) == (np.array(lengths) <= cap)).all()
+
+
+def test_sft_learns_the_target_and_counts_over_length_examples(base_dir, tmp_path):
+    long_prompt = "#Input\n" + "noise " * 200
+    config = SFTStageConfig(train=_train(), max_length=48)
+    summary = sft(base_dir, PROMPTS + [long_prompt], TARGETS + [NAMES[0]], config, tmp_path, show_progress=False)
+    assert summary["examples_over_max_length"] == 1 and summary["examples"] == len(PROMPTS) + 1
+    assert summary["last_loss"] < 0.5 * summary["first_loss"]
+
+
+def test_grpo_raises_the_reward(base_dir, tmp_path, monkeypatch):
+    """Direction of learning with a reward the nano model can find quickly: the share of '|' characters."""
+
+    def pipe_share(completions, target_advertiser, **kwargs):
+        return [text.count("|") / max(len(text), 1) for text in completions]
+
+    monkeypatch.setattr(grpo_module, "paper_reward_function", lambda credit: pipe_share)
+    config = GRPOStageConfig(train=_train(max_steps=40, batch_size=16, learning_rate=3e-2, logging_steps=4),
+                             num_generations=8, max_completion_length=8)
+    summary = grpo(base_dir, PROMPTS, TARGETS, config, tmp_path, show_progress=False)
+    assert summary["steps"] == 40
+    assert np.mean(summary["rewards"][-2:]) > np.mean(summary["rewards"][:2]) + 0.5
+
+
+def test_paper_reward_function_is_equations_1_to_5():
+    reward = paper_reward_function(0.0)
+    names = [f"Advertiser {i}" for i in range(1, 21)]
+    xml = ("<answer>\n<interests>\n[a|b|c|d|e]\n</interests>\n<advertiser_names>\n" + "|".join(names)
+           + "\n</advertiser_names>\n</answer>")
+    assert reward([xml], ["Advertiser 3"]) == [pytest.approx(0.1 * (20 - 3) + 2.0)]
+    assert reward([xml], ["Advertiser 3"]) == [pytest.approx(total_reward(names, list("abcde"), "Advertiser 3"))]
+
+
+def test_grpo_batch_must_hold_whole_groups():
+    with pytest.raises(Exception, match="num_generations"):
+        GRPOStageConfig(train=TrainConfig(batch_size=6), num_generations=4)
