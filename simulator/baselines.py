@@ -1,5 +1,10 @@
-"""Small real components to drive the simulator in tests: a popularity generator, an
-advertiser-filter generator over a predictions table, and a logistic scorer over observable history."""
+"""A model-free reference stack: lets the market run, be tested and be benchmarked without trained models.
+
+A category-aware popularity generator, an advertiser-filter generator over any PREDICTIONS
+table (the LLM generator's shape, without the two-tower), a logistic scorer over the user's
+observable history with the advertiser, and history-based advertiser predictions. Only
+observable tables are read (events, items), never `*_truth`.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +62,8 @@ class AdvertiserFilterGenerator:
         return schema.conform(out.select(list(schema.CANDIDATES)), schema.CANDIDATES, self.source)
 
 
-class LogisticScorer:
-    """ctcvr = sigmoid(bias + weights . log(1 + user's past engagements/conversions with the advertiser))."""
+class HistoryScorer:
+    """Uncalibrated heuristic: ctcvr = sigmoid(bias + weights . log(1 + user's past engagements/conversions with the advertiser))."""
 
     def __init__(self, world: World, bias: float = -5.0, weights: tuple[float, float] = (0.6, 1.2)):
         history = world.events.filter(pl.col("advertiser_id").is_not_null())
@@ -76,7 +81,7 @@ class LogisticScorer:
         return pl.DataFrame({"ctcvr": ctcvr, "vtcvr": 0.1 * ctcvr})
 
 
-def popularity_predictions(world: World, k: int = 5) -> pl.DataFrame:
+def history_predictions(world: World, k: int = 5) -> pl.DataFrame:
     """A PREDICTIONS table from each user's most-converted advertisers (a history baseline)."""
     conversions = world.events.filter(pl.col("kind").is_in(list(schema.CONVERSION_KINDS)))
     top = (conversions.group_by("user_id", "advertiser_id").len()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
 from llm_predictor.cli import app as llm_app
@@ -15,6 +18,85 @@ app.command("world")(world)
 app.add_typer(llm_app, name="llm")
 app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(rank_app, name="rank")
+
+RunOption = Annotated[Path, typer.Option(help="run folder holding world/ (e.g. from `adsim world --out`)")]
+ConfigOption = Annotated[Optional[Path], typer.Option(help="experiment TOML (arms, simulation, design, method)")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: e.g. simulation.days=5")]
+PredictionsOption = Annotated[Optional[Path], typer.Option(
+    help="PREDICTIONS parquet for the LLM generator (default: the history baseline)")]
+StackOption = Annotated[str, typer.Option(help="which models run the market: baseline (model-free)")]
+
+
+def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
+             predictions: Optional[Path]):
+    """Load the run's world, build the stack and resolve the experiment config (errors exit 2)."""
+    from rich.console import Console
+
+    from simulator.config import ExperimentConfig
+    from simulator.stack import BASELINE_SOURCES, baseline_stack, load_predictions
+    from synthetic_data.config import WorldConfig
+    from synthetic_data.config_io import ConfigError, from_dict, load_config
+    from synthetic_data.run_folder import RunFolder
+    from synthetic_data.schema import load_world
+
+    console = Console()
+    folder = RunFolder(run)
+    record = folder.stage_record("world")
+    if record is None:
+        console.print(f"[red]error:[/red] {run}/world is missing: run `adsim world --out {run}` first")
+        raise typer.Exit(2)
+    if stack != "baseline":
+        console.print(f"[red]error:[/red] --stack {stack!r} is not available; use --stack baseline")
+        raise typer.Exit(2)
+    try:
+        experiment = load_config(ExperimentConfig, path=config, overrides=overrides)
+        world_config = from_dict(WorldConfig, record["config"])
+    except ConfigError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    console.print(f"loading {run / 'world'} ...")
+    world_tables = load_world(run / "world")
+    predictions_table, predictions_label = load_predictions(predictions, world_tables)
+    market_stack = baseline_stack(world_tables, world_config, predictions_table)
+    label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label})"
+    return console, folder, experiment, world_tables, market_stack, label, BASELINE_SOURCES[1]
+
+
+@app.command("ab")
+def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
+       stack: StackOption = "baseline", predictions: PredictionsOption = None,
+       force: Annotated[bool, typer.Option(help="re-run even if ab/ is complete with this config")] = False,
+       quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+    """Offline A/B experiment on the simulated market (paper Table 6): writes <run>/ab/."""
+    from simulator.stages import ab_stage
+
+    console, folder, experiment, world_tables, market_stack, label, _ = _prepare(run, config, set_, stack, predictions)
+    summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force)
+    typer.echo((folder.root / "ab" / "report.md").read_text())
+    console.print(f"A/B done in {summary['seconds']} s; wrote {folder.root / 'ab'}")
+
+
+@app.command("sweep")
+def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; the first is the control")] = "0,25,50,100,200",
+          source: Annotated[Optional[str], typer.Option(help="the source whose quota is swept (default: the LLM generator)")] = None,
+          run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
+          stack: StackOption = "baseline", predictions: PredictionsOption = None,
+          force: Annotated[bool, typer.Option(help="re-run even if sweep/ is complete with this config")] = False,
+          quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+    """Sweep the LLM generator's L0 quota: RoAS, diversity and survival per quota, with plots."""
+    from simulator.stages import sweep_stage
+
+    try:
+        quotas = [int(q) for q in quota.split(",") if q.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
+    console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
+        run, config, set_, stack, predictions)
+    summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
+                          progress=not quiet, force=force)
+    typer.echo((folder.root / "sweep" / "report.md").read_text())
+    console.print(f"sweep done in {summary['seconds']} s; wrote {folder.root / 'sweep'} and {folder.root / 'plots'}")
+
 
 if __name__ == "__main__":
     app()

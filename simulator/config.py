@@ -122,11 +122,17 @@ class ArmConfig:
         require(bool(self.name), "arms.name", "every arm needs a name")
 
 
+def _default_arms() -> tuple[ArmConfig, ...]:
+    """LLM generator off (control) versus on, in the baseline stack's source names."""
+    return tuple(ArmConfig(name, BlendConfig({"main": 30, "llm": quota}, max_candidates=30))
+                 for name, quota in (("control", 0), ("llm_generator", 10)))
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """An A/B (or A/B/n) experiment; the first arm is the control."""
 
-    arms: tuple[ArmConfig, ...]
+    arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     design: str = "split"  # split: users hashed into arms; paired: every arm replays all users (CRN)
     salt: int = 0  # hash salt of the user split

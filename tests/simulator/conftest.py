@@ -1,16 +1,11 @@
-"""Fixtures: the tiny world's true response and a small real stack of test components."""
+"""Fixtures: the tiny world's true response and the model-free reference stack."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from components import (AdvertiserFilterGenerator, LogisticScorer, PopularityGenerator,  # noqa: E402
-                        popularity_predictions)
+from simulator.baselines import (AdvertiserFilterGenerator, HistoryScorer, PopularityGenerator,
+                                 history_predictions)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +20,6 @@ def tiny_response(tiny_world):
 def tiny_stack(tiny_world, tiny_response):
     from simulator.engine import Stack
 
-    predictions = popularity_predictions(tiny_world)
+    predictions = history_predictions(tiny_world)
     return Stack(generators=(PopularityGenerator(tiny_world), AdvertiserFilterGenerator(tiny_world, predictions)),
-                 scorer=LogisticScorer(tiny_world), response=tiny_response)
+                 scorer=HistoryScorer(tiny_world), response=tiny_response)

@@ -1,0 +1,76 @@
+"""The `ab` and `sweep` stages of a run folder (`runs/<name>/ab/`, `runs/<name>/sweep/`, `plots/`).
+
+Each writes its tables as Parquet and a markdown report section, records itself in the run's
+manifest, and skips when it already finished with the same config (DESIGN: a run is a folder).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+
+from simulator.config import ExperimentConfig
+from simulator.engine import Stack
+from simulator.experiment import aa_check, pre_period_covariates, run_ab, run_sweep
+from simulator.report import ab_markdown, plot_sweep, sweep_markdown
+from synthetic_data.config_io import to_dict
+from synthetic_data.run_folder import RunFolder
+from synthetic_data.schema import World
+
+AA_SPLITS = 40
+
+
+def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
+             progress: bool = True, force: bool = False) -> dict:
+    """Run (or reuse) the A/B experiment; writes ab/{comparisons,arms,funnels,aa}.parquet and ab/report.md."""
+    config = {"experiment": to_dict(experiment), "stack": stack_label}
+    if not force and run.is_complete("ab", config):
+        return run.stage_record("ab")["summary"]
+    started = time.perf_counter()
+    result = run_ab(experiment, world, stack, progress=progress)
+    control = result.results[experiment.arms[0].name]
+    aa = aa_check(control, pre_period_covariates(world, experiment.pre_period_days), experiment, AA_SPLITS)
+    aa_rate = float((aa["p_value"].drop_nans() < experiment.alpha).mean())
+    folder = run.stage_dir("ab")
+    result.comparisons.write_parquet(folder / "comparisons.parquet")
+    result.arms.write_parquet(folder / "arms.parquet")
+    result.funnels.write_parquet(folder / "funnels.parquet")
+    aa.write_parquet(folder / "aa.parquet")
+    note = (f"Simulated {experiment.simulation.days} days, design `{experiment.design}`, "
+            f"{experiment.method} method{' with CUPED' if experiment.cuped else ''}; stack: {stack_label}. "
+            f"A/A check: re-splitting the control arm's users {AA_SPLITS} times, "
+            f"{aa_rate:.1%} of {aa.height} metric tests were significant at alpha = {experiment.alpha}.")
+    (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, "Offline A/B (Table 6 analogue)", note))
+    summary = {"seconds": round(time.perf_counter() - started, 1), "aa_significant_rate": aa_rate,
+               "requests": sum(r.summary["requests"] for r in result.results.values()),
+               "roas_change": _roas_changes(result.comparisons)}
+    run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
+                 summary)
+    return summary
+
+
+def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
+                source: str, quotas: list[int], progress: bool = True, force: bool = False) -> dict:
+    """Run (or reuse) the L0 quota sweep; writes sweep/{sweep,funnels}.parquet, sweep/report.md, plots/."""
+    config = {"experiment": to_dict(experiment), "stack": stack_label, "source": source, "quotas": list(quotas)}
+    if not force and run.is_complete("sweep", config):
+        return run.stage_record("sweep")["summary"]
+    started = time.perf_counter()
+    table, result = run_sweep(experiment, world, stack, source, quotas, progress=progress)
+    folder = run.stage_dir("sweep")
+    table.write_parquet(folder / "sweep.parquet")
+    result.funnels.write_parquet(folder / "funnels.parquet")
+    plots = plot_sweep(table, source, run.stage_dir("plots"))
+    (folder / "report.md").write_text(sweep_markdown(table, source, plots, relative_to=run.root))
+    summary = {"seconds": round(time.perf_counter() - started, 1),
+               "roas_change": _roas_changes(result.comparisons), "plots": [str(p) for p in plots]}
+    run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
+    return summary
+
+
+def _roas_changes(comparisons: pl.DataFrame) -> dict:
+    rows = comparisons.filter(pl.col("metric") == "roas").select("arm", "relative_change", "p_value").rows()
+    return {arm: {"relative_change": change, "p_value": p} for arm, change, p in rows}
+
