@@ -19,11 +19,18 @@ from retrieval.generators import REQUESTS
 from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, SPLITS, conform, validate
 
 
-def evaluation_anchor(events: pl.DataFrame, config: EvaluationConfig) -> date:
-    """The configured anchor date, or the last one that leaves a full window of events after it."""
+def evaluation_anchor(events: pl.DataFrame, config: EvaluationConfig,
+                      labels: pl.DataFrame | None = None) -> date:
+    """The configured anchor date, else the last label anchor (aligned with the LLM's predictions)
+    that leaves a full window of events after it, else the last day that does."""
     if config.anchor_date:
         return date.fromisoformat(config.anchor_date)
-    return events["ts"].max().date() - timedelta(days=config.window_days)
+    last = events["ts"].max().date() - timedelta(days=config.window_days)
+    if labels is not None:
+        anchors = labels.filter(pl.col("anchor_date") <= last)["anchor_date"]
+        if len(anchors):
+            return anchors.max()
+    return last
 
 
 def window_start(anchor: date) -> datetime:

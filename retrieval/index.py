@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -78,13 +79,37 @@ class ItemIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.kind_ = "exact" if len(vectors) <= self.config.exact_max_items else self.config.approximate_kind
         self.index_ = build_faiss_index(vectors, self.kind_, self.config)
+        self._partition(vectors, advertiser_ids)
+        return self
+
+    def _partition(self, vectors: np.ndarray, advertiser_ids: np.ndarray) -> None:
         order = np.argsort(advertiser_ids, kind="stable")
         self.block_rows_ = order
         self.block_vectors_ = vectors[order]
         self.block_advertisers_, self.block_starts_, self.block_sizes_ = np.unique(
             np.asarray(advertiser_ids)[order], return_index=True, return_counts=True)
         self.vectors_ = vectors
-        return self
+        self.advertiser_ids_ = np.asarray(advertiser_ids)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the faiss index, the item vectors and their advertisers to `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index_, str(directory / "items.faiss"))
+        np.savez(directory / "item_vectors.npz", vectors=self.vectors_,
+                 advertiser_ids=self.advertiser_ids_, kind=np.array(self.kind_))
+        return [directory / "items.faiss", directory / "item_vectors.npz"]
+
+    @classmethod
+    def load(cls, directory: Path, config: IndexConfig) -> ItemIndex:
+        """An index written by `save` (the faiss index is read back, not rebuilt)."""
+        directory = Path(directory)
+        saved = np.load(directory / "item_vectors.npz")
+        index = cls(config)
+        index.kind_ = str(saved["kind"])
+        index.index_ = faiss.read_index(str(directory / "items.faiss"))
+        index._partition(saved["vectors"], saved["advertiser_ids"])
+        return index
 
     def measured_recall(self, k: int = 100) -> float:
         """Recall@k of the index against exact search, on item vectors used as queries (1.0 if exact)."""
