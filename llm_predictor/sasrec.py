@@ -11,6 +11,7 @@ of the top-k advertisers for each requested (user, anchor date) from the events 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,7 +279,11 @@ def run_sasrec(world_dir: Path, run_dir: Path, config: SASRecConfig | None = Non
     events = schema.load_table(world_dir, "events")
     advertisers = schema.load_table(world_dir, "advertisers")
     run = RunFolder(run_dir)
-    stage_config = to_dict(config) | {"world": str(Path(world_dir).resolve())}
+    world_record = Path(world_dir) / "stage.json"  # the world's config hash: a new world re-fits
+    stage_config = to_dict(config) | {
+        "world": str(Path(world_dir).resolve()),
+        "world_config_hash": json.loads(world_record.read_text())["config_hash"] if world_record.exists() else None,
+    }
     out = run.stage_dir(SASREC_STAGE) / "predictions.parquet"
     if run.is_complete(SASREC_STAGE, stage_config):
         return pl.read_parquet(out)

@@ -19,6 +19,15 @@ from synthetic_data.real.amazon_baselines import most_recent_predictions, popula
 from synthetic_data.run_folder import RunFolder
 
 BASELINES_STAGE = "baselines"
+ROLE_NOTES = {
+    "test": "\nTest = each user's last purchase, predicted from all earlier purchases. Intervals: "
+            "95% percentile bootstrap over users, the same resamples for every method. 'with list' "
+            "= share of users given any prediction (a parse failure leaves none); 'unmapped' = share "
+            "of predicted rows whose name matched no advertiser.\n",
+    "validation": "\nValidation = each user's second-to-last purchase. Trained methods select "
+                  "epochs or settings on these labels, so this table is a model-selection "
+                  "figure, not an evaluation.\n",
+}
 RESULTS_STAGE = "results"
 
 
@@ -30,6 +39,7 @@ class ResultsConfig:
     roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
     bootstrap_resamples: int = 1000
     seed: int = 0
+    reference: str = "most_recent"  # paired differences are method minus this method, if present
 
     def __post_init__(self) -> None:
         require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "ks", "list cut-offs >= 1")
@@ -71,7 +81,7 @@ def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int,
     ranks = label_ranks(predictions, labels)
     row: dict = {"users": labels.height}
     for k in ks:
-        hits = ((ranks >= 1) & (ranks <= k)).astype(np.float64)
+        hits = hits_at(ranks, k)
         low, high = np.quantile(bootstrap_means(hits, resamples), [0.025, 0.975])
         row |= {f"recall_at_{k}": hits.mean(), f"recall_at_{k}_low": low, f"recall_at_{k}_high": high}
     listed = labels.join(predictions.select("user_id", "anchor_date").unique(),
@@ -83,31 +93,65 @@ def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int,
     return row
 
 
+def hits_at(ranks: np.ndarray, k: int) -> np.ndarray:
+    return ((ranks >= 1) & (ranks <= k)).astype(np.float64)
+
+
+def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, ...],
+                 resamples: np.ndarray) -> dict:
+    """Recall@k of one method minus a reference on the same users, with a paired 95% interval."""
+    row = {}
+    for k in ks:
+        difference = hits_at(ranks, k) - hits_at(reference_ranks, k)
+        low, high = np.quantile(bootstrap_means(difference, resamples), [0.025, 0.975])
+        row |= {f"delta_at_{k}": difference.mean(), f"delta_at_{k}_low": low, f"delta_at_{k}_high": high}
+    return row
+
+
 def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig) -> pl.DataFrame:
-    """One row per `source` in `predictions`, scored on `labels` with paired bootstrap resamples."""
+    """One row per `source` in `predictions`, scored on `labels` with paired bootstrap resamples;
+    `delta_at_k` columns compare each method with `config.reference` when it is present."""
     rng = np.random.default_rng(config.seed)
     resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
+    by_source = {
+        source: predictions.filter(pl.col("source") == source).join(
+            labels.select("user_id", "anchor_date"), on=["user_id", "anchor_date"], how="semi")
+        for source in sorted(predictions["source"].unique().to_list())
+    }
+    reference = by_source.get(config.reference)
+    reference_ranks = None if reference is None else label_ranks(reference, labels)
     rows = []
-    for source in sorted(predictions["source"].unique().to_list()):
-        scored = predictions.filter(pl.col("source") == source).join(
-            labels.select("user_id", "anchor_date"), on=["user_id", "anchor_date"], how="semi"
-        )
-        rows.append({"method": source} | score_method(scored, labels, config.ks, resamples))
+    for source, scored in by_source.items():
+        row = {"method": source} | score_method(scored, labels, config.ks, resamples)
+        if reference_ranks is not None:
+            row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks, resamples)
+        rows.append(row)
     return pl.DataFrame(rows).sort(f"recall_at_{config.ks[-1]}", descending=True)
 
 
-def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str) -> str:
-    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates."""
+def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, reference: str) -> str:
+    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates, and the
+    paired differences with the reference method when present."""
     header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "unmapped"]
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["method"], str(row["users"])]
-        cells += [f"{row[f'recall_at_{k}']:.4f} [{row[f'recall_at_{k}_low']:.4f}, "
-                  f"{row[f'recall_at_{k}_high']:.4f}]" for k in ks]
+        cells += [_interval(row, f"recall_at_{k}") for k in ks]
         cells += [f"{row['with_list_rate']:.4f}", f"{row['unmapped_rate']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if f"delta_at_{ks[0]}" in table.columns:
+        header = ["method"] + [f"Δ Recall@{k} vs {reference} [95% CI]" for k in ks]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table.filter(pl.col("method") != reference).iter_rows(named=True):
+            lines.append("| " + " | ".join([row["method"]] + [_interval(row, f"delta_at_{k}", signed=True)
+                                                             for k in ks]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(row: dict, column: str, signed: bool = False) -> str:
+    form = "{:+.4f}" if signed else "{:.4f}"
+    return (f"{form.format(row[column])} [{form.format(row[column + '_low'])}, "
+            f"{form.format(row[column + '_high'])}]")
 
 
 def write_baselines(run_dir: Path, k: int = 20) -> pl.DataFrame:
@@ -122,7 +166,9 @@ def write_baselines(run_dir: Path, k: int = 20) -> pl.DataFrame:
         most_recent_predictions(events, requests, advertisers, k),
     ])
     predictions.write_parquet(run.stage_dir(BASELINES_STAGE) / "predictions.parquet")
-    run.complete(BASELINES_STAGE, {"k": k}, ["predictions.parquet"],
+    world_hash = (run.stage_record("world") or {}).get("config_hash")
+    run.complete(BASELINES_STAGE, {"k": k, "world_config_hash": world_hash},
+                 ["predictions.parquet"],
                  {"rows": predictions.height, "sources": ["popularity", "most_recent"]})
     return predictions
 
@@ -146,7 +192,7 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
         table = results_table(predictions, held_out, config)
         tables.append(table.select(pl.lit(role).alias("role"), pl.all()))
         title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
-        sections.append(to_markdown(table, config.ks, title))
+        sections.append(to_markdown(table, config.ks, title, config.reference) + ROLE_NOTES[role])
     table = pl.concat(tables)
     out = run.stage_dir(RESULTS_STAGE)
     table.write_parquet(out / "next_brand.parquet")

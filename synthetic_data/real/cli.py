@@ -1,0 +1,56 @@
+"""Commands for real-data runs (issue 4): adapt a dataset, run the exact baselines, score a run.
+
+Runnable as `python -m synthetic_data.real.cli`; the lead mounts `world` as
+`adsim world --real amazon --data PATH --out runs/X`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="real-data runs: adapt, baselines, results", no_args_is_help=True)
+
+
+@app.command()
+def world(
+    data: Path = typer.Option(..., help="folder with <name>.item.json and <name>.inter.json"),
+    out: Path = typer.Option(..., help="run folder, e.g. runs/amazon_scientific"),
+    config: Path = typer.Option(None, help="TOML file of AmazonConfig fields"),
+    set_: list[str] = typer.Option([], "--set", help="field=value overrides, e.g. --set end_date=2019-01-01"),
+) -> None:
+    """Adapt Amazon 2018 purchase sequences into `<out>/world/` (skips when already complete)."""
+    from synthetic_data.config_io import load_config
+    from synthetic_data.real.amazon import AmazonConfig, write_amazon_world
+
+    adapted = write_amazon_world(data, out, load_config(AmazonConfig, config, overrides=set_))
+    labels = adapted.labels["role"].value_counts().sort("role")
+    typer.echo(f"{out}/world: {adapted.users.height} users, {adapted.events.height} purchases, "
+               f"{adapted.advertisers.height} brands; labels by role: {dict(labels.iter_rows())}")
+
+
+@app.command()
+def baselines(run: Path = typer.Option(..., help="run folder holding world/")) -> None:
+    """Popularity and most-recent-brand predictions for the validation and test labels."""
+    from synthetic_data.real.amazon_results import write_baselines
+
+    predictions = write_baselines(run)
+    typer.echo(f"{run}/baselines/predictions.parquet: {predictions.height} rows")
+
+
+@app.command()
+def results(
+    run: Path = typer.Option(..., help="run folder holding world/ and <stage>/predictions.parquet"),
+    bootstrap_resamples: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
+    seed: int = typer.Option(0, help="seed of the bootstrap resamples"),
+) -> None:
+    """Score every method's predictions: `<run>/results/next_brand.{md,parquet}`."""
+    from synthetic_data.real.amazon_results import ResultsConfig, write_results
+
+    write_results(run, ResultsConfig(bootstrap_resamples=bootstrap_resamples, seed=seed))
+    typer.echo((run / "results" / "next_brand.md").read_text())
+
+
+if __name__ == "__main__":
+    app()
