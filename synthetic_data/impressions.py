@@ -8,14 +8,16 @@ and view-through (vtcvr) conversions are sampled within their attribution window
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from synthetic_data.config_io import require
-from synthetic_data.response import ResponseState, day_index, true_rates
+from synthetic_data.response import ResponseConfig, ResponseState, day_index, true_rates
 from synthetic_data.schema import IMPRESSIONS, IMPRESSIONS_TRUTH, SURFACES, World, conform
 
 
@@ -166,3 +168,21 @@ def impression_summary(impressions: pl.DataFrame) -> dict:
         pl.col("user_id").n_unique().alias("users"), pl.col("is_click").mean().alias("ctr"),
         pl.col("is_ctcvr").mean().alias("ctcvr_rate"), pl.col("is_vtcvr").mean().alias("vtcvr_rate"),
     ).to_dicts()[0]
+
+
+@dataclass(frozen=True)
+class LoggingRunConfig:
+    """`adsim rank impressions`: the logging policy and the true response model it samples from."""
+
+    impressions: ImpressionConfig = field(default_factory=ImpressionConfig)
+    response: ResponseConfig = field(default_factory=ResponseConfig)
+
+
+def world_clock(world_dir: Path) -> tuple[date, int]:
+    """The world's start date and interest-drift period, from the world stage's recorded config."""
+    record_path = Path(world_dir) / "stage.json"
+    if not record_path.exists():
+        raise FileNotFoundError(f"{record_path} not found: the impressions need the world's start date and "
+                                f"drift period; generate the world with `adsim world --out <run>`")
+    config = json.loads(record_path.read_text())["config"]
+    return date.fromisoformat(config["start_date"]), int(config["users"]["drift_period_days"])

@@ -1,0 +1,53 @@
+"""DCN-v2 conversion model (paper 3.6.2; Wang et al. 2021): TorchRec embedding bags, low-rank cross net, MLP.
+
+One logit per task: a single-task model has one head (ctcvr or vtcvr), a multi-task model shares
+the embeddings, cross and deep layers across heads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.modules.crossnet import LowRankCrossNet
+
+from ranking.config import DCNConfig
+
+
+class DCNv2(nn.Module):
+    """Sparse IDs -> embedding bags; with standardised dense features -> cross net -> MLP -> task logits."""
+
+    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, n_tasks: int, config: DCNConfig):
+        super().__init__()
+        self.sparse_names = list(vocab_sizes)
+        self.embeddings = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name=f"table_{name}", embedding_dim=config.embedding_dim,
+                               num_embeddings=size, feature_names=[name])
+            for name, size in vocab_sizes.items()], device=torch.device("cpu"))
+        width = len(vocab_sizes) * config.embedding_dim + n_dense
+        self.register_buffer("dense_mean", torch.zeros(n_dense))
+        self.register_buffer("dense_scale", torch.ones(n_dense))
+        self.cross = LowRankCrossNet(in_features=width, num_layers=config.cross_layers,
+                                     low_rank=config.cross_low_rank)
+        layers: list[nn.Module] = []
+        for hidden in config.deep_layers:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.deep = nn.Sequential(*layers)
+        self.heads = nn.Linear(width, n_tasks)
+
+    def set_dense_statistics(self, dense: np.ndarray) -> None:
+        """Standardise dense inputs with training-set statistics (stored with the weights)."""
+        self.dense_mean.copy_(torch.from_numpy(dense.mean(axis=0)))
+        self.dense_scale.copy_(torch.from_numpy(np.maximum(dense.std(axis=0), 1e-6)))
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """`sparse` [batch, features] int64 indices, `dense` [batch, d] float32 -> logits [batch, tasks]."""
+        batch = sparse.shape[0]
+        features = KeyedJaggedTensor.from_lengths_sync(
+            keys=self.sparse_names, values=sparse.t().reshape(-1),
+            lengths=torch.ones(sparse.numel(), dtype=torch.int32))
+        embedded = self.embeddings(features).values().reshape(batch, -1)
+        x = torch.cat([embedded, (dense - self.dense_mean) / self.dense_scale], dim=1)
+        return self.heads(self.deep(self.cross(x))).float()

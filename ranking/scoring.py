@@ -1,0 +1,56 @@
+"""Batch scoring for the simulator's auction: calibrated ctcvr/vtcvr for many (request, candidate) rows.
+
+A `Ranker` bundles the fitted feature builder, the DCN with its calibrators and the predicted lists
+its LLM features read; one `score` call featurises and scores a whole batch of candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from ranking.features import FeatureBuilder
+from ranking.train import FittedDCN
+
+
+@dataclass
+class Ranker:
+    """Feature builder + DCN(s) + the prediction tables behind its LLM features (None: no LLM features).
+
+    Single-task configs hold one DCN per task, multi-task configs one DCN with a head per task.
+    """
+
+    builder: FeatureBuilder
+    models: list[FittedDCN]
+    predictions: pl.DataFrame | None = None
+    interests: pl.DataFrame | None = None
+
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        """`request_id, item_id, p_<task>` per candidate row; rows need `SCORING_COLUMNS`.
+
+        Without a `position` column candidates are scored at the top slot (0): the auction applies
+        position effects after it has placed them.
+        """
+        if "position" not in candidates.columns:
+            candidates = candidates.with_columns(position=pl.lit(0, dtype=pl.Int16))
+        table = self.builder.transform(candidates, self.predictions, self.interests)
+        probabilities = {task: values for model in self.models for task, values in model.probabilities(table).items()}
+        return candidates.select("request_id", "item_id").with_columns(
+            pl.Series(f"p_{task}", values, dtype=pl.Float32) for task, values in probabilities.items())
+
+    def save(self, path: Path) -> Path:
+        torch.save(self, path)
+        return path
+
+
+def load_ranker(path: Path) -> Ranker:
+    """Load a ranker written by `Ranker.save` (a pickle: load only files this project wrote)."""
+    ranker = torch.load(path, weights_only=False)
+    if not isinstance(ranker, Ranker):
+        raise TypeError(f"{path} holds a {type(ranker).__name__}, not a Ranker; write it with `adsim rank train`")
+    return ranker
+
+
