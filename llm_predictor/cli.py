@@ -1,7 +1,519 @@
-"""`adsim llm`: the LLM advertiser predictor (pretrain, sft, grpo, predict, eval)."""
+"""`adsim llm`: the LLM advertiser predictor's stages over a run folder (paper 3.2-3.4, 4.2-4.3).
+
+`pretrain` (tokenizer, base model, CPT on the web corpus), `sft` (1-advertiser or 20-advertiser
+target), `grpo`, `predict` (a method's advertiser lists for eval or serving users) and `eval`
+(the Table 2/3/4 analogues with the non-LLM baselines). Each stage writes `runs/NAME/llm_<stage>/`
+and skips when its outputs exist with an unchanged config (and unchanged upstream stages).
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from llm_predictor.decoding import DecodingConfig
+from llm_predictor.evaluate import EvalConfig
+from llm_predictor.features import GROUPS, FeatureConfig
+from llm_predictor.grpo import GRPOStageConfig
+from llm_predictor.model import ModelConfig
+from llm_predictor.predict import PredictConfig
+from llm_predictor.pretrain import PretrainConfig
+from llm_predictor.sft import SFTStageConfig
+from llm_predictor.tokenizer import TokenizerConfig
+from synthetic_data.config_io import ConfigError, require, to_dict
 
 app = typer.Typer(help="the LLM advertiser predictor (pretrain, sft, grpo, predict, eval)", no_args_is_help=True)
+console = Console()
+
+# Which trained model each method reads, and how it prompts and decodes (Tables 2 and 3).
+MODEL_STAGES = {"zero_shot": "llm_pretrain", "sft_single": "llm_sft_single", "sft_list": "llm_sft_list",
+                "grpo": "llm_grpo"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluated LLM variant: model, template, reasoning instruction, decoding."""
+
+    model: str
+    template: str
+    is_reasoning: bool = False
+    decoding: str = "list"  # list | single_beam | single_sampling | list_sampling | list_constrained
+
+
+@dataclass(frozen=True)
+class EvalRunConfig:
+    """Which methods to score, how many eval users (sampled), and the Table 4 ablation."""
+
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    methods: tuple[str, ...] = (
+        "zero_shot", "zero_shot_reasoning", "sft_list", "sft_single_beam", "sft_single_sampling",
+        "grpo", "grpo_reasoning", "grpo_sampling", "grpo_constrained",
+    )
+    max_users: int = 300
+    is_ablation: bool = True
+    max_ablation_users: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        require(not unknown, "eval.methods", f"unknown method(s) {unknown}; valid: {sorted(METHODS)}")
+        require(self.max_users >= 1, "eval.max_users", "must be >= 1")
+        require(self.max_ablation_users >= 1, "eval.max_ablation_users", "must be >= 1")
+
+
+METHODS = {
+    "zero_shot": Method("zero_shot", "inference"),
+    "zero_shot_reasoning": Method("zero_shot", "inference", is_reasoning=True),
+    "sft_list": Method("sft_list", "inference"),
+    "sft_single_beam": Method("sft_single", "sft", decoding="single_beam"),
+    "sft_single_sampling": Method("sft_single", "sft", decoding="single_sampling"),
+    "grpo": Method("grpo", "inference"),
+    "grpo_reasoning": Method("grpo", "inference", is_reasoning=True),
+    "grpo_sampling": Method("grpo", "inference", decoding="list_sampling"),
+    "grpo_constrained": Method("grpo", "inference", decoding="list_constrained"),
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Everything the `adsim llm` stages need; each stage hashes only the sections it reads."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    preset_pool_size: int = 30
+    tokenizer_prompt_sample: int = 2000  # train prompts mixed into the tokenizer's training text
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
+    eval: EvalRunConfig = field(default_factory=EvalRunConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
+        require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
+
+
+def _nano_train(steps: int, batch_size: int = 4) -> dict:
+    return {"max_steps": steps, "batch_size": batch_size, "save_steps": steps, "logging_steps": 1, "warmup_steps": 0}
+
+
+# `small` is the demo (the defaults); `nano` runs every stage in seconds for tests.
+PRESETS: dict[str, dict] = {
+    "small": {},
+    "nano": {
+        "model": {"size": "nano", "max_position_embeddings": 4096},
+        "tokenizer": {"vocab_size": 600},
+        "preset_pool_size": 8,
+        "tokenizer_prompt_sample": 100,
+        "pretrain": {"train": _nano_train(4), "block_size": 64},
+        "sft": {"train": _nano_train(4), "max_length": 4096},
+        "grpo": {"train": _nano_train(2), "num_generations": 4, "max_completion_length": 24},
+        "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},
+        "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
+    },
+}
+
+
+def resolve_config(preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
+    """Preset, then a TOML file, then `section.field=value` overrides."""
+    from synthetic_data.config_io import load_config
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return load_config(LLMConfig, path=config_path, base=PRESETS[preset], overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage work (heavy imports inside functions: the CLI module stays light to import)
+
+
+def _world(run_root: Path):
+    from synthetic_data.schema import load_world
+
+    return load_world(run_root / "world", include_truth=False)
+
+
+def _upstream(run, stage: str) -> str:
+    record = run.stage_record(stage)
+    if record is None and stage == "world":
+        return "unrecorded"  # a world folder written without `adsim world` (e.g. by a test fixture)
+    if record is None:
+        raise ConfigError(f"stage {stage} has not run in {run.root}; run it first (see `adsim llm --help`)")
+    return record["config_hash"]
+
+
+def _run_stage(run, stage: str, stage_config: dict, work, force: bool) -> dict:
+    """Skip a stage that finished with this config, else do `work()` and record it."""
+    if not force and run.is_complete(stage, stage_config):
+        console.print(f"[green]{stage}: complete with this config; skipping[/green]")
+        return run.stage_record(stage)["summary"]
+    started = time.perf_counter()
+    outputs, summary = work(run.stage_dir(stage))
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    run.complete(stage, stage_config, outputs, summary)
+    return summary
+
+
+def _label_examples(world, config: LLMConfig, template: str, split: str = "train"):
+    """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name."""
+    import polars as pl
+
+    from llm_predictor.evaluate import labelled_users
+    from llm_predictor.predict import build_prompts
+
+    labels = labelled_users(world, split).join(
+        world.advertisers.select("advertiser_id", pl.col("name").alias("target_advertiser")), on="advertiser_id")
+    prompts = build_prompts(world, labels, config.features, config.preset_pool_size, template)
+    return prompts.join(labels.select("user_id", "anchor_date", "target_advertiser"), on=["user_id", "anchor_date"])
+
+
+def list_completion(target: str, allowed_names: list[str], interests: list[str]) -> str:
+    """The 20-advertiser SFT target: the label first, then the prompt's other names in prompt order
+    (active advertisers, then the preset pool); interests are the user's top categories."""
+    from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS, list_target
+
+    names = [target, *[name for name in allowed_names if name != target]][:N_ADVERTISERS]
+    return list_target(names, [interest for interest in interests if interest][:N_INTERESTS])
+
+
+def stage_pretrain(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.model import prepare_base_model
+    from llm_predictor.pretrain import pretrain
+
+    run = RunFolder(run_root)
+    world = _world(run_root)
+    corpus = world.corpus["text"].to_list()
+    base_config = {"world": _upstream(run, "world"), "model": to_dict(config.model),
+                   "tokenizer": to_dict(config.tokenizer), "features": to_dict(config.features),
+                   "preset_pool_size": config.preset_pool_size, "prompt_sample": config.tokenizer_prompt_sample}
+
+    def build_base(directory: Path):
+        examples = _label_examples(world, config, "grpo").head(config.tokenizer_prompt_sample)
+        texts = corpus + examples["prompt"].to_list() + examples["target_advertiser"].to_list()
+        prepare_base_model(config.model, config.tokenizer, texts, directory / "model")
+        return ["model"], {"tokenizer_texts": len(texts)}
+
+    _run_stage(run, "llm_base", base_config, build_base, force)
+    base_dir = Path(config.model.base_model_dir or run.root / "llm_base" / "model")
+    stage_config = {"upstream": _upstream(run, "llm_base"), "pretrain": to_dict(config.pretrain)}
+    return _run_stage(run, "llm_pretrain", stage_config, lambda directory: (
+        ["model"], pretrain(base_dir, corpus, config.pretrain, directory, show_progress)), force)
+
+
+def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_progress: bool) -> dict:
+    import polars as pl
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.prompts import sft_target
+    from llm_predictor.sft import sft
+
+    run = RunFolder(run_root)
+    sft_config = replace(config.sft, target=target)
+    stage = f"llm_sft_{target}"
+    stage_config = {"upstream": _upstream(run, "llm_pretrain"), "sft": to_dict(sft_config),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        world = _world(run_root)
+        if target == "single":
+            examples = _label_examples(world, config, "sft")
+            completions = [sft_target(name) for name in examples["target_advertiser"].to_list()]
+        else:
+            examples = _label_examples(world, config, "grpo").with_columns(
+                pl.col("prompt").str.extract(r"Top Categories \[([^\]]*)\]").str.split("|").alias("interests"))
+            completions = [list_completion(t, a, i or []) for t, a, i in
+                           examples.select("target_advertiser", "allowed_names", "interests").iter_rows()]
+        summary = sft(run.root / "llm_pretrain" / "model", examples["prompt"].to_list(), completions,
+                      sft_config, directory, show_progress)
+        return ["model"], summary
+
+    return _run_stage(run, stage, stage_config, work, force)
+
+
+def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.grpo import grpo
+
+    run = RunFolder(run_root)
+    stage_config = {"upstream": _upstream(run, "llm_sft_single"), "grpo": to_dict(config.grpo),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        examples = _label_examples(_world(run_root), config, "grpo")
+        summary = grpo(run.root / "llm_sft_single" / "model", examples["prompt"].to_list(),
+                       examples["target_advertiser"].to_list(), config.grpo, directory, show_progress)
+        return ["model"], summary
+
+    return _run_stage(run, "llm_grpo", stage_config, work, force)
+
+
+def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
+    """The decoding of a method: XML list decoding from `predict.decoding`, or 20 single names
+    (the beams, or samples, of the 1-advertiser model)."""
+    from llm_predictor.prompts import N_ADVERTISERS
+
+    if method.decoding == "single_beam":
+        return replace(base, strategy="beam", num_beams=N_ADVERTISERS, num_return_sequences=N_ADVERTISERS,
+                       max_new_tokens=24, is_name_constrained=False)
+    if method.decoding == "single_sampling":
+        return replace(base, strategy="sampling", num_return_sequences=N_ADVERTISERS, max_new_tokens=24,
+                       is_name_constrained=False)
+    if method.decoding == "list_sampling":
+        return replace(base, strategy="sampling", num_return_sequences=1)
+    if method.decoding == "list_constrained":
+        return replace(base, is_name_constrained=True)
+    return base
+
+
+def _generate(run, world, config: LLMConfig, name: str, method: Method, keys, features: FeatureConfig,
+              show_progress: bool):
+    """Generations of one method for `keys`, checkpointed per virtual epoch under llm_eval/."""
+    from llm_predictor.predict import build_prompts, generate_predictions
+
+    prompts = build_prompts(world, keys, features, config.preset_pool_size, method.template,
+                            reasoning=method.is_reasoning)
+    decoding = method_decoding(method, config.predict.decoding)
+    model_dir = run.root / MODEL_STAGES[method.model] / "model"
+    return generate_predictions(model_dir, prompts, decoding, run.root / "llm_eval" / "generations" / name,
+                                config=replace(config.predict, decoding=decoding), show_progress=show_progress)
+
+
+def _sample_users(requests, max_users: int, seed: int):
+    if requests.height <= max_users:
+        return requests
+    return requests.sample(max_users, seed=seed).sort(["user_id", "anchor_date"])
+
+
+def _restrict_eval_labels(world, sampled):
+    """The world with eval-split labels cut to the sampled users (unsampled users are not misses)."""
+    import polars as pl
+
+    eval_users = world.splits.filter(pl.col("split") == "eval").select("user_id")
+    dropped = eval_users.join(sampled.select("user_id"), on="user_id", how="anti")
+    return replace(world, labels=world.labels.join(dropped, on="user_id", how="anti"))
+
+
+def _ablation_variants(deltas: dict[str, float] | None) -> dict[str, tuple[str, ...]]:
+    """Table 4 rows: remove each group; then, from the measured deltas, reorder by importance and
+    delete the groups whose removal helped (paper 4.3)."""
+    if deltas is None:
+        return {f"remove_{group}": tuple(g for g in GROUPS if g != group) for group in GROUPS}
+    by_importance = tuple(sorted(GROUPS, key=lambda group: deltas[group]))  # biggest drop first
+    helpful = tuple(g for g in GROUPS if deltas[g] <= 0)
+    return {
+        "reorder_by_performance": by_importance,
+        "reorder_and_delete_negative": tuple(g for g in by_importance if g in helpful),
+        "delete_negative": helpful,
+    }
+
+
+def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    import polars as pl
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor import evaluate
+
+    run = RunFolder(run_root)
+    models = {m.model for m in (METHODS[name] for name in config.eval.methods)}
+    if config.eval.is_ablation:
+        models.add("grpo")
+    stage_config = {"upstream": {m: _upstream(run, MODEL_STAGES[m]) for m in sorted(models)},
+                    "eval": to_dict(config.eval), "predict": to_dict(config.predict),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        world = _world(run_root)
+        requests = evaluate.evaluation_requests(world, config.eval.evaluation)
+        sampled = _sample_users(requests, config.eval.max_users, config.seed)
+        scored_world = _restrict_eval_labels(world, sampled)
+        generations = {name: _generate(run, world, config, name, METHODS[name], sampled, config.features,
+                                       show_progress) for name in config.eval.methods}
+        table = evaluate.evaluate_methods(scored_world, generations, directory, config.eval.evaluation)
+        outputs = ["results.parquet", "results.md"]
+        summary = {"users": sampled.height, "requests": requests.height}
+        if config.eval.is_ablation:
+            outputs += ablation(run, world, config, sampled, directory, show_progress)
+        _print_table(table)
+        return outputs, summary
+
+    return _run_stage(run, "llm_eval", stage_config, work, force)
+
+
+def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progress: bool) -> list[str]:
+    """Table 4 analogue on the GRPO model with greedy decoding: Recall@5 change per feature change."""
+    import polars as pl
+
+    from llm_predictor import evaluate
+
+    users = _sample_users(sampled, config.eval.max_ablation_users, config.seed)
+    scored_world = _restrict_eval_labels(world, users)
+    labels = evaluate.evaluation_labels(scored_world, config.eval.evaluation)
+    all_labels = pl.concat(list(labels.values())).unique(["user_id", "anchor_date"]).sort("user_id")
+    greedy = Method("grpo", "inference")
+    greedy_config = replace(config, predict=replace(config.predict, decoding=replace(
+        config.predict.decoding, strategy="greedy", num_return_sequences=1, is_name_constrained=False)))
+
+    def score(variants: dict[str, tuple[str, ...]]):
+        generations = {name: _generate(run, world, greedy_config, f"ablation_{name}", greedy, users,
+                                       replace(config.features, groups=groups), show_progress)
+                       for name, groups in variants.items()}
+        return evaluate.generation_predictions(scored_world, generations, config.eval.evaluation)[0]
+
+    predictions = score({"all_groups": GROUPS, **_ablation_variants(None)})
+    table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
+    deltas = {row["ablation"].removeprefix("remove_"): row["delta_recall_at_5"] for row in table.iter_rows(named=True)}
+    predictions |= score(_ablation_variants(deltas))
+    table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
+    return [path.name for path in evaluate.write_table(
+        table, directory, "ablation", "Feature ablation (Table 4 analogue): GRPO model, greedy, V0 and V1 users")]
+
+
+def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
+                  show_progress: bool) -> dict:
+    """A method's PREDICTIONS for eval users or the serving population (users with a conversion in
+    the 90 days before the anchor, paper 3.2.1) at the evaluation anchor date."""
+    import polars as pl
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor import evaluate
+    from llm_predictor.convert import NameConverter, convert_predictions, interests_from_generations
+    from llm_predictor.predict import build_prompts, generate_predictions
+
+    run = RunFolder(run_root)
+    method = METHODS[method_name]
+    stage = f"llm_predict_{method_name}_{users}"
+    stage_config = {"upstream": _upstream(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
+                    "evaluation": to_dict(config.eval.evaluation)}
+
+    def work(directory: Path):
+        world = _world(run_root)
+        anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
+        if users == "eval":
+            keys = evaluate.evaluation_requests(world, config.eval.evaluation)
+        else:
+            since = pl.datetime(anchor.year, anchor.month, anchor.day, time_zone="UTC") - pl.duration(days=90)
+            keys = (world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
+                                        pl.col("ts") >= since,
+                                        pl.col("ts") < since + pl.duration(days=91))
+                    .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
+        prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
+                                reasoning=method.is_reasoning)
+        decoding = method_decoding(method, config.predict.decoding)
+        generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
+                                           directory / "epochs", replace(config.predict, decoding=decoding),
+                                           show_progress=show_progress)
+        converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
+        predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
+        generations.write_parquet(directory / "generations.parquet")
+        predictions.write_parquet(directory / "predictions.parquet")
+        outputs = ["generations.parquet", "predictions.parquet"]
+        if "rank" not in generations.columns:
+            interests_from_generations(generations).write_parquet(directory / "interests.parquet")
+            outputs.append("interests.parquet")
+        return outputs, {"users": keys.height, "anchor_date": str(anchor), **counts.as_dict()}
+
+    return _run_stage(run, stage, stage_config, work, force)
+
+
+def _print_table(table) -> None:
+    view = Table(title="advertiser prediction (Recall@K [95% CI])")
+    for column in ("method", "set", "R@1", "R@5", "R@20", "parse", "unmapped"):
+        view.add_column(column)
+    for row in table.iter_rows(named=True):
+        cells = [f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
+                 for k in (1, 5, 20)]
+        rates = ["—" if row[c] is None else f"{row[c]:.3f}" for c in ("parse_rate", "unmapped_rate")]
+        view.add_row(row["method"], row["eval_set"], *cells, *rates)
+    console.print(view)
+
+
+def _print_summary(stage: str, summary: dict) -> None:
+    shown = {k: v for k, v in summary.items() if k not in ("losses", "rewards")}
+    console.print(f"[bold]{stage}[/bold] " + json.dumps(shown, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+Run = Annotated[Path, typer.Option(help="run folder holding world/ (e.g. runs/demo)")]
+Preset = Annotated[str, typer.Option(help=f"size preset: {', '.join(PRESETS)}")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML config on top of the preset")]
+Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: section.field=value")]
+Force = Annotated[bool, typer.Option(help="redo the stage even if complete")]
+Quiet = Annotated[bool, typer.Option(help="no progress bars")]
+
+
+def _config_or_exit(preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
+    try:
+        return resolve_config(preset, config_path, overrides)
+    except ConfigError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+@app.command()
+def pretrain(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+             set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Train the tokenizer, build the base model and continue pretraining it on the web corpus."""
+    _print_summary("llm_pretrain", stage_pretrain(run, _config_or_exit(preset, config, set_), force, not quiet))
+
+
+@app.command()
+def sft(run: Run = Path("runs/demo"),
+        target: Annotated[str, typer.Option(help="single (1-advertiser prompt) or list (20-advertiser XML)")] = "single",
+        preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
+        quiet: Quiet = False) -> None:
+    """Supervised fine-tuning of the pretrained model on the train users' next advertiser."""
+    if target not in ("single", "list"):
+        console.print("[red]error:[/red] --target must be single or list")
+        raise typer.Exit(2)
+    _print_summary(f"llm_sft_{target}", stage_sft(run, _config_or_exit(preset, config, set_), target, force,
+                                                  not quiet))
+
+
+@app.command()
+def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+         set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """GRPO on the 20-advertiser prompt from the 1-advertiser SFT model, with the paper's reward."""
+    _print_summary("llm_grpo", stage_grpo(run, _config_or_exit(preset, config, set_), force, not quiet))
+
+
+@app.command()
+def predict(run: Run = Path("runs/demo"),
+            method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = "grpo",
+            users: Annotated[str, typer.Option(help="eval (V0/V1 eval users) or serving (recent converters)")] = "eval",
+            preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
+            quiet: Quiet = False) -> None:
+    """Advertiser predictions (PREDICTIONS table) of one method for eval or serving users."""
+    if method not in METHODS or users not in ("eval", "serving"):
+        console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; --users eval or serving")
+        raise typer.Exit(2)
+    summary = stage_predict(run, _config_or_exit(preset, config, set_), method, users, force, not quiet)
+    _print_summary(f"llm_predict_{method}_{users}", summary)
+
+
+@app.command("eval")
+def eval_(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+          set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Tables 2/3 (methods x V0/V1, with baselines) and Table 4 (feature ablation) analogues."""
+    summary = stage_eval(run, _config_or_exit(preset, config, set_), force, not quiet)
+    _print_summary("llm_eval", summary)
+    for name in ("results.md", "ablation.md"):
+        path = run / "llm_eval" / name
+        if path.exists():
+            console.print(path.read_text())
