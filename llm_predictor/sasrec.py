@@ -294,4 +294,8 @@ def run_sasrec(world_dir: Path, run_dir: Path, config: SASRecConfig | None = Non
     best = max(predictor.history_, key=lambda row: row["validation_ndcg"])
     run.complete(SASREC_STAGE, stage_config, ["predictions.parquet"],
                  {"epochs": len(predictor.history_), "best": best, "history": predictor.history_})
+    if progress:
+        tqdm.write(f"sasrec: {len(predictor.history_)} epochs, best epoch {best['epoch']} "
+                   f"(validation NDCG@{config.top_k} {best['validation_ndcg']:.4f}, "
+                   f"Recall@{config.top_k} {best['validation_recall']:.4f}); wrote {out}")
     return predictions

@@ -132,7 +132,7 @@ def _read_json_object(path: Path) -> dict:
 
 
 def _parse_id(key: str, path: Path, what: str) -> int:
-    if not key.isdigit():
+    if not (key.isascii() and key.isdigit()):
         raise AmazonFormatError(
             f"{path}: record {key!r}: the {what} id must be a non-negative integer written as a "
             f"string key"
@@ -277,7 +277,8 @@ def item_embeddings(texts: list[str], dim: int, seed: int) -> np.ndarray:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    tfidf = TfidfVectorizer(min_df=2, sublinear_tf=True, stop_words="english").fit_transform(texts)
+    tfidf = TfidfVectorizer(min_df=min(2, len(texts)), sublinear_tf=True,
+                            stop_words="english").fit_transform(texts)
     dim_used = min(dim, tfidf.shape[1] - 1, len(texts) - 1)
     vectors = np.zeros((len(texts), dim), dtype=np.float32)
     if dim_used >= 1:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from synthetic_data import schema
 from synthetic_data.real.amazon import (
@@ -238,6 +240,39 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     table = write_results(run, ResultsConfig(bootstrap_resamples=20))
     assert set(table["method"]) == {"popularity", "most_recent"}
     assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
+
+
+@st.composite
+def random_datasets(draw):
+    brands = draw(st.lists(st.sampled_from(["Acme", "Beta", ""]), min_size=2, max_size=6))
+    sequences = draw(st.lists(
+        st.lists(st.integers(0, len(brands) - 1), min_size=1, max_size=6, unique=True),
+        min_size=1, max_size=8))
+    return brands, sequences
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(random_datasets())
+def test_labels_hold_the_leave_one_out_rules_on_random_datasets(tmp_path_factory, drawn):
+    brands, sequences = drawn
+    items = {str(i): _item(f"item number {i}", brand=b) for i, b in enumerate(brands)}
+    directory = write_dataset(tmp_path_factory.mktemp("random"), items,
+                              {str(u): seq for u, seq in enumerate(sequences)})
+    world, _ = build_world(load_dataset(directory), AmazonConfig(end_date="2020-03-01", embedding_dim=2))
+    assert world.events.height == sum(map(len, sequences))
+    names = dict(world.brands.select("name", "brand_id").iter_rows())
+    expected = {}
+    for user, sequence in enumerate(sequences):
+        for position in range(1, len(sequence)):
+            brand = brands[sequence[position]]
+            if brand:
+                from_end = len(sequence) - 1 - position
+                role = "test" if from_end == 0 else "validation" if from_end == 1 else "train"
+                expected[(user, position)] = (role, names[brand], date(2020, 2, 29) - timedelta(days=from_end))
+    got = {(u, i): (r, a, d) for u, i, r, a, d in world.labels.join(
+        world.events.select("user_id", "item_id", "position"), on=["user_id", "item_id"]
+    ).select("user_id", "position", "role", "advertiser_id", "anchor_date").iter_rows()}
+    assert got == expected
 
 
 # --- the full dataset ---------------------------------------------------------------------------
