@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import polars as pl
 
 from retrieval.config import EvaluationConfig
-from retrieval.generators import REQUESTS
+from retrieval.requests import REQUESTS
 from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, SPLITS, conform, validate
 
 

@@ -1,8 +1,6 @@
 """Candidate generators behind one interface: `generate(requests) -> CANDIDATES` (paper 3.6.1).
 
-The request table (`REQUESTS`) has one row per ad request: `request_id` (Int64, unique),
-`user_id` (Int64) and `ts` (UTC datetime); user features are computed from events strictly
-before `ts`. Generators:
+Requests follow `retrieval.requests.REQUESTS` (request_id, user_id, ts). Generators:
 
 - `MainGenerator` ("two_tower"): unfiltered ANN top-N for the user embedding.
 - `LlmAdvertiserGenerator` ("llm_advertiser"): the user's LLM-predicted advertisers (the latest
@@ -28,11 +26,9 @@ import polars as pl
 from retrieval.config import GeneratorConfig
 from retrieval.features import UserHistory
 from retrieval.index import ItemIndex
+from retrieval.requests import validate_requests
 from retrieval.train import TwoTowerRetriever
-from synthetic_data.schema import (CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, UTC_TS,
-                                   SchemaError, conform, empty, validate)
-
-REQUESTS = {"request_id": pl.Int64, "user_id": pl.Int64, "ts": UTC_TS}
+from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, conform, empty, validate
 
 
 class CandidateGenerator(Protocol):
@@ -41,14 +37,6 @@ class CandidateGenerator(Protocol):
     source: str
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame: ...
-
-
-def validate_requests(requests: pl.DataFrame) -> pl.DataFrame:
-    """Check the request contract, including unique request IDs."""
-    validate(requests, REQUESTS, "requests")
-    if requests["request_id"].n_unique() != requests.height:
-        raise SchemaError("requests: request_id must be unique; give each request its own ID")
-    return requests
 
 
 def _candidates(request_id, item_id, advertiser_id, score, source: str) -> pl.DataFrame:

@@ -78,6 +78,18 @@ def make_tables(seed: int = 0, users: int = 240, items: int = 400, advertisers: 
     return {"items": item_table, "users": user_table, "events": events, "splits": splits}
 
 
+def events_table(rows: list[tuple]) -> pl.DataFrame:
+    """(user, minutes after START, kind, item, advertiser, category, text) rows as an EVENTS table."""
+    user, minutes, kind, item, advertiser, category, text = zip(*rows)
+    return conform(pl.DataFrame({
+        "event_id": np.arange(len(rows)), "user_id": user,
+        "ts": [START + timedelta(minutes=m) for m in minutes], "kind": kind, "text": text,
+        "advertiser_id": advertiser, "brand_id": advertiser, "item_id": item, "category_id": category,
+        "conversion_type": [None] * len(rows), "is_high_priority": [False] * len(rows),
+        "value": [None] * len(rows),
+    }, schema_overrides={"conversion_type": pl.String, "value": pl.Float64}), EVENTS, "events")
+
+
 def _zipf(n: int) -> np.ndarray:
     weights = 1.0 / np.arange(1, n + 1)
     return weights / weights.sum()
