@@ -24,16 +24,20 @@ ConfigOption = Annotated[Optional[Path], typer.Option(help="experiment TOML (arm
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: e.g. simulation.days=5")]
 PredictionsOption = Annotated[Optional[Path], typer.Option(
     help="PREDICTIONS parquet for the LLM generator (default: the history baseline)")]
-StackOption = Annotated[str, typer.Option(help="which models run the market: baseline (model-free)")]
+StackOption = Annotated[str, typer.Option(
+    help="which models run the market: trained (the run's two-tower, generators and DCN ranker) "
+         "or baseline (model-free: category popularity, predicted-advertiser filter, history scorer)")]
+ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]
 
 
 def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
-             predictions: Optional[Path]):
-    """Load the run's world, build the stack and resolve the experiment config (errors exit 2)."""
+             predictions: Optional[Path], objective: str, extra_quotas: tuple[int, ...] = ()):
+    """Load the run's world, resolve the experiment config and build the stack (errors exit 2)."""
     from rich.console import Console
 
     from simulator.config import ExperimentConfig
-    from simulator.stack import BASELINE_SOURCES, baseline_stack, load_predictions
+    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions,
+                                 trained_arms, trained_stack)
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, load_config
     from synthetic_data.run_folder import RunFolder
@@ -45,32 +49,45 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
     if record is None:
         console.print(f"[red]error:[/red] {run}/world is missing: run `adsim world --out {run}` first")
         raise typer.Exit(2)
-    if stack != "baseline":
-        console.print(f"[red]error:[/red] --stack {stack!r} is not available; use --stack baseline")
+    if stack not in ("trained", "baseline"):
+        console.print(f"[red]error:[/red] --stack must be 'trained' or 'baseline', got {stack!r}")
         raise typer.Exit(2)
     try:
-        experiment = load_config(ExperimentConfig, path=config, overrides=overrides)
+        base = {"arms": trained_arms()} if stack == "trained" else None
+        experiment = load_config(ExperimentConfig, path=config, base=base, overrides=overrides)
         world_config = from_dict(WorldConfig, record["config"])
     except ConfigError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    console.print(f"loading {run / 'world'} ...")
+    console.print(f"loading {run / 'world'} and building the {stack} stack ...")
     world_tables = load_world(run / "world")
-    predictions_table, predictions_label = load_predictions(predictions, world_tables)
-    market_stack = baseline_stack(world_tables, world_config, predictions_table)
-    label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label})"
-    return console, folder, experiment, world_tables, market_stack, label, BASELINE_SOURCES[1]
+    try:
+        predictions_table, predictions_label = load_predictions(predictions, world_tables)
+        if stack == "trained":
+            llm_source = TRAINED_SOURCES[2]
+            quotas = [arm.blend.quotas.get(llm_source, 0) for arm in experiment.arms] + list(extra_quotas)
+            market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective, max(quotas))
+            label = f"trained (two-tower `{objective}`, DCN ranker; predictions: {predictions_label})"
+        else:
+            llm_source = BASELINE_SOURCES[1]
+            market_stack = baseline_stack(world_tables, world_config, predictions_table)
+            label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label})"
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    return console, folder, experiment, world_tables, market_stack, label, llm_source
 
 
 @app.command("ab")
 def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
-       stack: StackOption = "baseline", predictions: PredictionsOption = None,
+       stack: StackOption = "trained", predictions: PredictionsOption = None, objective: ObjectiveOption = "clicks",
        force: Annotated[bool, typer.Option(help="re-run even if ab/ is complete with this config")] = False,
        quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Offline A/B experiment on the simulated market (paper Table 6): writes <run>/ab/."""
     from simulator.stages import ab_stage
 
-    console, folder, experiment, world_tables, market_stack, label, _ = _prepare(run, config, set_, stack, predictions)
+    console, folder, experiment, world_tables, market_stack, label, _ = _prepare(
+        run, config, set_, stack, predictions, objective)
     summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force)
     typer.echo((folder.root / "ab" / "report.md").read_text())
     console.print(f"A/B done in {summary['seconds']} s; wrote {folder.root / 'ab'}")
@@ -80,7 +97,8 @@ def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: Se
 def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; the first is the control")] = "0,25,50,100,200",
           source: Annotated[Optional[str], typer.Option(help="the source whose quota is swept (default: the LLM generator)")] = None,
           run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
-          stack: StackOption = "baseline", predictions: PredictionsOption = None,
+          stack: StackOption = "trained", predictions: PredictionsOption = None,
+          objective: ObjectiveOption = "clicks",
           force: Annotated[bool, typer.Option(help="re-run even if sweep/ is complete with this config")] = False,
           quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Sweep the LLM generator's L0 quota: RoAS, diversity and survival per quota, with plots."""
@@ -91,7 +109,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
     except ValueError as error:
         raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
     console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
-        run, config, set_, stack, predictions)
+        run, config, set_, stack, predictions, objective, tuple(quotas))
     summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
                           progress=not quiet, force=force)
     typer.echo((folder.root / "sweep" / "report.md").read_text())

@@ -14,11 +14,13 @@ from datetime import timedelta
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
+from blending.diversity import advertiser_diversity
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.random_streams import uniforms
-from simulator.stats import RatioMetric, compare
+from simulator.stats import Comparison, RatioMetric, compare
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
 from synthetic_data.schema import World
@@ -128,9 +130,59 @@ def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
             comparison = compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
                                  cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
                                  rng=rng)
-            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__,
-                         "is_significant": comparison.p_value < config.alpha})
-    return pl.DataFrame(rows)
+            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__, "method": config.method})
+        for comparison in compare_diversity(results[names[0]], results[name], paired=config.design == "paired",
+                                            alpha=config.alpha, samples=config.bootstrap_samples, rng=rng):
+            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__, "method": "bootstrap"})
+    return pl.DataFrame(rows).with_columns((pl.col("p_value") < config.alpha).alias("is_significant"))
+
+
+def _user_advertiser_counts(result: SimulationResult, advertiser_ids: np.ndarray) -> sparse.csr_matrix:
+    """Impressions per (user, advertiser) of one arm, users in `user_metrics` order."""
+    counts = result.impressions.group_by("user_id", "advertiser_id").len() if result.impressions.height else None
+    user_ids = result.user_metrics["user_id"].to_numpy()
+    if counts is None:
+        return sparse.csr_matrix((user_ids.size, advertiser_ids.size))
+    rows = np.searchsorted(user_ids, counts["user_id"].to_numpy())
+    columns = np.searchsorted(advertiser_ids, counts["advertiser_id"].to_numpy())
+    return sparse.csr_matrix((counts["len"].to_numpy().astype(np.float64), (rows, columns)),
+                             shape=(user_ids.size, advertiser_ids.size))
+
+
+def compare_diversity(control: SimulationResult, treatment: SimulationResult, *, paired: bool, alpha: float,
+                      samples: int, rng: np.random.Generator) -> list[Comparison]:
+    """Advertiser diversity of impressions (unique advertisers, entropy, Gini): relative change with a
+    bootstrap over users (Poisson weights; shared between arms when paired)."""
+    advertiser_ids = control.ledger.advertiser_ids
+    matrices = [_user_advertiser_counts(arm, advertiser_ids) for arm in (control, treatment)]
+    names = ("unique_advertisers", "advertiser_entropy", "advertiser_gini")
+
+    def measures(counts: np.ndarray) -> np.ndarray:
+        diversity = advertiser_diversity(counts)
+        return np.array([diversity.unique_advertisers, diversity.entropy, diversity.gini], dtype=np.float64)
+
+    point = [measures(np.asarray(m.sum(axis=0)).ravel()) for m in matrices]
+    ratios = []
+    for _ in range(samples):
+        weights_c = rng.poisson(1.0, matrices[0].shape[0]).astype(np.float64)
+        weights_t = weights_c if paired else rng.poisson(1.0, matrices[1].shape[0]).astype(np.float64)
+        replicate_c = measures(matrices[0].T @ weights_c)
+        replicate_t = measures(matrices[1].T @ weights_t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(replicate_t / replicate_c - 1.0)
+    ratios = np.array(ratios)
+    comparisons = []
+    for index, name in enumerate(names):
+        column = ratios[:, index][np.isfinite(ratios[:, index])]
+        if point[0][index] == 0 or column.size == 0:
+            comparisons.append(Comparison(name, point[0][index], point[1][index], *(float("nan"),) * 4))
+            continue
+        low, high = np.quantile(column, [alpha / 2, 1 - alpha / 2])
+        tail = min((column <= 0).mean(), (column >= 0).mean())
+        comparisons.append(Comparison(name, float(point[0][index]), float(point[1][index]),
+                                      float(point[1][index] / point[0][index] - 1), float(low), float(high),
+                                      float(min(1.0, max(2 * tail, 1.0 / samples)))))
+    return comparisons
 
 
 def sweep_arms(base: ArmConfig, source: str, quotas: list[int]) -> tuple[ArmConfig, ...]:

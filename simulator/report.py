@@ -11,6 +11,8 @@ METRIC_LABELS = {
     "roas": "Return on ad spend", "revenue_per_user": "Advertiser revenue per user",
     "spend_per_user": "Ad spend per user", "ctr": "CTR", "cvr": "CVR (click-through)",
     "conversions_per_user": "Attributed conversions per user",
+    "unique_advertisers": "Advertisers with impressions", "advertiser_entropy": "Advertiser entropy of impressions",
+    "advertiser_gini": "Advertiser Gini of impressions",
 }
 
 

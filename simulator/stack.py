@@ -33,3 +33,64 @@ def baseline_stack(world: World, world_config: WorldConfig, predictions: pl.Data
     return Stack(generators=(PopularityGenerator(world, source=BASELINE_SOURCES[0]),
                              AdvertiserFilterGenerator(world, predictions, source=BASELINE_SOURCES[1])),
                  scorer=HistoryScorer(world), response=WorldResponse.from_world(world, world_config))
+
+
+TRAINED_SOURCES = ("two_tower", "popularity", "llm_advertiser")  # main, cold-start, LLM generator
+
+
+def trained_arms(llm_quota: int = 25) -> list[dict]:
+    """Default arms for the trained stack (config dicts): LLM generator off versus on at `llm_quota`."""
+    main = {TRAINED_SOURCES[0]: 100, TRAINED_SOURCES[1]: 20}
+    return [{"name": name, "blend": {"quotas": {**main, TRAINED_SOURCES[2]: quota}, "max_candidates": 100}}
+            for name, quota in (("control", 0), ("llm_generator", llm_quota))]
+
+
+class RankerScorer:
+    """`Scorer` over the trained ranking models (ranking/scoring.py): calibrated p_ctcvr, p_vtcvr."""
+
+    def __init__(self, ranker):
+        self.ranker = ranker
+
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        scores = self.ranker.score(candidates)
+        return scores.select(pl.col("p_ctcvr").cast(pl.Float64).alias("ctcvr"),
+                             pl.col("p_vtcvr").cast(pl.Float64).alias("vtcvr"))
+
+
+def trained_stack(run: Path, world: World, world_config: WorldConfig, predictions: pl.DataFrame,
+                  objective: str = "clicks", l0_quota: int = 50) -> Stack:
+    """The trained stack of a run folder: two-tower main + LLM-advertiser + popularity generators
+    (`adsim retrieval train/index`), the DCN ranker (`adsim rank train`) and the true response.
+
+    `l0_quota` caps what the LLM generator emits per request; blending's quota then takes its share.
+    """
+    from datetime import datetime, timezone
+
+    from ranking.scoring import load_ranker
+    from retrieval.config import GeneratorConfig, IndexConfig
+    from retrieval.generators import LlmAdvertiserGenerator, MainGenerator
+    from retrieval.generators import PopularityGenerator as RecentPopularityGenerator
+    from retrieval.index import ItemIndex
+    from retrieval.train import TwoTowerRetriever
+    from simulator.engine import simulation_start
+    from synthetic_data.config_io import from_dict
+    from synthetic_data.run_folder import RunFolder
+
+    folder = RunFolder(run)
+    needed = {f"retrieval_train_{objective}": f"adsim retrieval train --run {run}",
+              f"retrieval_index_{objective}": f"adsim retrieval index --run {run}",
+              "ranking": f"adsim rank train --run {run}"}
+    for stage, command in needed.items():
+        if folder.stage_record(stage) is None:
+            raise FileNotFoundError(f"{folder.root / stage} is missing: run `{command}` first (or use --stack baseline)")
+    index_config = from_dict(IndexConfig, folder.stage_record(f"retrieval_index_{objective}")["config"]["index"])
+    retriever = TwoTowerRetriever.load(folder.root / f"retrieval_train_{objective}" / "model.pt", world.items)
+    index = ItemIndex.load(folder.root / f"retrieval_index_{objective}", index_config)
+    history = retriever.history(world.events, world.users)
+    generator_config = GeneratorConfig(l0_quota=max(l0_quota, 1))
+    start = datetime.combine(simulation_start(world), datetime.min.time(), tzinfo=timezone.utc)
+    generators = (MainGenerator(retriever, index, history, generator_config),
+                  RecentPopularityGenerator(generator_config, history).fit(world.events, world.items, start),
+                  LlmAdvertiserGenerator(retriever, index, history, predictions, generator_config))
+    return Stack(generators=generators, scorer=RankerScorer(load_ranker(folder.root / "ranking" / "ranker.pt")),
+                 response=WorldResponse.from_world(world, world_config))
