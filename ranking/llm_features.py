@@ -21,8 +21,9 @@ RANDOM_SOURCE = "random_control"
 def _latest_lists(rows: pl.DataFrame, lists: pl.DataFrame) -> pl.DataFrame:
     """Attach each row's latest (user, anchor_date) list usable on the row's date (anchor < date)."""
     lists = lists.with_columns(available=pl.col("anchor_date") + pl.duration(days=1)).sort("available")
+    # Both sides are sorted on the as-of key; polars cannot verify that within `by` groups.
     return rows.sort("date").join_asof(lists, left_on="date", right_on="available", by="user_id",
-                                       strategy="backward")
+                                       strategy="backward", check_sortedness=False)
 
 
 def llm_features(rows: pl.DataFrame, predictions: pl.DataFrame, advertisers: pl.DataFrame,
