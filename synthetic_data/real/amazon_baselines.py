@@ -1,5 +1,9 @@
 """Exact next-brand baselines on an adapted world: popularity and most-recent brand (issue 4).
 
+`most_recent_no_fill` lists only the user's own past brands (llm_predictor.baselines' `most_recent`
+fills the rest of the list with popular ones), so its Recall@20 is
+(up to the 20-brand cap) the share of next purchases from a brand the user bought before.
+
 Both read only conversion events dated up to each request's anchor date, so on the Amazon world
 the test history is the leave-one-out history; both are deterministic (ties: smaller id first).
 """
@@ -68,4 +72,4 @@ def most_recent_predictions(events: pl.DataFrame, requests: pl.DataFrame,
         .with_columns(pl.int_range(1, pl.len() + 1).over("user_id", "anchor_date").alias("rank"))
         .filter(pl.col("rank") <= k)
     )
-    return _as_predictions(ranked, advertisers, "most_recent")
+    return _as_predictions(ranked, advertisers, "most_recent_no_fill")

@@ -39,7 +39,7 @@ class ResultsConfig:
     roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
     bootstrap_resamples: int = 1000
     seed: int = 0
-    reference: str = "most_recent"  # paired differences are method minus this method, if present
+    reference: str = "popularity"  # paired differences are method minus this method, if present
 
     def __post_init__(self) -> None:
         require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "ks", "list cut-offs >= 1")
@@ -169,7 +169,7 @@ def write_baselines(run_dir: Path, k: int = 20) -> pl.DataFrame:
     world_hash = (run.stage_record("world") or {}).get("config_hash")
     run.complete(BASELINES_STAGE, {"k": k, "world_config_hash": world_hash},
                  ["predictions.parquet"],
-                 {"rows": predictions.height, "sources": ["popularity", "most_recent"]})
+                 {"rows": predictions.height, "sources": ["popularity", "most_recent_no_fill"]})
     return predictions
 
 

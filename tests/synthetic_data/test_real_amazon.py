@@ -204,8 +204,9 @@ def test_baselines_are_exact_on_hand_made_data(tiny):
     table = results_table(pl.concat([popularity, recent]), test, ResultsConfig(bootstrap_resamples=50))
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
     # Test labels: u0 Acme, u1 Acme, u2 Gamma. most_recent ranks: 2, 2, 1; popularity: 1, 1, absent.
-    assert rows["most_recent"]["recall_at_1"] == pytest.approx(1 / 3)
-    assert rows["most_recent"]["recall_at_5"] == pytest.approx(1.0)
+    assert rows["most_recent_no_fill"]["recall_at_1"] == pytest.approx(1 / 3)
+    assert rows["most_recent_no_fill"]["recall_at_5"] == pytest.approx(1.0)
+    assert rows["most_recent_no_fill"]["delta_at_1"] == pytest.approx(1 / 3 - 2 / 3)
     assert rows["popularity"]["recall_at_1"] == pytest.approx(2 / 3)
     assert rows["popularity"]["recall_at_5"] == pytest.approx(2 / 3)
 
@@ -238,7 +239,7 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     assert again.labels.equals(world.labels)
     write_baselines(run)
     table = write_results(run, ResultsConfig(bootstrap_resamples=20))
-    assert set(table["method"]) == {"popularity", "most_recent"}
+    assert set(table["method"]) == {"popularity", "most_recent_no_fill"}
     assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
 
 
@@ -330,7 +331,7 @@ def _reference_recalls(dataset, world, ks=(1, 5, 20)) -> dict[str, dict[int, flo
     sequences = dataset.purchases.group_by("user_id", maintain_order=True).agg("item_id").rows()
     counts = Counter(brand[i] for _, seq in sequences for i in seq[:-1] if brand[i] is not None)
     popular = [b for b, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))]
-    hits = {"popularity": Counter(), "most_recent": Counter()}
+    hits = {"popularity": Counter(), "most_recent_no_fill": Counter()}
     users = 0
     for _, seq in sequences:
         target = brand[seq[-1]]
@@ -338,7 +339,7 @@ def _reference_recalls(dataset, world, ks=(1, 5, 20)) -> dict[str, dict[int, flo
             continue
         users += 1
         recent = list(dict.fromkeys(brand[i] for i in reversed(seq[:-1]) if brand[i] is not None))
-        for name, ranked in (("popularity", popular), ("most_recent", recent)):
+        for name, ranked in (("popularity", popular), ("most_recent_no_fill", recent)):
             for k in ks:
                 hits[name][k] += target in ranked[:k]
     return {name: {k: hits[name][k] / users for k in ks} for name in hits}
