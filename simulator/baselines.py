@@ -50,11 +50,24 @@ class AdvertiserFilterGenerator:
 
     def __init__(self, world: World, predictions: pl.DataFrame, items_per_advertiser: int = 5, source: str = "llm"):
         self.source = source
+        self.top_items_ = (_item_popularity(world).sort("score", descending=True)
+                           .group_by("advertiser_id", maintain_order=True).head(items_per_advertiser))
+        self.initial_table_ = self.table_ = self._table(predictions)
+
+    def _table(self, predictions: pl.DataFrame) -> pl.DataFrame:
         latest = predictions.filter(pl.col("anchor_date") == pl.col("anchor_date").max().over("user_id"))
-        top_items = (_item_popularity(world).sort("score", descending=True)
-                     .group_by("advertiser_id", maintain_order=True).head(items_per_advertiser))
-        self.table_ = (latest.select("user_id", "advertiser_id", "rank").join(top_items, on="advertiser_id")
-                       .with_columns((1.0 / pl.col("rank")).alias("score")))
+        return (latest.select("user_id", "advertiser_id", "rank").join(self.top_items_, on="advertiser_id")
+                .with_columns((1.0 / pl.col("rank")).alias("score")))
+
+    def update_predictions(self, predictions: pl.DataFrame) -> None:
+        """Serve `predictions` (e.g. last night's re-inference) to their users from now on."""
+        fresh = self._table(predictions)
+        kept = self.table_.join(fresh.select("user_id").unique(), on="user_id", how="anti")
+        self.table_ = pl.concat([kept, fresh.select(kept.columns)])
+
+    def reset_predictions(self) -> None:
+        """Back to the predictions it was built with (each simulated market starts from them)."""
+        self.table_ = self.initial_table_
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
         out = (requests.select("request_id", "user_id").join(self.table_, on="user_id")
@@ -81,14 +94,17 @@ class HistoryScorer:
         return pl.DataFrame({"ctcvr": ctcvr, "vtcvr": 0.1 * ctcvr})
 
 
-def history_predictions(world: World, k: int = 5) -> pl.DataFrame:
-    """A PREDICTIONS table from each user's most-converted advertisers (a history baseline)."""
-    conversions = world.events.filter(pl.col("kind").is_in(list(schema.CONVERSION_KINDS)))
+def history_predictions(events: pl.DataFrame, k: int = 5, user_ids: np.ndarray | None = None) -> pl.DataFrame:
+    """A PREDICTIONS table anchored at the last event's day: each user's most-converted advertisers
+    (a history baseline for the LLM; optionally only for `user_ids`)."""
+    conversions = events.filter(pl.col("kind").is_in(list(schema.CONVERSION_KINDS)))
+    if user_ids is not None:
+        conversions = conversions.filter(pl.col("user_id").is_in(np.asarray(user_ids).tolist()))
     top = (conversions.group_by("user_id", "advertiser_id").len()
            .sort(["user_id", "len", "advertiser_id"], descending=[False, True, False])
            .group_by("user_id", maintain_order=True).head(k)
            .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").alias("rank")))
-    anchor = world.events["ts"].max().date()
+    anchor = events["ts"].max().date()
     return schema.conform(top.select(
         "user_id", pl.lit(anchor).alias("anchor_date"), "rank", "advertiser_id",
         pl.lit("").alias("advertiser_name"), pl.lit("history").alias("source")), schema.PREDICTIONS, "predictions")

@@ -27,17 +27,20 @@ PredictionsOption = Annotated[Optional[Path], typer.Option(
 StackOption = Annotated[str, typer.Option(
     help="which models run the market: trained (the run's two-tower, generators and DCN ranker) "
          "or baseline (model-free: category popularity, predicted-advertiser filter, history scorer)")]
+NightlyOption = Annotated[str, typer.Option(
+    help="nightly re-inference of users with new activity: none, or history (most-converted advertisers "
+         "over world + simulated events, fed to the LLM generator)")]
 ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]
 
 
 def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
-             predictions: Optional[Path], objective: str, extra_quotas: tuple[int, ...] = ()):
+             predictions: Optional[Path], objective: str, nightly: str, extra_quotas: tuple[int, ...] = ()):
     """Load the run's world, resolve the experiment config and build the stack (errors exit 2)."""
     from rich.console import Console
 
     from simulator.config import ExperimentConfig
     from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions,
-                                 trained_arms, trained_stack)
+                                 nightly_job, trained_arms, trained_stack)
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, load_config
     from synthetic_data.run_folder import RunFolder
@@ -63,16 +66,18 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
     world_tables = load_world(run / "world")
     try:
         predictions_table, predictions_label = load_predictions(predictions, world_tables)
+        job = nightly_job(nightly, world_tables)
         if stack == "trained":
             llm_source = TRAINED_SOURCES[2]
             quotas = [arm.blend.quotas.get(llm_source, 0) for arm in experiment.arms] + list(extra_quotas)
-            market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective, max(quotas))
-            label = f"trained (two-tower `{objective}`, DCN ranker; predictions: {predictions_label})"
+            market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective, max(quotas), job)
+            label = f"trained (two-tower `{objective}`, DCN ranker; predictions: {predictions_label}"
         else:
             llm_source = BASELINE_SOURCES[1]
-            market_stack = baseline_stack(world_tables, world_config, predictions_table)
-            label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label})"
-    except FileNotFoundError as error:
+            market_stack = baseline_stack(world_tables, world_config, predictions_table, job)
+            label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label}"
+        label += f"; nightly re-inference: {nightly})"
+    except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
     return console, folder, experiment, world_tables, market_stack, label, llm_source
@@ -81,13 +86,14 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
 @app.command("ab")
 def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
        stack: StackOption = "trained", predictions: PredictionsOption = None, objective: ObjectiveOption = "clicks",
+       nightly: NightlyOption = "history",
        force: Annotated[bool, typer.Option(help="re-run even if ab/ is complete with this config")] = False,
        quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Offline A/B experiment on the simulated market (paper Table 6): writes <run>/ab/."""
     from simulator.stages import ab_stage
 
     console, folder, experiment, world_tables, market_stack, label, _ = _prepare(
-        run, config, set_, stack, predictions, objective)
+        run, config, set_, stack, predictions, objective, nightly)
     summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force)
     typer.echo((folder.root / "ab" / "report.md").read_text())
     console.print(f"A/B done in {summary['seconds']} s; wrote {folder.root / 'ab'}")
@@ -98,7 +104,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
           source: Annotated[Optional[str], typer.Option(help="the source whose quota is swept (default: the LLM generator)")] = None,
           run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
           stack: StackOption = "trained", predictions: PredictionsOption = None,
-          objective: ObjectiveOption = "clicks",
+          objective: ObjectiveOption = "clicks", nightly: NightlyOption = "history",
           force: Annotated[bool, typer.Option(help="re-run even if sweep/ is complete with this config")] = False,
           quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Sweep the LLM generator's L0 quota: RoAS, diversity and survival per quota, with plots."""
@@ -109,7 +115,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
     except ValueError as error:
         raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
     console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
-        run, config, set_, stack, predictions, objective, tuple(quotas))
+        run, config, set_, stack, predictions, objective, nightly, tuple(quotas))
     summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
                           progress=not quiet, force=force)
     typer.echo((folder.root / "sweep" / "report.md").read_text())

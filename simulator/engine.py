@@ -87,6 +87,11 @@ class Market:
         self.conversion_log: list[pl.DataFrame] = []
         self.day_events: list[pl.DataFrame] = []
         self.advertiser_days: list[pl.DataFrame] = []
+        if stack.nightly is not None:  # every market starts from the world's state, not another arm's
+            stack.nightly.reset()
+        for generator in stack.generators:
+            if hasattr(generator, "reset_predictions"):
+                generator.reset_predictions()
         self.counters = {"requests": 0, "batches": 0, "users_reinferred": 0, "overspend": 0.0,
                          "unattributed_conversions": 0, "model_seconds": 0.0}
 
@@ -214,7 +219,11 @@ class Market:
             "spend": self.spend_today.copy(), "budget": self.budget}))
         new_events = self._new_events()
         if self.stack.nightly is not None:
-            self.counters["users_reinferred"] += int(self.stack.nightly(day, new_events))
+            fresh = schema.validate(self.stack.nightly(day, new_events), schema.PREDICTIONS, "nightly predictions")
+            self.counters["users_reinferred"] += fresh["user_id"].n_unique()
+            for generator in self.stack.generators:
+                if hasattr(generator, "update_predictions"):
+                    generator.update_predictions(fresh)
         self.day_events = []
         self.spend_today = np.zeros_like(self.spend_today)
         self.pass_rates = np.ones_like(self.pass_rates)

@@ -65,12 +65,25 @@ class ResponseModel(Protocol):
                    positions: np.ndarray, days: np.ndarray) -> TrueRates: ...
 
 
+class PredictionConsumer(Protocol):
+    """A candidate generator that serves advertiser predictions and takes fresh ones nightly;
+    `reset_predictions` restores its initial ones when a new market (arm) starts."""
+
+    def update_predictions(self, predictions: pl.DataFrame) -> None: ...
+
+    def reset_predictions(self) -> None: ...
+
+
 class NightlyJob(Protocol):
     """The nightly LLM batch job: re-infer users with new activity (paper 3.7, incremental updates).
 
     Called at each simulated midnight with the day that ended and that day's new events
     (schema.EVENTS: clicks as `engagement`, arrived conversions as `attributed_conversion`);
-    returns how many users it re-inferred.
+    returns the fresh predictions (schema.PREDICTIONS, anchored at that day), which the market
+    hands to every generator that is a `PredictionConsumer`. `reset` forgets simulated activity
+    when a new market (arm) starts, so arms never see each other's events.
     """
 
-    def __call__(self, day, new_events: pl.DataFrame) -> int: ...
+    def __call__(self, day, new_events: pl.DataFrame) -> pl.DataFrame: ...
+
+    def reset(self) -> None: ...

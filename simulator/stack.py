@@ -10,6 +10,8 @@ import polars as pl
 
 from simulator.baselines import AdvertiserFilterGenerator, HistoryScorer, PopularityGenerator, history_predictions
 from simulator.engine import Stack
+from simulator.nightly import NightlyRefresh, history_predictor
+from simulator.protocols import NightlyJob
 from simulator.world_response import WorldResponse
 from synthetic_data import schema
 from synthetic_data.config import WorldConfig
@@ -18,21 +20,31 @@ from synthetic_data.schema import World
 BASELINE_SOURCES = ("main", "llm")  # main: category popularity; llm: items of predicted advertisers
 
 
+def nightly_job(kind: str, world: World) -> NightlyJob | None:
+    """The nightly re-inference: none, or the history baseline over world + simulated events."""
+    if kind == "none":
+        return None
+    if kind == "history":
+        return NightlyRefresh(history_predictor(), world.events)
+    raise ValueError(f"nightly job {kind!r} is not available; use 'none' or 'history'")
+
+
 def load_predictions(path: Path | None, world: World) -> tuple[pl.DataFrame, str]:
     """A PREDICTIONS table from `path`, or the history baseline (each user's most-converted advertisers)."""
     if path is None:
-        return history_predictions(world), "history baseline (most-converted advertisers)"
+        return history_predictions(world.events), "history baseline (most-converted advertisers)"
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `adsim llm predict` first or drop --predictions")
     return schema.validate(pl.read_parquet(path), schema.PREDICTIONS, str(path)), str(path)
 
 
-def baseline_stack(world: World, world_config: WorldConfig, predictions: pl.DataFrame) -> Stack:
+def baseline_stack(world: World, world_config: WorldConfig, predictions: pl.DataFrame,
+                   nightly: NightlyJob | None = None) -> Stack:
     """The model-free stack: popularity + predicted-advertiser generators, history scorer, true response."""
     return Stack(generators=(PopularityGenerator(world, source=BASELINE_SOURCES[0]),
                              AdvertiserFilterGenerator(world, predictions, source=BASELINE_SOURCES[1])),
-                 scorer=HistoryScorer(world), response=WorldResponse.from_world(world, world_config))
+                 scorer=HistoryScorer(world), response=WorldResponse.from_world(world, world_config), nightly=nightly)
 
 
 TRAINED_SOURCES = ("two_tower", "popularity", "llm_advertiser")  # main, cold-start, LLM generator
@@ -43,6 +55,28 @@ def trained_arms(llm_quota: int = 25) -> list[dict]:
     main = {TRAINED_SOURCES[0]: 100, TRAINED_SOURCES[1]: 20}
     return [{"name": name, "blend": {"quotas": {**main, TRAINED_SOURCES[2]: quota}, "max_candidates": 100}}
             for name, quota in (("control", 0), ("llm_generator", llm_quota))]
+
+
+class PredictionFeed:
+    """Gives retrieval's LLM-advertiser generator nightly predictions (`PredictionConsumer`): the new
+    rows are anchored at the day that ended, so the generator serves them from the next day."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self.source = generator.source
+        self.initial_predictions = generator.predictions
+
+    def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
+        return self.generator.generate(requests)
+
+    def update_predictions(self, predictions: pl.DataFrame) -> None:
+        limit = self.generator.config.max_predicted_advertisers
+        self.generator.predictions = pl.concat([self.generator.predictions,
+                                                predictions.filter(pl.col("rank") <= limit)
+                                                .select(self.generator.predictions.columns)])
+
+    def reset_predictions(self) -> None:
+        self.generator.predictions = self.initial_predictions
 
 
 class RankerScorer:
@@ -58,7 +92,7 @@ class RankerScorer:
 
 
 def trained_stack(run: Path, world: World, world_config: WorldConfig, predictions: pl.DataFrame,
-                  objective: str = "clicks", l0_quota: int = 50) -> Stack:
+                  objective: str = "clicks", l0_quota: int = 50, nightly: NightlyJob | None = None) -> Stack:
     """The trained stack of a run folder: two-tower main + LLM-advertiser + popularity generators
     (`adsim retrieval train/index`), the DCN ranker (`adsim rank train`) and the true response.
 
@@ -91,6 +125,6 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
     start = datetime.combine(simulation_start(world), datetime.min.time(), tzinfo=timezone.utc)
     generators = (MainGenerator(retriever, index, history, generator_config),
                   RecentPopularityGenerator(generator_config, history).fit(world.events, world.items, start),
-                  LlmAdvertiserGenerator(retriever, index, history, predictions, generator_config))
+                  PredictionFeed(LlmAdvertiserGenerator(retriever, index, history, predictions, generator_config)))
     return Stack(generators=generators, scorer=RankerScorer(load_ranker(folder.root / "ranking" / "ranker.pt")),
-                 response=WorldResponse.from_world(world, world_config))
+                 response=WorldResponse.from_world(world, world_config), nightly=nightly)

@@ -20,6 +20,6 @@ def tiny_response(tiny_world):
 def tiny_stack(tiny_world, tiny_response):
     from simulator.engine import Stack
 
-    predictions = history_predictions(tiny_world)
+    predictions = history_predictions(tiny_world.events)
     return Stack(generators=(PopularityGenerator(tiny_world), AdvertiserFilterGenerator(tiny_world, predictions)),
                  scorer=HistoryScorer(tiny_world), response=tiny_response)

@@ -6,6 +6,7 @@ from blending.blend import BlendConfig
 from blending.funnel import PARENT_STAGE
 from simulator.config import SimulationConfig
 from simulator.engine import Stack, simulate
+from synthetic_data import schema
 
 BLEND = BlendConfig({"main": 30, "llm": 20})
 CONFIG = SimulationConfig(days=2, seed=3)
@@ -17,7 +18,9 @@ class RecordingNightly:
 
     def __call__(self, day, new_events):
         self.calls.append((day, new_events))
-        return new_events["user_id"].n_unique()
+        return schema.conform(new_events.select("user_id").unique().with_columns(
+            anchor_date=pl.lit(day), rank=1, advertiser_id=0, advertiser_name=pl.lit(""), source=pl.lit("test")),
+            schema.PREDICTIONS)
 
 
 @pytest.fixture(scope="module")
