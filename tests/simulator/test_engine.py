@@ -16,6 +16,9 @@ class RecordingNightly:
     def __init__(self):
         self.calls = []
 
+    def reset(self):
+        self.calls = []
+
     def __call__(self, day, new_events):
         self.calls.append((day, new_events))
         return schema.conform(new_events.select("user_id").unique().with_columns(
