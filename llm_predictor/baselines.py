@@ -30,8 +30,8 @@ class BaselineConfig:
     history_window_days: int = 90  # user events the most-recent and pair-ranker baselines read
     n_popular_candidates: int = 50  # the pair ranker also scores the top popular advertisers
     n_preset_candidates: int = 50  # ... and the preset pool's top advertisers
-    n_estimators: int = 300
-    learning_rate: float = 0.05
+    n_estimators: int = 100
+    learning_rate: float = 0.1
     num_leaves: int = 31
     min_child_samples: int = 20
     n_threads: int = 1
