@@ -3,8 +3,8 @@
 Unfiltered search (the main generator) uses `IndexFlatIP` up to `exact_max_items` items and HNSW
 or IVF above, with its recall measured against exact search. Advertiser-filtered search (the
 LLM generator, paper 3.6.1) uses per-advertiser sub-indexes: the vectors sorted by advertiser
-into contiguous blocks, scored exactly for all (request, advertiser) pairs in one vectorised
-pass. `search_with_selector` is the alternative, faiss `IDSelectorBatch` on the global index;
+into contiguous blocks; each block wanted by a batch is scored exactly, once, by a matrix product
+with every query that asks for it. `search_with_selector` is the alternative, faiss `IDSelectorBatch` on the global index;
 `benchmarks/bench_retrieval.py` measures both.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from retrieval.config import IndexConfig
 
-SCORE_CHUNK = 1 << 20  # candidate rows scored per numpy pass (bounds memory)
+SCORE_CHUNK = 1 << 22  # scores computed per matrix product (bounds memory)
 
 
 def build_faiss_index(vectors: np.ndarray, kind: str, config: IndexConfig) -> faiss.Index:
@@ -126,24 +126,39 @@ class ItemIndex:
 
     def search_advertisers(self, queries: np.ndarray, query_of_pair: np.ndarray,
                            advertiser_of_pair: np.ndarray, k: int) -> AdvertiserMatches:
-        """Exact top-k items of each pair's advertiser for each pair's query (one vectorised pass)."""
+        """Exact top-k items of each pair's advertiser for each pair's query.
+
+        Pairs are grouped by advertiser so that each advertiser's sub-index (its contiguous block of
+        vectors) is scored once, by one matrix product with all the queries that ask for it.
+        """
+        advertiser_of_pair = np.asarray(advertiser_of_pair)
         block = np.clip(np.searchsorted(self.block_advertisers_, advertiser_of_pair), 0,
-                        max(len(self.block_advertisers_) - 1, 0))
-        has_items = (len(self.block_advertisers_) > 0) & (self.block_advertisers_[block] == advertiser_of_pair)
-        sizes = np.where(has_items, self.block_sizes_[block], 0)
-        offsets = np.cumsum(sizes) - sizes
-        pair = np.repeat(np.arange(len(sizes)), sizes)
-        member = np.arange(sizes.sum()) - offsets[pair] + self.block_starts_[block][pair]
-        score = np.empty(len(member), dtype=np.float32)
-        for start in range(0, len(member), SCORE_CHUNK):
-            chunk = slice(start, start + SCORE_CHUNK)
-            score[chunk] = np.einsum("ij,ij->i", queries[query_of_pair[pair[chunk]]],
-                                     self.block_vectors_[member[chunk]])
-        order = np.lexsort((-score, pair))
-        position = np.arange(len(order)) - offsets[pair[order]]
-        keep = order[position < k]
-        return AdvertiserMatches(pair=pair[keep], item_row=self.block_rows_[member[keep]],
-                                 score=score[keep], position=position[position < k])
+                        len(self.block_advertisers_) - 1)
+        wanted = np.flatnonzero(self.block_advertisers_[block] == advertiser_of_pair)
+        wanted = wanted[np.argsort(block[wanted], kind="stable")]
+        blocks, group_starts = np.unique(block[wanted], return_index=True)
+        parts: list[tuple[np.ndarray, ...]] = []
+        for block_index, group in zip(blocks, np.split(wanted, group_starts[1:])):
+            start, size = self.block_starts_[block_index], self.block_sizes_[block_index]
+            vectors = self.block_vectors_[start:start + size]
+            take = min(k, size)
+            rows_per_chunk = max(1, SCORE_CHUNK // size)
+            for chunk_start in range(0, len(group), rows_per_chunk):
+                pairs = group[chunk_start:chunk_start + rows_per_chunk]
+                scores = queries[query_of_pair[pairs]] @ vectors.T
+                top = (np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < size
+                       else np.broadcast_to(np.arange(size), scores.shape))
+                top_scores = np.take_along_axis(scores, top, axis=1)
+                order = np.argsort(-top_scores, axis=1, kind="stable")
+                parts.append((np.repeat(pairs, take), self.block_rows_[start + np.take_along_axis(top, order, 1)].ravel(),
+                               np.take_along_axis(top_scores, order, 1).ravel(), np.tile(np.arange(take), len(pairs))))
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return AdvertiserMatches(empty, empty, np.zeros(0, dtype=np.float32), empty)
+        pair, item_row, score, position = (np.concatenate(column) for column in zip(*parts))
+        order = np.argsort(pair, kind="stable")
+        return AdvertiserMatches(pair=pair[order], item_row=item_row[order],
+                                 score=score[order].astype(np.float32), position=position[order])
 
     def search_with_selector(self, query: np.ndarray, allowed_rows: np.ndarray,
                              k: int) -> tuple[np.ndarray, np.ndarray]:

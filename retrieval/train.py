@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from retrieval.config import RetrievalConfig
-from retrieval.features import (ItemFeatures, UserHistory, Vocabulary, build_vocabulary,
-                                item_features, take_rows)
+from retrieval.features import (UserHistory, Vocabulary, build_vocabulary, item_features,
+                                take_rows)
 from retrieval.objectives import training_positives
 from retrieval.two_tower import TwoTower, sampled_softmax_loss
 from synthetic_data.config_io import from_dict, to_dict
