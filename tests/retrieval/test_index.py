@@ -58,10 +58,15 @@ def test_advertiser_search_is_exact_per_advertiser_top_k():
     assert not np.any(matches.pair == 3)
 
 
-@pytest.mark.parametrize("exact_max_items", [10_000, 100])
-def test_selector_search_returns_only_allowed_items(exact_max_items):
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_selector_search_returns_only_allowed_items(kind):
     vectors, advertisers = _clustered(3000)
-    index = ItemIndex(IndexConfig(exact_max_items=exact_max_items, hnsw_ef_search=256)).fit(vectors, advertisers)
+    # Probing every IVF list, so that a selective filter still finds its items.
+    config = IndexConfig(exact_max_items=10_000 if kind == "exact" else 100,
+                         approximate_kind="hnsw" if kind == "hnsw" else "ivf",
+                         hnsw_ef_search=256, ivf_probe=10_000)
+    index = ItemIndex(config).fit(vectors, advertisers)
+    assert index.kind_ == kind
     allowed = index.advertiser_rows(np.array([103, 140]))
     assert set(advertisers[allowed]) == {103, 140}
     _, rows = index.search_with_selector(vectors[0], allowed, 10)
