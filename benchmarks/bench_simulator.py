@@ -1,8 +1,10 @@
 """Simulator throughput (issue 7): requests/s through the full stack, simulated user-days/s, peak memory.
 
-Generates (or loads) a world, then simulates whole days for all its users with the model-free
-baseline stack and prints one table. Goal: >= 2,000 requests/s on the 2-core CPU machine.
-Run: `python benchmarks/bench_simulator.py [--preset demo] [--world runs/demo/world] [--days 1]`.
+Generates (or loads) a world, then simulates whole days for all its users and prints one table:
+with the model-free baseline stack, or with `--run` the trained stack of that run folder (its
+two-tower generators and DCN ranker). Goal: >= 2,000 requests/s on the 2-core CPU machine.
+Run: `python benchmarks/bench_simulator.py [--preset demo] [--days 1]`, or
+`python benchmarks/bench_simulator.py --run runs/demo` after `adsim retrieval train/index` and `adsim rank train`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ GOAL_REQUESTS_PER_SECOND = 2000.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo", help="world preset to generate (ignored with --world)")
-    parser.add_argument("--world", type=Path, default=None, help="a run's world/ folder to load instead")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a run folder: load its world and run its trained stack instead of the baseline")
     parser.add_argument("--days", type=int, default=1, help="simulated days")
     parser.add_argument("--batch-seconds", type=float, default=600.0, help="simulated seconds per request batch")
     args = parser.parse_args()
@@ -29,18 +32,30 @@ def main() -> None:
     from blending.blend import BlendConfig
     from simulator.config import SimulationConfig
     from simulator.engine import simulate
-    from simulator.stack import BASELINE_SOURCES, baseline_stack, load_predictions
+    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions, trained_arms,
+                                 trained_stack)
+    from synthetic_data.config import WorldConfig
+    from synthetic_data.config_io import from_dict
     from synthetic_data.presets import preset
+    from synthetic_data.run_folder import RunFolder
     from synthetic_data.schema import load_world
     from synthetic_data.world import generate_world
 
     console = Console()
     started = time.perf_counter()
-    world_config = preset(args.preset)
-    world = load_world(args.world) if args.world else generate_world(world_config, progress=False)
-    stack = baseline_stack(world, world_config, load_predictions(None, world)[0])
+    if args.run:
+        world_config = from_dict(WorldConfig, RunFolder(args.run).stage_record("world")["config"])
+        world = load_world(args.run / "world")
+        stack = trained_stack(args.run, world, world_config, load_predictions(None, world)[0])
+        blend = BlendConfig(**trained_arms()[1]["blend"])
+        stack_label = f"trained stack of {args.run}: {', '.join(TRAINED_SOURCES)} + DCN ranker"
+    else:
+        world_config = preset(args.preset)
+        world = generate_world(world_config, progress=False)
+        stack = baseline_stack(world, world_config, load_predictions(None, world)[0])
+        blend = BlendConfig({BASELINE_SOURCES[0]: 30, BASELINE_SOURCES[1]: 10}, max_candidates=30)
+        stack_label = f"{args.preset} world, baseline stack"
     setup_seconds = time.perf_counter() - started
-    blend = BlendConfig({BASELINE_SOURCES[0]: 30, BASELINE_SOURCES[1]: 10}, max_candidates=30)
     users = world.users["user_id"].to_numpy()
     config = SimulationConfig(days=args.days, batch_seconds=args.batch_seconds)
     result = simulate(world, stack, blend, users, config, progress=True)
@@ -48,8 +63,7 @@ def main() -> None:
     wall = summary["wall_seconds"]
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
-    table = Table(title=f"simulator throughput ({args.preset if not args.world else args.world}, "
-                        f"{users.size:,} users, {args.days} day(s), baseline stack)")
+    table = Table(title=f"simulator throughput ({stack_label}; {users.size:,} users, {args.days} day(s))")
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
@@ -61,8 +75,11 @@ def main() -> None:
         ("requests / s (full stack)", f"{summary['requests_per_second']:,.0f}"),
         ("goal requests / s", f"{GOAL_REQUESTS_PER_SECOND:,.0f}"),
         ("simulated user-days / s", f"{users.size * args.days / wall:,.0f}"),
-        ("share of time in generators + blending + scorer", f"{summary['model_seconds'] / wall:.0%}"),
         ("peak resident memory (GiB)", f"{peak_gib:.2f}"),
+        *[(f"share of time: {component}", f"{seconds / wall:.0%}")
+          for component, seconds in summary["component_seconds"].items()],
+        ("share of time: engine (traffic, auction, ledger, attribution)",
+         f"{1 - sum(summary['component_seconds'].values()) / wall:.0%}"),
     ]
     for name, value in rows:
         table.add_row(name, value)

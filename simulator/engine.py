@@ -47,7 +47,7 @@ class Stack:
 class SimulationResult:
     """What one market produced: logs, per-user metrics, the funnel ledger and a summary."""
 
-    impressions: pl.DataFrame  # schema.IMPRESSIONS + source, price, p_click, p_conversion
+    impressions: pl.DataFrame  # schema.IMPRESSIONS + source, prices, predicted and true rates
     conversions: pl.DataFrame  # every conversion drawn, with arrival_ts and is_attributed
     user_metrics: pl.DataFrame  # user_id + USER_METRICS
     advertiser_days: pl.DataFrame  # day, advertiser_id, spend, budget
@@ -93,7 +93,8 @@ class Market:
             if hasattr(generator, "reset_predictions"):
                 generator.reset_predictions()
         self.counters = {"requests": 0, "batches": 0, "users_reinferred": 0, "overspend": 0.0,
-                         "unattributed_conversions": 0, "model_seconds": 0.0}
+                         "unattributed_conversions": 0}
+        self.seconds: dict[str, float] = {}  # wall seconds per stack component
 
     # -- the request path -------------------------------------------------------------------
     def serve(self, requests: pl.DataFrame) -> None:
@@ -104,22 +105,30 @@ class Market:
         self.counters["requests"] += requests.height
         self.counters["batches"] += 1
         self._add_to_users(requests["user_id"], "requests", np.ones(requests.height))
-        started = time.perf_counter()
-        candidates = pl.concat([schema.validate(g.generate(requests), schema.CANDIDATES, f"candidates of {g.source}")
-                                .select(list(schema.CANDIDATES)) for g in self.stack.generators])
+        frames = []
+        for generator in self.stack.generators:
+            started = time.perf_counter()
+            frames.append(schema.validate(generator.generate(requests), schema.CANDIDATES,
+                                          f"candidates of {generator.source}").select(list(schema.CANDIDATES)))
+            self._time(f"generator {generator.source}", started)
+        candidates = pl.concat(frames)
         self.ledger.record("retrieved", candidates)
+        started = time.perf_counter()
         blended = blend(candidates, self.blend_config)
+        self._time("blending", started)
         self.ledger.record("blended", blended)
 
         advertiser = np.searchsorted(self.advertiser_ids, blended["advertiser_id"].to_numpy())
         passes = uniforms(seed, "pacing", blended["request_id"].to_numpy(), self.advertiser_ids[advertiser])
         is_eligible = (self.is_active[advertiser] & pacing.has_budget(self.spend_today, self.budget)[advertiser]
                        & (passes < self.pass_rates[advertiser]))
-        eligible = blended.filter(pl.Series(is_eligible)).join(requests, on="request_id", how="left")
+        eligible = (blended.with_columns(pl.Series("pass_rate", self.pass_rates[advertiser]))
+                    .filter(pl.Series(is_eligible)).join(requests, on="request_id", how="left"))
         if eligible.height == 0:
             return
+        started = time.perf_counter()
         scores = self.stack.scorer.score(eligible)
-        self.counters["model_seconds"] += time.perf_counter() - started
+        self._time("scorer", started)
         eligible = eligible.with_columns(ctcvr=scores["ctcvr"].cast(pl.Float64), vtcvr=scores["vtcvr"].cast(pl.Float64))
         ranked = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
                   .sort(["request_id", "p_conversion_predicted"], descending=[False, True])
@@ -141,8 +150,11 @@ class Market:
         self.ledger.record("won_auction", winners)
         request_id, item_id = winners["request_id"].to_numpy(), winners["item_id"].to_numpy()
         position = winners["position"].to_numpy()
-        is_seen = uniforms(seed, "view", request_id, item_id) < config.feedback.view_decay ** position
-        shown = winners.filter(pl.Series(is_seen))
+        view_probability = config.feedback.view_decay ** position
+        is_seen = uniforms(seed, "view", request_id, item_id) < view_probability
+        # the logging propensity of an impression given its ranking: passing pacing, then being seen
+        shown = (winners.with_columns((pl.col("pass_rate") * pl.Series(view_probability)).alias("propensity"))
+                 .filter(pl.Series(is_seen)))
         self.ledger.record("impressed", shown)
         if shown.height == 0:
             return
@@ -163,9 +175,11 @@ class Market:
         """Clicks from the true (position-biased) rates, dwell, and the conversions they cause."""
         seed = self.config.seed
         request_id, item_id = shown["request_id"].to_numpy(), shown["item_id"].to_numpy()
+        started = time.perf_counter()
         rates = self.stack.response.true_rates(
             shown["user_id"].to_numpy(), item_id, shown["surface"].to_physical().to_numpy(),
             shown["position"].to_numpy(), shown["day"].to_numpy().astype("datetime64[D]"))
+        self._time("true response", started)
         is_click = uniforms(seed, "click", request_id, item_id) < rates.p_click
         dwell = np.where(is_click, np.exp(rates.dwell_log_mean + rates.dwell_log_sd
                                           * normals(seed, "dwell", request_id, item_id)), 0.0)
@@ -175,15 +189,20 @@ class Market:
         clicked = shown.filter(pl.col("is_click"))
         self.ledger.record("clicked", clicked)
         self._add_to_users(clicked["user_id"], "clicks", np.ones(clicked.height))
-        self.impression_log.append(shown.select(
-            "request_id", "user_id", "ts", "surface", "position", "item_id", "advertiser_id", "source",
-            "is_click", "dwell_seconds", "price_paid", "ecpm", "ctcvr", "vtcvr", "p_click", "p_conversion"))
+        self.impression_log.append(shown.join(self.items.select("item_id", "category_id"), on="item_id", how="left")
+                                   .select("request_id", "user_id", "ts", "surface", "position", "item_id",
+                                           "advertiser_id", "category_id", "source", "is_click", "dwell_seconds",
+                                           "propensity", "price_paid", "ecpm", "ctcvr", "vtcvr", "p_click",
+                                           "p_conversion", "p_view_conversion"))
         self.day_events.append(clicked.select("user_id", "ts", "item_id", "advertiser_id",
                                               pl.lit("engagement").alias("kind"), pl.lit(None, pl.Float64).alias("value")))
         conversions = draw_conversions(shown.select("request_id", "user_id", "ts", "item_id", "advertiser_id", "source",
                                                     "is_click", "p_conversion", "p_view_conversion", "price"),
                                         self.config.feedback, seed)
         self.pending = conversions if self.pending is None else pl.concat([self.pending, conversions])
+
+    def _time(self, component: str, started: float) -> None:
+        self.seconds[component] = self.seconds.get(component, 0.0) + time.perf_counter() - started
 
     def _add_to_users(self, user_ids: pl.Series, metric: str, amounts: np.ndarray) -> None:
         np.add.at(self.totals[metric], np.searchsorted(self.user_ids, user_ids.to_numpy()), amounts)
@@ -250,14 +269,15 @@ class Market:
                           (~pl.col("is_click_through")).any().alias("is_vtcvr"))
                      if conversions.height else pl.DataFrame(schema={"request_id": pl.Int64, "item_id": pl.Int32,
                                                                      "is_ctcvr": pl.Boolean, "is_vtcvr": pl.Boolean}))
-            impressions = (impressions.join(flags, on=["request_id", "item_id"], how="left")
-                           .with_columns(pl.col("is_ctcvr").fill_null(False), pl.col("is_vtcvr").fill_null(False),
-                                         pl.lit(None, pl.Float64).alias("propensity")))
+            impressions = schema.validate(
+                impressions.join(flags, on=["request_id", "item_id"], how="left")
+                .with_columns(pl.col("is_ctcvr").fill_null(False), pl.col("is_vtcvr").fill_null(False)),
+                schema.IMPRESSIONS, "simulated impressions")
         user_metrics = pl.DataFrame({"user_id": self.user_ids, **self.totals})
         summary = {**self.counters, "users": int(self.user_ids.size), "days": days,
                    "impressions": int(impressions.height),
                    "censored_conversions": int(self.pending.height) if self.pending is not None else 0,
-                   "wall_seconds": wall_seconds,
+                   "wall_seconds": wall_seconds, "component_seconds": dict(self.seconds),
                    "requests_per_second": self.counters["requests"] / max(wall_seconds, 1e-9)}
         return SimulationResult(impressions=impressions, conversions=conversions, user_metrics=user_metrics,
                                 advertiser_days=pl.concat(self.advertiser_days), ledger=self.ledger, summary=summary)

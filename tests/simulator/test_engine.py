@@ -58,6 +58,7 @@ def test_auction_invariants(run):
     assert (impressions["price_paid"] >= CONFIG.auction.reserve_ecpm / 1000 - 1e-12).all()
     assert (impressions["price_paid"] <= impressions["ecpm"] / 1000 + 1e-12).all()
     assert result.user_metrics["spend"].sum() == pytest.approx(impressions["price_paid"].sum())
+    assert impressions["propensity"].is_between(0, 1, closed="right").all()
 
 
 def test_budgets_hold_up_to_the_recorded_overspend(run):

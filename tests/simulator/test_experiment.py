@@ -114,3 +114,13 @@ def test_aa_experiments_with_identical_arms_over_seeds(tiny_world, tiny_stack):
         comparisons = run_ab(config, tiny_world, tiny_stack).comparisons
         p_values += comparisons.filter(pl.col("metric") == "roas")["p_value"].to_list()
     assert np.mean(np.array(p_values) < 0.05) <= 0.15
+
+
+def test_example_experiment_file_loads():
+    from pathlib import Path
+
+    from synthetic_data.config_io import load_config
+
+    path = Path(__file__).parents[2] / "simulator" / "experiments" / "llm_generator.toml"
+    config = load_config(ExperimentConfig, path=path)
+    assert [arm.blend.quotas["llm_advertiser"] for arm in config.arms] == [0, 25]
