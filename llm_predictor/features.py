@@ -45,7 +45,6 @@ CATEGORY_KINDS = ("attributed_conversion", "matched_conversion", "onsite_search"
 BRAND_KINDS = ("attributed_conversion", "matched_conversion", "offsite_search", "offsite_url")
 CONVERSION_KINDS = ("attributed_conversion", "matched_conversion")
 ITEM_SEPARATOR = "|"  # the separator of the paper's XML output format, used for every list
-_POSITION = pl.int_range(pl.len(), dtype=pl.Int64).over("user_id").alias("position")  # rows sorted per user
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ def _take_recent(frame: pl.DataFrame, group: str, max_items: int) -> pl.DataFram
         frame.sort(["user_id", "ts", "item"], descending=[False, True, False])
         .group_by("user_id", maintain_order=True).head(max_items)
         .with_columns(pl.lit(group).alias("group"))
-        .select("user_id", "group", "item", "ts", _POSITION)
+        .select("user_id", "group", "item", "ts")
     )
 
 
@@ -138,7 +137,7 @@ def _ranked_counts(events: pl.DataFrame, key: str, names: pl.DataFrame, group: s
         .sort(["user_id", "count", "ts", "item"], descending=[False, True, True, False])
         .group_by("user_id", maintain_order=True).head(config.max_items(group))
     )
-    return counted.with_columns(pl.lit(group).alias("group")).select("user_id", "group", "item", "ts", _POSITION)
+    return counted.with_columns(pl.lit(group).alias("group")).select("user_id", "group", "item", "ts")
 
 
 def _active_advertisers(events: pl.DataFrame, advertisers: pl.DataFrame, anchor_date: date,
@@ -156,15 +155,20 @@ def _active_advertisers(events: pl.DataFrame, advertisers: pl.DataFrame, anchor_
 
 
 def _apply_budget(items: pl.DataFrame, budget: int | None) -> pl.DataFrame:
-    """Keep each user's most recent items whose characters (plus separators) fit the budget."""
+    """Keep each user's most recent items whose characters (plus separators) fit the budget.
+
+    Rows keep their order; only the users over budget are sorted by recency (the costly part).
+    """
     if budget is None:
         return items
-    return (
-        items.sort(["user_id", "ts", "group", "item"], descending=[False, True, False, False])
-        .with_columns((pl.col("item").str.len_chars() + 1).cum_sum().over("user_id").alias("used"))
-        .filter(pl.col("used") <= budget)
-        .drop("used")
+    items = items.with_row_index("row").with_columns((pl.col("item").str.len_chars() + 1).alias("size"))
+    over = items.group_by("user_id").agg(pl.col("size").sum()).filter(pl.col("size") > budget).select("user_id")
+    trimmed = (
+        items.join(over, on="user_id", how="semi")
+        .sort(["user_id", "ts", "group", "item"], descending=[False, True, False, False])
+        .filter(pl.col("size").cum_sum().over("user_id") <= budget)
     )
+    return pl.concat([items.join(over, on="user_id", how="anti"), trimmed]).sort("row").drop("row", "size")
 
 
 def _observable_events(world_tables, anchor_date: date, user_ids: pl.Series,
@@ -202,10 +206,10 @@ def compile_features(world_tables, anchor_date: date, user_ids, config: FeatureC
                                      anchor_date, config))
 
     empty_items = pl.DataFrame(schema={"user_id": pl.Int64, "group": pl.String, "item": pl.String,
-                                       "ts": events.schema["ts"], "position": pl.Int64})
+                                       "ts": events.schema["ts"]})
     items = _apply_budget(pl.concat([empty_items, *frames], how="vertical_relaxed"), config.budget_characters)
-    joined = (  # each group keeps its own order (recency, or count for the top-K groups)
-        items.group_by("user_id", "group").agg(pl.col("item").sort_by("position"))
+    joined = (  # rows are in each group's own order (recency, or count for the top-K groups)
+        items.group_by("user_id", "group").agg(pl.col("item"))
         .with_columns(pl.col("item").list.join(ITEM_SEPARATOR))
         .pivot(on="group", index="user_id", values="item", on_columns=list(LIST_GROUPS))
     )
