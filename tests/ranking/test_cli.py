@@ -1,0 +1,50 @@
+"""`adsim rank impressions|baseline-predictions|train|eval` on the tiny world: outputs, labels, skipping."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ranking.cli import app
+from synthetic_data.config_io import to_dict
+from synthetic_data.presets import preset
+from synthetic_data.run_folder import RunFolder
+from synthetic_data.schema import WORLD_TABLES
+
+SMALL = ["--set", "train.epochs=1", "--set", "features.validation_days=2", "--set", "features.test_days=3",
+         "--set", "include_lightgbm=false"]
+
+
+def test_rank_commands_write_their_stages(tiny_world, tmp_path):
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    tiny_world.write(folder.stage_dir("world"))
+    folder.complete("world", to_dict(preset("tiny")), [f"{name}.parquet" for name in WORLD_TABLES])
+    runner = CliRunner()
+
+    logged = runner.invoke(app, ["impressions", "--run", str(run), "--set", "impressions.n_days=12"])
+    assert logged.exit_code == 0, logged.output
+    baseline = runner.invoke(app, ["baseline-predictions", "--run", str(run), "--list-length", "5"])
+    assert baseline.exit_code == 0, baseline.output
+    predictions = run / "ranking_inputs" / "recent_advertisers.parquet"
+
+    trained = runner.invoke(app, ["train", "--run", str(run), "--predictions", str(predictions), *SMALL])
+    assert trained.exit_code == 0, trained.output
+    metrics = json.loads((run / "ranking" / "metrics.json").read_text())
+    assert metrics["prediction_source"] == "recent_advertisers"
+    assert set(metrics["dcn"]) == {"ctcvr", "vtcvr"} and "ece_before_calibration" in metrics["dcn"]["ctcvr"]
+    assert (run / "ranking" / "ranker.pt").exists()
+
+    evaluated = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(predictions),
+                                    "--set", "seeds=[0, 1]", *SMALL])
+    assert evaluated.exit_code == 0, evaluated.output
+    table = (run / "ranking_eval" / "table5.md").read_text()
+    assert "source `recent_advertisers`" in table and "random_control vs without_llm" in table
+
+    again = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(predictions),
+                                "--set", "seeds=[0, 1]", *SMALL])
+    assert "skipping" in again.output
+
+    bad = runner.invoke(app, ["train", "--run", str(run), "--predictions", str(predictions), "--set", "tasks=['ctr']"])
+    assert bad.exit_code == 2 and "tasks" in bad.output
