@@ -38,7 +38,7 @@ class SASRecConfig:
     hidden_dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.5  # SASRec paper: 0.5 on sparse Amazon data (confirmed on validation here)
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128

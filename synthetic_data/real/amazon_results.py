@@ -109,14 +109,15 @@ def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, 
 
 
 def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig) -> pl.DataFrame:
-    """One row per `source` in `predictions`, scored on `labels` with paired bootstrap resamples;
-    `delta_at_k` columns compare each method with `config.reference` when it is present."""
+    """One row per `source` with predictions for these labels, scored with paired bootstrap
+    resamples; `delta_at_k` columns compare each method with `config.reference` when present."""
     rng = np.random.default_rng(config.seed)
     resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
-    by_source = {
-        source: predictions.filter(pl.col("source") == source).join(
-            labels.select("user_id", "anchor_date"), on=["user_id", "anchor_date"], how="semi")
-        for source in sorted(predictions["source"].unique().to_list())
+    scored_sources = predictions.join(labels.select("user_id", "anchor_date"),
+                                      on=["user_id", "anchor_date"], how="semi")
+    by_source = {  # a method that predicted none of these labels' anchors is not in this table
+        source: scored_sources.filter(pl.col("source") == source)
+        for source in sorted(scored_sources["source"].unique().to_list())
     }
     reference = by_source.get(config.reference)
     reference_ranks = None if reference is None else label_ranks(reference, labels)

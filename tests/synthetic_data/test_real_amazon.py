@@ -237,9 +237,15 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     again = write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
     assert (run / "world" / "stage.json").stat().st_mtime_ns == record
     assert again.labels.equals(world.labels)
-    write_baselines(run)
+    baselines = write_baselines(run)
+    test_anchor = world.labels.filter(pl.col("role") == "test")["anchor_date"].max()
+    (run / "other").mkdir()
+    baselines.filter(pl.col("anchor_date") == test_anchor).with_columns(
+        pl.lit("test_only").alias("source")).write_parquet(run / "other" / "predictions.parquet")
     table = write_results(run, ResultsConfig(bootstrap_resamples=20))
-    assert set(table["method"]) == {"popularity", "most_recent_no_fill"}
+    methods = {role: set(table.filter(pl.col("role") == role)["method"]) for role in ("test", "validation")}
+    assert methods == {"test": {"popularity", "most_recent_no_fill", "test_only"},
+                       "validation": {"popularity", "most_recent_no_fill"}}
     assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
 
 
