@@ -28,6 +28,7 @@ from synthetic_data.run_folder import RunFolder
 ITEM_FIELDS = ("title", "description", "brand", "categories")
 LabelRole = pl.Enum(["train", "validation", "test"])
 WORLD_STAGE = "world"
+ADAPTER_VERSION = 2  # part of the stage config: bump when the tables built from the same files change
 
 # Written into the stage config, hence into the run's manifest.json, so every reader of the run
 # knows which columns are real, which are synthetic and which are not applicable.
@@ -465,7 +466,7 @@ def _corpus(catalogue: dict[str, pl.DataFrame], max_description_chars: int) -> p
     )
     brands = catalogue["advertisers"].select(
         pl.lit("brand").alias("kind"), "advertiser_id",
-        pl.format("{} is a brand of industrial and scientific supplies. Its product lines: {}.",
+        pl.format("{} is a brand. Its product lines: {}.",
                   pl.col("name"), pl.col("product_lines").list.join("; ")).alias("text"),
     )
     leaves = items.filter(pl.col("leaf_key").is_not_null()).select("category_id", "leaf_key").unique()
@@ -552,6 +553,7 @@ def write_amazon_world(data_dir: Path, out_run_dir: Path, config: AmazonConfig |
     item_path, inter_path = dataset_files(data_dir)
     stage_config = {
         "source": "amazon",
+        "adapter_version": ADAPTER_VERSION,
         "data_dir": str(Path(data_dir).resolve()),
         "files": {p.name: _file_digest(p) for p in (item_path, inter_path)},
         "adapter": to_dict(config),
