@@ -173,6 +173,7 @@ def _apply_budget(items: pl.DataFrame, budget: int | None) -> pl.DataFrame:
 
 def _observable_events(world_tables, anchor_date: date, user_ids: pl.Series,
                        config: FeatureConfig) -> pl.DataFrame:
+    """The users' non-engagement events in the longest window ending with the anchor date."""
     longest = max(config.window_days(g) for g in LIST_GROUPS)
     start = _day_start(anchor_date - timedelta(days=longest - 1))
     end = _day_start(anchor_date + timedelta(days=1))
