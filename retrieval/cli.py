@@ -107,7 +107,8 @@ def train(run: RunOption = Path("runs/demo"), world: WorldOption = None, config:
         console.print("[yellow]no impressions table: engagement events stand in for impressions and "
                       "clicks (dwell proxied by the time to the next event)[/yellow]")
     loaded = _world(run, world)
-    logged = validate(pl.read_parquet(impressions_path), IMPRESSIONS, str(impressions_path)) if has_impressions else None
+    logged = (validate(pl.read_parquet(impressions_path), IMPRESSIONS, str(impressions_path))
+              if has_impressions else None)
     anchor, start = _window(loaded, resolved)
     train_users = loaded.splits.filter(pl.col("split") == "train")["user_id"]
     retriever = TwoTowerRetriever(resolved).fit(loaded.events, loaded.users, loaded.items, train_users,
@@ -128,7 +129,8 @@ def index(run: RunOption = Path("runs/demo"), world: WorldOption = None, config:
     resolved = _config(config, set_)
     folder, stage = RunFolder(run), _stage("index", resolved)
     model_dir = _require(folder, _stage("train", resolved), "adsim retrieval train")
-    config_dict = {"index": to_dict(resolved)["index"], "model": folder.stage_record(model_dir.name)["config_hash"]}
+    config_dict = {"index": to_dict(resolved)["index"],
+                   "model": folder.stage_record(model_dir.name)["config_hash"]}
     if _skip(folder, stage, config_dict, force):
         return
     loaded = _world(run, world)
@@ -137,8 +139,8 @@ def index(run: RunOption = Path("runs/demo"), world: WorldOption = None, config:
     item_index = ItemIndex(resolved.index).fit(retriever.item_vectors(), retriever.items_.advertiser_ids)
     seconds = time.perf_counter() - started
     outputs = item_index.save(folder.stage_dir(stage))
-    summary = {"kind": item_index.kind_, "items": len(item_index.vectors_), "build_seconds": round(seconds, 3),
-               "recall@100_vs_exact": item_index.measured_recall(100)}
+    summary = {"kind": item_index.kind_, "items": len(item_index.vectors_),
+               "build_seconds": round(seconds, 3), "recall@100_vs_exact": item_index.measured_recall(100)}
     folder.complete(stage, config_dict, [p.name for p in outputs], summary)
     console.print(summary)
 
@@ -177,7 +179,8 @@ def generate(run: RunOption = Path("runs/demo"), world: WorldOption = None, conf
             console.print(f"[red]error:[/red] {predictions} does not exist")
             raise typer.Exit(2)
         predicted = validate(pl.read_parquet(predictions), PREDICTIONS, str(predictions))
-        generators.append(LlmAdvertiserGenerator(retriever, item_index, history, predicted, resolved.generators))
+        generators.append(LlmAdvertiserGenerator(retriever, item_index, history, predicted,
+                                                 resolved.generators))
     else:
         console.print("[yellow]no --predictions: the LLM-advertiser generator is skipped[/yellow]")
     requests = evaluation_requests(loaded.splits, anchor)
@@ -213,11 +216,12 @@ def evaluate_command(run: RunOption = Path("runs/demo"), world: WorldOption = No
     relevant = relevant_items(loaded.events, requests, anchor, resolved.evaluation.window_days)
     frames = {source: candidates.filter(pl.col("source") == source)
               for source in candidates["source"].unique(maintain_order=True)}
-    metrics = evaluate(frames, relevant, "two_tower", loaded.items["advertiser_id"].n_unique(), resolved.evaluation)
+    advertisers = loaded.items["advertiser_id"].n_unique()
+    metrics = evaluate(frames, relevant, "two_tower", advertisers, resolved.evaluation)
     out = folder.stage_dir(stage)
     metrics.write_parquet(out / "metrics.parquet")
-    folder.complete(stage, config_dict, ["metrics.parquet"],
-                    {"anchor_date": str(anchor), "requests_with_relevant_items": relevant["request_id"].n_unique()})
+    summary = {"anchor_date": str(anchor), "requests_with_relevant_items": relevant["request_id"].n_unique()}
+    folder.complete(stage, config_dict, ["metrics.parquet"], summary)
     _print_metrics(metrics, f"retrieval, objective {resolved.training.objective}, anchor {anchor}")
 
 

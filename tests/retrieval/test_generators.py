@@ -7,6 +7,8 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from retrieval.config import GeneratorConfig
 from retrieval.evaluate import evaluation_anchor, evaluation_requests, window_start
@@ -116,14 +118,22 @@ def test_main_generator_is_the_exact_two_tower_top_n(fitted):
         assert set(candidates.filter(pl.col("request_id") == request_id)["item_id"]) == expected
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_llm_generator_stays_inside_the_filter_and_the_quota(fitted, seed):
-    requests = fitted["requests"]
-    predictions = _ranked_predictions(fitted, requests["user_id"], 1 + seed * 4, seed)
-    candidates = _generator("llm_advertiser", fitted, predictions).generate(requests)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(quota=st.integers(1, 40),
+       lists=st.lists(st.lists(st.integers(1, 45), min_size=1, max_size=25), min_size=1, max_size=12))
+def test_llm_generator_stays_inside_the_filter_and_the_quota(fitted, quota, lists):
+    """Any predicted lists (repeats, advertisers without items: ids 41-45) and any quota."""
+    requests = fitted["requests"].head(len(lists))
+    predictions = _predictions([(user, fitted["anchor"], rank + 1, advertiser)
+                                for user, advertisers in zip(requests["user_id"], lists)
+                                for rank, advertiser in enumerate(advertisers)])
+    generator = _generator("llm_advertiser", fitted, predictions, l0_quota=quota)
+    candidates = generator.generate(requests)
     allowed = predictions.select(pl.col("user_id").alias("request_id"), "advertiser_id")
     assert candidates.join(allowed, on=["request_id", "advertiser_id"], how="anti").height == 0
-    assert candidates.group_by("request_id").len()["len"].max() <= QUOTA
+    assert candidates.group_by("request_id").len()["len"].max() <= quota
+    has_items = [any(a <= 40 for a in advertisers) for advertisers in lists]
+    assert candidates["request_id"].n_unique() == sum(has_items)
 
 
 def test_users_without_a_usable_prediction_get_nothing(fitted):
