@@ -23,7 +23,6 @@ from llm_predictor.parse import ParsedOutput, parse_output, parse_single
 from llm_predictor.prompts import N_ADVERTISERS
 
 MatchKind = Literal["exact", "normalised", "fuzzy", "unmapped"]
-MATCH_KINDS = ("exact", "normalised", "fuzzy", "unmapped")
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 

@@ -2,7 +2,9 @@
 
 Generations can miss tags, wrap lists in brackets, add stray text or a <think> block, repeat names
 or give more or fewer than 20: the parser recovers what it can and records every deviation as an
-issue, so that malformed outputs are counted, never silently dropped.
+issue, so that malformed outputs are counted, never silently dropped. Issues: missing_/unclosed_/
+repeated_ answer, advertiser and interests tags, stray_text, unclosed_think, duplicate_names,
+empty_names, too_few_names, too_many_names, too_many_interests.
 """
 
 from __future__ import annotations
@@ -11,11 +13,6 @@ import re
 from dataclasses import dataclass, field
 
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
-
-# Issues that mean the output did not follow the XML format; other issues are count deviations.
-FORMAT_ISSUES = ("missing_advertiser_tag", "unclosed_advertiser_tag", "missing_answer_tag",
-                 "unclosed_answer_tag", "missing_interests_tag", "unclosed_interests_tag",
-                 "repeated_advertiser_tag", "repeated_interests_tag", "stray_text", "unclosed_think")
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 _THINK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", _FLAGS)
