@@ -108,3 +108,27 @@ def test_pair_ranker_learns_on_tiny_world_and_beats_popularity_on_eval_users(tin
     assert ranker_recall[5] > popular_recall[5]
     again = PairRanker(config).fit(observable, train).predict(observable, held_out)
     assert again.equals(predictions)  # seeded: reproducible
+
+
+def _pair_ranker_predictions(observable, requests, config):
+    labels = observable.labels.join(observable.splits.filter(pl.col("split") == "train"), on="user_id", how="semi")
+    return PairRanker(config).fit(observable, labels).predict(observable, requests)
+
+
+@pytest.mark.parametrize("baseline", [popularity_predictions, most_recent_predictions, _pair_ranker_predictions],
+                         ids=["popularity", "most_recent", "lightgbm_pairs"])
+def test_baseline_contract(tiny_world, baseline):
+    """Every baseline: one list per request, ranks 1..n contiguous, distinct eligible advertisers."""
+    observable = SimpleNamespace(**{t: getattr(tiny_world, t) for t in WORLD_TABLES if not t.endswith("_truth")})
+    requests = tiny_world.labels.filter(pl.col("anchor_date") == pl.col("anchor_date").max()).select(
+        "user_id", "anchor_date")
+    config = BaselineConfig(n_predictions=7, n_estimators=10)
+    predictions = validate(baseline(observable, requests, config), PREDICTIONS, "predictions")
+    per_request = predictions.group_by("user_id", "anchor_date").agg(
+        pl.len(), pl.col("rank").sort(), pl.col("advertiser_id").n_unique().alias("distinct"))
+    assert per_request.height == requests.height
+    assert (per_request["len"] == 7).all() and (per_request["distinct"] == 7).all()
+    assert per_request["rank"].to_list() == [list(range(1, 8))] * requests.height
+    eligible = tiny_world.advertisers.filter(pl.col("is_active") & pl.col("has_active_spend"))["advertiser_id"]
+    assert predictions["advertiser_id"].is_in(eligible.implode()).all()
+    assert predictions["advertiser_name"].null_count() == 0
