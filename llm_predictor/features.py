@@ -107,23 +107,19 @@ def _sequence_items(events: pl.DataFrame, anchor_date: date, config: FeatureConf
             continue
         frame = (
             events.filter(pl.col("kind") == kind, _window_filter(group, anchor_date, config))
-            .join(advertiser_names, on="advertiser_id", how="left")
+            .join(advertiser_names, on="advertiser_id", how="left", maintain_order="left")
             .with_columns(pl.coalesce(pl.col("text").str.strip_chars(), pl.col("advertiser_name")).alias("item"))
             .filter(pl.col("item").is_not_null() & (pl.col("item") != ""))
-            .group_by("user_id", "item").agg(pl.col("ts").max())
         )
         frames.append(_take_recent(frame, group, config.max_items(group)))
     return frames
 
 
 def _take_recent(frame: pl.DataFrame, group: str, max_items: int) -> pl.DataFrame:
-    """The `max_items` most recent items per user, ordered most recent first."""
-    return (
-        frame.sort(["user_id", "ts", "item"], descending=[False, True, False])
-        .group_by("user_id", maintain_order=True).head(max_items)
-        .with_columns(pl.lit(group).alias("group"))
-        .select("user_id", "group", "item", "ts")
-    )
+    """The `max_items` most recent distinct items per user, from rows sorted most recent first."""
+    first_seen = frame.filter(pl.col("item").is_first_distinct().over("user_id"))
+    return first_seen.filter(pl.int_range(pl.len()).over("user_id") < max_items).select(
+        "user_id", pl.lit(group).alias("group"), "item", "ts")
 
 
 def _ranked_counts(events: pl.DataFrame, key: str, names: pl.DataFrame, group: str,
@@ -148,8 +144,7 @@ def _active_advertisers(events: pl.DataFrame, advertisers: pl.DataFrame, anchor_
     frame = (
         events.filter(pl.col("kind").is_in(CONVERSION_KINDS), pl.col("advertiser_id").is_not_null(),
                       _window_filter(group, anchor_date, config))
-        .group_by("user_id", "advertiser_id").agg(pl.col("ts").max())
-        .join(active, on="advertiser_id", how="inner")
+        .join(active, on="advertiser_id", how="inner", maintain_order="left")
     )
     return _take_recent(frame, group, config.max_items(group))
 
@@ -173,14 +168,16 @@ def _apply_budget(items: pl.DataFrame, budget: int | None) -> pl.DataFrame:
 
 def _observable_events(world_tables, anchor_date: date, user_ids: pl.Series,
                        config: FeatureConfig) -> pl.DataFrame:
-    """The users' non-engagement events in the longest window ending with the anchor date."""
+    """The users' non-engagement events in the longest window ending with the anchor date, each
+    user's most recent first (the order every sequence group keeps)."""
     longest = max(config.window_days(g) for g in LIST_GROUPS)
     start = _day_start(anchor_date - timedelta(days=longest - 1))
     end = _day_start(anchor_date + timedelta(days=1))
     return world_tables.events.filter(
         pl.col("user_id").is_in(user_ids.implode()), pl.col("ts") >= start, pl.col("ts") < end,
         pl.col("kind") != "engagement",
-    ).select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id", "category_id")
+    ).select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id", "category_id").sort(
+        ["user_id", "ts"], descending=[False, True], maintain_order=True)
 
 
 def compile_features(world_tables, anchor_date: date, user_ids, config: FeatureConfig | None = None
