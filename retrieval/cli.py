@@ -2,8 +2,9 @@
 
 `train` fits the two-tower on one objective (train-split users, events before the evaluation
 window), `index` exports item embeddings to faiss, `generate` runs every generator for the
-held-out users at the window start, `eval` scores them on the window. Each writes a stage folder
-`<run>/retrieval_<step>_<objective>/` and skips when complete with an unchanged config.
+held-out users at the window start, `eval` scores them on the window, `compare` puts the
+evaluated objectives side by side. Each writes a stage folder `<run>/retrieval_<step>_<objective>/`
+and skips when complete with an unchanged config.
 """
 
 from __future__ import annotations
@@ -225,6 +226,41 @@ def evaluate_command(run: RunOption = Path("runs/demo"), world: WorldOption = No
     _print_metrics(metrics, f"retrieval, objective {resolved.training.objective}, anchor {anchor}")
 
 
+@app.command()
+def compare(run: RunOption = Path("runs/demo")) -> None:
+    """Side-by-side metrics of every evaluated objective (`retrieval_eval_<objective>` stages)."""
+    import polars as pl
+
+    from retrieval.config import OBJECTIVES
+    from retrieval.evaluate import compare_objectives, markdown_table
+
+    folder = RunFolder(run)
+    metrics = {objective: pl.read_parquet(run / f"retrieval_eval_{objective}" / "metrics.parquet")
+               for objective in OBJECTIVES if folder.stage_record(f"retrieval_eval_{objective}")}
+    if not metrics:
+        console.print(f"[red]error:[/red] no retrieval_eval_* stage in {run}: run `adsim retrieval eval` first")
+        raise typer.Exit(2)
+    examples = {objective: folder.stage_record(f"retrieval_train_{objective}")["summary"]["examples"]
+                for objective in metrics}
+    table = compare_objectives(metrics, COMPARED_METRICS).with_columns(
+        training_examples=pl.col("objective").replace_strict(examples, return_dtype=pl.Int64))
+    path = folder.stage_dir("retrieval_compare") / "objectives.md"
+    path.write_text("# Two-tower objectives (held-out users, next window)\n\n" + markdown_table(table))
+    folder.complete("retrieval_compare", {"objectives": sorted(metrics)}, [path.name], {})
+    rich_table = Table(title=f"two-tower objectives, {run}")
+    for column in table.columns:
+        rich_table.add_column(column, justify="right")
+    for row in table.iter_rows():
+        rich_table.add_row(*map(_cell, row))
+    console.print(rich_table)
+    console.print(f"wrote {path}")
+
+
+COMPARED_METRICS = ("recall@20_engaged", "recall@100_engaged", "recall@100_converted",
+                    "advertiser_recall@100_converted", "advertiser_coverage", "candidates_not_in_reference",
+                    "relevant_found_only_here")
+
+
 def _print_metrics(metrics, title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
@@ -232,6 +268,9 @@ def _print_metrics(metrics, title: str) -> None:
         table.add_column(generator, justify="right")
     for column in metrics.columns[1:]:
         values = metrics[column].to_list()
-        table.add_row(column, *["-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-                                for v in values])
+        table.add_row(column, *map(_cell, values))
     console.print(table)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -115,3 +115,21 @@ def evaluate(candidates: dict[str, pl.DataFrame], relevant: pl.DataFrame, refere
             row.update(missed_by_reference(frame, candidates[reference], relevant))
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def compare_objectives(metrics: dict[str, pl.DataFrame], columns: tuple[str, ...]) -> pl.DataFrame:
+    """One row per (objective, generator) with the chosen metric columns (paper 4.5.1's comparison)."""
+    return pl.concat([
+        frame.select("generator", *[c for c in columns if c in frame.columns]).with_columns(
+            objective=pl.lit(objective)) for objective, frame in metrics.items()
+    ], how="diagonal").select("objective", "generator", pl.exclude("objective", "generator"))
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A frame as a GitHub markdown table (floats to 3 decimals, nulls as '-')."""
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines) + "\n"

@@ -46,6 +46,9 @@ def test_the_cli_chain_writes_each_stage_and_skips_when_complete(tiny_world, tin
     assert metrics["recall@100_engaged"].is_between(0, 1).all()
     index_summary = json.loads((run / "retrieval_index_clicks" / "stage.json").read_text())["summary"]
     assert index_summary["kind"] == "exact" and index_summary["recall@100_vs_exact"] == 1.0
+    compared = runner.invoke(app, ["compare", "--run", str(run)])
+    assert compared.exit_code == 0, compared.output
+    assert "| clicks | two_tower |" in (run / "retrieval_compare" / "objectives.md").read_text()
     again = runner.invoke(app, ["train", *common])
     assert again.exit_code == 0 and "skipping" in again.output
 

@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 from retrieval.config import EvaluationConfig
-from retrieval.evaluate import (advertiser_coverage, evaluate, evaluation_anchor, evaluation_requests,
-                                missed_by_reference, recall_at_k, relevant_items, window_start)
+from retrieval.evaluate import (advertiser_coverage, compare_objectives, evaluate, evaluation_anchor,
+                                evaluation_requests, markdown_table, missed_by_reference, recall_at_k,
+                                relevant_items, window_start)
 from synthetic_data.schema import CANDIDATES, LABELS, conform
 
 from tests.retrieval.conftest import START, events_table
@@ -78,3 +79,14 @@ def test_evaluation_requests_are_the_eval_users_at_the_window_start(toy_tables):
     eval_users = toy_tables["splits"].filter(pl.col("split") == "eval")["user_id"].sort()
     assert requests["user_id"].to_list() == eval_users.to_list()
     assert requests["ts"].unique().to_list() == [START + timedelta(days=20)]
+
+
+def test_objective_comparison_stacks_metrics_and_renders_markdown():
+    clicks = pl.DataFrame({"generator": ["two_tower"], "recall@100_engaged": [0.5], "relevant_found": [None]})
+    conversions = pl.DataFrame({"generator": ["two_tower"], "recall@100_engaged": [0.25]})
+    table = compare_objectives({"clicks": clicks, "conversions": conversions},
+                               ("recall@100_engaged", "relevant_found"))
+    assert table.columns == ["objective", "generator", "recall@100_engaged", "relevant_found"]
+    assert markdown_table(table).splitlines() == [
+        "| objective | generator | recall@100_engaged | relevant_found |", "|---|---|---|---|",
+        "| clicks | two_tower | 0.500 | - |", "| conversions | two_tower | 0.250 | - |"]
