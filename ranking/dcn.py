@@ -6,6 +6,8 @@ the embeddings, cross and deep layers across heads.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,4 +52,15 @@ class DCNv2(nn.Module):
             lengths=torch.ones(sparse.numel(), dtype=torch.int32))
         embedded = self.embeddings(features).values().reshape(batch, -1)
         x = torch.cat([embedded, (dense - self.dense_mean) / self.dense_scale], dim=1)
+        x = x.to(self.heads.weight.dtype)  # bf16 after `with_bf16_layers`, else float32
         return self.heads(self.deep(self.cross(x))).float()
+
+    def with_bf16_layers(self) -> DCNv2:
+        """A copy for scoring with the cross, deep and head weights in bf16 (embeddings stay float32).
+
+        On AMX CPUs this is ~2x faster than autocast, which re-casts the weights on every call.
+        """
+        scoring = copy.deepcopy(self).eval()
+        for module in (scoring.cross, scoring.deep, scoring.heads):
+            module.to(torch.bfloat16)
+        return scoring

@@ -31,7 +31,7 @@ class FittedDCN:
     history: list[dict]
     use_bf16: bool
 
-    def logits(self, table: FeatureTable, batch_size: int = 65_536) -> np.ndarray:
+    def logits(self, table: FeatureTable, batch_size: int = 8192) -> np.ndarray:
         """Raw logits [rows, tasks] (batched, no gradients)."""
         if table.dense_names != self.dense_names:
             raise ValueError(f"feature layout differs from training: got {table.dense_names}, "
@@ -50,12 +50,12 @@ def _tensors(table: FeatureTable, index: np.ndarray | slice) -> tuple[torch.Tens
 
 @torch.no_grad()
 def predict_logits(model: DCNv2, table: FeatureTable, batch_size: int, use_bf16: bool) -> np.ndarray:
-    model.eval()
+    """Logits in batches; with `use_bf16` the dense layers run on a bf16 copy of the weights."""
+    model = model.with_bf16_layers() if use_bf16 else model.eval()
     outputs = []
     for start in range(0, len(table), batch_size):
         sparse, dense = _tensors(table, slice(start, start + batch_size))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            outputs.append(model(sparse, dense))
+        outputs.append(model(sparse, dense))
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, model.heads.out_features), np.float32)
 
 
@@ -96,7 +96,7 @@ def fit_dcn(train: FeatureTable, validation: FeatureTable, vocab_sizes: dict[str
             loss.backward()
             optimizer.step()
             total += loss.item() * len(index)
-        validation_loss = _mean_loss(predict_logits(model, validation, 65_536, config.use_bf16), validation_labels)
+        validation_loss = _mean_loss(predict_logits(model, validation, 8192, config.use_bf16), validation_labels)
         history.append({"epoch": epoch + 1, "train_loss": total / len(train), "validation_loss": validation_loss})
         epochs.set_postfix(train=f"{total / len(train):.4f}", validation=f"{validation_loss:.4f}")
         if validation_loss < best_loss:
@@ -106,7 +106,7 @@ def fit_dcn(train: FeatureTable, validation: FeatureTable, vocab_sizes: dict[str
             if stale > config.patience:
                 break
     model.load_state_dict(best_state)
-    validation_logits = predict_logits(model, validation, 65_536, config.use_bf16)
+    validation_logits = predict_logits(model, validation, 8192, config.use_bf16)
     calibrators = {task: fit_calibrator(validation_logits[:, i], validation_labels[:, i], config.calibration)
                    for i, task in enumerate(tasks)}
     return FittedDCN(model=model, tasks=tuple(tasks), sparse_names=train.sparse_names,
