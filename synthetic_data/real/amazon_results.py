@@ -185,8 +185,15 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
                                 f"baselines or a predictor first")
     predictions = pl.concat([
         schema.validate(pl.read_parquet(p), schema.PREDICTIONS, str(p)).select(list(schema.PREDICTIONS))
+        .with_columns(pl.lit(p.parent.name).alias("stage"))
         for p in files
     ])
+    # A source name written by two stages (e.g. two "popularity" baselines) is told apart by stage.
+    stages_per_source = pl.col("stage").n_unique().over("source")
+    predictions = predictions.with_columns(
+        pl.when(stages_per_source > 1).then(pl.format("{} ({})", "source", "stage"))
+        .otherwise(pl.col("source")).alias("source")
+    ).drop("stage")
     tables, sections = [], []
     for role in config.roles:
         held_out = held_out_labels(labels, role)

@@ -242,10 +242,14 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     (run / "other").mkdir()
     baselines.filter(pl.col("anchor_date") == test_anchor).with_columns(
         pl.lit("test_only").alias("source")).write_parquet(run / "other" / "predictions.parquet")
+    baselines.filter(pl.col("source") == "popularity").write_parquet(run / "other" / "predictions_2.parquet")
+    (run / "again").mkdir()
+    baselines.filter(pl.col("source") == "popularity").write_parquet(run / "again" / "predictions.parquet")
     table = write_results(run, ResultsConfig(bootstrap_resamples=20))
     methods = {role: set(table.filter(pl.col("role") == role)["method"]) for role in ("test", "validation")}
-    assert methods == {"test": {"popularity", "most_recent_no_fill", "test_only"},
-                       "validation": {"popularity", "most_recent_no_fill"}}
+    popularity = {"popularity (baselines)", "popularity (other)", "popularity (again)"}
+    assert methods == {"test": {"most_recent_no_fill", "test_only"} | popularity,
+                       "validation": {"most_recent_no_fill"} | popularity}
     assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
 
 
