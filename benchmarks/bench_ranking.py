@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ranking.config import RankingConfig, TrainConfig
 from ranking.features import split_by_time
-from ranking.gbdt import _matrix, fit_lightgbm
+from ranking.gbdt import feature_matrix, fit_lightgbm
 from ranking.metrics import evaluate
 from ranking.pipeline import fit_builder
 from ranking.recency_predictions import recent_advertiser_predictions
@@ -84,7 +84,7 @@ def main() -> None:
     booster, seconds = _timed(lambda: fit_lightgbm(train, validation, ("ctcvr",), lightgbm_config, seed=0))
     rounds = booster.boosters["ctcvr"].current_iteration()
     rows.append((f"LightGBM train ({rounds} rounds, ctcvr)", len(train), seconds))
-    matrix, _, _ = _matrix(test)
+    matrix, _, _ = feature_matrix(test)
     _, seconds = _timed(lambda: booster.boosters["ctcvr"].predict(matrix, raw_score=True), repeats=3)
     rows.append((f"LightGBM score ({rounds} trees)", len(test), seconds))
 

@@ -18,7 +18,8 @@ from ranking.features import FeatureTable
 EXCLUDED_SPARSE = ("user_id", "item_id")
 
 
-def _matrix(table: FeatureTable) -> tuple[np.ndarray, list[str], list[int]]:
+def feature_matrix(table: FeatureTable) -> tuple[np.ndarray, list[str], list[int]]:
+    """The trees' input: sparse IDs but user and item as categorical codes, then the dense features."""
     keep = [i for i, name in enumerate(table.sparse_names) if name not in EXCLUDED_SPARSE]
     matrix = np.hstack([table.sparse[:, keep].astype(np.float32), table.dense])
     names = [table.sparse_names[i] for i in keep] + list(table.dense_names)
@@ -34,7 +35,7 @@ class FittedLightGBM:
     calibrators: dict[str, Calibrator]
 
     def raw_scores(self, table: FeatureTable) -> dict[str, np.ndarray]:
-        matrix, _, _ = _matrix(table)
+        matrix, _, _ = feature_matrix(table)
         return {task: self.boosters[task].predict(matrix, raw_score=True) for task in self.tasks}
 
     def probabilities(self, table: FeatureTable) -> dict[str, np.ndarray]:
@@ -44,8 +45,8 @@ class FittedLightGBM:
 def fit_lightgbm(train: FeatureTable, validation: FeatureTable, tasks: tuple[str, ...],
                  config: LightGBMConfig, seed: int) -> FittedLightGBM:
     """Boost on `train` with early stopping on `validation`, then calibrate on `validation`."""
-    matrix, names, categorical = _matrix(train)
-    validation_matrix, _, _ = _matrix(validation)
+    matrix, names, categorical = feature_matrix(train)
+    validation_matrix, _, _ = feature_matrix(validation)
     params = {
         "objective": "binary", "num_leaves": config.num_leaves, "learning_rate": config.learning_rate,
         "bagging_fraction": config.bagging_fraction, "bagging_freq": 1 if config.bagging_fraction < 1 else 0,

@@ -4,6 +4,8 @@ A cheap source of ranking training data (paper 3.6.2, 4.4.1) before and beside t
 each request gets `slots_per_request` ads chosen by an epsilon-mixture of a history-based policy
 and uniform exploration (its propensity is logged), then clicks, dwell, click-through (ctcvr)
 and view-through (vtcvr) conversions are sampled within their attribution windows.
+Slots are drawn independently (an item can fill two slots of one request, rarely), which keeps
+the logged propensity exact; outcomes are sampled independently of the world's event log.
 """
 
 from __future__ import annotations
