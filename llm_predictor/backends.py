@@ -67,7 +67,7 @@ class TransformersBackend:
         for batch_number, start in enumerate(tqdm(starts, desc="generate", disable=not self.show_progress)):
             indices = order[start:start + self.batch_size].tolist()
             batch_params = dataclasses.replace(params, seed=params.seed + batch_number)
-            with autocast(self.is_bf16 and self.model_.device.type == "cpu"):
+            with autocast(self.is_bf16, self.model_.device.type):
                 texts, counts = generate_texts(
                     self.model_, self.tokenizer_, [prompts[i] for i in indices], batch_params,
                     None if allowed_names is None else [allowed_names[i] for i in indices], constraint,

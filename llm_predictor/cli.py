@@ -92,6 +92,10 @@ class LLMConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    # GRPO starts from the 1-advertiser SFT model in the paper, whose 4B base can already write the
+    # XML list; a small model trained here cannot, and a reward that is the same for every
+    # completion gives GRPO no gradient, so by default it starts from the 20-advertiser SFT model.
+    grpo_init: str = "sft_list"
     predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
     eval: EvalRunConfig = field(default_factory=EvalRunConfig)
     seed: int = 0
@@ -99,6 +103,7 @@ class LLMConfig:
     def __post_init__(self) -> None:
         require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
+        require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
 
 
 def _nano_train(steps: int, batch_size: int = 4) -> dict:
@@ -151,12 +156,25 @@ def _upstream(run, stage: str) -> str:
 
 
 def _run_stage(run, stage: str, stage_config: dict, work, force: bool) -> dict:
-    """Skip a stage that finished with this config, else do `work()` and record it."""
+    """Skip a stage that finished with this config, else do `work()` and record it. A stage folder
+    left by an interrupted run of the same config is kept (its checkpoints resume); one left by
+    another config is cleared first, so no stale checkpoint is resumed."""
+    import shutil
+
+    from synthetic_data.run_folder import config_hash
+
     if not force and run.is_complete(stage, stage_config):
         console.print(f"[green]{stage}: complete with this config; skipping[/green]")
         return run.stage_record(stage)["summary"]
+    directory = run.stage_dir(stage)
+    pending = directory / "pending_config_hash"
+    wanted = config_hash(stage_config)
+    if force or not pending.exists() or pending.read_text() != wanted:
+        shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        pending.write_text(wanted)
     started = time.perf_counter()
-    outputs, summary = work(run.stage_dir(stage))
+    outputs, summary = work(directory)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     run.complete(stage, stage_config, outputs, summary)
     return summary
@@ -247,12 +265,13 @@ def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
     from llm_predictor.grpo import grpo
 
     run = RunFolder(run_root)
-    stage_config = {"upstream": _upstream(run, "llm_sft_single"), "grpo": to_dict(config.grpo),
+    init_stage = MODEL_STAGES[config.grpo_init]
+    stage_config = {"upstream": _upstream(run, init_stage), "init": config.grpo_init, "grpo": to_dict(config.grpo),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
 
     def work(directory: Path):
         examples = _label_examples(_world(run_root), config, "grpo")
-        summary = grpo(run.root / "llm_sft_single" / "model", examples["prompt"].to_list(),
+        summary = grpo(run.root / init_stage / "model", examples["prompt"].to_list(),
                        examples["target_advertiser"].to_list(), config.grpo, directory, show_progress)
         return ["model"], summary
 
@@ -415,7 +434,7 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
                                 reasoning=method.is_reasoning)
         decoding = method_decoding(method, config.predict.decoding)
         generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
-                                           directory / "epochs", replace(config.predict, decoding=decoding),
+                                           directory / "epochs", config=replace(config.predict, decoding=decoding),
                                            show_progress=show_progress)
         converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
         predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
@@ -489,7 +508,7 @@ def sft(run: Run = Path("runs/demo"),
 @app.command()
 def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
          set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
-    """GRPO on the 20-advertiser prompt from the 1-advertiser SFT model, with the paper's reward."""
+    """GRPO on the 20-advertiser prompt from an SFT model (`grpo_init`), with the paper's reward."""
     _print_summary("llm_grpo", stage_grpo(run, _config_or_exit(preset, config, set_), force, not quiet))
 
 

@@ -84,13 +84,13 @@ def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def autocast(is_bf16: bool):
-    """bf16 autocast on CPU (AMX makes it ~5x faster than fp32, INSTALL-NOTES), or a no-op."""
+def autocast(is_bf16: bool, device_type: str = "cpu"):
+    """bf16 autocast (on CPU, AMX makes it ~5x faster than fp32, INSTALL-NOTES), or a no-op."""
     import torch
 
     if not is_bf16:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 def prepare_base_model(config: ModelConfig, tokenizer_config, texts, out_dir: Path) -> Path:

@@ -1,0 +1,108 @@
+"""`adsim llm` stages on the tiny world with the `nano` preset, and the CLI's config handling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from llm_predictor.cli import METHODS, _ablation_variants, app, list_completion, method_decoding, resolve_config
+from llm_predictor.decoding import DecodingConfig
+from llm_predictor.features import GROUPS
+from llm_predictor.parse import parse_output
+from synthetic_data.config_io import ConfigError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_root(tiny_world_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("llm_run")
+    shutil.copytree(tiny_world_dir, root / "world")
+    return root
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, [*args, "--preset", "nano", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_presets_and_overrides_resolve():
+    small, nano = resolve_config("small", None, None), resolve_config("nano", None, ["sft.train.max_steps=7"])
+    assert small.model.size == "small" and nano.model.size == "nano"
+    assert nano.sft.train.max_steps == 7 and nano.grpo.num_generations == 4
+
+
+@pytest.mark.parametrize("override, field", [("sft.train.max_step=3", "sft.train.max_step"),
+                                             ("grpo.num_generations=3", "train.batch_size"),
+                                             ("eval.methods=['nope']", "eval.methods")])
+def test_bad_config_names_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        resolve_config("nano", None, [override])
+
+
+def test_bad_override_exits_2_with_the_field(tmp_path):
+    result = runner.invoke(app, ["pretrain", "--run", str(tmp_path), "--set", "pretrain.block_size=2"])
+    assert result.exit_code == 2 and "block_size" in result.output
+
+
+def test_list_completion_puts_the_label_first_and_keeps_twenty_distinct_names():
+    allowed = [f"Advertiser {i}" for i in range(30)]
+    text = list_completion("Advertiser 7", allowed, ["rugs", "", "speakers"])
+    parsed = parse_output(text)
+    assert parsed.advertisers[0] == "Advertiser 7" and len(parsed.advertisers) == 20
+    assert parsed.advertisers[1:4] == ["Advertiser 0", "Advertiser 1", "Advertiser 2"]
+    assert parsed.interests == ["rugs", "speakers"]
+
+
+def test_ablation_variants_follow_the_measured_deltas():
+    removals = _ablation_variants(None)
+    assert len(removals) == len(GROUPS)
+    assert all(group not in removals[f"remove_{group}"] for group in GROUPS)
+    deltas = {group: 0.0 for group in GROUPS} | {"offsite_urls": -0.2, "profile": -0.1, "top_categories": 0.05}
+    derived = _ablation_variants(deltas)
+    assert derived["reorder_by_performance"][:2] == ("offsite_urls", "profile")
+    assert "top_categories" not in derived["delete_negative"] and len(derived["delete_negative"]) == len(GROUPS) - 1
+    assert derived["reorder_and_delete_negative"][:2] == ("offsite_urls", "profile")
+
+
+def test_single_advertiser_methods_decode_twenty_ranked_names():
+    base = DecodingConfig(num_beams=4, max_new_tokens=200, is_name_constrained=True)
+    beam = method_decoding(METHODS["sft_single_beam"], base)
+    assert (beam.num_beams, beam.num_return_sequences, beam.is_name_constrained) == (20, 20, False)
+    assert method_decoding(METHODS["grpo_constrained"], DecodingConfig()).is_name_constrained
+    assert method_decoding(METHODS["grpo"], base) == base
+
+
+@pytest.mark.slow
+def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
+    _invoke("pretrain", "--run", str(run_root))
+    _invoke("sft", "--run", str(run_root), "--target", "single")
+    _invoke("predict", "--run", str(run_root), "--method", "sft_single_beam", "--users", "eval")
+    stage = run_root / "llm_predict_sft_single_beam_eval"
+    record = json.loads((stage / "stage.json").read_text())
+    predictions = pl.read_parquet(stage / "predictions.parquet")
+    generations = pl.read_parquet(stage / "generations.parquet")
+    assert generations.group_by("user_id").len()["len"].unique().to_list() == [20]  # 20 beams per user
+    assert predictions.is_empty() or predictions["rank"].max() <= 20  # 4 SFT steps may map no name yet
+    assert record["summary"]["users"] == record["summary"]["outputs"] == generations["user_id"].n_unique()
+    again = _invoke("sft", "--run", str(run_root), "--target", "single")
+    assert "skipping" in again.output
+    changed = _invoke("sft", "--run", str(run_root), "--target", "single", "--set", "sft.train.learning_rate=0.002")
+    assert "skipping" not in changed.output
+
+
+@pytest.mark.slow
+def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
+    for command in (["pretrain"], ["sft", "--target", "single"], ["sft", "--target", "list"], ["grpo"], ["eval"]):
+        _invoke(*command, "--run", str(run_root))
+    results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
+    methods = set(resolve_config("nano", None, None).eval.methods) | {"popularity", "most_recent", "lightgbm_pairs"}
+    assert set(results["method"]) == methods and set(results["eval_set"]) == {"v0", "v1"}
+    ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
+    assert ablation.height == len(GROUPS) + 3
+    assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
