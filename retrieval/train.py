@@ -34,6 +34,7 @@ class TrainingSummary:
     objective: str
     examples: int
     positives_without_catalog_item: int  # positives naming an item outside the catalog (skipped)
+    mean_weight: float  # mean example weight (1.0 = unweighted; clicks: the dwell weights)
     epochs: int
     seconds: float
     examples_per_second: float
@@ -76,7 +77,8 @@ class TwoTowerRetriever:
         examples = positives.height * config.training.epochs
         self.summary_ = TrainingSummary(
             objective=config.training.objective, examples=positives.height,
-            positives_without_catalog_item=int((~in_catalog).sum()), epochs=config.training.epochs,
+            positives_without_catalog_item=int((~in_catalog).sum()),
+            mean_weight=float(positives["weight"].mean()), epochs=config.training.epochs,
             seconds=seconds, examples_per_second=examples / seconds, epoch_losses=tuple(losses),
         )
         return self

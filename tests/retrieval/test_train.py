@@ -76,6 +76,8 @@ def test_the_three_objectives_each_train_and_give_different_models(tiny_world, t
     examples = {name: r.summary_.examples for name, r in fitted.items()}
     assert examples["impressions"] > examples["clicks"]  # clicks are a subset of impressions
     assert len(set(examples.values())) == 3
+    assert fitted["impressions"].summary_.mean_weight == 1.0
+    assert 0.1 < fitted["clicks"].summary_.mean_weight < 1.0  # logged dwell weights the clicks
     vectors = {name: r.item_vectors() for name, r in fitted.items()}
     for first, second in (("impressions", "clicks"), ("impressions", "conversions"), ("clicks", "conversions")):
         assert np.abs(vectors[first] - vectors[second]).max() > 1e-3
