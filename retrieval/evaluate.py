@@ -74,8 +74,9 @@ def recall_at_k(candidates: pl.DataFrame, relevant: pl.DataFrame, k: int, key: s
         return float("nan")
     found = _top_k(candidates, k).select("request_id", key).unique()
     per_request = truth.join(found.with_columns(hit=pl.lit(1)), on=["request_id", key], how="left")
-    return float(per_request.group_by("request_id").agg(
-        (pl.col("hit").fill_null(0).sum() / pl.len()).alias("recall"))["recall"].mean())
+    recalls = per_request.group_by("request_id").agg(
+        (pl.col("hit").fill_null(0).sum() / pl.len()).alias("recall")).sort("request_id")  # bitwise-stable mean
+    return float(recalls["recall"].mean())
 
 
 def advertiser_coverage(candidates: pl.DataFrame, advertisers: int) -> float:
