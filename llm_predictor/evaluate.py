@@ -23,6 +23,7 @@ from llm_predictor.convert import ConversionCounts, NameConverter, convert_predi
 from llm_predictor.metrics import bootstrap_interval, hits_at_k, recall_with_intervals
 
 EVAL_SETS = ("v0", "v1")
+ROLE_OF_SPLIT = {"train": "train", "eval": "test", "validation": "validation"}
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,19 @@ def evaluation_anchor(world_tables, config: EvalConfig) -> date:
 
 
 def labelled_users(world_tables, split: str) -> pl.DataFrame:
-    """Labels (user_id, anchor_date, advertiser_id, in_v0, in_v1) of the users in one split."""
+    """Labels (user_id, anchor_date, advertiser_id, in_v0, in_v1) of the users in one split.
+
+    On a leave-one-out world (labels with a `role` column, synthetic_data.real) every user is
+    evaluated, so the role picks the labels instead: train -> "train", eval -> "test",
+    validation -> "validation" (model selection).
+    """
+    labels = world_tables.labels
+    if "role" in labels.columns and split in ROLE_OF_SPLIT:
+        return labels.filter(pl.col("role") == ROLE_OF_SPLIT[split])
+    if split not in ("train", "eval"):
+        raise ValueError(f"unknown split {split!r}: use train or eval (validation needs labels with a role column)")
     users = world_tables.splits.filter(pl.col("split") == split).select("user_id")
-    return world_tables.labels.join(users, on="user_id", how="semi")
+    return labels.join(users, on="user_id", how="semi")
 
 
 def evaluation_labels(world_tables, config: EvalConfig) -> dict[str, pl.DataFrame]:

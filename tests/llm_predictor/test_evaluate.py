@@ -10,8 +10,9 @@ import pytest
 from synthetic_data.config_io import ConfigError
 
 from llm_predictor.baselines import BaselineConfig
-from llm_predictor.evaluate import (EvalConfig, ablation_table, evaluate_methods, evaluation_labels,
-                                    evaluation_requests, results_table, to_markdown)
+from llm_predictor.evaluate import (EvalConfig, ablation_table, baseline_predictions, evaluate_methods,
+                                    evaluation_labels, evaluation_requests, labelled_users, results_table,
+                                    to_markdown)
 from llm_predictor.prompts import list_target
 
 CONFIG = EvalConfig(n_resamples=200)
@@ -84,3 +85,51 @@ def test_config_validation():
         EvalConfig(anchor_date="March")
     with pytest.raises(ConfigError, match="eval.ks"):
         EvalConfig(ks=())
+
+
+def _leave_one_out(world):
+    """The world with leave-one-out labels as synthetic_data.real writes them: each user labelled at
+    the last anchor has a test label there, a validation label a day before and a train label two
+    days before (same advertiser); every such user is in the eval split."""
+    last = world.labels.filter(pl.col("anchor_date") == pl.col("anchor_date").max())
+    labels = pl.concat([
+        last.with_columns(pl.col("anchor_date") - pl.duration(days=days_before), pl.lit(role).alias("role"))
+        for days_before, role in ((2, "train"), (1, "validation"), (0, "test"))
+    ])
+    splits = world.splits.with_columns(
+        pl.when(pl.col("user_id").is_in(last["user_id"].implode())).then(pl.lit("eval"))
+        .otherwise(pl.col("split").cast(pl.String)).cast(world.splits.schema["split"]).alias("split"))
+    return replace(world, labels=labels, splits=splits)
+
+
+def test_labelled_users_follow_the_role_on_a_leave_one_out_world(tiny_world):
+    world = _leave_one_out(tiny_world)
+    assert world.labels["role"].value_counts().height == 3  # the hand-built world has every role
+    for split, role in (("train", "train"), ("eval", "test"), ("validation", "validation")):
+        chosen = labelled_users(world, split)
+        assert chosen.height == (world.labels["role"] == role).sum() > 0
+        assert (chosen["role"] == role).all()
+    # Train labels come from eval-split users too: the split would have left no training examples.
+    assert labelled_users(world, "train")["user_id"].is_in(
+        world.splits.filter(pl.col("split") == "eval")["user_id"].implode()).all()
+    eval_sets = evaluation_labels(world, CONFIG)
+    test = world.labels.filter(pl.col("role") == "test")
+    for table in eval_sets.values():
+        assert table.join(test, on=["user_id", "anchor_date", "advertiser_id"], how="anti").is_empty()
+
+
+def test_labelled_users_keep_the_split_on_a_synthetic_world(tiny_world):
+    for split in ("train", "eval"):
+        users = tiny_world.splits.filter(pl.col("split") == split)["user_id"].implode()
+        assert labelled_users(tiny_world, split).equals(tiny_world.labels.filter(pl.col("user_id").is_in(users)))
+    with pytest.raises(ValueError, match="validation"):
+        labelled_users(tiny_world, "validation")
+
+
+def test_pair_ranker_trains_on_train_role_labels(tiny_world):
+    world = _leave_one_out(tiny_world)
+    requests = evaluation_requests(world, CONFIG)
+    predictions = baseline_predictions(world, requests, replace(BaselineConfig(), n_estimators=10))
+    ranked = predictions["lightgbm_pairs"].select("user_id", "anchor_date").unique()
+    assert ranked.join(requests, on=["user_id", "anchor_date"], how="anti").is_empty()
+    assert ranked.height == requests.height
