@@ -339,8 +339,6 @@ def _ablation_variants(deltas: dict[str, float] | None) -> dict[str, tuple[str, 
 
 
 def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
-    import polars as pl
-
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor import evaluate
