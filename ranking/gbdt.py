@@ -1,7 +1,8 @@
 """The LightGBM baseline of the lift experiment: the same features as the DCN, one booster per task.
 
 User and item IDs are left out (trees cannot use 10^4-level categoricals well); the other sparse
-IDs are native categorical features. Probabilities are Platt-calibrated on the validation split.
+IDs enter as integer codes or, with `categorical_ids`, as native categorical features.
+Probabilities are Platt-calibrated on the validation split.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ EXCLUDED_SPARSE = ("user_id", "item_id")
 
 
 def feature_matrix(table: FeatureTable) -> tuple[np.ndarray, list[str], list[int]]:
-    """The trees' input: sparse IDs but user and item as categorical codes, then the dense features."""
+    """The trees' input: sparse ID codes (not user, item), dense features; names; the ID columns."""
     keep = [i for i, name in enumerate(table.sparse_names) if name not in EXCLUDED_SPARSE]
     matrix = np.hstack([table.sparse[:, keep].astype(np.float32), table.dense])
     names = [table.sparse_names[i] for i in keep] + list(table.dense_names)
@@ -50,8 +51,10 @@ def fit_lightgbm(train: FeatureTable, validation: FeatureTable, tasks: tuple[str
     params = {
         "objective": "binary", "num_leaves": config.num_leaves, "learning_rate": config.learning_rate,
         "bagging_fraction": config.bagging_fraction, "bagging_freq": 1 if config.bagging_fraction < 1 else 0,
-        "feature_fraction": config.feature_fraction, "seed": seed, "deterministic": True, "verbosity": -1,
+        "feature_fraction": config.feature_fraction, "min_child_samples": config.min_child_samples,
+        "seed": seed, "deterministic": True, "verbosity": -1,
     }
+    categorical = categorical if config.categorical_ids else []
     boosters, calibrators = {}, {}
     for task in tasks:
         train_set = lightgbm.Dataset(matrix, label=train.labels[task].astype(np.float32), feature_name=names,
