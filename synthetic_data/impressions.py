@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +134,7 @@ def generate_impressions(world: World, state: ResponseState,
     is_ctcvr = is_click & (rng.random(n_rows) < rates.p_conversion) & (delay <= config.click_window_days)
     is_vtcvr = ~is_click & (rng.random(n_rows) < rates.p_view_conversion) & (delay <= config.view_window_days)
 
-    start = datetime.combine(state.start_date, datetime.min.time(), tzinfo=timezone.utc)
-    request_ts = (np.datetime64(start.replace(tzinfo=None), "us")
+    request_ts = (np.datetime64(state.start_date, "us")
                   + (request_day * 86_400 + request_second).astype("timedelta64[s]"))
     request_id = np.repeat(np.arange(len(request_user), dtype=np.int64), slots)
     impressions = conform(pl.DataFrame({
