@@ -315,13 +315,13 @@ def _sample_users(requests, max_users: int, seed: int):
     return requests.sample(max_users, seed=seed).sort(["user_id", "anchor_date"])
 
 
-def _restrict_eval_labels(world, sampled):
-    """The world with eval-split labels cut to the sampled users (unsampled users are not misses)."""
-    import polars as pl
+def _sampled_labels(world, config: LLMConfig, sampled) -> dict:
+    """Eval labels (V0, V1) of the sampled users only, so unsampled users do not count as misses."""
+    from llm_predictor import evaluate
 
-    eval_users = world.splits.filter(pl.col("split") == "eval").select("user_id")
-    dropped = eval_users.join(sampled.select("user_id"), on="user_id", how="anti")
-    return replace(world, labels=world.labels.join(dropped, on="user_id", how="anti"))
+    keys = sampled.select("user_id", "anchor_date")
+    return {name: labels.join(keys, on=["user_id", "anchor_date"], how="semi")
+            for name, labels in evaluate.evaluation_labels(world, config.eval.evaluation).items()}
 
 
 def _ablation_variants(deltas: dict[str, float] | None) -> dict[str, tuple[str, ...]]:
@@ -355,11 +355,16 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         world = _world(run_root)
         requests = evaluate.evaluation_requests(world, config.eval.evaluation)
         sampled = _sample_users(requests, config.eval.max_users, config.seed)
-        scored_world = _restrict_eval_labels(world, sampled)
         generations = {name: _generate(run, world, config, name, METHODS[name], sampled, config.features,
                                        show_progress) for name in config.eval.methods}
-        table = evaluate.evaluate_methods(scored_world, generations, directory, config.eval.evaluation)
-        outputs = ["results.parquet", "results.md"]
+        predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
+        predictions |= evaluate.baseline_predictions(world, sampled)
+        table = evaluate.results_table(predictions, _sampled_labels(world, config, sampled),
+                                       config.eval.evaluation, counts)
+        anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
+        outputs = [path.name for path in evaluate.write_table(
+            table, directory, "results", f"Advertiser prediction on {sampled.height} eval users at {anchor} "
+                                         f"(V0: Table 2, V1: Table 3 analogues)")]
         summary = {"users": sampled.height, "requests": requests.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, sampled, directory, show_progress)
@@ -376,8 +381,7 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
     from llm_predictor import evaluate
 
     users = _sample_users(sampled, config.eval.max_ablation_users, config.seed)
-    scored_world = _restrict_eval_labels(world, users)
-    labels = evaluate.evaluation_labels(scored_world, config.eval.evaluation)
+    labels = _sampled_labels(world, config, users)
     all_labels = pl.concat(list(labels.values())).unique(["user_id", "anchor_date"]).sort("user_id")
     greedy = Method("grpo", "inference")
     greedy_config = replace(config, predict=replace(config.predict, decoding=replace(
@@ -387,7 +391,7 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
         generations = {name: _generate(run, world, greedy_config, f"ablation_{name}", greedy, users,
                                        replace(config.features, groups=groups), show_progress)
                        for name, groups in variants.items()}
-        return evaluate.generation_predictions(scored_world, generations, config.eval.evaluation)[0]
+        return evaluate.generation_predictions(world, generations, config.eval.evaluation)[0]
 
     predictions = score({"all_groups": GROUPS, **_ablation_variants(None)})
     table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
