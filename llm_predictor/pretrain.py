@@ -126,9 +126,28 @@ def pack_corpus(texts: list[str], tokenizer, block_size: int):
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
+def freeze_all_but_new_embeddings(model, first_new_token: int) -> None:
+    """Only the embedding rows from `first_new_token` on stay trainable (SID phase 1, paper 3.5)."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    embedding = model.get_input_embeddings().weight
+    embedding.requires_grad_(True)
+    embedding.register_hook(lambda grad: _zero_rows(grad, first_new_token))
+
+
+def _zero_rows(grad, rows: int):
+    """`grad` with its first `rows` rows zeroed (the old vocabulary does not move)."""
+    grad = grad.clone()
+    grad[:rows] = 0
+    return grad
+
+
 def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_dir: Path,
-             show_progress: bool = True) -> dict:
-    """Continue pretraining the model in `model_dir` on `texts` (causal LM loss); resumable."""
+             show_progress: bool = True, trainable_from_token: int | None = None) -> dict:
+    """Continue pretraining the model in `model_dir` on `texts` (causal LM loss); resumable. With
+    `trainable_from_token`, only the embeddings of tokens from that id on learn (no weight decay)."""
+    from dataclasses import replace
+
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     from llm_predictor.model import load_model
@@ -136,10 +155,14 @@ def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_d
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).train()
+    train_config = config.train
+    if trainable_from_token is not None:
+        freeze_all_but_new_embeddings(model, trainable_from_token)
+        train_config = replace(train_config, weight_decay=0.0)  # decay would move the frozen rows
     dataset = pack_corpus(texts, tokenizer, config.block_size)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**training_arguments(config.train, output_dir, show_progress)),
+        args=TrainingArguments(**training_arguments(train_config, output_dir, show_progress)),
         train_dataset=dataset,
         data_collator=default_data_collator,
         processing_class=tokenizer,
