@@ -31,8 +31,9 @@ class FunnelLedger:
         self.advertiser_ids = np.unique(np.asarray(advertiser_ids, dtype=np.int64))
         self.counts_ = np.zeros((len(STAGES), len(self.sources), self.advertiser_ids.size), np.int64)
 
-    def record(self, stage: str, rows: pl.DataFrame) -> None:
-        """Count `rows` (with `source` and `advertiser_id` columns) as having reached `stage`."""
+    def record(self, stage: str, rows: pl.DataFrame, weights: np.ndarray | None = None) -> None:
+        """Count `rows` (with `source` and `advertiser_id` columns) as having reached `stage`;
+        `weights` counts a row several times (a candidate shared by several coalesced requests)."""
         if stage not in STAGES:
             raise ValueError(f"unknown funnel stage {stage!r}; stages are {STAGES}")
         if rows.height == 0:
@@ -49,8 +50,8 @@ class FunnelLedger:
         if not is_known.all():
             raise ValueError(f"funnel ledger does not know advertiser(s) {np.unique(advertisers[~is_known])[:5]}")
         flat = source_index * self.advertiser_ids.size + advertiser_index
-        self.counts_[STAGES.index(stage)] += np.bincount(
-            flat, minlength=len(self.sources) * self.advertiser_ids.size).reshape(len(self.sources), -1)
+        counted = np.bincount(flat, weights=weights, minlength=len(self.sources) * self.advertiser_ids.size)
+        self.counts_[STAGES.index(stage)] += np.rint(counted).astype(np.int64).reshape(len(self.sources), -1)
 
     def merge(self, other: FunnelLedger) -> FunnelLedger:
         """A new ledger holding both ledgers' counts (same sources and advertisers)."""

@@ -99,6 +99,9 @@ class SimulationConfig:
     seed: int = 0
     budget_share: float = 1.0  # share of each advertiser's daily budget this market may spend
     conversion_tail_days: float = 2.0  # after the last day, conversions still arrive (no traffic)
+    # Requests of one user on one day with the same surface and context, within a batch, share
+    # retrieval and ranking (a per-batch cache; exact while the models read history by day).
+    coalesce_requests: bool = True
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     auction: AuctionConfig = field(default_factory=AuctionConfig)
     pacing: PacingConfig = field(default_factory=PacingConfig)

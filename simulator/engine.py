@@ -105,33 +105,41 @@ class Market:
         self.counters["requests"] += requests.height
         self.counters["batches"] += 1
         self._add_to_users(requests["user_id"], "requests", np.ones(requests.height))
+        served, copies = self._coalesce(requests)
         frames = []
         for generator in self.stack.generators:
             started = time.perf_counter()
-            frames.append(schema.validate(generator.generate(requests), schema.CANDIDATES,
+            frames.append(schema.validate(generator.generate(served), schema.CANDIDATES,
                                           f"candidates of {generator.source}").select(list(schema.CANDIDATES)))
             self._time(f"generator {generator.source}", started)
         candidates = pl.concat(frames)
-        self.ledger.record("retrieved", candidates)
+        self.ledger.record("retrieved", candidates, self._copies_of(candidates, copies))
         started = time.perf_counter()
         blended = blend(candidates, self.blend_config)
         self._time("blending", started)
-        self.ledger.record("blended", blended)
+        self.ledger.record("blended", blended, self._copies_of(blended, copies))
 
         advertiser = np.searchsorted(self.advertiser_ids, blended["advertiser_id"].to_numpy())
-        passes = uniforms(seed, "pacing", blended["request_id"].to_numpy(), self.advertiser_ids[advertiser])
-        is_eligible = (self.is_active[advertiser] & pacing.has_budget(self.spend_today, self.budget)[advertiser]
-                       & (passes < self.pass_rates[advertiser]))
-        eligible = (blended.with_columns(pl.Series("pass_rate", self.pass_rates[advertiser]))
-                    .filter(pl.Series(is_eligible)).join(requests, on="request_id", how="left"))
-        if eligible.height == 0:
+        can_pay = self.is_active[advertiser] & pacing.has_budget(self.spend_today, self.budget)[advertiser]
+        scorable = blended.filter(pl.Series(can_pay)).join(served, on="request_id", how="left")
+        if scorable.height == 0:
             return
         started = time.perf_counter()
-        scores = self.stack.scorer.score(eligible)
+        scores = self.stack.scorer.score(scorable)
         self._time("scorer", started)
-        eligible = eligible.with_columns(ctcvr=scores["ctcvr"].cast(pl.Float64), vtcvr=scores["vtcvr"].cast(pl.Float64))
+        # every coalesced request gets the candidates and scores of its representative, then its own
+        # pacing coin (an advertiser takes part in an auction with its pass rate)
+        eligible = (scorable.select(pl.col("request_id").alias("representative_id"), "item_id", "advertiser_id",
+                                    "source", "score", "blend_position")
+                    .with_columns(ctcvr=scores["ctcvr"].cast(pl.Float64), vtcvr=scores["vtcvr"].cast(pl.Float64))
+                    .join(copies, on="representative_id").join(requests, on="request_id", how="left"))
+        advertiser = np.searchsorted(self.advertiser_ids, eligible["advertiser_id"].to_numpy())
+        passes = uniforms(seed, "pacing", eligible["request_id"].to_numpy(), self.advertiser_ids[advertiser])
+        eligible = (eligible.with_columns(pl.Series("pass_rate", self.pass_rates[advertiser]))
+                    .filter(pl.Series(passes < self.pass_rates[advertiser])))
         ranked = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
-                  .sort(["request_id", "p_conversion_predicted"], descending=[False, True])
+                  .sort(["request_id", "p_conversion_predicted", "blend_position", "item_id"],
+                        descending=[False, True, False, False])  # ties: blending order, then item
                   .filter(pl.int_range(pl.len()).over("request_id") < self.config.auction.rank_depth)
                   .join(self.items.select("item_id", "price"), on="item_id", how="left"))
         self.ledger.record("ranked", ranked)
@@ -200,6 +208,28 @@ class Market:
                                                     "is_click", "p_conversion", "p_view_conversion", "price"),
                                         self.config.feedback, seed)
         self.pending = conversions if self.pending is None else pl.concat([self.pending, conversions])
+
+    def _coalesce(self, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The requests to run through the models and, per request, its representative.
+
+        With `coalesce_requests`, requests of one user on one day with the same surface and context
+        share retrieval and ranking (exact while the models read the user's history by day).
+        """
+        if not self.config.coalesce_requests:
+            return requests, requests.select("request_id", pl.col("request_id").alias("representative_id"))
+        signature = ["user_id", "day", "surface", pl.col("query_category_id").fill_null(-1),
+                     pl.col("context_item_id").fill_null(-1)]
+        keyed = requests.with_columns(pl.col("request_id").first().over(signature).alias("representative_id"))
+        served = requests.filter(pl.col("request_id") == keyed["representative_id"])
+        return served, keyed.select("request_id", "representative_id")
+
+    @staticmethod
+    def _copies_of(rows: pl.DataFrame, copies: pl.DataFrame) -> np.ndarray:
+        """How many requests each row (of a representative request) stands for."""
+        multiplicity = copies.group_by("representative_id").len()
+        return (rows.select(pl.col("request_id").alias("representative_id"))
+                .join(multiplicity, on="representative_id", how="left", maintain_order="left")["len"]
+                .to_numpy().astype(np.float64))
 
     def _time(self, component: str, started: float) -> None:
         self.seconds[component] = self.seconds.get(component, 0.0) + time.perf_counter() - started

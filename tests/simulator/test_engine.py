@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -94,6 +96,9 @@ def test_same_seed_same_market_and_quota_changes_the_funnel(tiny_world, tiny_sta
     first = simulate(tiny_world, tiny_stack, BLEND, users, config)
     again = simulate(tiny_world, tiny_stack, BLEND, users, config)
     assert first.user_metrics.equals(again.user_metrics)
+    uncached = simulate(tiny_world, tiny_stack, BLEND, users, replace(config, coalesce_requests=False))
+    assert uncached.user_metrics.equals(first.user_metrics)  # coalescing requests is exact here
+    assert np.array_equal(uncached.ledger.counts_, first.ledger.counts_)
     no_llm = simulate(tiny_world, tiny_stack, BlendConfig({"main": 30, "llm": 0}), users, config)
     assert no_llm.user_metrics["requests"].to_list() == first.user_metrics["requests"].to_list()  # CRN traffic
     blended_llm = dict(no_llm.ledger.table().filter(pl.col("source") == "llm").select("stage", "count").rows())

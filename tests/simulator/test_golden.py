@@ -11,8 +11,8 @@ from simulator.config import SimulationConfig
 from simulator.engine import simulate
 from simulator.stack import baseline_stack, load_predictions
 
-GOLDEN = {"requests": 833.0, "impressions": 2660.0, "clicks": 148.0, "spend": 1756.3959, "conversions": 52.0,
-          "click_conversions": 36.0, "conversion_value": 2728.4653}
+GOLDEN = {"requests": 833.0, "impressions": 2652.0, "clicks": 150.0, "spend": 1760.9414, "conversions": 53.0,
+          "click_conversions": 37.0, "conversion_value": 2806.7433}
 
 
 def test_fixed_seed_market_reproduces_its_recorded_totals(tiny_world):

@@ -1,0 +1,105 @@
+"""`adsim demo`: the whole chain on the `demo` world, then `report.md` with the Tables 2-6 analogues.
+
+Each step is an ordinary stage of the run folder (the same code as its own `adsim` sub-command), so a
+re-run skips every completed stage and an interrupted demo resumes at the step it stopped in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the demo: a name for the progress log and the call that runs (or skips) it."""
+
+    name: str
+    run: Callable[[], None]
+
+
+def demo_steps(run: Path, world_preset: str, llm_preset: str, quotas: str, quiet: bool) -> list[Step]:
+    """The demo's stages in data-flow order (DESIGN: world -> LLM -> retrieval -> ranking -> simulator)."""
+    from llm_predictor import cli as llm
+    from ranking import cli as rank
+    from retrieval import cli as retrieval
+    from simulator import cli as simulator
+    from synthetic_data.cli import write_world_run
+    from synthetic_data.presets import preset
+
+    serving = run / "llm_predict_grpo_serving"
+    predictions, interests = serving / "predictions.parquet", serving / "interests.parquet"
+    llm_args = dict(run=run, preset=llm_preset, config=None, set_=None, force=False, quiet=quiet)
+    rank_args = dict(run=run, predictions=predictions, interests=interests, world=None, impressions=None,
+                     config=None, set_=None, force=False)
+    market_args = dict(run=run, config=None, set_=None, stack="trained", predictions=predictions,
+                       objective="clicks", nightly="history", force=False, quiet=quiet)
+    return [
+        Step("world", lambda: write_world_run(preset(world_preset), run, progress=not quiet)),
+        Step("llm: tokenizer + continued pre-training", lambda: llm.pretrain(**llm_args)),
+        Step("llm: SFT, 1-advertiser prompt", lambda: llm.sft(target="single", **llm_args)),
+        Step("llm: SFT, 20-advertiser prompt", lambda: llm.sft(target="list", **llm_args)),
+        Step("llm: GRPO", lambda: llm.grpo(**llm_args)),
+        Step("llm: predictions for the serving population",
+             lambda: llm.predict(method="grpo", users="serving", **llm_args)),
+        Step("llm: evaluation (Tables 2-4)", lambda: llm.eval_(**llm_args)),
+        Step("logged impressions", lambda: rank.impressions(run=run, world=None, config=None, set_=None,
+                                                            force=False)),
+        *[step for objective in OBJECTIVES for step in _retrieval_steps(retrieval, run, objective, predictions)],
+        Step("retrieval: objectives compared", lambda: retrieval.compare(run=run)),
+        Step("ranking: DCN with LLM features", lambda: rank.train(seed=0, **rank_args)),
+        Step("ranking: Table 5 lift over seeds", lambda: rank.evaluate_lift(**rank_args)),
+        Step("simulator: A/B (Table 6)", lambda: simulator.ab(**market_args)),
+        Step("simulator: L0 quota sweep", lambda: simulator.sweep(quota=quotas, source=None, **market_args)),
+    ]
+
+
+OBJECTIVES = ("impressions", "clicks", "conversions")  # paper 4.5.1; the market uses "clicks"
+
+
+def _retrieval_steps(retrieval, run: Path, objective: str, predictions: Path) -> list[Step]:
+    """Train, index, generate and evaluate the two-tower trained on one objective."""
+    args = dict(run=run, world=None, config=None, set_=[f"training.objective={objective}"], force=False)
+    return [
+        Step(f"retrieval ({objective}): two-tower", lambda: retrieval.train(impressions=None, **args)),
+        Step(f"retrieval ({objective}): faiss index", lambda: retrieval.index(**args)),
+        Step(f"retrieval ({objective}): candidates", lambda: retrieval.generate(predictions=predictions, **args)),
+        Step(f"retrieval ({objective}): evaluation", lambda: retrieval.evaluate_command(**args)),
+    ]
+
+
+def run_demo(run: Path, world_preset: str = "demo", llm_preset: str = "small",
+             quotas: str = "0,25,50,100,200", quiet: bool = False) -> Path:
+    """Run every step (skipping completed ones), then write `<run>/report.md`; returns its path."""
+    from simulator.demo_report import write_report
+
+    steps = demo_steps(run, world_preset, llm_preset, quotas, quiet)
+    timings: list[tuple[str, float]] = []
+    started = time.perf_counter()
+    for index, step in enumerate(steps, 1):
+        console.rule(f"[bold]demo {index}/{len(steps)}: {step.name}")
+        step_started = time.perf_counter()
+        step.run()
+        timings.append((step.name, time.perf_counter() - step_started))
+    report = write_report(run, timings)
+    console.rule("[bold green]demo done")
+    for name, seconds in timings:
+        console.print(f"{seconds:8.1f} s  {name}")
+    console.print(f"{time.perf_counter() - started:8.1f} s  total; report: {report}")
+    return report
+
+
+def demo(run: Path = typer.Option(Path("runs/demo"), help="run folder"),
+         world_preset: str = typer.Option("demo", help="world preset (tiny for a smoke run)"),
+         llm_preset: str = typer.Option("small", help="LLM size preset (nano for a smoke run)"),
+         quotas: str = typer.Option("0,25,50,100,200", help="L0 quotas of the sweep; the first is the control"),
+         quiet: bool = typer.Option(False, help="no progress bars")) -> None:
+    """The whole chain on the demo world: world, LLM (CPT, SFT, GRPO), retrieval, ranking, A/B, sweep, report."""
+    run_demo(run, world_preset, llm_preset, quotas, quiet)
