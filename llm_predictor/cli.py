@@ -25,6 +25,7 @@ from llm_predictor.grpo import GRPOStageConfig
 from llm_predictor.model import ModelConfig
 from llm_predictor.predict import PredictConfig
 from llm_predictor.pretrain import PretrainConfig
+from llm_predictor.semantic_ids import SemanticIDConfig
 from llm_predictor.sft import SFTStageConfig
 from llm_predictor.tokenizer import TokenizerConfig
 from synthetic_data.config_io import ConfigError, require, to_dict
@@ -34,7 +35,8 @@ console = Console()
 
 # Which trained model each method reads, and how it prompts and decodes (Tables 2 and 3).
 MODEL_STAGES = {"zero_shot": "llm_pretrain", "sft_single": "llm_sft_single", "sft_list": "llm_sft_list",
-                "grpo": "llm_grpo"}
+                "grpo": "llm_grpo", "sid": "llm_sid", "sft_sid": "llm_sft_sid"}
+SFT_TEMPLATES = {"single": "sft", "list": "grpo", "sid": "sft_sid"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ METHODS = {
     "grpo_reasoning": Method("grpo", "inference", is_reasoning=True),
     "grpo_sampling": Method("grpo", "inference", decoding="list_sampling"),
     "grpo_constrained": Method("grpo", "inference", decoding="list_constrained"),
+    # Table 3's SID row (needs `adsim llm sid` and `adsim llm sft --target sid` first)
+    "sid_sft_single_beam": Method("sft_sid", "sft_sid", decoding="single_beam"),
 }
 
 
@@ -96,6 +100,7 @@ class LLMConfig:
     # XML list; a small model trained here cannot, and a reward that is the same for every
     # completion gives GRPO no gradient, so by default it starts from the 20-advertiser SFT model.
     grpo_init: str = "sft_list"
+    semantic_ids: SemanticIDConfig = field(default_factory=SemanticIDConfig)
     predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
     eval: EvalRunConfig = field(default_factory=EvalRunConfig)
     seed: int = 0
@@ -123,6 +128,7 @@ PRESETS: dict[str, dict] = {
         "grpo": {"train": _nano_train(2), "num_generations": 4, "max_completion_length": 24},
         "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},
         "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
+        "semantic_ids": {"levels": 2, "codebook_size": 8},
     },
 }
 
@@ -180,7 +186,19 @@ def _run_stage(run, stage: str, stage_config: dict, work, force: bool) -> dict:
     return summary
 
 
-def _label_examples(world, config: LLMConfig, template: str, split: str = "train"):
+def _sids(run, template: str):
+    """The item SIDs of `adsim llm sid` for SID templates, else None."""
+    import polars as pl
+
+    path = run.root / "llm_sid" / "item_sids.parquet"
+    if not template.endswith("_sid"):
+        return None
+    if not path.exists():
+        raise ConfigError(f"template {template} needs {path}: run `adsim llm sid` first")
+    return pl.read_parquet(path)
+
+
+def _label_examples(world, config: LLMConfig, template: str, split: str = "train", sids=None):
     """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name."""
     import polars as pl
 
@@ -189,7 +207,8 @@ def _label_examples(world, config: LLMConfig, template: str, split: str = "train
 
     labels = labelled_users(world, split).join(
         world.advertisers.select("advertiser_id", pl.col("name").alias("target_advertiser")), on="advertiser_id")
-    prompts = build_prompts(world, labels, config.features, config.preset_pool_size, template)
+    prompts = build_prompts(world, labels, config.features, config.preset_pool_size, template,
+                            sids=sids, sid_config=config.semantic_ids)
     return prompts.join(labels.select("user_id", "anchor_date", "target_advertiser"), on=["user_id", "anchor_date"])
 
 
@@ -237,22 +256,24 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
     from llm_predictor.sft import sft
 
     run = RunFolder(run_root)
-    sft_config = replace(config.sft, target=target)
+    sft_config = replace(config.sft, target="list" if target == "list" else "single")
     stage = f"llm_sft_{target}"
-    stage_config = {"upstream": _upstream(run, "llm_pretrain"), "sft": to_dict(sft_config),
+    init_stage = "llm_sid" if target == "sid" else "llm_pretrain"
+    stage_config = {"upstream": _upstream(run, init_stage), "sft": to_dict(sft_config),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
 
     def work(directory: Path):
         world = _world(run_root)
-        if target == "single":
-            examples = _label_examples(world, config, "sft")
+        template = SFT_TEMPLATES[target]
+        if target != "list":
+            examples = _label_examples(world, config, template, sids=_sids(run, template))
             completions = [sft_target(name) for name in examples["target_advertiser"].to_list()]
         else:
-            examples = _label_examples(world, config, "grpo").with_columns(
+            examples = _label_examples(world, config, template).with_columns(
                 pl.col("prompt").str.extract(r"Top Categories \[([^\]]*)\]").str.split("|").alias("interests"))
             completions = [list_completion(t, a, i or []) for t, a, i in
                            examples.select("target_advertiser", "allowed_names", "interests").iter_rows()]
-        summary = sft(run.root / "llm_pretrain" / "model", examples["prompt"].to_list(), completions,
+        summary = sft(run.root / init_stage / "model", examples["prompt"].to_list(), completions,
                       sft_config, directory, show_progress)
         return ["model"], summary
 
@@ -276,6 +297,36 @@ def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         return ["model"], summary
 
     return _run_stage(run, "llm_grpo", stage_config, work, force)
+
+
+def stage_sid(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    """Semantic IDs (paper 3.5): item codes, SID tokens added to the pretrained model, then phase 1
+    (new embeddings only) and phase 2 (full model, web corpus mixed in) on SID documents."""
+    import shutil
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.semantic_ids import add_sid_tokens, item_sids, sid_documents, train_phases
+
+    run = RunFolder(run_root)
+    stage_config = {"upstream": _upstream(run, "llm_pretrain"), "semantic_ids": to_dict(config.semantic_ids),
+                    "pretrain": to_dict(config.pretrain)}
+
+    def work(directory: Path):
+        world = _world(run_root)
+        sids = item_sids(world.items, config.semantic_ids)
+        sids.write_parquet(directory / "item_sids.parquet")
+        first_new = add_sid_tokens(run.root / "llm_pretrain" / "model", config.semantic_ids, directory / "with_sids")
+        documents = sid_documents(world.items, sids, world.advertisers)
+        phases = train_phases(directory / "with_sids", documents, world.corpus["text"].to_list(), config.pretrain,
+                              directory / "phases", first_new, show_progress)
+        shutil.copytree(phases["phase_2"]["model_dir"], directory / "model")
+        summary = {f"{phase}_{key}": value for phase, record in phases.items() for key, value in record.items()
+                   if key in ("first_loss", "last_loss", "steps", "tokens_per_second")}
+        return ["item_sids.parquet", "model"], {**summary, "distinct_sids": sids["sid"].n_unique(),
+                                                "items": sids.height}
+
+    return _run_stage(run, "llm_sid", stage_config, work, force)
 
 
 def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
@@ -302,7 +353,8 @@ def _generate(run, world, config: LLMConfig, name: str, method: Method, keys, fe
     from llm_predictor.predict import build_prompts, generate_predictions
 
     prompts = build_prompts(world, keys, features, config.preset_pool_size, method.template,
-                            reasoning=method.is_reasoning)
+                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                            sid_config=config.semantic_ids)
     decoding = method_decoding(method, config.predict.decoding)
     model_dir = run.root / MODEL_STAGES[method.model] / "model"
     return generate_predictions(model_dir, prompts, decoding, run.root / "llm_eval" / "generations" / name,
@@ -433,7 +485,8 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
                                         pl.col("ts") < since + pl.duration(days=91))
                     .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
         prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
-                                reasoning=method.is_reasoning)
+                                reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                                sid_config=config.semantic_ids)
         decoding = method_decoding(method, config.predict.decoding)
         generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
                                            directory / "epochs", config=replace(config.predict, decoding=decoding),
@@ -496,15 +549,23 @@ def pretrain(run: Run = Path("runs/demo"), preset: Preset = "small", config: Con
 
 @app.command()
 def sft(run: Run = Path("runs/demo"),
-        target: Annotated[str, typer.Option(help="single (1-advertiser prompt) or list (20-advertiser XML)")] = "single",
+        target: Annotated[str, typer.Option(
+            help="single (1-advertiser prompt), list (20-advertiser XML) or sid (1-advertiser SID prompt)")] = "single",
         preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
         quiet: Quiet = False) -> None:
     """Supervised fine-tuning of the pretrained model on the train users' next advertiser."""
-    if target not in ("single", "list"):
-        console.print("[red]error:[/red] --target must be single or list")
+    if target not in SFT_TEMPLATES:
+        console.print("[red]error:[/red] --target must be single, list or sid")
         raise typer.Exit(2)
     _print_summary(f"llm_sft_{target}", stage_sft(run, _config_or_exit(preset, config, set_), target, force,
                                                   not quiet))
+
+
+@app.command()
+def sid(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+        set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Semantic IDs: item codes, SID tokens, phase-1 and phase-2 training of the pretrained model."""
+    _print_summary("llm_sid", stage_sid(run, _config_or_exit(preset, config, set_), force, not quiet))
 
 
 @app.command()

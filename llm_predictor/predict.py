@@ -37,15 +37,23 @@ class PredictConfig:
 
 
 def build_prompts(world_tables, keys: pl.DataFrame, feature_config, preset_pool_size: int, template: str,
-                  reasoning: bool = False) -> pl.DataFrame:
+                  reasoning: bool = False, sids: pl.DataFrame | None = None, sid_config=None) -> pl.DataFrame:
     """Prompts for each (user_id, anchor_date) of `keys`: user_id, anchor_date, prompt and
-    allowed_names (the preset pool plus the user's active advertisers, for constrained decoding)."""
+    allowed_names (the preset pool plus the user's active advertisers, for constrained decoding).
+    SID templates need `sids` (item_id, sid) and `sid_config` for the users' SID sequences."""
     from llm_predictor import features, prompts
+    from llm_predictor.semantic_ids import sid_sequences
 
+    is_sid = template.endswith("_sid")
+    if is_sid and (sids is None or sid_config is None):
+        raise ValueError(f"template {template!r} needs the item SIDs: run `adsim llm sid` first")
     frames = []
     for (anchor_date,), group in keys.select(KEYS).unique(maintain_order=True).group_by(
             "anchor_date", maintain_order=True):
         compiled = features.compile_features(world_tables, anchor_date, group["user_id"], feature_config)
+        if is_sid:
+            compiled = compiled.join(sid_sequences(world_tables.events, sids, anchor_date, group["user_id"],
+                                                   sid_config), on="user_id", how="left", maintain_order="left")
         pool = features.preset_pool_names(world_tables, anchor_date, preset_pool_size)
         rendered = prompts.render(compiled, pool, template, reasoning=reasoning, groups=feature_config.groups)
         active = compiled["active_advertisers_with_past_conversions"].str.split(features.ITEM_SEPARATOR)

@@ -106,3 +106,14 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3
     assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
+
+
+@pytest.mark.slow
+def test_semantic_id_chain_predicts_from_sid_prompts(run_root):
+    for command in (["pretrain"], ["sid"], ["sft", "--target", "sid"],
+                    ["predict", "--method", "sid_sft_single_beam", "--users", "eval"]):
+        _invoke(*command, "--run", str(run_root))
+    sids = pl.read_parquet(run_root / "llm_sid" / "item_sids.parquet")
+    assert sids["sid"].str.starts_with("<a_").all()
+    record = json.loads((run_root / "llm_predict_sid_sft_single_beam_eval" / "stage.json").read_text())
+    assert record["summary"]["outputs"] == record["summary"]["users"] > 0

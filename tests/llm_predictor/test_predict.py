@@ -121,3 +121,8 @@ def test_incremental_reinference_replaces_only_active_users():
     previous = pl.DataFrame({"user_id": [1, 2, 3], "anchor_date": [ANCHOR] * 3, "text": ["a", "b", "c"]})
     fresh = pl.DataFrame({"user_id": [3, 2], "anchor_date": [ANCHOR] * 2, "text": ["c2", "b2"]})
     assert merge_generations(previous, fresh)["text"].to_list() == ["a", "b2", "c2"]
+
+
+def test_sid_prompts_need_the_item_sids(tiny_world):
+    with pytest.raises(ValueError, match="adsim llm sid"):
+        build_prompts(tiny_world, tiny_world.labels.head(3), FeatureConfig(), 5, "sft_sid")
