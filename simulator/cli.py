@@ -10,6 +10,7 @@ import typer
 from llm_predictor.cli import app as llm_app
 from ranking.cli import app as rank_app
 from retrieval.cli import app as retrieval_app
+from simulator.demo import demo
 from synthetic_data.cli import world
 
 app = typer.Typer(help="adsim: offline A/B testbed for an LLM advertiser predictor in an ads stack.",
@@ -18,6 +19,7 @@ app.command("world")(world)
 app.add_typer(llm_app, name="llm")
 app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(rank_app, name="rank")
+app.command("demo")(demo)
 
 RunOption = Annotated[Path, typer.Option(help="run folder holding world/ (e.g. from `adsim world --out`)")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="experiment TOML (arms, simulation, design, method)")]
