@@ -103,12 +103,16 @@ class LLMConfig:
     semantic_ids: SemanticIDConfig = field(default_factory=SemanticIDConfig)
     predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
     eval: EvalRunConfig = field(default_factory=EvalRunConfig)
+    # Paper 3.2.1 trades serving coverage against inference cost; here a seeded sample of the
+    # serving population is predicted (the whole population of the demo world is ~17k users).
+    serving_max_users: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
         require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
         require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
+        require(self.serving_max_users >= 1, "serving_max_users", "must be >= 1")
 
 
 def _nano_train(steps: int, batch_size: int = 4) -> dict:
@@ -129,6 +133,7 @@ PRESETS: dict[str, dict] = {
         "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},
         "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
         "semantic_ids": {"levels": 2, "codebook_size": 8},
+        "serving_max_users": 10,
     },
 }
 
@@ -457,7 +462,8 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
 def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
                   show_progress: bool) -> dict:
     """A method's PREDICTIONS for eval users or the serving population (users with a conversion in
-    the 90 days before the anchor, paper 3.2.1) at the evaluation anchor date."""
+    the 90 days before the anchor, paper 3.2.1; at most `serving_max_users`, sampled) at the
+    evaluation anchor date."""
     import polars as pl
 
     from synthetic_data.run_folder import RunFolder
@@ -471,7 +477,7 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
     stage = f"llm_predict_{method_name}_{users}"
     stage_config = {"upstream": _upstream(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
-                    "evaluation": to_dict(config.eval.evaluation)}
+                    "evaluation": to_dict(config.eval.evaluation), "serving_max_users": config.serving_max_users}
 
     def work(directory: Path):
         world = _world(run_root)
@@ -484,6 +490,7 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
                                         pl.col("ts") >= since,
                                         pl.col("ts") < since + pl.duration(days=91))
                     .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
+            keys = _sample_users(keys, config.serving_max_users, config.seed)
         prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
                                 reasoning=method.is_reasoning, sids=_sids(run, method.template),
                                 sid_config=config.semantic_ids)
