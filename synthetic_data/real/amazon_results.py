@@ -2,7 +2,8 @@
 
 Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
 against the held-out test labels, with paired bootstrap 95% intervals over users (the same
-resamples for every method), the share of users that got a list and the share of unmapped rows.
+resamples for every method), the share of users that got a list, the share of unmapped rows and,
+for generated outputs, the parse rate recorded by the stage that wrote them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ BASELINES_STAGE = "baselines"
 ROLE_NOTES = {
     "test": "\nTest = each user's last purchase, predicted from all earlier purchases. Intervals: "
             "95% percentile bootstrap over users, the same resamples for every method. 'with list' "
-            "= share of users given any prediction (a parse failure leaves none); 'unmapped' = share "
-            "of predicted rows whose name matched no advertiser.\n",
+            "= share of users given any prediction (a parse failure leaves none); 'parsed' = share of "
+            "generated outputs whose advertiser list parsed, over all the users the stage predicted "
+            "(— for methods that output IDs); 'unmapped' = share of predicted rows whose name "
+            "matched no advertiser.\n",
     "validation": "\nValidation = each user's second-to-last purchase. Trained methods select "
                   "epochs or settings on these labels, so this table is a model-selection "
                   "figure, not an evaluation.\n",
@@ -108,9 +111,12 @@ def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, 
     return row
 
 
-def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig) -> pl.DataFrame:
+def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig,
+                  parse_rates: dict[str, float] | None = None) -> pl.DataFrame:
     """One row per `source` with predictions for these labels, scored with paired bootstrap
-    resamples; `delta_at_k` columns compare each method with `config.reference` when present."""
+    resamples; `delta_at_k` columns compare each method with `config.reference` when present;
+    `parse_rate` comes from `parse_rates` (null for methods that output IDs)."""
+    parse_rates = parse_rates or {}
     rng = np.random.default_rng(config.seed)
     resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
     scored_sources = predictions.join(labels.select("user_id", "anchor_date"),
@@ -124,21 +130,24 @@ def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: Resul
     rows = []
     for source, scored in by_source.items():
         row = {"method": source} | score_method(scored, labels, config.ks, resamples)
+        row["parse_rate"] = parse_rates.get(source)
         if reference_ranks is not None:
             row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks, resamples)
         rows.append(row)
-    return pl.DataFrame(rows).sort(f"recall_at_{config.ks[-1]}", descending=True)
+    return pl.DataFrame(rows, schema_overrides={"parse_rate": pl.Float64}).sort(
+        f"recall_at_{config.ks[-1]}", descending=True)
 
 
 def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, reference: str) -> str:
     """The table as Markdown: recall with [low, high] intervals, list and unmapped rates, and the
     paired differences with the reference method when present."""
-    header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "unmapped"]
+    header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "parsed", "unmapped"]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["method"], str(row["users"])]
         cells += [_interval(row, f"recall_at_{k}") for k in ks]
-        cells += [f"{row['with_list_rate']:.4f}", f"{row['unmapped_rate']:.4f}"]
+        parsed = "—" if row.get("parse_rate") is None else f"{row['parse_rate']:.4f}"
+        cells += [f"{row['with_list_rate']:.4f}", parsed, f"{row['unmapped_rate']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if f"delta_at_{ks[0]}" in table.columns:
         header = ["method"] + [f"Δ Recall@{k} vs {reference} [95% CI]" for k in ks]
@@ -193,11 +202,18 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
     predictions = predictions.with_columns(
         pl.when(stages_per_source > 1).then(pl.format("{} ({})", "source", "stage"))
         .otherwise(pl.col("source")).alias("source")
-    ).drop("stage")
+    )
+    # Generated outputs: the parse rate their stage recorded (convert.ConversionCounts.parse_rate).
+    parse_rates = {
+        source: (run.stage_record(stage) or {}).get("summary", {}).get("parse_rate")
+        for source, stage in predictions.select("source", "stage").unique().iter_rows()
+    }
+    parse_rates = {source: rate for source, rate in parse_rates.items() if rate is not None}
+    predictions = predictions.drop("stage")
     tables, sections = [], []
     for role in config.roles:
         held_out = held_out_labels(labels, role)
-        table = results_table(predictions, held_out, config)
+        table = results_table(predictions, held_out, config, parse_rates)
         tables.append(table.select(pl.lit(role).alias("role"), pl.all()))
         title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
         sections.append(to_markdown(table, config.ks, title, config.reference) + ROLE_NOTES[role])

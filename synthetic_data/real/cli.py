@@ -1,4 +1,4 @@
-"""Commands for real-data runs (issue 4): adapt a dataset, run the exact baselines, score a run.
+"""Commands for real-data runs (issue 4): adapt a dataset, run the baselines, score a run.
 
 Runnable as `python -m synthetic_data.real.cli`; the lead mounts `world` as
 `adsim world --real amazon --data PATH --out runs/X`.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="real-data runs: adapt, baselines, results", no_args_is_help=True)
+app = typer.Typer(help="real-data runs: adapt, baselines, llm-baselines, results", no_args_is_help=True)
 
 
 @app.command()
@@ -37,6 +37,20 @@ def baselines(run: Path = typer.Option(..., help="run folder holding world/")) -
 
     predictions = write_baselines(run)
     typer.echo(f"{run}/baselines/predictions.parquet: {predictions.height} rows")
+
+
+@app.command("llm-baselines")
+def llm_baselines(
+    run: Path = typer.Option(..., help="run folder holding a leave-one-out world/"),
+    set_: list[str] = typer.Option([], "--set", help="BaselineConfig overrides, e.g. --set n_estimators=100"),
+) -> None:
+    """Most-recent (popularity-filled) and LightGBM-pair predictions for the test labels."""
+    from synthetic_data.config_io import load_config, to_dict
+    from synthetic_data.real.trained_baselines import default_config, write_trained_baselines
+
+    config = default_config()
+    predictions = write_trained_baselines(run, load_config(type(config), base=to_dict(config), overrides=set_))
+    typer.echo(f"{run}/llm_baselines/predictions.parquet: {predictions.height} rows")
 
 
 @app.command()

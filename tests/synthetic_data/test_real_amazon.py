@@ -33,6 +33,7 @@ from synthetic_data.real.amazon_results import (
     label_ranks,
     results_table,
     score_method,
+    to_markdown,
     write_baselines,
     write_results,
 )
@@ -227,6 +228,21 @@ def test_score_method_counts_unmapped_rows_and_users_without_list():
     assert row["with_list_rate"] == 0.75 and row["unmapped_rate"] == 0.2
 
 
+def test_results_show_the_parse_rate_of_generated_methods_only(tiny):
+    world, _ = tiny
+    test = held_out_labels(world.labels, "test")
+    predictions = pl.concat([
+        popularity_predictions(world.events, test, world.advertisers),
+        popularity_predictions(world.events, test, world.advertisers).with_columns(pl.lit("llm").alias("source")),
+    ])
+    config = ResultsConfig(bootstrap_resamples=20)
+    table = results_table(predictions, test, config, parse_rates={"llm": 0.875})
+    rows = {r["method"]: r for r in table.iter_rows(named=True)}
+    assert rows["llm"]["parse_rate"] == 0.875 and rows["popularity"]["parse_rate"] is None
+    markdown = to_markdown(table, config.ks, "t", config.reference)
+    assert "| parsed |" in markdown and "| 0.8750 |" in markdown and "| — |" in markdown
+
+
 def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_path):
     data = write_dataset(tmp_path / "data", TINY_ITEMS, TINY_SEQUENCES)
     run = tmp_path / "run"
@@ -380,3 +396,26 @@ def test_full_dataset_sasrec_loss_goes_down(amazon):
         events, validation, world.advertisers, progress=False)
     losses = [row["train_loss"] for row in predictor.history_]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow  # minutes on a shared 2-core CPU: tokenizer, CPT and SFT steps of the nano model
+def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_labels(amazon, tmp_path):
+    from dataclasses import replace
+
+    from llm_predictor.cli import resolve_config, stage_pretrain, stage_sft
+    from llm_predictor.evaluate import EvalConfig, evaluation_requests
+
+    _, world, _ = amazon
+    users = world.users["user_id"].head(200).implode()
+    sample = replace(world, **{name: getattr(world, name).filter(pl.col("user_id").is_in(users))
+                               for name in ("users", "events", "labels", "splits")})
+    run = tmp_path / "amazon_sample"
+    sample.write(run / "world")
+    config = resolve_config("nano", None, None)
+    stage_pretrain(run, config, force=False, show_progress=False)
+    summary = stage_sft(run, config, "list", force=False, show_progress=False)
+    assert summary["steps"] == config.sft.train.max_steps
+    assert summary["examples"] == (sample.labels["role"] == "train").sum() > 0
+    requests = evaluation_requests(sample, EvalConfig())
+    test = held_out_labels(sample.labels, "test")
+    assert requests.sort("user_id").equals(test.select("user_id", "anchor_date").sort("user_id"))
