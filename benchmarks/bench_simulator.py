@@ -46,8 +46,8 @@ def main() -> None:
     if args.run:
         world_config = from_dict(WorldConfig, RunFolder(args.run).stage_record("world")["config"])
         world = load_world(args.run / "world")
-        stack = trained_stack(args.run, world, world_config, load_predictions(None, world)[0])
         blend = BlendConfig(**trained_arms()[1]["blend"])
+        stack = trained_stack(args.run, world, world_config, load_predictions(None, world)[0], quotas=blend.quotas)
         stack_label = f"trained stack of {args.run}: {', '.join(TRAINED_SOURCES)} + DCN ranker"
     else:
         world_config = preset(args.preset)

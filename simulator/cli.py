@@ -36,12 +36,14 @@ ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the t
 
 
 def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
-             predictions: Optional[Path], objective: str, nightly: str, extra_quotas: tuple[int, ...] = ()):
+             predictions: Optional[Path], objective: str, nightly: str, extra_quotas: tuple[int, ...] = (),
+             sweep_source: Optional[str] = None):
     """Load the run's world, resolve the experiment config and build the stack (errors exit 2)."""
     from rich.console import Console
 
     from simulator.config import ExperimentConfig
-    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions,
+    from simulator.experiment import sweep_arms
+    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, load_predictions,
                                  nightly_job, trained_arms, trained_stack)
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, load_config
@@ -71,8 +73,10 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
         job = nightly_job(nightly, world_tables)
         if stack == "trained":
             llm_source = TRAINED_SOURCES[2]
-            quotas = [arm.blend.quotas.get(llm_source, 0) for arm in experiment.arms] + list(extra_quotas)
-            market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective, max(quotas), job)
+            arms = experiment.arms + (sweep_arms(experiment.arms[0], sweep_source or llm_source, list(extra_quotas))
+                                      if extra_quotas else ())
+            market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective,
+                                         largest_quotas(arms), job)
             label = f"trained (two-tower `{objective}`, DCN ranker; predictions: {predictions_label}"
         else:
             llm_source = BASELINE_SOURCES[1]
@@ -117,7 +121,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
     except ValueError as error:
         raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
     console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
-        run, config, set_, stack, predictions, objective, nightly, tuple(quotas))
+        run, config, set_, stack, predictions, objective, nightly, tuple(quotas), source)
     summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
                           progress=not quiet, force=force)
     typer.echo((folder.root / "sweep" / "report.md").read_text())

@@ -52,9 +52,18 @@ TRAINED_SOURCES = ("two_tower", "popularity", "llm_advertiser")  # main, cold-st
 
 def trained_arms(llm_quota: int = 25) -> list[dict]:
     """Default arms for the trained stack (config dicts): LLM generator off versus on at `llm_quota`."""
-    main = {TRAINED_SOURCES[0]: 100, TRAINED_SOURCES[1]: 20}
-    return [{"name": name, "blend": {"quotas": {**main, TRAINED_SOURCES[2]: quota}, "max_candidates": 100}}
+    main = {TRAINED_SOURCES[0]: 60, TRAINED_SOURCES[1]: 10}
+    return [{"name": name, "blend": {"quotas": {**main, TRAINED_SOURCES[2]: quota}, "max_candidates": 60}}
             for name, quota in (("control", 0), ("llm_generator", llm_quota))]
+
+
+def largest_quotas(arms) -> dict[str, int]:
+    """Per source, the largest L0 quota any arm gives it (what the generators must retrieve)."""
+    largest: dict[str, int] = {}
+    for arm in arms:
+        for source, quota in arm.blend.quotas.items():
+            largest[source] = max(largest.get(source, 0), quota)
+    return largest
 
 
 class PredictionFeed:
@@ -92,11 +101,13 @@ class RankerScorer:
 
 
 def trained_stack(run: Path, world: World, world_config: WorldConfig, predictions: pl.DataFrame,
-                  objective: str = "clicks", l0_quota: int = 50, nightly: NightlyJob | None = None) -> Stack:
+                  objective: str = "clicks", quotas: dict[str, int] | None = None,
+                  nightly: NightlyJob | None = None) -> Stack:
     """The trained stack of a run folder: two-tower main + LLM-advertiser + popularity generators
     (`adsim retrieval train/index`), the DCN ranker (`adsim rank train`) and the true response.
 
-    `l0_quota` caps what the LLM generator emits per request; blending's quota then takes its share.
+    `quotas` (per source, the largest any arm uses) size what each generator retrieves: blending
+    keeps a source's top `quota` by score, so retrieving more would only cost time.
     """
     from datetime import datetime, timezone
 
@@ -121,7 +132,12 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
     retriever = TwoTowerRetriever.load(folder.root / f"retrieval_train_{objective}" / "model.pt", world.items)
     index = ItemIndex.load(folder.root / f"retrieval_index_{objective}", index_config)
     history = retriever.history(world.events, world.users)
-    generator_config = GeneratorConfig(l0_quota=max(l0_quota, 1))
+    quotas = {source: max(quota, 1) for source, quota in (quotas or {}).items()}
+    defaults = GeneratorConfig()
+    generator_config = GeneratorConfig(
+        main_top_n=quotas.get(TRAINED_SOURCES[0], defaults.main_top_n),
+        popularity_top_n=quotas.get(TRAINED_SOURCES[1], defaults.popularity_top_n),
+        l0_quota=quotas.get(TRAINED_SOURCES[2], defaults.l0_quota))
     start = datetime.combine(simulation_start(world), datetime.min.time(), tzinfo=timezone.utc)
     generators = (MainGenerator(retriever, index, history, generator_config),
                   RecentPopularityGenerator(generator_config, history).fit(world.events, world.items, start),
