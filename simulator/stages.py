@@ -7,7 +7,6 @@ manifest, and skips when it already finished with the same config (DESIGN: a run
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import polars as pl
 

@@ -1,6 +1,5 @@
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
-import numpy as np
 import polars as pl
 
 from blending.blend import BlendConfig
@@ -20,7 +19,7 @@ def _events(rows):
 
 
 def test_refresh_reinfers_only_active_users_with_all_events_so_far():
-    day0 = datetime(2026, 3, 1, tzinfo=None)
+    day0 = datetime(2026, 3, 1)
     history = _events([(1, 10, day0, "attributed_conversion", 5, 1, 1.0),
                        (2, 11, day0, "attributed_conversion", 6, 2, 1.0)])
     refresh = NightlyRefresh(history_predictor(k=3), history)
