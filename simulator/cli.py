@@ -12,6 +12,7 @@ from ranking.cli import app as rank_app
 from retrieval.cli import app as retrieval_app
 from simulator.demo import demo
 from synthetic_data.cli import world
+from synthetic_data.real.cli import app as real_app
 
 app = typer.Typer(help="adsim: offline A/B testbed for an LLM advertiser predictor in an ads stack.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -20,6 +21,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(rank_app, name="rank")
 app.command("demo")(demo)
+app.add_typer(real_app, name="real")
 
 RunOption = Annotated[Path, typer.Option(help="run folder holding world/ (e.g. from `adsim world --out`)")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="experiment TOML (arms, simulation, design, method)")]
