@@ -3,7 +3,9 @@
 Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
 against the held-out test labels, with paired bootstrap 95% intervals over users (the same
 resamples for every method), the share of users that got a list, the share of unmapped rows and,
-for generated outputs, the parse rate recorded by the stage that wrote them.
+for generated outputs, the parse rate recorded by the stage that wrote them. A stage that predicted
+only a sample of users (it writes `requests.parquet`) gets its own table on that sample, beside
+every full-coverage method on the same users.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ ROLE_NOTES = {
                   "figure, not an evaluation.\n",
 }
 RESULTS_STAGE = "results"
+KEYS = ["user_id", "anchor_date"]
+SAMPLE_NOTE = ("\nEvery method scored on the same sampled users (a stage's requests.parquet); intervals "
+               "are wide at this size.\n")
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,16 @@ def write_baselines(run_dir: Path, k: int = 20) -> pl.DataFrame:
     return predictions
 
 
+def _distinct_samples(samples: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """One entry per distinct set of sampled requests, named by the first stage (sorted) that holds it."""
+    distinct: dict[str, pl.DataFrame] = {}
+    for stage in sorted(samples):
+        requests = samples[stage].sort(KEYS)
+        if not any(requests.equals(other) for other in distinct.values()):
+            distinct[stage] = requests
+    return distinct
+
+
 def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.DataFrame:
     """Score every `<run>/*/predictions*.parquet` and write `<run>/results/next_brand.{md,parquet}`."""
     config = config or ResultsConfig()
@@ -209,15 +224,27 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
         for source, stage in predictions.select("source", "stage").unique().iter_rows()
     }
     parse_rates = {source: rate for source, rate in parse_rates.items() if rate is not None}
-    predictions = predictions.drop("stage")
+    # A stage that predicted a sample of users (its `requests.parquet`) is scored on that sample only,
+    # beside every full-coverage method on the same users; unsampled users are not its misses.
+    samples = {p.parent.name: pl.read_parquet(p.parent / "requests.parquet").select("user_id", "anchor_date")
+               for p in files if (p.parent / "requests.parquet").exists()}
+    full = predictions.filter(~pl.col("stage").is_in(list(samples)))
     tables, sections = [], []
     for role in config.roles:
         held_out = held_out_labels(labels, role)
-        table = results_table(predictions, held_out, config, parse_rates)
-        tables.append(table.select(pl.lit(role).alias("role"), pl.all()))
+        table = results_table(full.drop("stage"), held_out, config, parse_rates)
+        tables.append(table.select(pl.lit(role).alias("role"), pl.lit(None, pl.String).alias("sample"), pl.all()))
         title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
         sections.append(to_markdown(table, config.ks, title, config.reference) + ROLE_NOTES[role])
-    table = pl.concat(tables)
+    for name, requests in _distinct_samples(samples).items():
+        same_users = [stage for stage, other in samples.items() if other.sort(KEYS).equals(requests.sort(KEYS))]
+        held_out = held_out_labels(labels, "test").join(requests, on=KEYS, how="semi")
+        scored = pl.concat([full, predictions.filter(pl.col("stage").is_in(same_users))]).drop("stage")
+        table = results_table(scored, held_out, config, parse_rates)
+        tables.append(table.select(pl.lit("test").alias("role"), pl.lit(name).alias("sample"), pl.all()))
+        title = f"Next-brand prediction, test labels of the users sampled by {', '.join(same_users)} ({held_out.height} users)"
+        sections.append(to_markdown(table, config.ks, title, config.reference) + SAMPLE_NOTE)
+    table = pl.concat(tables, how="diagonal_relaxed")
     out = run.stage_dir(RESULTS_STAGE)
     table.write_parquet(out / "next_brand.parquet")
     (out / "next_brand.md").write_text("\n".join(sections))

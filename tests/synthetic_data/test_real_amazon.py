@@ -269,6 +269,28 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     assert "Recall@20" in (run / "results" / "next_brand.md").read_text()
 
 
+def test_a_sampled_stage_is_scored_on_its_sample_beside_the_full_methods(tmp_path):
+    data = write_dataset(tmp_path / "data", TINY_ITEMS, TINY_SEQUENCES)
+    run = tmp_path / "run"
+    world = write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    baselines = write_baselines(run)
+    test = held_out_labels(world.labels, "test")
+    sampled = test.head(2).select("user_id", "anchor_date")
+    (run / "llm_sampled").mkdir()
+    sampled.write_parquet(run / "llm_sampled" / "requests.parquet")
+    baselines.filter(pl.col("source") == "popularity").join(sampled, on=["user_id", "anchor_date"], how="semi") \
+        .with_columns(pl.lit("llm").alias("source")).write_parquet(run / "llm_sampled" / "predictions.parquet")
+    table = write_results(run, ResultsConfig(bootstrap_resamples=20))
+    full = table.filter(pl.col("sample").is_null(), pl.col("role") == "test")
+    on_sample = table.filter(pl.col("sample") == "llm_sampled")
+    assert "llm" not in set(full["method"]) and (full["users"] == test.height).all()
+    assert set(on_sample["method"]) == {"llm", "popularity", "most_recent_no_fill"}
+    assert (on_sample["users"] == 2).all()
+    rows = {r["method"]: r for r in on_sample.iter_rows(named=True)}
+    assert rows["llm"]["recall_at_20"] == rows["popularity"]["recall_at_20"]  # the same lists
+    assert "sampled by llm_sampled (2 users)" in (run / "results" / "next_brand.md").read_text()
+
+
 @st.composite
 def random_datasets(draw):
     brands = draw(st.lists(st.sampled_from(["Acme", "Beta", ""]), min_size=2, max_size=6))
