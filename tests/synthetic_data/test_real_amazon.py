@@ -441,3 +441,24 @@ def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_lab
     requests = evaluation_requests(sample, EvalConfig())
     test = held_out_labels(sample.labels, "test")
     assert requests.sort("user_id").equals(test.select("user_id", "anchor_date").sort("user_id"))
+
+
+def test_trained_baselines_predict_every_test_label_and_skip_when_complete(tmp_path):
+    from dataclasses import replace
+
+    from synthetic_data.real.trained_baselines import default_config, write_trained_baselines
+
+    data = write_dataset(tmp_path / "data", TINY_ITEMS, TINY_SEQUENCES)
+    run = tmp_path / "run"
+    world = write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    config = replace(default_config(), n_estimators=5, min_child_samples=1)
+    predictions = write_trained_baselines(run, config)
+    test = held_out_labels(world.labels, "test").select("user_id", "anchor_date")
+    for source in ("most_recent", "lightgbm_pairs"):
+        listed = predictions.filter(pl.col("source") == source).select("user_id", "anchor_date").unique()
+        assert listed.sort("user_id").equals(test.sort("user_id"))
+    record = json.loads((run / "llm_baselines" / "stage.json").read_text())
+    assert record["config"]["train_labels"] == "role == train"
+    stamp = (run / "llm_baselines" / "stage.json").stat().st_mtime_ns
+    write_trained_baselines(run, config)
+    assert (run / "llm_baselines" / "stage.json").stat().st_mtime_ns == stamp
