@@ -121,8 +121,12 @@ def _assemble(config: WorldConfig, catalog: Catalog, chunks: list[_Chunk], event
     )
 
 
+LABEL_COLUMNS = ("user_id", "ts", "kind", "advertiser_id", "conversion_type", "is_high_priority")
+
+
 def _conversion_rows(events: pl.DataFrame) -> pl.DataFrame:
-    return events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
+    """The conversion events, with only the columns labels, splits and the summary read."""
+    return events.filter(pl.col("kind").is_in(CONVERSION_KINDS)).select(LABEL_COLUMNS)
 
 
 def generate_world(config: WorldConfig, progress: bool = True) -> World:
