@@ -2,8 +2,8 @@
 
 Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
 against the held-out test labels, with paired bootstrap 95% intervals over users (the same
-resamples for every method), the share of users that got a list, the share of unmapped rows and,
-for generated outputs, the parse rate recorded by the stage that wrote them. A stage that predicted
+resamples for every method), the share of users that got a list and, for generated outputs, the
+parse and unmapped rates recorded by the stage that wrote them. A stage that predicted
 only a sample of users (it writes `requests.parquet`) gets its own table on that sample, beside
 every full-coverage method on the same users.
 """
@@ -27,8 +27,8 @@ ROLE_NOTES = {
             "95% percentile bootstrap over users, the same resamples for every method. 'with list' "
             "= share of users given any prediction (a parse failure leaves none); 'parsed' = share of "
             "generated outputs whose advertiser list parsed, over all the users the stage predicted "
-            "(— for methods that output IDs); 'unmapped' = share of predicted rows whose name "
-            "matched no advertiser.\n",
+            "(— for methods that output IDs); 'unmapped' = share of generated names that matched "
+            "no advertiser (0 for methods that output IDs).\n",
     "validation": "\nValidation = each user's second-to-last purchase. Trained methods select "
                   "epochs or settings on these labels, so this table is a model-selection "
                   "figure, not an evaluation.\n",
@@ -117,11 +117,13 @@ def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, 
 
 
 def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig,
-                  parse_rates: dict[str, float] | None = None) -> pl.DataFrame:
+                  conversion_rates: dict[str, dict] | None = None) -> pl.DataFrame:
     """One row per `source` with predictions for these labels, scored with paired bootstrap
     resamples; `delta_at_k` columns compare each method with `config.reference` when present;
-    `parse_rate` comes from `parse_rates` (null for methods that output IDs)."""
-    parse_rates = parse_rates or {}
+    for generated methods, `conversion_rates[source]` gives the parse rate and the unmapped share of
+    generated names (names that map to no advertiser never reach PREDICTIONS); parse_rate is null
+    for methods that output IDs."""
+    conversion_rates = conversion_rates or {}
     rng = np.random.default_rng(config.seed)
     resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
     scored_sources = predictions.join(labels.select("user_id", "anchor_date"),
@@ -135,7 +137,8 @@ def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: Resul
     rows = []
     for source, scored in by_source.items():
         row = {"method": source} | score_method(scored, labels, config.ks, resamples)
-        row["parse_rate"] = parse_rates.get(source)
+        row["parse_rate"] = conversion_rates.get(source, {}).get("parse_rate")
+        row["unmapped_rate"] = conversion_rates.get(source, {}).get("unmapped_rate", row["unmapped_rate"])
         if reference_ranks is not None:
             row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks, resamples)
         rows.append(row)
@@ -218,12 +221,11 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
         pl.when(stages_per_source > 1).then(pl.format("{} ({})", "source", "stage"))
         .otherwise(pl.col("source")).alias("source")
     )
-    # Generated outputs: the parse rate their stage recorded (convert.ConversionCounts.parse_rate).
-    parse_rates = {
-        source: (run.stage_record(stage) or {}).get("summary", {}).get("parse_rate")
-        for source, stage in predictions.select("source", "stage").unique().iter_rows()
-    }
-    parse_rates = {source: rate for source, rate in parse_rates.items() if rate is not None}
+    # Generated outputs: the parse and unmapped rates their stage recorded (convert.ConversionCounts).
+    summaries = {source: (run.stage_record(stage) or {}).get("summary", {})
+                 for source, stage in predictions.select("source", "stage").unique().iter_rows()}
+    conversion_rates = {source: {k: summary[k] for k in ("parse_rate", "unmapped_rate") if k in summary}
+                        for source, summary in summaries.items() if "parse_rate" in summary}
     # A stage that predicted a sample of users (its `requests.parquet`) is scored on that sample only,
     # beside every full-coverage method on the same users; unsampled users are not its misses.
     samples = {p.parent.name: pl.read_parquet(p.parent / "requests.parquet").select("user_id", "anchor_date")
@@ -232,7 +234,7 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
     tables, sections = [], []
     for role in config.roles:
         held_out = held_out_labels(labels, role)
-        table = results_table(full.drop("stage"), held_out, config, parse_rates)
+        table = results_table(full.drop("stage"), held_out, config, conversion_rates)
         tables.append(table.select(pl.lit(role).alias("role"), pl.lit(None, pl.String).alias("sample"), pl.all()))
         title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
         sections.append(to_markdown(table, config.ks, title, config.reference) + ROLE_NOTES[role])
@@ -240,7 +242,7 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
         same_users = [stage for stage, other in samples.items() if other.sort(KEYS).equals(requests.sort(KEYS))]
         held_out = held_out_labels(labels, "test").join(requests, on=KEYS, how="semi")
         scored = pl.concat([full, predictions.filter(pl.col("stage").is_in(same_users))]).drop("stage")
-        table = results_table(scored, held_out, config, parse_rates)
+        table = results_table(scored, held_out, config, conversion_rates)
         tables.append(table.select(pl.lit("test").alias("role"), pl.lit(name).alias("sample"), pl.all()))
         title = f"Next-brand prediction, test labels of the users sampled by {', '.join(same_users)} ({held_out.height} users)"
         sections.append(to_markdown(table, config.ks, title, config.reference) + SAMPLE_NOTE)

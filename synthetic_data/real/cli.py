@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="real-data runs: adapt, baselines, llm-baselines, results", no_args_is_help=True)
+app = typer.Typer(help="real-data runs: adapt, baselines, llm-baselines, llm-predict-sample, results", no_args_is_help=True)
 
 
 @app.command()
@@ -51,6 +51,25 @@ def llm_baselines(
     config = default_config()
     predictions = write_trained_baselines(run, load_config(type(config), base=to_dict(config), overrides=set_))
     typer.echo(f"{run}/llm_baselines/predictions.parquet: {predictions.height} rows")
+
+
+@app.command("llm-predict-sample")
+def llm_predict_sample(
+    run: Path = typer.Option(..., help="run folder holding a leave-one-out world/ and trained llm_* stages"),
+    method: str = typer.Option("grpo", help="an `adsim llm` method, e.g. grpo or sft_list"),
+    n_users: int = typer.Option(200, help="test users sampled (seeded) for the LLM"),
+    seed: int = typer.Option(0, help="seed of the user sample"),
+    preset: str = typer.Option("small", help="`adsim llm` size preset"),
+    set_: list[str] = typer.Option([], "--set", help="`adsim llm` overrides, e.g. predict.decoding.strategy=greedy"),
+) -> None:
+    """An LLM method's next-brand lists for a seeded sample of test users (scored on that sample)."""
+    from llm_predictor.cli import METHODS, resolve_config
+    from synthetic_data.real.llm_sample import predict_test_sample, sample_stage
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method must be one of {sorted(METHODS)}")
+    summary = predict_test_sample(run, resolve_config(preset, None, set_), method, n_users, seed)
+    typer.echo(f"{run}/{sample_stage(method, n_users)}: {summary}")
 
 
 @app.command()

@@ -236,9 +236,11 @@ def test_results_show_the_parse_rate_of_generated_methods_only(tiny):
         popularity_predictions(world.events, test, world.advertisers).with_columns(pl.lit("llm").alias("source")),
     ])
     config = ResultsConfig(bootstrap_resamples=20)
-    table = results_table(predictions, test, config, parse_rates={"llm": 0.875})
+    table = results_table(predictions, test, config,
+                          conversion_rates={"llm": {"parse_rate": 0.875, "unmapped_rate": 0.125}})
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
     assert rows["llm"]["parse_rate"] == 0.875 and rows["popularity"]["parse_rate"] is None
+    assert rows["llm"]["unmapped_rate"] == 0.125 and rows["popularity"]["unmapped_rate"] == 0.0
     markdown = to_markdown(table, config.ks, "t", config.reference)
     assert "| parsed |" in markdown and "| 0.8750 |" in markdown and "| — |" in markdown
 
@@ -426,6 +428,7 @@ def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_lab
 
     from llm_predictor.cli import resolve_config, stage_pretrain, stage_sft
     from llm_predictor.evaluate import EvalConfig, evaluation_requests
+    from synthetic_data.real.llm_sample import predict_test_sample
 
     _, world, _ = amazon
     users = world.users["user_id"].head(200).implode()
@@ -441,6 +444,12 @@ def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_lab
     requests = evaluation_requests(sample, EvalConfig())
     test = held_out_labels(sample.labels, "test")
     assert requests.sort("user_id").equals(test.select("user_id", "anchor_date").sort("user_id"))
+    predicted = predict_test_sample(run, config, "sft_list", n_users=3, show_progress=False)
+    assert predicted["users"] == predicted["outputs"] == 3
+    stage = run / "llm_predict_sft_list_test_sample3"
+    sampled = pl.read_parquet(stage / "requests.parquet")
+    assert sampled.join(test, on=["user_id", "anchor_date"], how="anti").is_empty() and sampled.height == 3
+    assert pl.read_parquet(stage / "predictions.parquet")["user_id"].is_in(sampled["user_id"].implode()).all()
 
 
 def test_trained_baselines_predict_every_test_label_and_skip_when_complete(tmp_path):
