@@ -53,6 +53,7 @@ def _oracle_predictions(impressions: pl.DataFrame) -> pl.DataFrame:
                    PREDICTIONS)
 
 
+@pytest.mark.slow  # ~3 minutes on an idle 2-core machine (9 under load): five seeds x three feature sets
 def test_informative_lists_lift_the_model_and_random_lists_of_the_same_length_do_not(tiny_tables, tiny_impressions):
     builder, splits, _ = tiny_tables
     splits = {**splits, "train": splits["train"].head(40_000)}
