@@ -51,6 +51,12 @@ def normalise_key(name: str) -> str:
     return " ".join(name.casefold().split())
 
 
+def _trim(name: str) -> str:
+    """Strip quotes, brackets and any Unicode whitespace (e.g. \x1f) from both ends until stable."""
+    trimmed = name.strip().strip(_EDGE_JUNK)
+    return trimmed if trimmed == name else _trim(trimmed)
+
+
 def split_names(text: str) -> tuple[list[str], int, bool]:
     """Split a list on '|' or newlines, strip brackets, bullets and quotes; dedupe by `normalise_key`.
 
@@ -61,7 +67,7 @@ def split_names(text: str) -> tuple[list[str], int, bool]:
     if not text:
         return names, duplicates, has_empty
     for raw in _SEPARATOR.split(text):
-        name = _LEADING_MARK.sub("", raw.strip(_EDGE_JUNK)).strip(_EDGE_JUNK)
+        name = _trim(_LEADING_MARK.sub("", _trim(raw)))
         if not name:
             has_empty = True
             continue

@@ -93,6 +93,7 @@ _NAME = st.text(_NAME_CHARS, min_size=1, max_size=12).filter(lambda s: not s[0].
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
+@example('"\x1f0')  # a control character that str.strip() treats as whitespace (found by hypothesis)
 def test_parser_never_raises_and_names_are_clean(text):
     parsed = parse_output(text)
     for name in parsed.advertisers + parsed.interests:
