@@ -459,6 +459,28 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
         table, directory, "ablation", "Feature ablation (Table 4 analogue): GRPO model, greedy, V0 and V1 users")]
 
 
+def predict_users(run, world, config: LLMConfig, method_name: str, keys, directory: Path, show_progress: bool):
+    """Prompt, generate (resumable, under `directory/epochs`) and convert one method's lists for `keys`.
+
+    Returns (generations, PREDICTIONS table, conversion counts); shared by `predict` and the
+    real-data sample stage.
+    """
+    from llm_predictor.convert import NameConverter, convert_predictions
+    from llm_predictor.predict import build_prompts, generate_predictions
+
+    method = METHODS[method_name]
+    prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
+                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                            sid_config=config.semantic_ids)
+    decoding = method_decoding(method, config.predict.decoding)
+    generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
+                                       directory / "epochs", config=replace(config.predict, decoding=decoding),
+                                       show_progress=show_progress)
+    converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
+    predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
+    return generations, predictions, counts
+
+
 def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
                   show_progress: bool) -> dict:
     """A method's PREDICTIONS for eval users or the serving population (users with a conversion in
@@ -469,8 +491,7 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor import evaluate
-    from llm_predictor.convert import NameConverter, convert_predictions, interests_from_generations
-    from llm_predictor.predict import build_prompts, generate_predictions
+    from llm_predictor.convert import interests_from_generations
 
     run = RunFolder(run_root)
     method = METHODS[method_name]
@@ -491,15 +512,8 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
                                         pl.col("ts") < since + pl.duration(days=91))
                     .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
             keys = _sample_users(keys, config.serving_max_users, config.seed)
-        prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
-                                reasoning=method.is_reasoning, sids=_sids(run, method.template),
-                                sid_config=config.semantic_ids)
-        decoding = method_decoding(method, config.predict.decoding)
-        generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
-                                           directory / "epochs", config=replace(config.predict, decoding=decoding),
-                                           show_progress=show_progress)
-        converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
-        predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
+        generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
+                                                         show_progress)
         generations.write_parquet(directory / "generations.parquet")
         predictions.write_parquet(directory / "predictions.parquet")
         outputs = ["generations.parquet", "predictions.parquet"]

@@ -8,10 +8,7 @@ stage on its sample only, beside every full-coverage method on the same users.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-
-import polars as pl
 
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
@@ -26,9 +23,7 @@ def predict_test_sample(run_dir: Path, config, method_name: str, n_users: int, s
     """Generate, convert and record one LLM method's lists for `n_users` sampled test users; skips
     when complete with the same config; returns the stage summary (users, parse and unmapped rates)."""
     from llm_predictor import evaluate
-    from llm_predictor.cli import METHODS, MODEL_STAGES, _upstream, _world, method_decoding
-    from llm_predictor.convert import NameConverter, convert_predictions
-    from llm_predictor.predict import build_prompts, generate_predictions
+    from llm_predictor.cli import METHODS, MODEL_STAGES, _upstream, _world, predict_users
 
     run = RunFolder(run_dir)
     method = METHODS[method_name]
@@ -46,14 +41,8 @@ def predict_test_sample(run_dir: Path, config, method_name: str, n_users: int, s
         raise ValueError(f"n_users={n_users} exceeds the {requests.height} test users; lower it")
     keys = requests.sample(n_users, seed=seed).sort("user_id", "anchor_date")
     directory = run.stage_dir(stage)
-    prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
-                            reasoning=method.is_reasoning)
-    decoding = method_decoding(method, config.predict.decoding)
-    generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
-                                       directory / "epochs", config=replace(config.predict, decoding=decoding),
-                                       show_progress=show_progress)
-    converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
-    predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
+    generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
+                                                     show_progress)
     keys.write_parquet(directory / "requests.parquet")
     generations.write_parquet(directory / "generations.parquet")
     predictions.write_parquet(directory / "predictions.parquet")
