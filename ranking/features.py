@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from ranking.config import FeatureConfig
-from ranking.llm_features import llm_features
+from ranking.llm_features import PredictedLists
 from synthetic_data.schema import CONVERSION_KINDS, EVENT_KINDS, SURFACES
 
 SPARSE_FEATURES = ("user_id", "item_id", "advertiser_id", "brand_id", "category_id", "parent_category_id",
@@ -113,9 +113,17 @@ class FeatureBuilder:
             **{column: len(values) + 1 for column, values in self.demographics_.items()},
         }
 
-    def transform(self, rows: pl.DataFrame, predictions: pl.DataFrame | None = None,
+    def predicted_lists(self, predictions: pl.DataFrame, interests: pl.DataFrame | None = None) -> PredictedLists:
+        """Index predicted lists (and interests) once for the LLM features of many `transform` calls."""
+        return PredictedLists.build(predictions, self.advertisers_, interests, self.categories_)
+
+    def transform(self, rows: pl.DataFrame, predictions: pl.DataFrame | PredictedLists | None = None,
                   interests: pl.DataFrame | None = None, tasks: tuple[str, ...] = ()) -> FeatureTable:
-        """Features of candidate rows (`SCORING_COLUMNS`), plus labels `is_<task>` when asked for."""
+        """Features of candidate rows (`SCORING_COLUMNS`), plus labels `is_<task>` when asked for.
+
+        `predictions` (a table, or lists indexed by `predicted_lists`, which hold their interests)
+        add the LLM features.
+        """
         missing = [column for column in SCORING_COLUMNS if column not in rows.columns]
         if missing:
             raise ValueError(f"rows to featurise lack columns {missing}; they need {list(SCORING_COLUMNS)}")
@@ -148,10 +156,14 @@ class FeatureBuilder:
         dense = [np.log1p(np.column_stack(counts)), np.log(np.maximum(price, 1e-3))[:, None]]
         dense_names = HISTORY_FEATURES
         if predictions is not None:
+            if isinstance(predictions, pl.DataFrame):
+                predictions = self.predicted_lists(predictions, interests)
+            elif interests is not None:
+                raise ValueError("pass interests to `predicted_lists`, not with lists already indexed")
             keyed = pl.DataFrame({"user_id": rows["user_id"], "date": rows["ts"].dt.date(),
                                   "advertiser_id": advertiser.astype(np.int32),
                                   "category_id": category.astype(np.int32), "parent_id": parent.astype(np.int32)})
-            extra, _ = llm_features(keyed, predictions, self.advertisers_, interests, self.categories_)
+            extra = predictions.features(keyed)
             dense.append(extra.to_numpy())
             dense_names = dense_names + tuple(extra.columns)
         labels = {task: rows[f"is_{task}"].to_numpy() for task in tasks}

@@ -7,6 +7,8 @@ selling in the candidate's category, and whether a predicted interest names the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import polars as pl
 
@@ -16,14 +18,148 @@ LLM_FEATURES = ("has_prediction", "is_predicted_advertiser", "predicted_reciproc
                 "predicted_category_share")
 INTEREST_FEATURE = "interest_overlap"
 RANDOM_SOURCE = "random_control"
+DAY_RANGE = 1 << 17  # days since 1970 fit below this for the next two centuries
+ID_RANGE = 1 << 31  # advertiser and category ids are Int32
+MAX_USER_ID = 1 << 46  # user_id * DAY_RANGE fits in int64
 
 
-def _latest_lists(rows: pl.DataFrame, lists: pl.DataFrame) -> pl.DataFrame:
-    """Attach each row's latest (user, anchor_date) list usable on the row's date (anchor < date)."""
-    lists = lists.with_columns(available=pl.col("anchor_date") + pl.duration(days=1)).sort("available")
-    # Both sides are sorted on the as-of key; polars cannot verify that within `by` groups.
-    return rows.sort("date").join_asof(lists, left_on="date", right_on="available", by="user_id",
-                                       strategy="backward", check_sortedness=False)
+def _interest_matches(interests: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
+    """(user_id, anchor_date, category_id) where a predicted interest (case-insensitive) names the category."""
+    validate(interests, PREDICTED_INTERESTS, "predicted_interests")
+    names = categories.select("category_id", name=pl.col("name").str.to_lowercase().str.strip_chars())
+    return (interests.with_columns(name=pl.col("interest").str.to_lowercase().str.strip_chars())
+            .join(names, on="name").select("user_id", "anchor_date", "category_id").unique())
+
+
+def _days(dates: pl.Series) -> np.ndarray:
+    return dates.cast(pl.Int32).to_numpy().astype(np.int64)
+
+
+def _sorted(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    order = np.argsort(keys, kind="stable")
+    return (keys[order], *(value[order] for value in values))
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray, is_valid: np.ndarray) -> np.ndarray:
+    """The value at each valid query's key in the sorted unique `keys`; 0 where absent."""
+    if len(keys) == 0:
+        return np.zeros(len(query), dtype=values.dtype)
+    position = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(is_valid & (keys[position] == query), values[position], 0)
+
+
+@dataclass(frozen=True)
+class PredictedLists:
+    """The predicted lists indexed once for LLM features: a batch's features are then array look-ups,
+    not a re-aggregation of the whole predictions table (the simulator scores a batch every few
+    simulated minutes); `with_predictions` adds fresh lists (the nightly re-inference) incrementally.
+
+    Keys: lists by user_id * DAY_RANGE + the first day they serve (anchor + 1); a list's advertisers,
+    listed categories and interest-named categories by list_id * ID_RANGE + advertiser or category id.
+    """
+
+    advertiser_categories: pl.DataFrame  # advertiser_id, category_id (the advertiser's category)
+    interest_matches: pl.DataFrame | None  # (user_id, anchor_date, category_id) named by an interest
+    list_keys: np.ndarray  # sorted
+    list_ids: np.ndarray  # the list at each key
+    list_lengths: np.ndarray  # rows (resolved or not) per list id
+    advertiser_keys: np.ndarray  # sorted, unique
+    advertiser_ranks: np.ndarray  # the advertiser's best rank in the list
+    category_keys: np.ndarray  # sorted, unique
+    category_hits: np.ndarray  # listed advertisers selling in the category
+    interest_keys: np.ndarray  # sorted, unique
+    unresolved: int  # prediction rows whose advertiser is null (names that matched no advertiser)
+
+    @classmethod
+    def build(cls, predictions: pl.DataFrame, advertisers: pl.DataFrame, interests: pl.DataFrame | None = None,
+              categories: pl.DataFrame | None = None) -> PredictedLists:
+        """Index `predictions` (and `interests`, which need `categories` to match their names)."""
+        matches = None
+        if interests is not None:
+            if categories is None:
+                raise ValueError("interest features need the categories table to match interests to categories")
+            matches = _interest_matches(interests, categories)
+        empty_int = np.zeros(0, dtype=np.int64)
+        empty = cls(advertisers.select("advertiser_id", "category_id"), matches, empty_int, empty_int, empty_int,
+                    empty_int, empty_int, empty_int, empty_int, empty_int, 0)
+        return empty.with_predictions(predictions)
+
+    def with_predictions(self, predictions: pl.DataFrame) -> PredictedLists:
+        """These lists plus those of `predictions` (whose (user, anchor_date) lists must be new)."""
+        validate(predictions, PREDICTIONS, "predictions")
+        lists = (predictions.group_by("user_id", "anchor_date").agg(list_length=pl.len())
+                 .sort("user_id", "anchor_date")
+                 .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("list_id") + len(self.list_lengths)))
+        user = lists["user_id"].to_numpy().astype(np.int64)
+        first_day = _days(lists["anchor_date"]) + 1
+        if len(user) and (user.min() < 0 or user.max() >= MAX_USER_ID or first_day.min() < 0
+                          or first_day.max() >= DAY_RANGE):
+            raise ValueError(f"predictions need user_id in [0, {MAX_USER_ID}) and anchor_date from 1970 "
+                             f"for the next {DAY_RANGE // 366} years; renumber users or fix the dates")
+        new_keys = user * DAY_RANGE + first_day
+        if np.isin(new_keys, self.list_keys).any():
+            raise ValueError("predictions repeat a (user_id, anchor_date) list that is already served; "
+                             "anchor fresh predictions at a new date")
+        keyed = predictions.join(lists.select("user_id", "anchor_date", "list_id"), on=["user_id", "anchor_date"])
+        listed = (keyed.drop_nulls("advertiser_id").group_by("list_id", "advertiser_id")
+                  .agg(pl.col("rank").min()))
+        shares = (listed.join(self.advertiser_categories, on="advertiser_id")
+                  .group_by("list_id", "category_id").agg(hits=pl.len()))
+        interest_keys = self.interest_keys
+        if self.interest_matches is not None:
+            named = self.interest_matches.join(lists, on=["user_id", "anchor_date"])
+            interest_keys = np.sort(np.concatenate([interest_keys, _pair_keys(named, "category_id")]))
+        list_keys, list_ids = _sorted(np.concatenate([self.list_keys, new_keys]),
+                                      np.concatenate([self.list_ids, lists["list_id"].to_numpy()]))
+        advertiser_keys, advertiser_ranks = _sorted(
+            np.concatenate([self.advertiser_keys, _pair_keys(listed, "advertiser_id")]),
+            np.concatenate([self.advertiser_ranks, listed["rank"].to_numpy().astype(np.int64)]))
+        category_keys, category_hits = _sorted(
+            np.concatenate([self.category_keys, _pair_keys(shares, "category_id")]),
+            np.concatenate([self.category_hits, shares["hits"].to_numpy().astype(np.int64)]))
+        return replace(self, list_keys=list_keys, list_ids=list_ids,
+                       list_lengths=np.concatenate([self.list_lengths, lists["list_length"].to_numpy().astype(np.int64)]),
+                       advertiser_keys=advertiser_keys, advertiser_ranks=advertiser_ranks,
+                       category_keys=category_keys, category_hits=category_hits, interest_keys=interest_keys,
+                       unresolved=self.unresolved + int(predictions["advertiser_id"].null_count()))
+
+    def features(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Feature columns aligned with `rows` (user_id, date, advertiser_id, category_id, parent_id)."""
+        list_id = self._latest_list(rows["user_id"].fill_null(-1).to_numpy().astype(np.int64), _days(rows["date"]))
+        has_list = list_id >= 0
+
+        def in_list(keys: np.ndarray, values: np.ndarray, column: str) -> np.ndarray:
+            ids = rows[column].fill_null(-1).to_numpy().astype(np.int64)
+            return _lookup(keys, values, list_id * ID_RANGE + ids, has_list & (ids >= 0))
+
+        rank = in_list(self.advertiser_keys, self.advertiser_ranks, "advertiser_id")
+        hits = in_list(self.category_keys, self.category_hits, "category_id")
+        length = np.ones(len(list_id))
+        length[has_list] = self.list_lengths[list_id[has_list]]
+        columns = {
+            "has_prediction": has_list,
+            "is_predicted_advertiser": rank > 0,
+            "predicted_reciprocal_rank": np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0),
+            "predicted_category_share": hits / length,
+        }
+        if self.interest_matches is not None:
+            named = np.ones(len(self.interest_keys), dtype=bool)
+            columns[INTEREST_FEATURE] = (in_list(self.interest_keys, named, "category_id")
+                                         | in_list(self.interest_keys, named, "parent_id"))
+        return pl.DataFrame({name: values.astype(np.float32) for name, values in columns.items()})
+
+    def _latest_list(self, user: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """The id of each (user, day)'s latest list first served on or before the day; -1 if none."""
+        if len(self.list_keys) == 0:
+            return np.full(len(user), -1, dtype=np.int64)
+        at = np.searchsorted(self.list_keys, user * DAY_RANGE + day, side="right") - 1
+        candidate = np.maximum(at, 0)
+        is_users = (at >= 0) & (user >= 0) & (self.list_keys[candidate] // DAY_RANGE == user)
+        return np.where(is_users, self.list_ids[candidate], -1)
+
+
+def _pair_keys(frame: pl.DataFrame, column: str) -> np.ndarray:
+    return frame["list_id"].to_numpy().astype(np.int64) * ID_RANGE + frame[column].to_numpy().astype(np.int64)
 
 
 def llm_features(rows: pl.DataFrame, predictions: pl.DataFrame, advertisers: pl.DataFrame,
@@ -34,47 +170,8 @@ def llm_features(rows: pl.DataFrame, predictions: pl.DataFrame, advertisers: pl.
     Returns the features and counts of what the predictions could not contribute (rows in lists
     whose advertiser is null, i.e. names the model produced that matched no advertiser).
     """
-    validate(predictions, PREDICTIONS, "predictions")
-    unresolved = int(predictions["advertiser_id"].null_count())
-    listed = (predictions.drop_nulls("advertiser_id")
-              .group_by("user_id", "anchor_date", "advertiser_id").agg(pl.col("rank").min()))
-    lists = predictions.group_by("user_id", "anchor_date").agg(list_length=pl.len())
-    frame = _latest_lists(rows.with_row_index("row"), lists)
-    frame = frame.join(listed, on=["user_id", "anchor_date", "advertiser_id"], how="left")
-    shares = (listed.join(advertisers.select("advertiser_id", pl.col("category_id").alias("listed_category")),
-                          on="advertiser_id")
-              .group_by("user_id", "anchor_date", "listed_category").agg(category_hits=pl.len()))
-    frame = frame.join(shares, left_on=["user_id", "anchor_date", "category_id"],
-                       right_on=["user_id", "anchor_date", "listed_category"], how="left")
-    columns = [
-        pl.col("list_length").is_not_null().cast(pl.Float32).alias("has_prediction"),
-        pl.col("rank").is_not_null().cast(pl.Float32).alias("is_predicted_advertiser"),
-        (1.0 / pl.col("rank")).fill_null(0.0).cast(pl.Float32).alias("predicted_reciprocal_rank"),
-        (pl.col("category_hits") / pl.col("list_length")).fill_null(0.0).cast(pl.Float32)
-        .alias("predicted_category_share"),
-    ]
-    if interests is not None:
-        if categories is None:
-            raise ValueError("interest features need the categories table to match interests to categories")
-        frame = _with_interest_overlap(frame, interests, categories)
-        columns.append(pl.col(INTEREST_FEATURE))
-    features = frame.sort("row").select(columns)
-    return features, {"unresolved_prediction_rows": unresolved}
-
-
-def _with_interest_overlap(frame: pl.DataFrame, interests: pl.DataFrame,
-                           categories: pl.DataFrame) -> pl.DataFrame:
-    """Adds 1 where a predicted interest (case-insensitive) names the row's leaf category or its parent."""
-    validate(interests, PREDICTED_INTERESTS, "predicted_interests")
-    names = categories.select("category_id", name=pl.col("name").str.to_lowercase().str.strip_chars())
-    matched = (interests.with_columns(name=pl.col("interest").str.to_lowercase().str.strip_chars())
-               .join(names, on="name").select("user_id", "anchor_date", "category_id").unique())
-    keys = ["user_id", "anchor_date"]
-    frame = frame.join(matched.with_columns(leaf_hit=pl.lit(True)), on=keys + ["category_id"], how="left")
-    frame = frame.join(matched.with_columns(parent_hit=pl.lit(True)), left_on=keys + ["parent_id"],
-                       right_on=keys + ["category_id"], how="left")
-    overlap = pl.col("leaf_hit").fill_null(False) | pl.col("parent_hit").fill_null(False)
-    return frame.with_columns(overlap.cast(pl.Float32).alias(INTEREST_FEATURE))
+    lists = PredictedLists.build(predictions, advertisers, interests, categories)
+    return lists.features(rows), {"unresolved_prediction_rows": lists.unresolved}
 
 
 def random_prediction_lists(predictions: pl.DataFrame, advertiser_ids: np.ndarray, seed: int) -> pl.DataFrame:

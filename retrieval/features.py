@@ -126,15 +126,6 @@ def _string_index(values: pl.Series, vocabulary: tuple[str, ...]) -> pl.Series:
     )
 
 
-def _flatten(lists: pl.Series) -> Sparse:
-    """A List(Int64) column as KeyedJaggedTensor values and lengths."""
-    lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
-    values = lists.explode().drop_nulls().to_numpy().astype(np.int64)
-    if len(values) != lengths.sum():
-        raise ValueError("internal: flattened bag values do not match their lengths")
-    return values, lengths
-
-
 @dataclass(frozen=True)
 class ItemFeatures:
     """Item-tower inputs for a catalog, in catalog row order."""
@@ -178,6 +169,55 @@ class UserFeatures:
     history_events: np.ndarray  # events the user had before as_of (for cold-user routing)
 
 
+@dataclass(frozen=True)
+class _Sequence:
+    """One kind of a user's events in (user, time) order, as arrays: which of them precede a time is a
+    binary search. Each event carries a bag of values (one ID, or a search's tokens)."""
+
+    user_ids: np.ndarray  # sorted users that have events
+    user_starts: np.ndarray  # each user's first event, then the event count
+    keys: np.ndarray  # user row * (events + 1) + the event's time rank, ascending
+    times: np.ndarray  # every event time (epoch us), sorted, to rank a query time
+    value_starts: np.ndarray  # each event's first value, then the value count
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, events: pl.DataFrame, values: np.ndarray, lengths: np.ndarray | None = None) -> _Sequence:
+        """From events sorted by user then time, with `lengths[e]` values per event (default one)."""
+        user = events["user_id"].to_numpy().astype(np.int64)
+        event_times = events["ts"].dt.epoch("us").to_numpy()
+        times = np.sort(event_times)
+        user_ids, first, counts = np.unique(user, return_index=True, return_counts=True)
+        rank = np.searchsorted(times, event_times, side="left")
+        keys = np.repeat(np.arange(len(user_ids)), counts) * (len(user) + 1) + rank
+        lengths = np.ones(len(user), dtype=np.int64) if lengths is None else lengths
+        return cls(user_ids=user_ids, user_starts=np.append(first, len(user)), keys=keys, times=times,
+                   value_starts=np.concatenate([[0], np.cumsum(lengths)]), values=np.asarray(values, np.int64))
+
+    def before(self, user_ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: the user's first event, how many of its events precede the time, and how many exist."""
+        row = np.minimum(np.searchsorted(self.user_ids, user_ids), max(len(self.user_ids) - 1, 0))
+        known = (self.user_ids[row] == user_ids) if len(self.user_ids) else np.zeros(len(user_ids), dtype=bool)
+        query = row * (len(self.times) + 1) + np.searchsorted(self.times, times, side="left")
+        start = self.user_starts[row] if len(self.user_ids) else np.zeros(len(user_ids), dtype=np.int64)
+        count = np.where(known, np.searchsorted(self.keys, query, side="left") - start, 0)
+        total = np.where(known, self.user_starts[np.minimum(row + 1, len(self.user_starts) - 1)] - start, 0)
+        return start, count, total
+
+    def recent(self, user_ids: np.ndarray, times: np.ndarray, limit: int) -> Sparse:
+        """The values of each query's last `limit` events before its time, as one bag per query."""
+        start, count, _ = self.before(user_ids, times)
+        first = self.value_starts[start + np.maximum(count - limit, 0)]
+        lengths = self.value_starts[start + count] - first
+        gather = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(first, lengths)
+        return self.values[gather], lengths
+
+
+def _require_timestamps(as_of: pl.Series) -> None:
+    if as_of.dtype != EVENTS["ts"]:
+        raise SchemaError(f"as_of has dtype {as_of.dtype}; cast it to {EVENTS['ts']} (UTC)")
+
+
 class UserHistory:
     """The observable event history, indexed once, answering "features as of t" for many rows."""
 
@@ -193,19 +233,19 @@ class UserHistory:
         with_category = events.drop_nulls("category_id")
         with_advertiser = events.drop_nulls("advertiser_id")
         searches = _search_token_lists(events)
+        token_ids = searches["tokens"].list.eval(
+            pl.element().replace_strict(list(vocabulary.search_tokens),
+                                        list(range(1, len(vocabulary.search_tokens) + 1)),
+                                        default=0, return_dtype=pl.Int64))
         self._sequences = {
-            "recent_items": self._sequence(
-                with_item, vocabulary.item_index(with_item["item_id"].to_numpy())),
-            "recent_categories": self._sequence(
+            "recent_items": _Sequence.of(with_item, vocabulary.item_index(with_item["item_id"].to_numpy())),
+            "recent_categories": _Sequence.of(
                 with_category, vocabulary.category_index(with_category["category_id"].to_numpy())),
-            "recent_advertisers": self._sequence(
+            "recent_advertisers": _Sequence.of(
                 with_advertiser, vocabulary.advertiser_index(with_advertiser["advertiser_id"].to_numpy())),
-            "search_tokens": self._sequence(
-                searches, searches["tokens"].list.eval(
-                    pl.element().replace_strict(list(vocabulary.search_tokens),
-                                                list(range(1, len(vocabulary.search_tokens) + 1)),
-                                                default=0, return_dtype=pl.Int64))),
-            "history_events": self._sequence(events, np.zeros(len(events), dtype=np.int64)),
+            "search_tokens": _Sequence.of(searches, token_ids.explode().drop_nulls().to_numpy().astype(np.int64),
+                                          token_ids.list.len().fill_null(0).to_numpy().astype(np.int64)),
+            "history_events": _Sequence.of(events, np.zeros(len(events), dtype=np.int64)),
         }
         self._profile = users.select(
             "user_id", *[_string_index(users[name], vocabulary.profile_values[name]).alias(name)
@@ -215,56 +255,34 @@ class UserHistory:
         self._content = np.vstack([np.zeros((1, items.content.shape[1]), np.float32),
                                    items.content[np.argsort(items.item_ids)]])
         self._content_row = _index_of(np.sort(items.item_ids), vocabulary.item_ids)
+        self.user_ids = np.sort(users["user_id"].to_numpy().astype(np.int64))
 
-    @staticmethod
-    def _sequence(events: pl.DataFrame, values) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Per-event running position within the user, and the user's whole value list."""
-        frame = events.select("user_id", "ts").with_columns(
-            value=pl.Series(values),
-            position=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("user_id"),
-        )
-        per_user = frame.group_by("user_id", maintain_order=True).agg(pl.col("value").alias("values"))
-        return frame.select("user_id", "ts", "position").sort("ts"), per_user
-
-    def _recent(self, requests: pl.DataFrame, name: str, limit: int) -> pl.DataFrame:
-        positions, per_user = self._sequences[name]
-        joined = (
-            requests.sort("as_of")
-            .join_asof(positions, left_on="as_of", right_on="ts", by="user_id",
-                       strategy="backward", allow_exact_matches=False, check_sortedness=False)
-            .join(per_user, on="user_id", how="left")
-            .sort("_row")
-            .with_columns(count=pl.col("position").fill_null(0))
-        )
-        return joined.select(
-            "count",
-            pl.col("values").list.slice(pl.max_horizontal(pl.col("count") - limit, 0),
-                                        pl.min_horizontal(pl.col("count"), limit)),
-        )
+    def is_settled(self, user_ids: np.ndarray, as_of: pl.Series) -> np.ndarray:
+        """Whether each (user, as_of) comes after all the user's events: its features no longer change."""
+        _require_timestamps(as_of)
+        start, count, total = self._sequences["history_events"].before(np.asarray(user_ids, dtype=np.int64),
+                                                                       as_of.dt.epoch("us").to_numpy())
+        return count == total
 
     def features(self, user_ids: np.ndarray, as_of: pl.Series) -> UserFeatures:
         """User-tower inputs of each (user, as_of) pair, from events strictly before as_of."""
-        if as_of.dtype != EVENTS["ts"]:
-            raise SchemaError(f"as_of has dtype {as_of.dtype}; cast it to {EVENTS['ts']} (UTC)")
-        requests = pl.DataFrame({
-            "_row": np.arange(len(user_ids)), "user_id": np.asarray(user_ids, dtype=np.int64),
-            "as_of": as_of,
-        })
+        _require_timestamps(as_of)
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        times = as_of.dt.epoch("us").to_numpy()
         config = self.config
         limits = {
             "recent_items": config.max_recent_items,
             "recent_categories": config.max_recent_categories,
             "recent_advertisers": config.max_recent_advertisers,
+            "search_tokens": config.max_recent_searches,
         }
-        sparse = {name: _flatten(self._recent(requests, name, limit)["values"])
-                  for name, limit in limits.items()}
-        searches = self._recent(requests, "search_tokens", config.max_recent_searches)["values"]
-        sparse["search_tokens"] = _flatten(searches.list.eval(pl.element().explode()))
-        profile = requests.join(self._profile, on="user_id", how="left").sort("_row")
-        ones = np.ones(len(requests), dtype=np.int64)
+        sparse = {name: self._sequences[name].recent(user_ids, times, limit) for name, limit in limits.items()}
+        profile = (pl.DataFrame({"user_id": user_ids})
+                   .join(self._profile, on="user_id", how="left", maintain_order="left"))
+        ones = np.ones(len(user_ids), dtype=np.int64)
         for name in PROFILE_FIELDS:
             sparse[name] = (profile[name].fill_null(0).to_numpy().astype(np.int64), ones)
-        history = self._recent(requests, "history_events", 1)["count"].to_numpy()
+        _, history, _ = self._sequences["history_events"].before(user_ids, times)
         return UserFeatures(sparse=sparse, content=self._mean_content(*sparse["recent_items"]),
                             history_events=history.astype(np.int64))
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import polars as pl
@@ -46,12 +47,14 @@ class TwoTowerRetriever:
 
     def __init__(self, config: RetrievalConfig):
         self.config = config
+        self._settled_vectors: WeakKeyDictionary[UserHistory, SettledVectors] = WeakKeyDictionary()
 
     def fit(self, events: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
             train_user_ids: pl.Series, before: datetime, impressions: pl.DataFrame | None = None,
             progress: bool = False) -> TwoTowerRetriever:
         """Train on the positives of `train_user_ids` strictly before `before`."""
         config = self.config
+        self._settled_vectors = WeakKeyDictionary()  # vectors of a previous fit are stale
         history_events = events.filter(pl.col("ts") < before)
         self.vocabulary_ = build_vocabulary(items, users, history_events, config.features)
         self.items_ = item_features(items, self.vocabulary_)
@@ -129,9 +132,29 @@ class TwoTowerRetriever:
             for start in range(0, len(rows), EMBED_BATCH)
         ]).astype(np.float32)
 
-    @torch.no_grad()
     def user_vectors(self, history: UserHistory, user_ids: np.ndarray, as_of: pl.Series) -> np.ndarray:
-        """Embeddings of (user, as_of) pairs from the history strictly before as_of."""
+        """Embeddings of (user, as_of) pairs from the history strictly before as_of.
+
+        A user's vector after their last event no longer changes, so it is kept per history: every
+        generator and every simulated request of that user reuses it instead of embedding again.
+        """
+        user_ids, dim = np.asarray(user_ids, dtype=np.int64), self.config.model.output_dim
+        settled = self._settled_vectors.setdefault(history, SettledVectors(history.user_ids, dim))
+        row = settled.row(user_ids)
+        is_settled = history.is_settled(user_ids, as_of) & (row >= 0)
+        is_new = np.flatnonzero(is_settled & ~settled.is_known[np.maximum(row, 0)])
+        missing, first = np.unique(row[is_new], return_index=True)  # embed each new user once
+        changing = np.flatnonzero(~is_settled)
+        embed = np.concatenate([is_new[first], changing])
+        embedded = self._embed(history, user_ids[embed], as_of.gather(embed))
+        settled.store(missing, embedded[:len(missing)])
+        vectors = np.empty((len(user_ids), dim), np.float32)
+        vectors[is_settled] = settled.vectors[row[is_settled]]
+        vectors[changing] = embedded[len(missing):]
+        return vectors
+
+    @torch.no_grad()
+    def _embed(self, history: UserHistory, user_ids: np.ndarray, as_of: pl.Series) -> np.ndarray:
         vectors = [np.zeros((0, self.config.model.output_dim), np.float32)]
         for start in range(0, len(user_ids), EMBED_BATCH):
             features = history.features(user_ids[start:start + EMBED_BATCH],
@@ -168,6 +191,26 @@ class TwoTowerRetriever:
         summary["epoch_losses"] = tuple(summary["epoch_losses"])
         retriever.summary_ = TrainingSummary(**summary)
         return retriever
+
+
+class SettledVectors:
+    """Vectors of users past their last event in one history, by the user's row in its sorted users."""
+
+    def __init__(self, user_ids: np.ndarray, dim: int):
+        self.user_ids = user_ids
+        self.is_known = np.zeros(len(user_ids), dtype=bool)
+        self.vectors = np.zeros((len(user_ids), dim), np.float32)
+
+    def row(self, user_ids: np.ndarray) -> np.ndarray:
+        """Each user's row, -1 for a user the history does not know."""
+        if len(self.user_ids) == 0:
+            return np.full(len(user_ids), -1, dtype=np.int64)
+        position = np.minimum(np.searchsorted(self.user_ids, user_ids), len(self.user_ids) - 1)
+        return np.where(self.user_ids[position] == user_ids, position, -1)
+
+    def store(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        self.vectors[rows] = vectors
+        self.is_known[rows] = True
 
 
 def _catalog_rows(catalog_item_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:

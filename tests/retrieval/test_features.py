@@ -83,3 +83,10 @@ def test_take_rows_selects_jagged_bags_in_the_given_order():
     values, lengths = take_rows(features, np.array([3, 0, 1, 2, 0]))["f"]
     assert lengths.tolist() == [1, 2, 0, 3, 2]
     assert values.tolist() == [6, 1, 2, 3, 4, 5, 1, 2]
+
+
+def test_a_user_is_settled_once_past_their_last_event(history):
+    user_history, _, _ = history
+    as_of = pl.Series([START + timedelta(minutes=m) for m in (40, 41, 0, 6)], dtype=UTC_TS)
+    # user 1's last event is at minute 40, user 2's at 5; user 3 has none
+    assert user_history.is_settled(np.array([1, 1, 3, 2]), as_of).tolist() == [False, True, True, True]

@@ -196,3 +196,17 @@ def test_popularity_refuses_requests_before_its_snapshot(fitted):
     early = conform(fitted["requests"].head(2).with_columns(pl.col("ts") - timedelta(days=1)), REQUESTS)
     with pytest.raises(ValueError, match="precede the popularity snapshot"):
         _generator("popularity", fitted).generate(early)
+
+
+def test_user_vectors_reuse_settled_users_and_equal_embedding_each_row(fitted):
+    retriever, history = fitted["retriever"], fitted["history"]
+    requests = fitted["requests"].head(40)
+    # the same users again, later (settled: reused), and some before their last event (recomputed)
+    earlier = requests["ts"] - timedelta(days=30)
+    user_ids = np.concatenate([requests["user_id"].to_numpy()] * 3)
+    as_of = pl.concat([requests["ts"], requests["ts"] + timedelta(days=1), earlier])
+    assert not history.is_settled(requests["user_id"].to_numpy(), earlier).all()
+    vectors = retriever.user_vectors(history, user_ids, as_of)
+    np.testing.assert_allclose(vectors, retriever._embed(history, user_ids, as_of), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(vectors[:40], vectors[40:80])
+    assert retriever.user_vectors(history, user_ids, as_of).tobytes() == vectors.tobytes()
