@@ -1,7 +1,7 @@
 """`adsim llm`: the LLM advertiser predictor's stages over a run folder (paper 3.2-3.4, 4.2-4.3).
 
 `pretrain` (tokenizer, base model, CPT on the web corpus), `sft` (1-advertiser or 20-advertiser
-target), `grpo`, `predict` (a method's advertiser lists for eval or serving users) and `eval`
+target), `grpo`, `predict` (a method's advertiser lists for eval, serving or held-out users) and `eval`
 (the Table 2/3/4 analogues with the non-LLM baselines). Each stage writes `runs/NAME/llm_<stage>/`
 and skips when its outputs exist with an unchanged config (and unchanged upstream stages).
 """
@@ -106,6 +106,7 @@ class LLMConfig:
     # Paper 3.2.1 trades serving coverage against inference cost; here a seeded sample of the
     # serving population is predicted (the whole population of the demo world is ~17k users).
     serving_max_users: int = 1000
+    heldout_max_users: int = 500  # eval-split users predicted at every label anchor (ranking's lift)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,15 +114,30 @@ class LLMConfig:
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
         require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
         require(self.serving_max_users >= 1, "serving_max_users", "must be >= 1")
+        require(self.heldout_max_users >= 1, "heldout_max_users", "must be >= 1")
 
 
 def _nano_train(steps: int, batch_size: int = 4) -> dict:
     return {"max_steps": steps, "batch_size": batch_size, "save_steps": steps, "logging_steps": 1, "warmup_steps": 0}
 
 
-# `small` is the demo (the defaults); `nano` runs every stage in seconds for tests.
+# `full` is the class defaults (the scale measured on a GPU); `small`, the default, is the same model
+# with the training and evaluation budget cut so that `adsim demo` fits in 30 minutes on 2 CPU
+# cores (greedy list decoding, fewer steps and users); `nano` runs every stage in seconds for tests.
 PRESETS: dict[str, dict] = {
-    "small": {},
+    "full": {},
+    "small": {
+        "pretrain": {"train": {"max_steps": 150}},
+        "sft": {"train": {"max_steps": 80}},
+        "grpo": {"train": {"max_steps": 10, "batch_size": 8, "save_steps": 5, "warmup_steps": 2}, "num_generations": 4,
+                 "max_completion_length": 224},
+        "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
+        "eval": {"max_users": 50, "max_ablation_users": 20,
+                 "methods": ["zero_shot", "sft_list", "sft_single_beam", "sft_single_sampling", "grpo",
+                             "grpo_constrained"]},
+        "serving_max_users": 200,
+        "heldout_max_users": 100,
+    },
     "nano": {
         "model": {"size": "nano", "max_position_embeddings": 4096},
         "tokenizer": {"vocab_size": 600},
@@ -134,6 +150,7 @@ PRESETS: dict[str, dict] = {
         "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
         "semantic_ids": {"levels": 2, "codebook_size": 8},
         "serving_max_users": 10,
+        "heldout_max_users": 4,
     },
 }
 
@@ -459,11 +476,16 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
         table, directory, "ablation", "Feature ablation (Table 4 analogue): GRPO model, greedy, V0 and V1 users")]
 
 
-def predict_users(run, world, config: LLMConfig, method_name: str, keys, directory: Path, show_progress: bool):
-    """Prompt, generate (resumable, under `directory/epochs`) and convert one method's lists for `keys`.
+def model_dir(run, method_name: str) -> Path:
+    """The trained model directory a method decodes with."""
+    return run.root / MODEL_STAGES[METHODS[method_name].model] / "model"
 
-    Returns (generations, PREDICTIONS table, conversion counts); shared by `predict` and the
-    real-data sample stage.
+
+def predict_users(run, world, config: LLMConfig, method_name: str, keys, directory: Path | None,
+                  show_progress: bool, backend=None):
+    """Prompt, generate (resumable under `directory/epochs`, if given) and convert one method's lists
+    for `keys`. Returns (generations, PREDICTIONS table, conversion counts); shared by `predict`, the
+    real-data sample stage and the simulator's nightly job (which passes its loaded `backend`).
     """
     from llm_predictor.convert import NameConverter, convert_predictions
     from llm_predictor.predict import build_prompts, generate_predictions
@@ -473,45 +495,67 @@ def predict_users(run, world, config: LLMConfig, method_name: str, keys, directo
                             reasoning=method.is_reasoning, sids=_sids(run, method.template),
                             sid_config=config.semantic_ids)
     decoding = method_decoding(method, config.predict.decoding)
-    generations = generate_predictions(run.root / MODEL_STAGES[method.model] / "model", prompts, decoding,
-                                       directory / "epochs", config=replace(config.predict, decoding=decoding),
-                                       show_progress=show_progress)
+    generations = generate_predictions(model_dir(run, method_name), prompts, decoding,
+                                       None if directory is None else directory / "epochs", backend=backend,
+                                       config=replace(config.predict, decoding=decoding), show_progress=show_progress)
     converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
     predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
     return generations, predictions, counts
 
 
-def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
-                  show_progress: bool) -> dict:
-    """A method's PREDICTIONS for eval users or the serving population (users with a conversion in
-    the 90 days before the anchor, paper 3.2.1; at most `serving_max_users`, sampled) at the
-    evaluation anchor date."""
+PREDICT_USERS = {
+    "eval": "V0/V1 eval users at the evaluation anchor (Tables 2-3)",
+    "serving": "recent converters at the world's last day (what the simulated market serves from the next day)",
+    "heldout": "eval-split users, never trained on, at every label anchor (leakage-free ranking features)",
+}
+
+
+def prediction_keys(world, config: LLMConfig, users: str):
+    """The (user_id, anchor_date) rows `adsim llm predict --users` infers.
+
+    `serving` follows paper 3.2.1 (users with a conversion in the 90 days before the anchor; at most
+    `serving_max_users`, sampled) at the world's last day, so the lists are fresh when the market
+    opens. `heldout` gives ranking features that cannot leak: the LLM never saw these users' labels.
+    """
     import polars as pl
 
+    from llm_predictor import evaluate
+
+    if users == "eval":
+        return evaluate.evaluation_requests(world, config.eval.evaluation)
+    if users == "serving":
+        anchor = world.events["ts"].max().date()
+        since = pl.datetime(anchor.year, anchor.month, anchor.day, time_zone="UTC") - pl.duration(days=89)
+        keys = (world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
+                                    pl.col("ts") >= since)
+                .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
+        return _sample_users(keys, config.serving_max_users, config.seed)
+    heldout = world.splits.filter(pl.col("split") == "eval").select("user_id").sort("user_id")
+    heldout = heldout.sample(min(config.heldout_max_users, heldout.height), seed=config.seed).sort("user_id")
+    anchors = world.labels.select("anchor_date").unique().sort("anchor_date")
+    return heldout.join(anchors, how="cross")
+
+
+def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
+                  show_progress: bool) -> dict:
+    """A method's PREDICTIONS (and interests, for list methods) for one of `PREDICT_USERS`."""
     from synthetic_data.run_folder import RunFolder
 
-    from llm_predictor import evaluate
     from llm_predictor.convert import interests_from_generations
 
+    if users not in PREDICT_USERS:
+        raise ConfigError(f"users {users!r} is not one of {sorted(PREDICT_USERS)}")
     run = RunFolder(run_root)
     method = METHODS[method_name]
     stage = f"llm_predict_{method_name}_{users}"
     stage_config = {"upstream": _upstream(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
-                    "evaluation": to_dict(config.eval.evaluation), "serving_max_users": config.serving_max_users}
+                    "evaluation": to_dict(config.eval.evaluation), "users": users,
+                    "max_users": {"serving": config.serving_max_users, "heldout": config.heldout_max_users}.get(users)}
 
     def work(directory: Path):
         world = _world(run_root)
-        anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
-        if users == "eval":
-            keys = evaluate.evaluation_requests(world, config.eval.evaluation)
-        else:
-            since = pl.datetime(anchor.year, anchor.month, anchor.day, time_zone="UTC") - pl.duration(days=90)
-            keys = (world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
-                                        pl.col("ts") >= since,
-                                        pl.col("ts") < since + pl.duration(days=91))
-                    .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
-            keys = _sample_users(keys, config.serving_max_users, config.seed)
+        keys = prediction_keys(world, config, users)
         generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
                                                          show_progress)
         generations.write_parquet(directory / "generations.parquet")
@@ -520,7 +564,9 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
         if "rank" not in generations.columns:
             interests_from_generations(generations).write_parquet(directory / "interests.parquet")
             outputs.append("interests.parquet")
-        return outputs, {"users": keys.height, "anchor_date": str(anchor), **counts.as_dict()}
+        anchors = sorted({str(anchor) for anchor in keys["anchor_date"].to_list()})
+        return outputs, {"users": keys["user_id"].n_unique(), "prompts": keys.height, "anchor_dates": anchors,
+                         **counts.as_dict()}
 
     return _run_stage(run, stage, stage_config, work, force)
 
@@ -599,12 +645,12 @@ def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigF
 @app.command()
 def predict(run: Run = Path("runs/demo"),
             method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = "grpo",
-            users: Annotated[str, typer.Option(help="eval (V0/V1 eval users) or serving (recent converters)")] = "eval",
+            users: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in PREDICT_USERS.items()))] = "eval",
             preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
             quiet: Quiet = False) -> None:
-    """Advertiser predictions (PREDICTIONS table) of one method for eval or serving users."""
-    if method not in METHODS or users not in ("eval", "serving"):
-        console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; --users eval or serving")
+    """Advertiser predictions (PREDICTIONS table) of one method for eval, serving or held-out users."""
+    if method not in METHODS or users not in PREDICT_USERS:
+        console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; --users one of {list(PREDICT_USERS)}")
         raise typer.Exit(2)
     summary = stage_predict(run, _config_or_exit(preset, config, set_), method, users, force, not quiet)
     _print_summary(f"llm_predict_{method}_{users}", summary)

@@ -83,7 +83,11 @@ def impressions(run: RunOption = Path("runs/demo"), world: WorldOption = None, c
 
 @app.command("baseline-predictions")
 def baseline_predictions(run: RunOption = Path("runs/demo"), world: WorldOption = None,
-                         list_length: Annotated[int, typer.Option(help="advertisers per list")] = 20) -> None:
+                         list_length: Annotated[int, typer.Option(help="advertisers per list")] = 20,
+                         users_of: Annotated[Optional[Path], typer.Option(
+                             help="keep only the (user, anchor) rows of this predictions parquet, e.g. the "
+                                  "LLM's held-out users, so both lists feed the same impressions")] = None,
+                         stage: Annotated[str, typer.Option(help="stage folder")] = "ranking_inputs") -> None:
     """Write a non-LLM predictions table (most recent advertisers per user and label anchor date)."""
     from synthetic_data.schema import load_world
 
@@ -92,21 +96,30 @@ def baseline_predictions(run: RunOption = Path("runs/demo"), world: WorldOption 
     loaded = load_world(world or run / "world", include_truth=False)
     anchors = loaded.labels["anchor_date"].unique().to_list()
     predictions = recent_advertiser_predictions(loaded.events, loaded.advertisers, anchors, list_length)
+    if users_of is not None:
+        keys = _read(users_of, "predictions").select("user_id", "anchor_date").unique()
+        predictions = predictions.join(keys, on=["user_id", "anchor_date"], how="semi")
     folder = RunFolder(run)
-    path = folder.stage_dir("ranking_inputs") / "recent_advertisers.parquet"
+    path = folder.stage_dir(stage) / "recent_advertisers.parquet"
     predictions.write_parquet(path)
-    folder.complete("ranking_inputs", {"list_length": list_length, "anchors": sorted(map(str, anchors))},
+    folder.complete(stage, {"list_length": list_length, "anchors": sorted(map(str, anchors)),
+                            "users_of": str(users_of) if users_of else None},
                     [path.name], {"rows": predictions.height, "source": _sources(predictions)})
     console.print(f"wrote {path} ({predictions.height:,} rows, source recent_advertisers)")
 
 
 def _inputs(run: Path, world: Path | None, impressions_path: Path | None, predictions: Path,
-            interests: Path | None):
+            interests: Path | None, users: str = "all"):
     from synthetic_data.schema import load_world
 
     loaded = load_world(world or run / "world", include_truth=False)
     logged = _read(impressions_path or run / "impressions" / "impressions.parquet", "impressions")
     predicted = _read(predictions, "predictions")
+    if users == "predicted":
+        logged = logged.join(predicted.select("user_id").unique(), on="user_id", how="semi")
+        if logged.is_empty():
+            console.print(f"[red]error:[/red] users=predicted, but no impression is of a user in {predictions}")
+            raise typer.Exit(2)
     predicted_interests = _read(interests, "predicted_interests") if interests else None
     return loaded, logged, predicted, predicted_interests
 
@@ -132,7 +145,8 @@ def train(run: RunOption = Path("runs/demo"), predictions: PredictionsOption = .
         console.print(f"[green]ranking: {run / 'ranking'} is complete with this config; skipping[/green]")
         return
     started = time.perf_counter()
-    loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests)
+    loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests,
+                                                             resolved.users)
     ranker, metrics = train_ranker(loaded, logged, predicted, predicted_interests, resolved, seed, progress=True)
     metrics["prediction_source"] = _sources(predicted)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -160,33 +174,41 @@ def _print_metrics(metrics: dict) -> None:
 def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOption = ...,
                   interests: InterestsOption = None, world: WorldOption = None,
                   impressions: ImpressionsOption = None, config: ConfigOption = None, set_: SetOption = None,
-                  force: ForceOption = False) -> None:
+                  force: ForceOption = False,
+                  stage: Annotated[str, typer.Option(help="stage folder (one per compared predictions table)")]
+                  = "ranking_eval") -> None:
     """The Table 5 analogue: with vs without LLM features vs a random-list control, over seeds."""
     from ranking.config import RankingConfig
     from ranking.features import split_by_time
     from ranking.lift import lift_markdown, run_lift, summarize_lift
-    from ranking.pipeline import fit_builder
+    from ranking.pipeline import fit_builder, require_both_classes
 
     resolved = _config(RankingConfig, config, set_)
     folder = RunFolder(run)
     config_dict = _stage_config(resolved, impressions, predictions, interests, run)
-    if not force and folder.is_complete("ranking_eval", config_dict):
-        console.print(f"[green]ranking_eval: {run / 'ranking_eval'} is complete with this config; skipping[/green]")
-        typer.echo((run / "ranking_eval" / "table5.md").read_text())
+    if not force and folder.is_complete(stage, config_dict):
+        console.print(f"[green]{stage}: {run / stage} is complete with this config; skipping[/green]")
+        typer.echo((run / stage / "table5.md").read_text())
         return
     started = time.perf_counter()
-    loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests)
+    loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests,
+                                                             resolved.users)
     builder = fit_builder(loaded, resolved)
     splits = split_by_time(logged, resolved.features)
+    try:
+        require_both_classes(splits, tuple(resolved.tasks))
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
     results = run_lift(builder, splits, predicted, predicted_interests, resolved, progress=True)
     summary = summarize_lift(results)
     source = _sources(predicted)
-    out = folder.stage_dir("ranking_eval")
+    out = folder.stage_dir(stage)
     results.write_parquet(out / "lift_results.parquet")
     summary.write_parquet(out / "lift_summary.parquet")
-    markdown = lift_markdown(summary, source)
+    markdown = lift_markdown(summary, source, users=logged["user_id"].n_unique(), restricted=resolved.users)
     (out / "table5.md").write_text(markdown + "\n")
-    folder.complete("ranking_eval", config_dict, ["lift_results.parquet", "lift_summary.parquet", "table5.md"],
+    folder.complete(stage, config_dict, ["lift_results.parquet", "lift_summary.parquet", "table5.md"],
                     {"prediction_source": source, "seconds": round(time.perf_counter() - started, 1),
                      "rows": {name: rows.height for name, rows in splits.items()}})
     typer.echo(markdown)

@@ -99,8 +99,13 @@ class RankingConfig:
     dcn: DCNConfig = field(default_factory=DCNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
+    # "predicted": keep only the impressions of users the predictions table covers. A list predicted
+    # for held-out users only (the leakage-free LLM input) covers few users; this measures the lift
+    # where the feature exists instead of diluting it with rows that cannot have it.
+    users: Literal["all", "predicted"] = "all"
 
     def __post_init__(self):
+        require(self.users in ("all", "predicted"), "users", "must be 'all' or 'predicted'")
         require(len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS), "tasks",
                 f"choose one or more of {list(TASKS)}, got {list(self.tasks)}")
         require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a task")

@@ -94,10 +94,12 @@ def summarize_lift(results: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def lift_markdown(summary: pl.DataFrame, source: str) -> str:
+def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, restricted: str = "all") -> str:
     """The Table 5 analogue: relative ΔLoss / ΔAUC / ΔPR-AUC with 95% intervals and p-values."""
     header = {"log_loss": "Δ Loss", "auc": "Δ AUC", "pr_auc": "Δ PR-AUC"}
-    lines = [f"Predicted lists: source `{source}`. Relative change (%), mean over seeds "
+    scope = ("" if users is None else
+             f" Impressions of {users:,} users" + (" (those the lists cover)." if restricted == "predicted" else "."))
+    lines = [f"Predicted lists: source `{source}`.{scope} Relative change (%), mean over seeds "
              f"[95% t-interval], paired t-test p.", "",
              "| Model | Task | Comparison | " + " | ".join(header.values()) + " |",
              "|---|---|---|" + "---|" * len(header)]

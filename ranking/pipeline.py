@@ -33,12 +33,25 @@ def _test_metrics(test: FeatureTable, probabilities: dict[str, np.ndarray]) -> d
     return {task: evaluate(test.labels[task], values) for task, values in probabilities.items()}
 
 
+def require_both_classes(splits: dict[str, pl.DataFrame], tasks: tuple[str, ...]) -> None:
+    """Fail early, naming the split and task, where a label is constant (nothing to fit or calibrate)."""
+    for name, rows in splits.items():
+        for task in tasks:
+            positives = int(rows[f"is_{task}"].sum())
+            if positives in (0, rows.height):
+                raise ValueError(
+                    f"the {name} split has {positives} positive {task} labels in {rows.height:,} impressions: "
+                    f"a model cannot be fit or calibrated; log more impressions (impressions.n_days, "
+                    f"requests_per_user_day), cover more users, or change features.test_days/validation_days")
+
+
 def train_ranker(world: World, impressions: pl.DataFrame, predictions: pl.DataFrame | None,
                  interests: pl.DataFrame | None, config: RankingConfig, seed: int,
                  progress: bool = False) -> tuple[Ranker, dict]:
     """Train the DCN ranker and its baselines; returns the ranker and held-out test metrics."""
     builder = fit_builder(world, config)
     splits = split_by_time(impressions, config.features)
+    require_both_classes(splits, tuple(config.tasks))
     tables = {name: builder.transform(rows, predictions, interests, tuple(config.tasks))
               for name, rows in splits.items()}
     test = tables["test"]

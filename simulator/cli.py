@@ -32,14 +32,17 @@ StackOption = Annotated[str, typer.Option(
     help="which models run the market: trained (the run's two-tower, generators and DCN ranker) "
          "or baseline (model-free: category popularity, predicted-advertiser filter, history scorer)")]
 NightlyOption = Annotated[str, typer.Option(
-    help="nightly re-inference of users with new activity: none, or history (most-converted advertisers "
-         "over world + simulated events, fed to the LLM generator)")]
+    help="nightly re-inference of users with new activity: none, history (most-converted advertisers) or llm "
+         "(the run's GRPO model; needs `adsim llm grpo`), over world + simulated events, fed to the LLM "
+         "generator and the ranker")]
+NightlyUsersOption = Annotated[int, typer.Option(help="--nightly llm: users re-inferred per night (a seeded sample "
+                                                      "of the day's active users; the inference budget)")]
 ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]
 
 
 def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
-             predictions: Optional[Path], objective: str, nightly: str, extra_quotas: tuple[int, ...] = (),
-             sweep_source: Optional[str] = None):
+             predictions: Optional[Path], objective: str, nightly: str, nightly_users: int,
+             extra_quotas: tuple[int, ...] = (), sweep_source: Optional[str] = None):
     """Load the run's world, resolve the experiment config and build the stack (errors exit 2)."""
     from rich.console import Console
 
@@ -72,7 +75,7 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
     world_tables = load_world(run / "world")
     try:
         predictions_table, predictions_label = load_predictions(predictions, world_tables)
-        job = nightly_job(nightly, world_tables)
+        job = nightly_job(nightly, world_tables, run, nightly_users)
         if stack == "trained":
             llm_source = TRAINED_SOURCES[2]
             arms = experiment.arms + (sweep_arms(experiment.arms[0], sweep_source or llm_source, list(extra_quotas))
@@ -94,14 +97,14 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
 @app.command("ab")
 def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
        stack: StackOption = "trained", predictions: PredictionsOption = None, objective: ObjectiveOption = "clicks",
-       nightly: NightlyOption = "history",
+       nightly: NightlyOption = "history", nightly_users: NightlyUsersOption = 100,
        force: Annotated[bool, typer.Option(help="re-run even if ab/ is complete with this config")] = False,
        quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Offline A/B experiment on the simulated market (paper Table 6): writes <run>/ab/."""
     from simulator.stages import ab_stage
 
     console, folder, experiment, world_tables, market_stack, label, _ = _prepare(
-        run, config, set_, stack, predictions, objective, nightly)
+        run, config, set_, stack, predictions, objective, nightly, nightly_users)
     summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force)
     typer.echo((folder.root / "ab" / "report.md").read_text())
     console.print(f"A/B done in {summary['seconds']} s; wrote {folder.root / 'ab'}")
@@ -113,6 +116,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
           run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
           stack: StackOption = "trained", predictions: PredictionsOption = None,
           objective: ObjectiveOption = "clicks", nightly: NightlyOption = "history",
+          nightly_users: NightlyUsersOption = 100,
           force: Annotated[bool, typer.Option(help="re-run even if sweep/ is complete with this config")] = False,
           quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Sweep the LLM generator's L0 quota: RoAS, diversity and survival per quota, with plots."""
@@ -123,7 +127,7 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
     except ValueError as error:
         raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
     console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
-        run, config, set_, stack, predictions, objective, nightly, tuple(quotas), source)
+        run, config, set_, stack, predictions, objective, nightly, nightly_users, tuple(quotas), source)
     summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
                           progress=not quiet, force=force)
     typer.echo((folder.root / "sweep" / "report.md").read_text())

@@ -10,7 +10,7 @@ import polars as pl
 
 from simulator.baselines import AdvertiserFilterGenerator, HistoryScorer, PopularityGenerator, history_predictions
 from simulator.engine import Stack
-from simulator.nightly import NightlyRefresh, history_predictor
+from simulator.nightly import LlmPredictor, NightlyRefresh, history_predictor
 from simulator.protocols import NightlyJob
 from simulator.world_response import WorldResponse
 from synthetic_data import schema
@@ -20,13 +20,18 @@ from synthetic_data.schema import World
 BASELINE_SOURCES = ("main", "llm")  # main: category popularity; llm: items of predicted advertisers
 
 
-def nightly_job(kind: str, world: World) -> NightlyJob | None:
-    """The nightly re-inference: none, or the history baseline over world + simulated events."""
+def nightly_job(kind: str, world: World, run: Path | None = None, llm_max_users: int = 100) -> NightlyJob | None:
+    """The nightly re-inference: none, the history baseline, or the run's GRPO LLM (`llm_max_users`
+    of each day's active users), each over world + simulated events."""
     if kind == "none":
         return None
     if kind == "history":
         return NightlyRefresh(history_predictor(), world.events)
-    raise ValueError(f"nightly job {kind!r} is not available; use 'none' or 'history'")
+    if kind == "llm":
+        if run is None:
+            raise ValueError("nightly job 'llm' needs the run folder that holds the trained LLM")
+        return NightlyRefresh(LlmPredictor(run, world, max_users=llm_max_users), world.events)
+    raise ValueError(f"nightly job {kind!r} is not available; use 'none', 'history' or 'llm'")
 
 
 def load_predictions(path: Path | None, world: World) -> tuple[pl.DataFrame, str]:

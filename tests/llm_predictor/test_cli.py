@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from llm_predictor.cli import METHODS, _ablation_variants, app, list_completion, method_decoding, resolve_config
+from llm_predictor.cli import (METHODS, _ablation_variants, app, list_completion, method_decoding, prediction_keys,
+                               resolve_config)
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.features import GROUPS
 from llm_predictor.parse import parse_output
@@ -117,3 +118,19 @@ def test_semantic_id_chain_predicts_from_sid_prompts(run_root):
     assert sids["sid"].str.starts_with("<a_").all()
     record = json.loads((run_root / "llm_predict_sid_sft_single_beam_eval" / "stage.json").read_text())
     assert record["summary"]["outputs"] == record["summary"]["users"] > 0
+
+
+def test_prediction_keys_serve_fresh_lists_and_hold_out_trained_users(tiny_world):
+    config = resolve_config("nano", None, ["heldout_max_users=3", "serving_max_users=5"])
+    serving = prediction_keys(tiny_world, config, "serving")
+    assert serving["anchor_date"].unique().to_list() == [tiny_world.events["ts"].max().date()]
+    assert serving.height == 5 and serving["user_id"].is_unique().all()
+    heldout = prediction_keys(tiny_world, config, "heldout")
+    eval_users = set(tiny_world.splits.filter(pl.col("split") == "eval")["user_id"])
+    assert set(heldout["user_id"]) <= eval_users and heldout["user_id"].n_unique() == 3  # never a trained user
+    assert heldout.group_by("user_id").len()["len"].unique().to_list() == [tiny_world.labels["anchor_date"].n_unique()]
+
+
+def test_predict_rejects_an_unknown_user_set(run_root):
+    result = runner.invoke(app, ["predict", "--run", str(run_root), "--users", "everyone", "--preset", "nano"])
+    assert result.exit_code == 2 and "heldout" in result.output

@@ -46,5 +46,33 @@ def test_rank_commands_write_their_stages(tiny_world, tmp_path):
                                 "--set", "seeds=[0, 1]", *SMALL])
     assert "skipping" in again.output
 
+    # the held-out comparison: a list for a few users only, both tables on exactly those users' impressions
+    import polars as pl
+
+    few = pl.read_parquet(predictions).filter(pl.col("user_id").is_in(
+        pl.read_parquet(predictions)["user_id"].unique().sort().head(150).to_list()))
+    few_path = tmp_path / "few.parquet"
+    few.write_parquet(few_path)
+    restricted = runner.invoke(app, ["baseline-predictions", "--run", str(run), "--list-length", "5",
+                                     "--users-of", str(few_path), "--stage", "ranking_inputs_few"])
+    assert restricted.exit_code == 0, restricted.output
+    written = pl.read_parquet(run / "ranking_inputs_few" / "recent_advertisers.parquet")
+    assert set(written["user_id"]) == set(few["user_id"])
+    scoped = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(few_path), "--stage", "lift_few",
+                                 "--set", "seeds=[0, 1]", "--set", "users=predicted", *SMALL])
+    assert scoped.exit_code == 0, scoped.output
+    rows = json.loads((run / "lift_few" / "stage.json").read_text())["summary"]["rows"]
+    everyone = json.loads((run / "ranking_eval" / "stage.json").read_text())["summary"]["rows"]
+    assert 0 < sum(rows.values()) < sum(everyone.values())
+    shown = pl.read_parquet(run / "impressions" / "impressions.parquet").filter(pl.col("user_id").is_in(few["user_id"]))
+    assert f"Impressions of {shown['user_id'].n_unique()} users (those the lists cover)" in (
+        run / "lift_few" / "table5.md").read_text()
+
+    two = few.filter(pl.col("user_id").is_in(few["user_id"].unique().sort().head(2).to_list()))
+    two.write_parquet(tmp_path / "two.parquet")
+    too_few = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(tmp_path / "two.parquet"),
+                                  "--stage", "lift_two", "--set", "users=predicted", *SMALL])
+    assert too_few.exit_code == 2 and "positive" in too_few.output and "split" in too_few.output
+
     bad = runner.invoke(app, ["train", "--run", str(run), "--predictions", str(predictions), "--set", "tasks=['ctr']"])
     assert bad.exit_code == 2 and "tasks" in bad.output
