@@ -10,7 +10,9 @@ Requests follow `retrieval.requests.REQUESTS` (request_id, user_id, ts). Generat
   j * r; the request keeps the `l0_quota` lowest priorities (ties: better rank, then score). So
   rank 1 gets about twice the items of rank 2, every rank <= quota can get at least one, and an
   advertiser with too few items leaves its share to the others. Users without a prediction get
-  nothing.
+  nothing. The output score is 1 / (1 + the item's place in that order), so whoever keeps a
+  source's top `quota` by score (blending, recall@k) keeps the generator's first `quota` by
+  priority; the two-tower score only breaks ties.
 - `PopularityGenerator` ("popularity"): the most engaged/converted items of the recent window,
   the same for everyone; advertiser-agnostic, for cold users.
 """
@@ -127,10 +129,11 @@ class LlmAdvertiserGenerator:
             })
             .sort(["request_id", "priority", "rank", "score"], descending=[False, False, False, True])
             .group_by("request_id", maintain_order=True).head(self.config.l0_quota)
+            .with_columns(order_score=1.0 / (1 + pl.int_range(pl.len()).over("request_id")))
         )
         self.stats_["candidates"] += chosen.height
         return _candidates(chosen["request_id"], chosen["item_id"], chosen["advertiser_id"],
-                           chosen["score"], self.source)
+                           chosen["order_score"], self.source)
 
 
 class PopularityGenerator:

@@ -21,7 +21,7 @@ from blending.funnel import FunnelLedger
 from simulator import auction, pacing
 from simulator.attribution import draw_conversions
 from simulator.config import SimulationConfig
-from simulator.protocols import CandidateGenerator, NightlyJob, ResponseModel, Scorer
+from simulator.protocols import CandidateGenerator, NightlyJob, PredictionConsumer, ResponseModel, Scorer
 from simulator.random_streams import normals, uniforms
 from simulator.traffic import TrafficTables, day_requests, day_start, traffic_tables
 from synthetic_data import schema
@@ -89,9 +89,8 @@ class Market:
         self.advertiser_days: list[pl.DataFrame] = []
         if stack.nightly is not None:  # every market starts from the world's state, not another arm's
             stack.nightly.reset()
-        for generator in stack.generators:
-            if hasattr(generator, "reset_predictions"):
-                generator.reset_predictions()
+        for consumer in self._prediction_consumers():
+            consumer.reset_predictions()
         self.counters = {"requests": 0, "batches": 0, "users_reinferred": 0, "overspend": 0.0,
                          "unattributed_conversions": 0}
         self.seconds: dict[str, float] = {}  # wall seconds per stack component
@@ -268,14 +267,19 @@ class Market:
             "spend": self.spend_today.copy(), "budget": self.budget}))
         new_events = self._new_events()
         if self.stack.nightly is not None:
+            started = time.perf_counter()
             fresh = schema.validate(self.stack.nightly(day, new_events), schema.PREDICTIONS, "nightly predictions")
             self.counters["users_reinferred"] += fresh["user_id"].n_unique()
-            for generator in self.stack.generators:
-                if hasattr(generator, "update_predictions"):
-                    generator.update_predictions(fresh)
+            for consumer in self._prediction_consumers():
+                consumer.update_predictions(fresh)
+            self._time("nightly job", started)
         self.day_events = []
         self.spend_today = np.zeros_like(self.spend_today)
         self.pass_rates = np.ones_like(self.pass_rates)
+
+    def _prediction_consumers(self) -> list[PredictionConsumer]:
+        """The generators and the scorer that read advertiser predictions (and take fresh ones nightly)."""
+        return [model for model in (*self.stack.generators, self.stack.scorer) if hasattr(model, "update_predictions")]
 
     def _new_events(self) -> pl.DataFrame:
         if not self.day_events:

@@ -66,8 +66,9 @@ class ResponseModel(Protocol):
 
 
 class PredictionConsumer(Protocol):
-    """A candidate generator that serves advertiser predictions and takes fresh ones nightly;
-    `reset_predictions` restores its initial ones when a new market (arm) starts."""
+    """A candidate generator or scorer that reads advertiser predictions and takes fresh ones nightly
+    (the LLM-advertiser generator's targeting, the ranker's LLM features); `reset_predictions`
+    restores its initial ones when a new market (arm) starts."""
 
     def update_predictions(self, predictions: pl.DataFrame) -> None: ...
 
@@ -80,7 +81,7 @@ class NightlyJob(Protocol):
     Called at each simulated midnight with the day that ended and that day's new events
     (schema.EVENTS: clicks as `engagement`, arrived conversions as `attributed_conversion`);
     returns the fresh predictions (schema.PREDICTIONS, anchored at that day), which the market
-    hands to every generator that is a `PredictionConsumer`. `reset` forgets simulated activity
+    hands to every generator, and the scorer, that is a `PredictionConsumer`. `reset` forgets simulated activity
     when a new market (arm) starts, so arms never see each other's events.
     """
 

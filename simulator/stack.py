@@ -94,10 +94,17 @@ class PredictionFeed:
 
 
 class RankerScorer:
-    """`Scorer` over the trained ranking models (ranking/scoring.py): calibrated p_ctcvr, p_vtcvr."""
+    """`Scorer` over the trained ranking models (ranking/scoring.py): calibrated p_ctcvr, p_vtcvr.
+    A `PredictionConsumer`: nightly predictions reach the ranker's LLM features from the next day."""
 
     def __init__(self, ranker):
         self.ranker = ranker
+
+    def update_predictions(self, predictions: pl.DataFrame) -> None:
+        self.ranker.update_predictions(predictions)
+
+    def reset_predictions(self) -> None:
+        self.ranker.reset_predictions()
 
     def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
         scores = self.ranker.score(candidates)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blending.blend import BlendConfig, blend
 from retrieval.config import GeneratorConfig
 from retrieval.evaluate import evaluation_anchor, evaluation_requests, window_start
 from retrieval.generators import LlmAdvertiserGenerator, MainGenerator, PopularityGenerator
@@ -210,3 +211,17 @@ def test_user_vectors_reuse_settled_users_and_equal_embedding_each_row(fitted):
     np.testing.assert_allclose(vectors, retriever._embed(history, user_ids, as_of), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(vectors[:40], vectors[40:80])
     assert retriever.user_vectors(history, user_ids, as_of).tobytes() == vectors.tobytes()
+
+
+def test_blending_a_smaller_quota_keeps_the_generators_own_first_items(fitted):
+    """The generator is sized for the largest arm's quota; an arm with a smaller quota must get what
+    the generator would emit at that quota (its priority order), not the two-tower's favourites."""
+    predictions = _ranked_predictions(fitted, fitted["requests"]["user_id"][:30], 6)
+    requests = fitted["requests"].head(30)
+    large = _generator("llm_advertiser", fitted, predictions, l0_quota=40).generate(requests)
+    small = _generator("llm_advertiser", fitted, predictions, l0_quota=7).generate(requests)
+    assert (large.group_by("request_id").agg(pl.col("score").n_unique() == pl.len())["score"]).all()
+    blended = blend(large, BlendConfig({"llm_advertiser": 7}, max_per_advertiser=40))
+    assert blended.height == small.height > 0
+    assert blended.select("request_id", "item_id").sort("request_id", "item_id").equals(
+        small.select("request_id", "item_id").sort("request_id", "item_id"))

@@ -103,3 +103,32 @@ def test_same_seed_same_market_and_quota_changes_the_funnel(tiny_world, tiny_sta
     assert no_llm.user_metrics["requests"].to_list() == first.user_metrics["requests"].to_list()  # CRN traffic
     blended_llm = dict(no_llm.ledger.table().filter(pl.col("source") == "llm").select("stage", "count").rows())
     assert blended_llm["retrieved"] > 0 and blended_llm["blended"] == 0
+
+
+class RecordingScorer:
+    """Scores like the wrapped scorer and records the predictions the market hands it."""
+
+    def __init__(self, scorer):
+        self.scorer, self.updates, self.resets = scorer, [], 0
+
+    def score(self, candidates):
+        return self.scorer.score(candidates)
+
+    def update_predictions(self, predictions):
+        self.updates.append(predictions)
+
+    def reset_predictions(self):
+        self.resets += 1
+
+
+def test_the_scorer_takes_nightly_predictions_and_resets_per_market(tiny_world, tiny_stack):
+    scorer = RecordingScorer(tiny_stack.scorer)
+    stack = Stack(tiny_stack.generators, scorer, tiny_stack.response, RecordingNightly())
+    users = tiny_world.users["user_id"].to_numpy()[:150]
+    result = simulate(tiny_world, stack, BLEND, users, CONFIG)
+    assert scorer.resets == 1
+    assert [update["anchor_date"].unique().to_list() for update in scorer.updates] == [
+        [day] for day, _ in stack.nightly.calls]
+    assert sum(update.height for update in scorer.updates) == result.summary["users_reinferred"] > 0
+    simulate(tiny_world, stack, BLEND, users, CONFIG)
+    assert scorer.resets == 2
