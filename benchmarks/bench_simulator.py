@@ -27,13 +27,17 @@ def main() -> None:
                         help="a run folder: load its world and run its trained stack instead of the baseline")
     parser.add_argument("--days", type=int, default=1, help="simulated days")
     parser.add_argument("--batch-seconds", type=float, default=600.0, help="simulated seconds per request batch")
+    parser.add_argument("--llm-quota", type=int, default=25,
+                        help="trained stack: the LLM generator's L0 quota (the sweep goes up to 200)")
+    parser.add_argument("--nightly", default="none", choices=("none", "history"),
+                        help="nightly re-inference fed to the LLM generator and the ranker")
     args = parser.parse_args()
 
     from blending.blend import BlendConfig
     from simulator.config import SimulationConfig
     from simulator.engine import simulate
-    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions, trained_arms,
-                                 trained_stack)
+    from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, load_predictions, nightly_job,
+                                 trained_arms, trained_stack)
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import from_dict
     from synthetic_data.presets import preset
@@ -46,13 +50,15 @@ def main() -> None:
     if args.run:
         world_config = from_dict(WorldConfig, RunFolder(args.run).stage_record("world")["config"])
         world = load_world(args.run / "world")
-        blend = BlendConfig(**trained_arms()[1]["blend"])
-        stack = trained_stack(args.run, world, world_config, load_predictions(None, world)[0], quotas=blend.quotas)
-        stack_label = f"trained stack of {args.run}: {', '.join(TRAINED_SOURCES)} + DCN ranker"
+        blend = BlendConfig(**trained_arms(args.llm_quota)[1]["blend"])
+        stack = trained_stack(args.run, world, world_config, load_predictions(None, world)[0], quotas=blend.quotas,
+                              nightly=nightly_job(args.nightly, world))
+        stack_label = (f"trained stack of {args.run}: {', '.join(TRAINED_SOURCES)} + DCN ranker; "
+                       f"LLM quota {args.llm_quota}, nightly {args.nightly}")
     else:
         world_config = preset(args.preset)
         world = generate_world(world_config, progress=False)
-        stack = baseline_stack(world, world_config, load_predictions(None, world)[0])
+        stack = baseline_stack(world, world_config, load_predictions(None, world)[0], nightly_job(args.nightly, world))
         blend = BlendConfig({BASELINE_SOURCES[0]: 30, BASELINE_SOURCES[1]: 10}, max_candidates=30)
         stack_label = f"{args.preset} world, baseline stack"
     setup_seconds = time.perf_counter() - started

@@ -147,7 +147,11 @@ class FeatureBuilder:
         day = rows["ts"].dt.date().cast(pl.Int32).to_numpy().astype(np.int64)
         first = day - self.config.count_window_days
         user64 = user.astype(np.int64)
-        counts = [_window_counts(self.kind_keys_, user64 * len(EVENT_KINDS) + k, first, day)
+        # per-kind counts depend on (user, day) only: look each pair up once (a batch repeats users)
+        user_days, inverse = np.unique(user64 * _DAY_RANGE + day, return_inverse=True)
+        pair_user, pair_day = user_days // _DAY_RANGE, user_days % _DAY_RANGE
+        counts = [_window_counts(self.kind_keys_, pair_user * len(EVENT_KINDS) + k,
+                                 pair_day - self.config.count_window_days, pair_day)[inverse.ravel()]
                   for k in range(len(EVENT_KINDS))]
         pair = user64 * self.advertiser_stride_ + advertiser
         counts.append(_window_counts(self.advertiser_keys_, pair, first, day))

@@ -186,9 +186,14 @@ class _Sequence:
         """From events sorted by user then time, with `lengths[e]` values per event (default one)."""
         user = events["user_id"].to_numpy().astype(np.int64)
         event_times = events["ts"].dt.epoch("us").to_numpy()
-        times = np.sort(event_times)
-        user_ids, first, counts = np.unique(user, return_index=True, return_counts=True)
-        rank = np.searchsorted(times, event_times, side="left")
+        order = np.argsort(event_times, kind="stable")
+        times = event_times[order]
+        # an event's time rank: how many events are strictly earlier (ties share the first position)
+        is_new_time = np.r_[True, times[1:] != times[:-1]] if len(times) else np.zeros(0, dtype=bool)
+        rank = np.empty(len(times), dtype=np.int64)
+        rank[order] = np.maximum.accumulate(np.where(is_new_time, np.arange(len(times)), 0))
+        first = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, dtype=np.int64)
+        user_ids, counts = user[first], np.diff(np.append(first, len(user)))
         keys = np.repeat(np.arange(len(user_ids)), counts) * (len(user) + 1) + rank
         lengths = np.ones(len(user), dtype=np.int64) if lengths is None else lengths
         return cls(user_ids=user_ids, user_starts=np.append(first, len(user)), keys=keys, times=times,

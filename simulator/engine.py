@@ -107,11 +107,13 @@ class Market:
         served, copies = self._coalesce(requests)
         frames = []
         for generator in self.stack.generators:
+            if self.blend_config.quotas.get(generator.source) == 0:
+                continue  # a source this arm switched off (quota 0) is not asked for candidates
             started = time.perf_counter()
             frames.append(schema.validate(generator.generate(served), schema.CANDIDATES,
                                           f"candidates of {generator.source}").select(list(schema.CANDIDATES)))
             self._time(f"generator {generator.source}", started)
-        candidates = pl.concat(frames)
+        candidates = pl.concat(frames) if frames else schema.empty(schema.CANDIDATES)
         self.ledger.record("retrieved", candidates, self._copies_of(candidates, copies))
         started = time.perf_counter()
         blended = blend(candidates, self.blend_config)

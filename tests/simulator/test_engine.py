@@ -102,7 +102,8 @@ def test_same_seed_same_market_and_quota_changes_the_funnel(tiny_world, tiny_sta
     no_llm = simulate(tiny_world, tiny_stack, BlendConfig({"main": 30, "llm": 0}), users, config)
     assert no_llm.user_metrics["requests"].to_list() == first.user_metrics["requests"].to_list()  # CRN traffic
     blended_llm = dict(no_llm.ledger.table().filter(pl.col("source") == "llm").select("stage", "count").rows())
-    assert blended_llm["retrieved"] > 0 and blended_llm["blended"] == 0
+    assert blended_llm["retrieved"] == 0 and blended_llm["blended"] == 0  # quota 0: the source is off, not asked
+    assert dict(first.ledger.table().filter(pl.col("source") == "llm").select("stage", "count").rows())["retrieved"] > 0
 
 
 class RecordingScorer:
