@@ -32,8 +32,9 @@ class Backend(Protocol):
 
 class TransformersBackend:
     """`model.generate` in length-sorted mini-batches on CPU (or a GPU if present). With `is_bf16` the
-    weights themselves are bf16: measured 30% faster per decode step than fp32 weights under autocast,
-    which re-casts every matrix on every step and cannot use a static cache."""
+    weights themselves are bf16 (autocast re-casts every matrix on every step). On CPU, eager attention:
+    a decode step of 16 prompts of ~800 tokens took 17.9 ms against 37.6 ms with SDPA (one thread,
+    the `small` model), which outweighs SDPA's faster prefill (2.8 s against 1.9 s per 16 prompts)."""
 
     def __init__(self, model_dir: Path, batch_size: int = 16, is_bf16: bool = True, show_progress: bool = False):
         self.model_dir = Path(model_dir)
@@ -51,7 +52,8 @@ class TransformersBackend:
 
         self.tokenizer_ = load_tokenizer(self.model_dir)
         dtype = "bfloat16" if self.is_bf16 else "float32"
-        self.model_ = load_model(self.model_dir, dtype).to("cuda" if torch.cuda.is_available() else "cpu")
+        on_gpu = torch.cuda.is_available()
+        self.model_ = load_model(self.model_dir, dtype, None if on_gpu else "eager").to("cuda" if on_gpu else "cpu")
 
     def generate(self, prompts: list[str], params: DecodingConfig,
                  allowed_names: list[list[str]] | None = None) -> list[Generation]:

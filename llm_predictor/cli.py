@@ -150,7 +150,7 @@ PRESETS: dict[str, dict] = {
         "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
         "semantic_ids": {"levels": 2, "codebook_size": 8},
         "serving_max_users": 10,
-        "heldout_max_users": 4,
+        "heldout_max_users": 60,
     },
 }
 

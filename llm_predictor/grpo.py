@@ -48,6 +48,7 @@ def grpo(model_dir: Path, prompts: list[str], target_advertisers: list[str], con
          output_dir: Path, show_progress: bool = True) -> dict:
     """GRPO-train the model in `model_dir` on prompts whose label is `target_advertisers`; resumable.
     Returns the run summary with the logged mean reward per logging step."""
+    import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -68,8 +69,11 @@ def grpo(model_dir: Path, prompts: list[str], target_advertisers: list[str], con
         beta=config.beta,
         use_vllm=False,
     )
+    # GRPO's time goes to sampling completions; on CPU eager attention decodes ~2x faster than SDPA
+    # (measured in backends.TransformersBackend)
+    attention = None if torch.cuda.is_available() else "eager"
     trainer = GRPOTrainer(
-        model=load_model(model_dir).train(),
+        model=load_model(model_dir, attention=attention).train(),
         reward_funcs=[paper_reward_function(config.partial_format_credit)],
         args=args,
         train_dataset=dataset,

@@ -70,12 +70,14 @@ def build_model(config: ModelConfig, tokenizer):
     return model
 
 
-def load_model(directory: Path, dtype: str = "float32"):
-    """Load a causal LM from a Hugging Face directory (ours or any local checkpoint) in eval mode."""
+def load_model(directory: Path, dtype: str = "float32", attention: str | None = None):
+    """Load a causal LM from a Hugging Face directory (ours or any local checkpoint) in eval mode;
+    `attention` picks the attention kernel (None: the library's default)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=getattr(torch, dtype))
+    extra = {} if attention is None else {"attn_implementation": attention}
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=getattr(torch, dtype), **extra)
     return model.eval()
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synthetic_data.config_io import ConfigError, load_config, to_dict
-from synthetic_data.run_folder import RunFolder
+from synthetic_data.run_folder import RunFolder, file_digest
 
 app = typer.Typer(help="DCN-v2 ctcvr/vtcvr rankers and the LLM-feature lift", no_args_is_help=True)
 console = Console()
@@ -93,18 +93,23 @@ def baseline_predictions(run: RunOption = Path("runs/demo"), world: WorldOption 
 
     from ranking.recency_predictions import recent_advertiser_predictions
 
-    loaded = load_world(world or run / "world", include_truth=False)
+    folder = RunFolder(run)
+    world_dir = world or run / "world"
+    config = {"list_length": list_length, "world": str(world_dir),
+              "users_of": None if users_of is None else {"path": str(users_of), "digest": file_digest(users_of)}}
+    if folder.is_complete(stage, config):
+        console.print(f"[green]{stage}: complete with this config; skipping[/green]")
+        return
+    loaded = load_world(world_dir, include_truth=False)
     anchors = loaded.labels["anchor_date"].unique().to_list()
     predictions = recent_advertiser_predictions(loaded.events, loaded.advertisers, anchors, list_length)
     if users_of is not None:
         keys = _read(users_of, "predictions").select("user_id", "anchor_date").unique()
         predictions = predictions.join(keys, on=["user_id", "anchor_date"], how="semi")
-    folder = RunFolder(run)
     path = folder.stage_dir(stage) / "recent_advertisers.parquet"
     predictions.write_parquet(path)
-    folder.complete(stage, {"list_length": list_length, "anchors": sorted(map(str, anchors)),
-                            "users_of": str(users_of) if users_of else None},
-                    [path.name], {"rows": predictions.height, "source": _sources(predictions)})
+    folder.complete(stage, config, [path.name], {"rows": predictions.height, "source": _sources(predictions),
+                                                 "anchors": sorted(map(str, anchors))})
     console.print(f"wrote {path} ({predictions.height:,} rows, source recent_advertisers)")
 
 
@@ -125,8 +130,11 @@ def _inputs(run: Path, world: Path | None, impressions_path: Path | None, predic
 
 
 def _stage_config(resolved, impressions_path, predictions, interests, run) -> dict:
-    return {**to_dict(resolved), "impressions": str(impressions_path or run / "impressions" / "impressions.parquet"),
-            "predictions": str(predictions), "interests": str(interests) if interests else None}
+    """The resolved config plus the identity (path and content) of every input table."""
+    inputs = {"impressions": impressions_path or run / "impressions" / "impressions.parquet",
+              "predictions": predictions, "interests": interests}
+    return {**to_dict(resolved), **{name: None if path is None else {"path": str(path), "digest": file_digest(path)}
+                                    for name, path in inputs.items() if path is None or Path(path).exists()}}
 
 
 @app.command()

@@ -235,18 +235,24 @@ def compare(run: RunOption = Path("runs/demo")) -> None:
     from retrieval.evaluate import compare_objectives, markdown_table
 
     folder = RunFolder(run)
-    metrics = {objective: pl.read_parquet(run / f"retrieval_eval_{objective}" / "metrics.parquet")
-               for objective in OBJECTIVES if folder.stage_record(f"retrieval_eval_{objective}")}
-    if not metrics:
+    evaluated = {objective: folder.stage_record(f"retrieval_eval_{objective}")["config_hash"]
+                 for objective in OBJECTIVES if folder.stage_record(f"retrieval_eval_{objective}")}
+    if not evaluated:
         console.print(f"[red]error:[/red] no retrieval_eval_* stage in {run}: run `adsim retrieval eval` first")
         raise typer.Exit(2)
+    config = {"objectives": evaluated}  # the upstream evaluations: a new one redoes the comparison
+    if folder.is_complete("retrieval_compare", config):
+        console.print("[green]retrieval_compare: complete with these evaluations; skipping[/green]")
+        return
+    metrics = {objective: pl.read_parquet(run / f"retrieval_eval_{objective}" / "metrics.parquet")
+               for objective in evaluated}
     examples = {objective: folder.stage_record(f"retrieval_train_{objective}")["summary"]["examples"]
                 for objective in metrics}
     table = compare_objectives(metrics, COMPARED_METRICS).with_columns(
         training_examples=pl.col("objective").replace_strict(examples, return_dtype=pl.Int64))
     path = folder.stage_dir("retrieval_compare") / "objectives.md"
     path.write_text("# Two-tower objectives (held-out users, next window)\n\n" + markdown_table(table))
-    folder.complete("retrieval_compare", {"objectives": sorted(metrics)}, [path.name], {})
+    folder.complete("retrieval_compare", config, [path.name], {})
     rich_table = Table(title=f"two-tower objectives, {run}")
     for column in table.columns:
         rich_table.add_column(column, justify="right")

@@ -17,6 +17,8 @@ SECTIONS = (
     ("Feature ablation (paper Table 4)", "llm_eval/ablation.md"),
     ("Retrieval: two-tower objectives and generators (paper 4.5.1)", "retrieval_compare/objectives.md"),
     ("Conversion models with LLM features (paper Table 5)", "ranking_eval/table5.md"),
+    ("Conversion models with most-recent-advertiser lists of the same users (Table 5 control)",
+     "ranking_eval_recent/table5.md"),
     ("Online A/B on the simulated market (paper Table 6)", "ab/report.md"),
     ("L0 quota sweep of the LLM candidate generator (paper 4.5.1)", "sweep/report.md"),
 )
@@ -44,7 +46,8 @@ def _world_section(run: RunFolder) -> str:
 
 def _llm_training_section(run: RunFolder) -> str:
     lines = []
-    for stage in ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo", "llm_predict_grpo_serving"):
+    for stage in ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo", "llm_predict_grpo_serving",
+                  "llm_predict_grpo_heldout"):
         record = run.stage_record(stage)
         if record is None:
             continue
@@ -53,7 +56,7 @@ def _llm_training_section(run: RunFolder) -> str:
     return "\n".join(lines) or "_no LLM training stages_"
 
 
-def write_report(root: Path, timings: list[tuple[str, float]]) -> Path:
+def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[str] = ()) -> Path:
     """Write `<root>/report.md` from the stage outputs found in the run folder."""
     run = RunFolder(root)
     manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
@@ -64,6 +67,8 @@ def write_report(root: Path, timings: list[tuple[str, float]]) -> Path:
              "## Stage timings", "", "| stage | seconds |", "|---|---|",
              *[f"| {name} | {seconds:.1f} |" for name, seconds in timings],
              f"| **total** | {sum(s for _, s in timings):.1f} |", "",
+             *([f"Not measured (the data were too thin; the demo log gives the error): {', '.join(unmeasured)}.", ""]
+               if unmeasured else []),
              "## The world", "", _world_section(run), "",
              "## LLM training", "", _llm_training_section(run), ""]
     for title, relative in SECTIONS:

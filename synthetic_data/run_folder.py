@@ -26,6 +26,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def file_digest(path: Path) -> str:
+    """A short content hash of an input file, so a stage that reads it redoes its work when it changes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def package_versions() -> dict[str, str | None]:
     versions = {}
     for name in TRACKED_PACKAGES:

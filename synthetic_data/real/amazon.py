@@ -11,7 +11,6 @@ one a training label, so "events up to the anchor date" is exactly the leave-one
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import polars as pl
 
 from synthetic_data import schema
 from synthetic_data.config_io import require, to_dict
-from synthetic_data.run_folder import RunFolder
+from synthetic_data.run_folder import RunFolder, file_digest
 
 ITEM_FIELDS = ("title", "description", "brand", "categories")
 LabelRole = pl.Enum(["train", "validation", "test"])
@@ -540,10 +539,6 @@ def build_world(dataset: AmazonDataset, config: AmazonConfig) -> tuple[schema.Wo
     return world, summary
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def write_amazon_world(data_dir: Path, out_run_dir: Path, config: AmazonConfig | None = None) -> schema.World:
     """Adapt the dataset in `data_dir` into `out_run_dir/world/` (stage "world" of a RunFolder).
 
@@ -555,7 +550,7 @@ def write_amazon_world(data_dir: Path, out_run_dir: Path, config: AmazonConfig |
         "source": "amazon",
         "adapter_version": ADAPTER_VERSION,
         "data_dir": str(Path(data_dir).resolve()),
-        "files": {p.name: _file_digest(p) for p in (item_path, inter_path)},
+        "files": {p.name: file_digest(p) for p in (item_path, inter_path)},
         "adapter": to_dict(config),
         "notes": NOTES,
     }

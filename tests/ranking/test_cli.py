@@ -68,6 +68,11 @@ def test_rank_commands_write_their_stages(tiny_world, tmp_path):
     assert f"Impressions of {shown['user_id'].n_unique()} users (those the lists cover)" in (
         run / "lift_few" / "table5.md").read_text()
 
+    few.filter(pl.col("user_id") != few["user_id"].min()).write_parquet(few_path)  # same path, new lists
+    redone = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(few_path), "--stage", "lift_few",
+                                 "--set", "seeds=[0, 1]", "--set", "users=predicted", *SMALL])
+    assert redone.exit_code == 0 and "skipping" not in redone.output  # a changed input is never stale
+
     two = few.filter(pl.col("user_id").is_in(few["user_id"].unique().sort().head(2).to_list()))
     two.write_parquet(tmp_path / "two.parquet")
     too_few = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(tmp_path / "two.parquet"),
