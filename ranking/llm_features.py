@@ -87,6 +87,9 @@ class PredictedLists:
     def with_predictions(self, predictions: pl.DataFrame) -> PredictedLists:
         """These lists plus those of `predictions` (whose (user, anchor_date) lists must be new)."""
         validate(predictions, PREDICTIONS, "predictions")
+        if predictions.height and predictions["rank"].min() < 1:
+            raise ValueError("predictions.rank must be >= 1 (1 = the first advertiser of a list); "
+                             f"got {predictions['rank'].min()}: renumber the lists")
         lists = (predictions.group_by("user_id", "anchor_date").agg(list_length=pl.len())
                  .sort("user_id", "anchor_date")
                  .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("list_id") + len(self.list_lengths)))

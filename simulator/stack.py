@@ -95,21 +95,45 @@ class PredictionFeed:
 
 class RankerScorer:
     """`Scorer` over the trained ranking models (ranking/scoring.py): calibrated p_ctcvr, p_vtcvr.
-    A `PredictionConsumer`: nightly predictions reach the ranker's LLM features from the next day."""
+    A `PredictionConsumer`: nightly predictions reach the ranker's LLM features from the next day.
+
+    A candidate's scores are kept until its day ends (or the predictions change): the ranker reads
+    the history by day and scores at the top slot, so a user's candidate on a surface scores the same
+    all day, and about half of a day's candidate rows repeat an earlier one.
+    """
+
+    KEYS = ("user_id", "day", "surface", "item_id")
 
     def __init__(self, ranker):
         self.ranker = ranker
+        self._forget()
+
+    def _forget(self) -> None:
+        self.scored_ = pl.DataFrame(schema={"user_id": pl.Int64, "day": pl.Date, "surface": schema.Surface,
+                                            "item_id": pl.Int32, "ctcvr": pl.Float64, "vtcvr": pl.Float64})
 
     def update_predictions(self, predictions: pl.DataFrame) -> None:
         self.ranker.update_predictions(predictions)
+        self._forget()
 
     def reset_predictions(self) -> None:
         self.ranker.reset_predictions()
+        self._forget()
 
     def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
-        scores = self.ranker.score(candidates)
-        return scores.select(pl.col("p_ctcvr").cast(pl.Float64).alias("ctcvr"),
-                             pl.col("p_vtcvr").cast(pl.Float64).alias("vtcvr"))
+        keys = list(self.KEYS)
+        keyed = candidates.with_columns(pl.col("ts").dt.date().alias("day"), pl.col("surface").cast(schema.Surface))
+        if self.scored_.height and self.scored_["day"].min() < keyed["day"].min():
+            self.scored_ = self.scored_.filter(pl.col("day") >= keyed["day"].min())  # past days are over
+        known = self.scored_.filter(pl.col("user_id").is_in(keyed["user_id"].unique().implode()))
+        unscored = (keyed.join(known.select(keys), on=keys, how="anti").unique(keys, maintain_order=True))
+        if unscored.height:
+            scores = self.ranker.score(unscored.select("request_id", "user_id", "ts", "surface", "item_id"))
+            fresh = unscored.select(keys).with_columns(pl.Series("ctcvr", scores["p_ctcvr"], pl.Float64),
+                                                       pl.Series("vtcvr", scores["p_vtcvr"], pl.Float64))
+            self.scored_ = pl.concat([self.scored_, fresh], rechunk=False)
+            known = pl.concat([known, fresh])
+        return keyed.select(keys).join(known, on=keys, how="left", maintain_order="left").select("ctcvr", "vtcvr")
 
 
 def trained_stack(run: Path, world: World, world_config: WorldConfig, predictions: pl.DataFrame,

@@ -5,7 +5,7 @@ import polars as pl
 
 from blending.blend import BlendConfig
 from simulator.config import ArmConfig
-from simulator.stack import PredictionFeed, largest_quotas
+from simulator.stack import PredictionFeed, RankerScorer, largest_quotas
 from synthetic_data import schema
 
 
@@ -28,3 +28,51 @@ def test_prediction_feed_appends_fresh_rows_within_the_rank_limit_and_resets():
     assert generator.predictions["advertiser_id"].to_list() == [10, 11]  # rank 3 is beyond the limit
     feed.reset_predictions()
     assert generator.predictions.equals(initial)
+
+
+class CountingRanker:
+    """Scores a row by its (user, item, surface, day) and counts the rows it was asked to score."""
+
+    def __init__(self):
+        self.rows_scored, self.updates = 0, 0
+
+    def score(self, candidates):
+        self.rows_scored += candidates.height
+        value = (pl.col("user_id") * 7 + pl.col("item_id") * 3 + pl.col("surface").to_physical()
+                 + pl.col("ts").dt.day()).cast(pl.Float32)  # whole numbers: exact whatever the batch
+        return candidates.select("request_id", "item_id", value.alias("p_ctcvr"), (value * 2).alias("p_vtcvr"))
+
+    def update_predictions(self, predictions):
+        self.updates += 1
+
+    def reset_predictions(self):
+        pass
+
+
+def _candidates(rows):
+    """(request, user, day of March, surface, item) rows as scorer input."""
+    frame = pl.DataFrame(rows, schema=["request_id", "user_id", "day", "surface", "item_id"], orient="row")
+    return frame.with_columns(
+        pl.datetime(2026, 3, pl.col("day"), 12, time_zone="UTC").dt.cast_time_unit("us").alias("ts"),
+        pl.col("surface").cast(schema.Surface), pl.col("item_id").cast(pl.Int32)).drop("day")
+
+
+def test_ranker_scorer_keeps_a_days_scores_and_forgets_them_with_the_day_or_new_predictions():
+    ranker = CountingRanker()
+    scorer = RankerScorer(ranker)
+    first = _candidates([(1, 10, 2, "home_feed", 5), (1, 10, 2, "home_feed", 6), (2, 10, 2, "search", 5),
+                         (3, 11, 2, "home_feed", 5)])
+    again = _candidates([(4, 10, 2, "home_feed", 6), (4, 10, 2, "home_feed", 5), (5, 10, 2, "search", 7)])
+    for batch, newly_scored in ((first, 4), (again, 1)):
+        before = ranker.rows_scored
+        scores = scorer.score(batch)
+        expected = ranker.score(batch)
+        ranker.rows_scored -= batch.height
+        assert scores["ctcvr"].to_list() == expected["p_ctcvr"].cast(pl.Float64).to_list()
+        assert scores["vtcvr"].to_list() == expected["p_vtcvr"].cast(pl.Float64).to_list()
+        assert ranker.rows_scored - before == newly_scored  # only (user, day, surface, item) keys not seen today
+    next_day = _candidates([(6, 10, 3, "home_feed", 5)])
+    assert scorer.score(next_day)["ctcvr"].to_list() != scores["ctcvr"].to_list()[1:2]
+    assert scorer.scored_["day"].unique().to_list() == [date(2026, 3, 3)]  # the past day is dropped
+    scorer.update_predictions(_predictions([(10, date(2026, 3, 3), 1, 1)]))
+    assert ranker.updates == 1 and scorer.scored_.height == 0
