@@ -8,7 +8,7 @@ neither an unknown name nor a repeated one, nor more than `max_names` names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from synthetic_data.config_io import require
@@ -103,6 +103,9 @@ def _find(sequence: list[int], pattern: list[int]) -> int:
     return -1
 
 
+PENDING, CLOSED = "pending", "closed"  # walk states outside the list: before it, after it
+
+
 @dataclass
 class _Walk:
     node: dict | None  # trie node of the name being written; None between names
@@ -123,14 +126,36 @@ class NameConstraint:
 
     def allowed(self, trie: NameTrie, sequence: list[int]) -> set[int] | None:
         """Token ids allowed next, or None where the sequence is outside the advertiser list."""
+        return self.allowed_after(trie, self.walk(trie, sequence))
+
+    def allowed_after(self, trie: NameTrie, state) -> set[int] | None:
+        return self._next_tokens(state, trie) if isinstance(state, _Walk) else None
+
+    def walk(self, trie: NameTrie, sequence: list[int]):
+        """The state after `sequence`: PENDING before the opening tag, CLOSED once the list ended
+        (or was written unconstrained, e.g. in a prefix), else the walk through the trie."""
         start = _find(sequence, self.open_ids)
         if start < 0:
-            return None
-        walk = _Walk(node=None, used=set(), names_written=0, last_separator="pipe", close_progress=0)
+            return PENDING
+        walk = self._fresh()
         for token in sequence[start + len(self.open_ids):]:
             if not self._step(walk, trie, token):
-                return None  # the list is closed (or was written unconstrained, e.g. in a prefix)
-        return self._next_tokens(walk, trie)
+                return CLOSED
+        return walk
+
+    def advance(self, trie: NameTrie, state, sequence: list[int]):
+        """The state after `sequence` from `state`, the state after `sequence[:-1]`: one step."""
+        if state == CLOSED:
+            return CLOSED
+        if state == PENDING:
+            width = len(self.open_ids)
+            return self._fresh() if sequence[-width:] == self.open_ids else PENDING
+        walk = replace(state, used=set(state.used))
+        return walk if self._step(walk, trie, sequence[-1]) else CLOSED
+
+    @staticmethod
+    def _fresh() -> _Walk:
+        return _Walk(node=None, used=set(), names_written=0, last_separator="pipe", close_progress=0)
 
     def _step(self, walk: _Walk, trie: NameTrie, token: int) -> bool:
         if walk.close_progress:
@@ -163,6 +188,11 @@ class NameConstraint:
     def _open_children(self, node: dict, used: set) -> set[int]:
         return {token for token, child in node["children"].items() if child["names"] - used}
 
+    def _may_close(self, trie: NameTrie, names: int, used: set) -> bool:
+        """The list closes once it holds `max_names` names or no unused name is left: a short (or
+        empty) list is the failure the constraint exists to prevent (paper 4.2: exactly 20 names)."""
+        return names >= self.max_names or not (trie.root["names"] - used)
+
     def _next_tokens(self, walk: _Walk, trie: NameTrie) -> set[int]:
         if walk.close_progress:
             return {self.close_ids[walk.close_progress]}
@@ -170,9 +200,11 @@ class NameConstraint:
             allowed = self._open_children(walk.node, walk.used)
             terminal = walk.node["terminal"]
             if terminal is not None and terminal not in walk.used:
-                allowed |= self.pipes | self.newlines | {self.close_ids[0]}
+                allowed |= self.pipes | self.newlines
+                if self._may_close(trie, walk.names_written + 1, walk.used | {terminal}):
+                    allowed.add(self.close_ids[0])
             return allowed
-        allowed = {self.close_ids[0]}
+        allowed = {self.close_ids[0]} if self._may_close(trie, walk.names_written, walk.used) else set()
         if walk.last_separator is None:
             allowed |= self.pipes | self.newlines
         elif walk.last_separator == "pipe":
@@ -190,20 +222,31 @@ class NameConstrainedLogits:
         self.tries = tries
         self.scan_from = scan_from
         self.rows_per_prompt = rows_per_prompt
+        self.states_: dict = {}
 
     def __call__(self, input_ids, scores):
         import torch
 
         sequences = input_ids[:, self.scan_from:].tolist()
         mask = None
+        states = {}
         for row, sequence in enumerate(sequences):
-            allowed = self.constraint.allowed(self.tries[row // self.rows_per_prompt], sequence)
+            trie = self.tries[row // self.rows_per_prompt]
+            # each row extends a row of the previous step by one token (beams may reorder rows), so
+            # the walk advances one token from the previous step's state instead of starting over
+            key = (row // self.rows_per_prompt, tuple(sequence))
+            previous = self.states_.get((key[0], key[1][:-1])) if sequence else None
+            state = (self.constraint.walk(trie, sequence) if previous is None
+                     else self.constraint.advance(trie, previous, sequence))
+            states[key] = state
+            allowed = self.constraint.allowed_after(trie, state)
             if allowed is None:
                 continue
             if mask is None:
                 mask = torch.zeros_like(scores, dtype=torch.bool)
             mask[row] = True
             mask[row, list(allowed)] = False
+        self.states_ = states
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
 
 

@@ -46,8 +46,8 @@ def _world_section(run: RunFolder) -> str:
 
 def _llm_training_section(run: RunFolder) -> str:
     lines = []
-    for stage in ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo", "llm_predict_grpo_serving",
-                  "llm_predict_grpo_heldout"):
+    for stage in ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo",
+                  "llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout"):
         record = run.stage_record(stage)
         if record is None:
             continue

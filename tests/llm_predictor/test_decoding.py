@@ -54,9 +54,14 @@ def test_constraint_walk_on_hand_written_lists(tokenizer):
     assert constraint.allowed(trie, _ids(tokenizer, "free text before the list")) is None
     at_start = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\n"))
     assert {_ids(tokenizer, name)[0] for name in NAMES} <= at_start and pipe not in at_start
-    # "Potean" is a whole name and the prefix of "Potean Collective": both ways stay open
+    assert close not in at_start  # an empty list cannot be closed
+    # "Potean" is a whole name and the prefix of "Potean Collective": both ways stay open, but one
+    # name of max_names=3 cannot close the list
     after_potean = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean"))
-    assert {pipe, newline, close, _ids(tokenizer, "Potean Collective")[len(potean)]} <= after_potean
+    assert {pipe, newline, _ids(tokenizer, "Potean Collective")[len(potean)]} <= after_potean
+    assert close not in after_potean
+    third = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean|Vowis Labs|Levi's"))
+    assert close in third  # the third name may end the list right away
     # once both Potean names are used, no Potean token is allowed again
     used = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean|Potean Collective|"))
     assert potean[0] not in used and pipe not in used and newline in used
@@ -100,3 +105,13 @@ def test_sampling_is_reproducible_from_the_seed(model, tokenizer):
     first, _ = generate_texts(model, tokenizer, ["user a", "user b"], config)
     again, _ = generate_texts(model, tokenizer, ["user a", "user b"], config)
     assert first == again
+
+
+def test_incremental_walk_matches_the_walk_from_scratch(tokenizer):
+    constraint = NameConstraint(tokenizer, max_names=3)
+    trie = NameTrie.from_names(NAMES, tokenizer)
+    sequence = _ids(tokenizer, "junk " + OPEN_TAG + "\nPotean|Vowis Labs\nLevi's\n" + CLOSE_TAG + "\nmore")
+    state = constraint.walk(trie, sequence[:1])
+    for end in range(2, len(sequence) + 1):
+        state = constraint.advance(trie, state, sequence[:end])
+        assert constraint.allowed_after(trie, state) == constraint.allowed(trie, sequence[:end]), end

@@ -22,7 +22,7 @@ def test_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path):
         section = text.split(f"## {title}")[1].split("\n## ")[0]
         assert "_not produced" not in section, title
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert {"llm_predict_grpo_serving", "llm_predict_grpo_heldout", "ranking", "ab", "sweep"} <= set(stages)
+    assert {"llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout", "ranking", "ab", "sweep"} <= set(stages)
     finished = {name: record["finished_at"] for name, record in stages.items()}
     run_demo(run, world_preset="tiny", llm_preset="nano", quotas="0,5", quiet=True)
     again = json.loads((run / "manifest.json").read_text())["stages"]
