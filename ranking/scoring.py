@@ -44,6 +44,13 @@ class Ranker:
         if self.lists_ is not None:
             self.lists_ = self.lists_.with_predictions(predictions)
 
+    def serve_from(self, predictions: pl.DataFrame) -> None:
+        """Make the lists a simulated market starts from (and resets to) the training lists plus
+        `predictions`, e.g. the serving population's lists at the world's last day."""
+        if self.initial_lists_ is not None:
+            self.initial_lists_ = self.initial_lists_.with_predictions(predictions)
+            self.lists_ = self.initial_lists_
+
     def reset_predictions(self) -> None:
         """Back to the lists it was trained with (each simulated market starts from them)."""
         self.lists_ = self.initial_lists_

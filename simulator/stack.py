@@ -178,5 +178,10 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
     generators = (MainGenerator(retriever, index, history, generator_config),
                   RecentPopularityGenerator(generator_config, history).fit(world.events, world.items, start),
                   PredictionFeed(LlmAdvertiserGenerator(retriever, index, history, predictions, generator_config)))
-    return Stack(generators=generators, scorer=RankerScorer(load_ranker(folder.root / "ranking" / "ranker.pt")),
+    ranker = load_ranker(folder.root / "ranking" / "ranker.pt")
+    # the market's lists reach the ranker's LLM features too, except (user, anchor) lists it trained on
+    trained_keys = ranker.predictions.select("user_id", "anchor_date") if ranker.predictions is not None else None
+    ranker.serve_from(predictions if trained_keys is None
+                      else predictions.join(trained_keys.unique(), on=["user_id", "anchor_date"], how="anti"))
+    return Stack(generators=generators, scorer=RankerScorer(ranker),
                  response=WorldResponse.from_world(world, world_config), nightly=nightly)

@@ -52,3 +52,19 @@ def test_fresh_predictions_reach_the_llm_features_until_reset(tiny_tables, tiny_
     assert not refreshed.equals(before)
     ranker.reset_predictions()
     assert ranker.score(candidates).equals(before)
+
+
+
+def test_serve_from_adds_the_market_lists_and_survives_a_reset(tiny_tables, tiny_predictions):
+    builder, splits, tables = tiny_tables
+    dcn = fit_dcn(tables["train"].rows(np.arange(20_000)), tables["validation"], builder.vocab_sizes_,
+                  ("ctcvr",), DCNConfig(), TrainConfig(epochs=1), seed=0)
+    candidates = splits["test"].select("request_id", "user_id", "ts", "surface", "position", "item_id")
+    anchor = candidates["ts"].min().date() - timedelta(days=1)  # the serving lists' anchor
+    latest = tiny_predictions.filter(pl.col("anchor_date") == pl.col("anchor_date").max())
+    serving = latest.with_columns(anchor_date=pl.lit(anchor), advertiser_id=pl.col("advertiser_id").shift(1))
+    ranker = Ranker(builder=builder, models=[dcn], predictions=tiny_predictions)
+    ranker.serve_from(serving)
+    ranker.reset_predictions()  # a new market starts from training + serving lists
+    combined = Ranker(builder=builder, models=[dcn], predictions=pl.concat([tiny_predictions, serving]))
+    assert ranker.score(candidates).equals(combined.score(candidates))
