@@ -29,7 +29,7 @@ class Step:
 
 
 # The demo's simulated market: one day per arm (the nightly LLM job re-infers between days only
-# when days > 1) and a three-quota sweep, so that the whole chain fits in 30 minutes on 2 cores.
+# when days > 1) and a three-quota sweep, to keep the market a small part of the demo's time budget.
 MARKET_SETTINGS = ("simulation.days=1",)
 # The lists the demo serves and ranks with: GRPO decoded under the name constraint, which always
 # writes a list of distinct real advertisers (an unconstrained model this briefly trained on a CPU
