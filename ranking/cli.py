@@ -129,6 +129,20 @@ def _inputs(run: Path, world: Path | None, impressions_path: Path | None, predic
     return loaded, logged, predicted, predicted_interests
 
 
+def _splits_with_both_classes(logged, resolved) -> dict:
+    """The time splits of the impressions; exits 2, naming split and task, where a label is constant."""
+    from ranking.features import split_by_time
+    from ranking.pipeline import require_both_classes
+
+    splits = split_by_time(logged, resolved.features)
+    try:
+        require_both_classes(splits, tuple(resolved.tasks))
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    return splits
+
+
 def _stage_config(resolved, impressions_path, predictions, interests, run) -> dict:
     """The resolved config plus the identity (path and content) of every input table."""
     inputs = {"impressions": impressions_path or run / "impressions" / "impressions.parquet",
@@ -155,6 +169,7 @@ def train(run: RunOption = Path("runs/demo"), predictions: PredictionsOption = .
     started = time.perf_counter()
     loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests,
                                                              resolved.users)
+    _splits_with_both_classes(logged, resolved)  # a clear exit, not a traceback, on too thin data
     ranker, metrics = train_ranker(loaded, logged, predicted, predicted_interests, resolved, seed, progress=True)
     metrics["prediction_source"] = _sources(predicted)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -187,9 +202,8 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
                   = "ranking_eval") -> None:
     """The Table 5 analogue: with vs without LLM features vs a random-list control, over seeds."""
     from ranking.config import RankingConfig
-    from ranking.features import split_by_time
     from ranking.lift import lift_markdown, run_lift, summarize_lift
-    from ranking.pipeline import fit_builder, require_both_classes
+    from ranking.pipeline import fit_builder
 
     resolved = _config(RankingConfig, config, set_)
     folder = RunFolder(run)
@@ -202,12 +216,7 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
     loaded, logged, predicted, predicted_interests = _inputs(run, world, impressions, predictions, interests,
                                                              resolved.users)
     builder = fit_builder(loaded, resolved)
-    splits = split_by_time(logged, resolved.features)
-    try:
-        require_both_classes(splits, tuple(resolved.tasks))
-    except ValueError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    splits = _splits_with_both_classes(logged, resolved)
     results = run_lift(builder, splits, predicted, predicted_interests, resolved, progress=True)
     summary = summarize_lift(results)
     source = _sources(predicted)

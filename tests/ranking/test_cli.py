@@ -78,6 +78,9 @@ def test_rank_commands_write_their_stages(tiny_world, tmp_path):
     too_few = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(tmp_path / "two.parquet"),
                                   "--stage", "lift_two", "--set", "users=predicted", *SMALL])
     assert too_few.exit_code == 2 and "positive" in too_few.output and "split" in too_few.output
+    too_few_train = runner.invoke(app, ["train", "--run", str(run), "--predictions", str(tmp_path / "two.parquet"),
+                                        "--set", "users=predicted", *SMALL])
+    assert too_few_train.exit_code == 2 and "positive" in too_few_train.output
 
     bad = runner.invoke(app, ["train", "--run", str(run), "--predictions", str(predictions), "--set", "tasks=['ctr']"])
     assert bad.exit_code == 2 and "tasks" in bad.output
