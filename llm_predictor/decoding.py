@@ -94,15 +94,6 @@ def separator_token_ids(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
     return pipes, newlines
 
 
-def _find(sequence: list[int], pattern: list[int]) -> int:
-    """Index of the first occurrence of `pattern` in `sequence`, or -1."""
-    width = len(pattern)
-    for start in range(len(sequence) - width + 1):
-        if sequence[start:start + width] == pattern:
-            return start
-    return -1
-
-
 PENDING, CLOSED = "pending", "closed"  # walk states outside the list: before it, after it
 
 
@@ -134,17 +125,14 @@ class NameConstraint:
     def walk(self, trie: NameTrie, sequence: list[int]):
         """The state after `sequence`: PENDING before the opening tag, CLOSED once the list ended
         (or was written unconstrained, e.g. in a prefix), else the walk through the trie."""
-        start = _find(sequence, self.open_ids)
-        if start < 0:
-            return PENDING
-        walk = self._fresh()
-        for token in sequence[start + len(self.open_ids):]:
-            if not self._step(walk, trie, token):
-                return CLOSED
-        return walk
+        state, width = PENDING, len(self.open_ids)
+        for end in range(1, len(sequence) + 1):
+            state = self.advance(trie, state, sequence[max(0, end - width):end])
+        return state
 
     def advance(self, trie: NameTrie, state, sequence: list[int]):
-        """The state after `sequence` from `state`, the state after `sequence[:-1]`: one step."""
+        """The state after `sequence` from `state`, the state after `sequence[:-1]`: one step (only
+        the last `len(open_ids)` tokens of `sequence` are read)."""
         if state == CLOSED:
             return CLOSED
         if state == PENDING:
