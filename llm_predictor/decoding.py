@@ -238,6 +238,21 @@ class NameConstrainedLogits:
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
 
 
+def prompt_cache(model, batch: dict, sequences_per_prompt: int):
+    """The KV cache of each prompt but its last token, computed once and repeated for each of the
+    prompt's beams or samples: `generate` would otherwise run the prompt through the model once
+    per sequence (20x the prefill work, and 20x its attention memory, for 20 beams)."""
+    from transformers import DynamicCache
+
+    mask = batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: numbered as `generate` numbers them
+    cache = DynamicCache(config=model.config)
+    model(input_ids=batch["input_ids"][:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(sequences_per_prompt)
+    return cache
+
+
 def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
                    allowed_names: list[list[str]] | None = None,
                    constraint: NameConstraint | None = None) -> tuple[list[str], list[int]]:
@@ -262,12 +277,15 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
             scan_from=prompt_length - prefix_tokens,
             rows_per_prompt=config.num_beams if config.strategy == "beam" else config.num_return_sequences,
         ))
+    sequences_per_prompt = max(config.num_beams if config.strategy == "beam" else 1, config.num_return_sequences)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(config.seed)
+        cache = {} if sequences_per_prompt == 1 else {
+            "past_key_values": prompt_cache(model, batch, sequences_per_prompt)}
         output = model.generate(
             **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            **generate_kwargs(config),
+            **cache, **generate_kwargs(config),
         )
     generated = output[:, prompt_length:]
     special = torch.tensor([tokenizer.pad_token_id, tokenizer.eos_token_id], device=generated.device)

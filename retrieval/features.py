@@ -301,14 +301,22 @@ class UserHistory:
         return total
 
 
-def take_rows(features: dict[str, Sparse], rows: np.ndarray) -> dict[str, Sparse]:
-    """The bags of the given rows (in that order), for every sparse feature."""
+def bag_starts(features: dict[str, Sparse]) -> dict[str, np.ndarray]:
+    """Where each row's bag begins in its feature's values: computed once per table, so that
+    `take_rows` costs O(batch) instead of O(table) per batch."""
+    return {name: np.cumsum(lengths) - lengths for name, (_, lengths) in features.items()}
+
+
+def take_rows(features: dict[str, Sparse], rows: np.ndarray,
+              starts: dict[str, np.ndarray] | None = None) -> dict[str, Sparse]:
+    """The bags of the given rows (in that order), for every sparse feature; `starts` from
+    `bag_starts(features)` (recomputed when not given)."""
+    starts = bag_starts(features) if starts is None else starts
     taken = {}
     for name, (values, lengths) in features.items():
-        starts = np.cumsum(lengths) - lengths
         row_lengths = lengths[rows]
         row_offsets = np.cumsum(row_lengths) - row_lengths
         gather = (np.arange(row_lengths.sum()) - np.repeat(row_offsets, row_lengths)
-                  + np.repeat(starts[rows], row_lengths))
+                  + np.repeat(starts[name][rows], row_lengths))
         taken[name] = (values[gather], row_lengths)
     return taken

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from retrieval.config import RetrievalConfig
-from retrieval.features import (UserHistory, Vocabulary, build_vocabulary, item_features,
-                                take_rows)
+from retrieval.features import (UserHistory, Vocabulary, bag_starts, build_vocabulary,
+                                item_features, take_rows)
 from retrieval.objectives import training_positives
 from retrieval.two_tower import TwoTower, sampled_softmax_loss
 from synthetic_data.config_io import from_dict, to_dict
@@ -95,6 +95,7 @@ class TwoTowerRetriever:
                                         + training.uniform_negatives / len(items))).float()
         optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
         batches = len(catalog_row) // training.batch_size  # drop the ragged last batch
+        starts = bag_starts(sparse)
         epoch_losses = []
         model.train()
         for epoch in range(training.epochs):
@@ -106,7 +107,7 @@ class TwoTowerRetriever:
                 negatives = torch.randint(len(items), (training.uniform_negatives,),
                                           generator=generator).numpy()
                 candidates = np.concatenate([catalog_row[rows], negatives])
-                user = model.user_embedding(take_rows(sparse, rows), content[rows])
+                user = model.user_embedding(take_rows(sparse, rows, starts), content[rows])
                 item = model.item_embedding(*items.take(candidates))
                 loss = sampled_softmax_loss(
                     user, item, torch.from_numpy(candidates), log_q[candidates],

@@ -115,3 +115,23 @@ def test_incremental_walk_matches_the_walk_from_scratch(tokenizer):
     for end in range(2, len(sequence) + 1):
         state = constraint.advance(trie, state, sequence[:end])
         assert constraint.allowed_after(trie, state) == constraint.allowed(trie, sequence[:end]), end
+
+
+@pytest.mark.parametrize("params", [
+    dict(strategy="beam", num_beams=4, num_return_sequences=4),
+    dict(strategy="sampling", temperature=1.5, num_return_sequences=3),
+])
+def test_the_prompt_cache_changes_no_output(model, tokenizer, params):
+    """Beams and samples decoded from one cached prefill per prompt equal `generate`'s own output,
+    which runs every prompt once per sequence (prompts of different lengths: left padding)."""
+    import torch
+
+    config = DecodingConfig(max_new_tokens=12, **params)
+    prompts = ["user a", "user b likes rugs and more rugs from Potean", "c"]
+    texts, _ = generate_texts(model, tokenizer, prompts, config)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(config.seed)
+        plain = model.generate(**batch, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, **generate_kwargs(config))
+    assert texts == tokenizer.batch_decode(plain[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
