@@ -10,7 +10,7 @@ from llm_predictor.grpo import GRPOStageConfig, grpo, paper_reward_function
 from llm_predictor.model import ModelConfig, prepare_base_model
 from llm_predictor.pretrain import PretrainConfig, TrainConfig, pack_corpus, pretrain
 from llm_predictor.reward import total_reward
-from llm_predictor.sft import SFTStageConfig, length_filter, sft
+from llm_predictor.sft import SFTStageConfig, completion_loss, length_filter, sft
 from llm_predictor.tokenizer import TokenizerConfig, load_tokenizer
 
 NAMES = ["Potean Collective", "Tratrea Co.", "Deachigrin House", "Vowis Labs"]
@@ -65,6 +65,29 @@ def test_sft_learns_the_target_and_counts_over_length_examples(base_dir, tmp_pat
     summary = sft(base_dir, PROMPTS + [long_prompt], TARGETS + [NAMES[0]], config, tmp_path, show_progress=False)
     assert summary["examples_over_max_length"] == 1 and summary["examples"] == len(PROMPTS) + 1
     assert summary["last_loss"] < 0.5 * summary["first_loss"]
+
+
+def test_completion_loss_is_trl_sft_loss(base_dir, tmp_path):
+    """The loss that sends only completion positions through the LM head equals TRL's own SFT loss
+    (completion tokens only, prompts of different lengths padded in one batch)."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from llm_predictor.model import load_model
+
+    tokenizer = load_tokenizer(base_dir)
+    prompts = [prompt + " and more" * index for index, prompt in enumerate(PROMPTS[:6])]
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, completion_only_loss=True,
+                     use_cpu=True, report_to="none", max_length=None)
+    trainer = SFTTrainer(model=load_model(base_dir), args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_dict({"prompt": prompts, "completion": TARGETS[:6]}))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any(dim=1).all() and (batch["attention_mask"] == 0).any()  # prompts, padding
+    with torch.no_grad():
+        expected = trainer.compute_loss(trainer.model, dict(batch))
+        ours = completion_loss(trainer.model, dict(batch))
+    assert torch.isclose(ours, expected, rtol=1e-5), (ours, expected)
 
 
 def test_grpo_raises_the_reward(base_dir, tmp_path, monkeypatch):
