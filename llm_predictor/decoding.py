@@ -3,7 +3,9 @@ name-constrained mode that goes beyond the paper.
 
 In constrained mode a logits processor walks a token trie of the valid advertiser names (the
 preset pool plus the user's active advertisers) inside `<advertiser_names>`, so the model can emit
-neither an unknown name nor a repeated one, nor more than `max_names` names.
+neither an unknown name nor a repeated one, nor more than `max_names` names; once the list closes,
+the answer's closing tag and end-of-sequence follow (nothing after the list is read, and a briefly
+trained model would otherwise fill the rest of `max_new_tokens` with stray tags).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from synthetic_data.config_io import require
 
 OPEN_TAG = "<advertiser_names>"
 CLOSE_TAG = "</advertiser_names>"
+ANSWER_TAIL = "\n</answer>"  # what the inference template's answer holds after the list
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,14 @@ def separator_token_ids(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
     return pipes, newlines
 
 
-PENDING, CLOSED = "pending", "closed"  # walk states outside the list: before it, after it
+PENDING = "pending"  # the walk's state before the list opens
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """After the list: how many tokens were written since it closed."""
+
+    tokens_after: int = 0
 
 
 @dataclass
@@ -112,6 +122,8 @@ class NameConstraint:
     def __init__(self, tokenizer, max_names: int):
         self.open_ids = tokenizer(OPEN_TAG, add_special_tokens=False)["input_ids"]
         self.close_ids = tokenizer(CLOSE_TAG, add_special_tokens=False)["input_ids"]
+        self.tail_ids = tokenizer(ANSWER_TAIL, add_special_tokens=False)["input_ids"]
+        self.end_id = tokenizer.eos_token_id
         self.pipes, self.newlines = separator_token_ids(tokenizer)
         self.max_names = max_names
 
@@ -120,10 +132,13 @@ class NameConstraint:
         return self.allowed_after(trie, self.walk(trie, sequence))
 
     def allowed_after(self, trie: NameTrie, state) -> set[int] | None:
+        if isinstance(state, _Closed):  # the answer's tail, then the end
+            written = state.tokens_after
+            return {self.tail_ids[written] if written < len(self.tail_ids) else self.end_id}
         return self._next_tokens(state, trie) if isinstance(state, _Walk) else None
 
     def walk(self, trie: NameTrie, sequence: list[int]):
-        """The state after `sequence`: PENDING before the opening tag, CLOSED once the list ended
+        """The state after `sequence`: PENDING before the opening tag, `_Closed` once the list ended
         (or was written unconstrained, e.g. in a prefix), else the walk through the trie."""
         state, width = PENDING, len(self.open_ids)
         for end in range(1, len(sequence) + 1):
@@ -133,13 +148,13 @@ class NameConstraint:
     def advance(self, trie: NameTrie, state, sequence: list[int]):
         """The state after `sequence` from `state`, the state after `sequence[:-1]`: one step (only
         the last `len(open_ids)` tokens of `sequence` are read)."""
-        if state == CLOSED:
-            return CLOSED
+        if isinstance(state, _Closed):
+            return _Closed(state.tokens_after + 1)
         if state == PENDING:
             width = len(self.open_ids)
             return self._fresh() if sequence[-width:] == self.open_ids else PENDING
         walk = replace(state, used=set(state.used))
-        return walk if self._step(walk, trie, sequence[-1]) else CLOSED
+        return walk if self._step(walk, trie, sequence[-1]) else _Closed()
 
     @staticmethod
     def _fresh() -> _Walk:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llm_predictor.decoding import (
-    CLOSE_TAG, OPEN_TAG, DecodingConfig, NameConstraint, NameTrie, generate_kwargs, generate_texts,
+    ANSWER_TAIL, CLOSE_TAG, OPEN_TAG, DecodingConfig, NameConstraint, NameTrie, generate_kwargs, generate_texts,
 )
 from llm_predictor.model import ModelConfig, build_model
 from llm_predictor.parse import parse_output
@@ -68,7 +68,11 @@ def test_constraint_walk_on_hand_written_lists(tokenizer):
     # three names written (max_names=3): only the closing tag may follow
     full = constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nPotean|Vowis Labs|Levi's|"))
     assert full == {close, newline}
-    assert constraint.allowed(trie, _ids(tokenizer, OPEN_TAG + "\nLevi's\n" + CLOSE_TAG + "\n")) is None
+    # a closed list: the answer's closing tag, then only the end of the sequence
+    closed, tail = _ids(tokenizer, OPEN_TAG + "\nLevi's\n" + CLOSE_TAG), _ids(tokenizer, ANSWER_TAIL)
+    assert constraint.allowed(trie, closed) == {tail[0]}
+    assert constraint.allowed(trie, closed + tail[:1]) == {tail[1]}
+    assert constraint.allowed(trie, closed + tail) == {tokenizer.eos_token_id}
 
 
 @pytest.mark.parametrize("params", [
@@ -90,6 +94,11 @@ def test_constrained_outputs_only_hold_allowed_distinct_names(model, tokenizer, 
         names = [name for name in section.replace("\n", "|").split("|") if name]
         assert set(names) <= set(allowed[row // per_prompt]), text
         assert len(names) == len(set(names)) <= 3
+        if CLOSE_TAG in text:  # a closed list ends the answer: the tail, then end-of-sequence
+            assert text.endswith(CLOSE_TAG + ANSWER_TAIL), text
+    # the prompt allowed one name closes its list at once and stops there
+    last = texts[2 * per_prompt]
+    assert last.endswith(CLOSE_TAG + ANSWER_TAIL) and counts[2 * per_prompt] < 60, last
 
 
 def test_unconstrained_untrained_model_does_emit_unknown_text(model, tokenizer):
