@@ -3,9 +3,11 @@ name-constrained mode that goes beyond the paper.
 
 In constrained mode a logits processor walks a token trie of the valid advertiser names (the
 preset pool plus the user's active advertisers) inside `<advertiser_names>`, so the model can emit
-neither an unknown name nor a repeated one, nor more than `max_names` names; once the list closes,
-the answer's closing tag and end-of-sequence follow (nothing after the list is read, and a briefly
-trained model would otherwise fill the rest of `max_new_tokens` with stray tags).
+neither an unknown name nor a repeated one, nor more than `max_names` names. Around the list: the
+answer cannot end before its list, which the constraint opens itself if the model has not within
+`max_tokens_before_list` tokens; once the list closes, the answer's closing tag and end-of-sequence
+follow (nothing after the list is read, and a briefly trained model would otherwise fill the rest of
+`max_new_tokens` with stray tags).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class DecodingConfig:
     max_new_tokens: int = 256
     is_name_constrained: bool = False
     max_names: int = 20
+    max_tokens_before_list: int = 64  # constrained: room for <answer> and the interests before the list
     response_prefix: str = ""  # text the answer is forced to start with (e.g. "<answer>")
     seed: int = 0
 
@@ -51,6 +54,7 @@ class DecodingConfig:
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         require(self.max_names >= 1, "max_names", "must be >= 1")
+        require(self.max_tokens_before_list >= 0, "max_tokens_before_list", "must be >= 0")
 
 
 def generate_kwargs(config: DecodingConfig) -> dict:
@@ -97,7 +101,13 @@ def separator_token_ids(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
     return pipes, newlines
 
 
-PENDING = "pending"  # the walk's state before the list opens
+@dataclass(frozen=True)
+class _Pending:
+    """Before the list: tokens written so far, and how many tokens of the opening tag the constraint
+    has forced (once the budget is spent)."""
+
+    tokens: int = 0
+    forced: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,28 +129,34 @@ class _Walk:
 class NameConstraint:
     """Allowed next tokens for one sequence: the walk of its advertiser list through the trie."""
 
-    def __init__(self, tokenizer, max_names: int):
+    def __init__(self, tokenizer, max_names: int, max_tokens_before_list: int = 64):
         self.open_ids = tokenizer(OPEN_TAG, add_special_tokens=False)["input_ids"]
         self.close_ids = tokenizer(CLOSE_TAG, add_special_tokens=False)["input_ids"]
         self.tail_ids = tokenizer(ANSWER_TAIL, add_special_tokens=False)["input_ids"]
         self.end_id = tokenizer.eos_token_id
         self.pipes, self.newlines = separator_token_ids(tokenizer)
         self.max_names = max_names
+        self.max_tokens_before_list = max_tokens_before_list
 
     def allowed(self, trie: NameTrie, sequence: list[int]) -> set[int] | None:
-        """Token ids allowed next, or None where the sequence is outside the advertiser list."""
+        """Token ids allowed next; None before the list opens, where any token but the end may follow."""
         return self.allowed_after(trie, self.walk(trie, sequence))
 
     def allowed_after(self, trie: NameTrie, state) -> set[int] | None:
         if isinstance(state, _Closed):  # the answer's tail, then the end
             written = state.tokens_after
             return {self.tail_ids[written] if written < len(self.tail_ids) else self.end_id}
-        return self._next_tokens(state, trie) if isinstance(state, _Walk) else None
+        if isinstance(state, _Pending):
+            return {self.open_ids[state.forced]} if self._is_forcing(state) else None
+        return self._next_tokens(state, trie)
+
+    def _is_forcing(self, state: _Pending) -> bool:
+        return state.forced > 0 or state.tokens >= self.max_tokens_before_list
 
     def walk(self, trie: NameTrie, sequence: list[int]):
-        """The state after `sequence`: PENDING before the opening tag, `_Closed` once the list ended
+        """The state after `sequence`: `_Pending` before the opening tag, `_Closed` once the list ended
         (or was written unconstrained, e.g. in a prefix), else the walk through the trie."""
-        state, width = PENDING, len(self.open_ids)
+        state, width = _Pending(), len(self.open_ids)
         for end in range(1, len(sequence) + 1):
             state = self.advance(trie, state, sequence[max(0, end - width):end])
         return state
@@ -150,9 +166,12 @@ class NameConstraint:
         the last `len(open_ids)` tokens of `sequence` are read)."""
         if isinstance(state, _Closed):
             return _Closed(state.tokens_after + 1)
-        if state == PENDING:
+        if isinstance(state, _Pending):
+            if self._is_forcing(state):  # the token written is the next one of the opening tag
+                forced = state.forced + 1
+                return self._fresh() if forced == len(self.open_ids) else _Pending(state.tokens + 1, forced)
             width = len(self.open_ids)
-            return self._fresh() if sequence[-width:] == self.open_ids else PENDING
+            return self._fresh() if sequence[-width:] == self.open_ids else _Pending(state.tokens + 1)
         walk = replace(state, used=set(state.used))
         return walk if self._step(walk, trie, sequence[-1]) else _Closed()
 
@@ -231,7 +250,7 @@ class NameConstrainedLogits:
         import torch
 
         sequences = input_ids[:, self.scan_from:].tolist()
-        mask = None
+        mask = torch.zeros_like(scores, dtype=torch.bool)
         states = {}
         for row, sequence in enumerate(sequences):
             trie = self.tries[row // self.rows_per_prompt]
@@ -243,14 +262,13 @@ class NameConstrainedLogits:
                      else self.constraint.advance(trie, previous, sequence))
             states[key] = state
             allowed = self.constraint.allowed_after(trie, state)
-            if allowed is None:
+            if allowed is None:  # before the list: anything but the end of the answer
+                mask[row, self.constraint.end_id] = True
                 continue
-            if mask is None:
-                mask = torch.zeros_like(scores, dtype=torch.bool)
             mask[row] = True
             mask[row, list(allowed)] = False
         self.states_ = states
-        return scores if mask is None else scores.masked_fill(mask, float("-inf"))
+        return scores.masked_fill(mask, float("-inf"))
 
 
 def prompt_cache(model, batch: dict, sequences_per_prompt: int):
@@ -285,7 +303,7 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
     if config.is_name_constrained:
         if allowed_names is None or len(allowed_names) != len(prompts):
             raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
-        constraint = constraint or NameConstraint(tokenizer, config.max_names)
+        constraint = constraint or NameConstraint(tokenizer, config.max_names, config.max_tokens_before_list)
         prefix_tokens = len(tokenizer(config.response_prefix, add_special_tokens=False)["input_ids"])
         processors.append(NameConstrainedLogits(
             constraint, [NameTrie.from_names(names, tokenizer) for names in allowed_names],

@@ -116,6 +116,36 @@ def test_sampling_is_reproducible_from_the_seed(model, tokenizer):
     assert first == again
 
 
+def test_the_constraint_opens_the_list_itself_once_its_budget_is_spent(tokenizer):
+    constraint = NameConstraint(tokenizer, max_names=3, max_tokens_before_list=4)
+    trie = NameTrie.from_names(NAMES, tokenizer)
+    open_ids, junk = _ids(tokenizer, OPEN_TAG), _ids(tokenizer, "free text before the list")
+    assert len(junk) >= 4 and constraint.allowed(trie, junk[:3]) is None  # free (but for the end) within budget
+    assert constraint.allowed(trie, junk[:4]) == {open_ids[0]}
+    assert constraint.allowed(trie, junk[:4] + open_ids[:1]) == ({open_ids[1]} if len(open_ids) > 1 else
+                                                                 constraint.allowed(trie, open_ids))
+    assert constraint.allowed(trie, junk[:4] + open_ids) == constraint.allowed(trie, open_ids)  # the names
+
+
+def test_an_answer_cannot_end_before_its_list(model, tokenizer):
+    """With the end of sequence made by far the likeliest token, the constrained answer still holds a list."""
+    def favour_the_end(module, inputs, logits):
+        logits = logits.clone()
+        logits[..., tokenizer.eos_token_id] += 100.0
+        return logits
+
+    hook = model.lm_head.register_forward_hook(favour_the_end)
+    try:
+        _, counts = generate_texts(model, tokenizer, ["user a"], DecodingConfig(strategy="greedy"))
+        config = DecodingConfig(strategy="greedy", max_new_tokens=60, is_name_constrained=True, max_names=2,
+                                max_tokens_before_list=3)
+        texts, _ = generate_texts(model, tokenizer, ["user a"], config, [NAMES[:3]])
+    finally:
+        hook.remove()
+    assert counts == [0]  # left alone, the model ends at once
+    assert OPEN_TAG in texts[0] and texts[0].endswith(CLOSE_TAG + ANSWER_TAIL), texts[0]
+
+
 def test_incremental_walk_matches_the_walk_from_scratch(tokenizer):
     constraint = NameConstraint(tokenizer, max_names=3)
     trie = NameTrie.from_names(NAMES, tokenizer)
