@@ -299,6 +299,7 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
     batch = tokenizer(prefixed, return_tensors="pt", padding=True, add_special_tokens=False)
     batch = {key: value.to(model.device) for key, value in batch.items()}
     prompt_length = batch["input_ids"].shape[1]
+    rows_per_prompt = config.num_beams if config.strategy == "beam" else config.num_return_sequences  # decoded
     processors = LogitsProcessorList()
     if config.is_name_constrained:
         if allowed_names is None or len(allowed_names) != len(prompts):
@@ -308,13 +309,11 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
         processors.append(NameConstrainedLogits(
             constraint, [NameTrie.from_names(names, tokenizer) for names in allowed_names],
             scan_from=prompt_length - prefix_tokens,
-            rows_per_prompt=config.num_beams if config.strategy == "beam" else config.num_return_sequences,
+            rows_per_prompt=rows_per_prompt,
         ))
-    sequences_per_prompt = max(config.num_beams if config.strategy == "beam" else 1, config.num_return_sequences)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(config.seed)
-        cache = {} if sequences_per_prompt == 1 else {
-            "past_key_values": prompt_cache(model, batch, sequences_per_prompt)}
+        cache = {} if rows_per_prompt == 1 else {"past_key_values": prompt_cache(model, batch, rows_per_prompt)}
         output = model.generate(
             **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
