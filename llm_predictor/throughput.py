@@ -1,6 +1,7 @@
 """Throughput of the predictor's model on this machine (rows for `benchmarks/bench_llm.py`):
-training tokens/s in fp32 and bf16 autocast, and generated tokens/s for beam search and sampling,
-each with its share of the machine's bf16 matrix-product ceiling (INSTALL-NOTES).
+training tokens/s in fp32 and bf16 autocast, and generated tokens/s for beam search (with and
+without the prompt cache) and sampling, each with its share of the machine's bf16 matrix-product
+ceiling (INSTALL-NOTES).
 """
 
 from __future__ import annotations
@@ -58,24 +59,36 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator) -
 
 
 def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator) -> list[dict]:
-    """Generated tokens/s (returned sequences only) with bf16 autocast, for beam search and sampling;
-    the ceiling share counts the work of every beam plus the prefill (2 x params per token)."""
+    """Generated tokens/s (returned sequences only) as the CPU backend decodes: bf16 weights, eager
+    attention; beam search with `generate`'s own prefill (once per beam) and with the prompt cache
+    `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
+    beam plus the prefill (2 x params per token)."""
+    import copy
+
     import torch
 
+    from llm_predictor.decoding import prompt_cache
+
     params = parameter_count(model)
-    model.eval()
+    served = copy.deepcopy(model).to(torch.bfloat16).eval()
+    served.set_attn_implementation("eager")
     ids = torch.randint(2, model.config.vocab_size, (n_prompts, prompt_len), generator=generator)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    beam, sampling = DecodingConfig(strategy="beam", num_beams=num_beams), DecodingConfig(strategy="sampling")
     rows = []
-    for config in (DecodingConfig(strategy="beam", num_beams=num_beams), DecodingConfig(strategy="sampling")):
-        rows_computed = n_prompts * (config.num_beams if config.strategy == "beam" else 1)
-        with torch.no_grad(), autocast(True):
+    for label, config, is_cached in ((f"beam, {num_beams} beams, prefill per beam", beam, False),
+                                     (f"beam, {num_beams} beams, prompt cache", beam, True),
+                                     ("sampling", sampling, False)):
+        rows_decoded = n_prompts * (config.num_beams if config.strategy == "beam" else 1)
+        with torch.no_grad():
             started = time.perf_counter()
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, pad_token_id=1, **generate_kwargs(config))
+            cache = {"past_key_values": prompt_cache(served, batch, config.num_beams)} if is_cached else {}
+            served.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=1,
+                            **cache, **generate_kwargs(config))
             seconds = time.perf_counter() - started
-        flops = 2 * params * (n_prompts * prompt_len + rows_computed * new_tokens)
-        label = f"generate tokens/s ({config.strategy}{f', {num_beams} beams' if config.strategy == 'beam' else ''})"
-        rows.append(_rate_row(label, n_prompts * new_tokens, seconds, flops))
+        prefilled = n_prompts * prompt_len * (1 if is_cached or config.strategy != "beam" else config.num_beams)
+        flops = 2 * params * (prefilled + rows_decoded * new_tokens)
+        rows.append(_rate_row(f"generate tokens/s ({label})", n_prompts * new_tokens, seconds, flops))
     return rows
 
 
