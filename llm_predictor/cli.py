@@ -164,6 +164,20 @@ def resolve_config(preset: str, config_path: Optional[Path], overrides: Optional
     return load_config(LLMConfig, path=config_path, base=PRESETS[preset], overrides=overrides)
 
 
+def trained_config(run, method_name: str, preset: str) -> LLMConfig:
+    """`preset`'s config with the prompt settings (features, preset pool size) that the run's model
+    of `method_name` was trained with, from its stage record: a model prompted unlike its training
+    prompts (e.g. after `--set features.…` at training) would be scored on prompts it never saw."""
+    from synthetic_data.config_io import from_dict
+
+    stage = MODEL_STAGES[METHODS[method_name].model]
+    record = run.stage_record(stage)
+    if record is None:
+        raise ConfigError(f"stage {stage} has not run in {run.root}; train the LLM (`adsim llm --help`) first")
+    recorded = {key: record["config"][key] for key in ("features", "preset_pool_size") if key in record["config"]}
+    return from_dict(LLMConfig, {**to_dict(resolve_config(preset, None, None)), **recorded})
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage work (heavy imports inside functions: the CLI module stays light to import)
 

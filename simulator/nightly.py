@@ -57,15 +57,15 @@ class LlmPredictor:
     def __init__(self, run: Path, world: World, preset: str = "small", method: str = "grpo_constrained",
                  max_users: int = 100, seed: int = 0):
         from llm_predictor.backends import make_backend
-        from llm_predictor.cli import model_dir, resolve_config
+        from llm_predictor.cli import model_dir, trained_config
         from synthetic_data.run_folder import RunFolder
 
-        self.config = resolve_config(preset, None, None)
         self.folder, self.world, self.method = RunFolder(run), world, method
         self.max_users, self.seed = max_users, seed
         directory = model_dir(self.folder, method)
         if not directory.exists():
             raise FileNotFoundError(f"{directory} is missing: train the LLM (`adsim llm ...`) before --nightly llm")
+        self.config = trained_config(self.folder, method, preset)  # prompts as the model was trained on
         predict = self.config.predict
         self.backend = make_backend(predict.backend, directory, predict.batch_size, predict.is_bf16)
         self.counts_: dict[str, int] = {}

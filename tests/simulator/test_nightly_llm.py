@@ -48,3 +48,15 @@ def test_llm_nightly_reinfers_a_seeded_budget_of_active_users(llm_run, tiny_worl
 def test_llm_nightly_needs_a_trained_model(tmp_path, tiny_world):
     with pytest.raises(FileNotFoundError, match="train the LLM"):
         LlmPredictor(tmp_path, tiny_world, preset="nano", method="grpo")
+
+
+def test_llm_nightly_prompts_as_the_model_was_trained(llm_run, tmp_path, tiny_world):
+    """Prompt settings given at training time, not the preset's, reach the nightly prompts."""
+    run = tmp_path / "run"
+    shutil.copytree(llm_run, run)
+    result = CliRunner().invoke(llm_app, ["sft", "--target", "list", "--run", str(run), "--preset", "nano", "--quiet",
+                                          "--set", "features.budget_characters=300", "--set", "preset_pool_size=5"])
+    assert result.exit_code == 0, result.output
+    config = LlmPredictor(run, tiny_world, preset="nano", method="sft_list").config
+    assert config.features.budget_characters == 300 and config.preset_pool_size == 5
+    assert LlmPredictor(llm_run, tiny_world, preset="nano", method="sft_list").config.preset_pool_size == 8
