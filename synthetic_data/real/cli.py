@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="real-data runs: adapt, baselines, llm-baselines, llm-predict-sample, results", no_args_is_help=True)
+app = typer.Typer(help="real-data runs: adapt, baselines, llm-baselines, sasrec, llm-predict-sample, results",
+                  no_args_is_help=True)
 
 
 @app.command()
@@ -51,6 +52,20 @@ def llm_baselines(
     config = default_config()
     predictions = write_trained_baselines(run, load_config(type(config), base=to_dict(config), overrides=set_))
     typer.echo(f"{run}/llm_baselines/predictions.parquet: {predictions.height} rows")
+
+
+@app.command()
+def sasrec(
+    run: Path = typer.Option(..., help="run folder holding a leave-one-out world/"),
+    set_: list[str] = typer.Option([], "--set", help="SASRecConfig overrides, e.g. --set max_epochs=50"),
+) -> None:
+    """SASRec over brand IDs: fit on the training purchases, early-stop on the validation labels,
+    predict the validation and test labels (`<run>/sasrec/`; skips when complete)."""
+    from llm_predictor.sasrec import SASRecConfig, run_sasrec
+    from synthetic_data.config_io import load_config
+
+    predictions = run_sasrec(run / "world", run, load_config(SASRecConfig, overrides=set_))
+    typer.echo(f"{run}/sasrec/predictions.parquet: {predictions.height} rows")
 
 
 @app.command("llm-predict-sample")

@@ -146,7 +146,8 @@ def test_config_and_input_errors_name_the_problem():
         SASRecPredictor(CONFIG).fit(events, validation.head(0), advertisers, progress=False)
 
 
-def test_run_sasrec_writes_predictions_and_skips_when_complete(tmp_path):
+def _leave_one_out_run(tmp_path):
+    """A run folder with a leave-one-out world adapted from 30 hand-made purchase sequences."""
     from synthetic_data.real.amazon import AmazonConfig, write_amazon_world
 
     data = tmp_path / "data"
@@ -158,6 +159,23 @@ def test_run_sasrec_writes_predictions_and_skips_when_complete(tmp_path):
     (data / "T.inter.json").write_text(json.dumps(sequences))
     run = tmp_path / "run"
     write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    return run
+
+
+def test_adsim_real_sasrec_command_fits_and_predicts(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthetic_data.real.cli import app
+
+    run = _leave_one_out_run(tmp_path)
+    result = CliRunner().invoke(app, ["sasrec", "--run", str(run), "--set", "hidden_dim=8", "--set", "num_heads=1",
+                                      "--set", "num_layers=1", "--set", "max_epochs=1", "--set", "top_k=4"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(run / "sasrec" / "predictions.parquet").group_by("user_id").len()["len"].to_list() == [8] * 30
+
+
+def test_run_sasrec_writes_predictions_and_skips_when_complete(tmp_path):
+    run = _leave_one_out_run(tmp_path)
     config = SASRecConfig(hidden_dim=8, num_layers=1, num_heads=1, max_epochs=2, top_k=4)
     predictions = run_sasrec(run / "world", run, config, progress=False)
     assert set(predictions["anchor_date"].unique()) == {date(2018, 9, 29), date(2018, 9, 30)}
