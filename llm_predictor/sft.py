@@ -2,9 +2,9 @@
 A.1), or, for the paper's comparison, prompt -> the 20-advertiser XML list (Table 3).
 
 The loss covers the completion only, and only the completion positions go through the LM head
-(`completion_loss`; with right-padded batches of similar length, 2.6x TRL's own CPU path). Sequences are never truncated (that could cut the target
-away): the feature budget keeps prompts short, and any example still over `max_length` is left
-out of training and counted in the summary.
+(`completion_loss`; with right-padded batches of similar length, 2.6x TRL's own CPU path).
+Sequences are never truncated (that could cut the target away): the feature budget keeps prompts
+short, and any example still over `max_length` is left out of training and counted in the summary.
 """
 
 from __future__ import annotations
