@@ -64,8 +64,7 @@ class TransformersBackend:
 
         if self.model_ is None:
             self._load()
-        constraint = (NameConstraint(self.tokenizer_, params.max_names, params.max_tokens_before_list)
-                      if params.is_name_constrained else None)
+        constraint = NameConstraint.for_decoding(self.tokenizer_, params) if params.is_name_constrained else None
         order = np.argsort([len(prompt) for prompt in prompts], kind="stable")  # less padding per batch
         generations = []
         starts = range(0, len(prompts), self.batch_size)

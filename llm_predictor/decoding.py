@@ -56,6 +56,11 @@ class DecodingConfig:
         require(self.max_names >= 1, "max_names", "must be >= 1")
         require(self.max_tokens_before_list >= 0, "max_tokens_before_list", "must be >= 0")
 
+    @property
+    def rows_per_prompt(self) -> int:
+        """Sequences `generate` decodes side by side for each prompt (its beams, or its samples)."""
+        return self.num_beams if self.strategy == "beam" else self.num_return_sequences
+
 
 def generate_kwargs(config: DecodingConfig) -> dict:
     """`model.generate` arguments for the strategy (`num_return_sequences` per prompt, best first)."""
@@ -137,6 +142,11 @@ class NameConstraint:
         self.pipes, self.newlines = separator_token_ids(tokenizer)
         self.max_names = max_names
         self.max_tokens_before_list = max_tokens_before_list
+
+    @classmethod
+    def for_decoding(cls, tokenizer, config: DecodingConfig) -> NameConstraint:
+        """The constraint a decoding config asks for (its name count and pre-list budget)."""
+        return cls(tokenizer, config.max_names, config.max_tokens_before_list)
 
     def allowed(self, trie: NameTrie, sequence: list[int]) -> set[int] | None:
         """Token ids allowed next; None before the list opens, where any token but the end may follow."""
@@ -299,21 +309,21 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
     batch = tokenizer(prefixed, return_tensors="pt", padding=True, add_special_tokens=False)
     batch = {key: value.to(model.device) for key, value in batch.items()}
     prompt_length = batch["input_ids"].shape[1]
-    rows_per_prompt = config.num_beams if config.strategy == "beam" else config.num_return_sequences  # decoded
     processors = LogitsProcessorList()
     if config.is_name_constrained:
         if allowed_names is None or len(allowed_names) != len(prompts):
             raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
-        constraint = constraint or NameConstraint(tokenizer, config.max_names, config.max_tokens_before_list)
+        constraint = constraint or NameConstraint.for_decoding(tokenizer, config)
         prefix_tokens = len(tokenizer(config.response_prefix, add_special_tokens=False)["input_ids"])
         processors.append(NameConstrainedLogits(
             constraint, [NameTrie.from_names(names, tokenizer) for names in allowed_names],
             scan_from=prompt_length - prefix_tokens,
-            rows_per_prompt=rows_per_prompt,
+            rows_per_prompt=config.rows_per_prompt,
         ))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(config.seed)
-        cache = {} if rows_per_prompt == 1 else {"past_key_values": prompt_cache(model, batch, rows_per_prompt)}
+        rows = config.rows_per_prompt
+        cache = {} if rows == 1 else {"past_key_values": prompt_cache(model, batch, rows)}
         output = model.generate(
             **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -79,10 +79,10 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
     for label, config, is_cached in ((f"beam, {num_beams} beams, prefill per beam", beam, False),
                                      (f"beam, {num_beams} beams, prompt cache", beam, True),
                                      ("sampling", sampling, False)):
-        rows_decoded = n_prompts * (config.num_beams if config.strategy == "beam" else 1)
+        rows_decoded = n_prompts * config.rows_per_prompt
         with torch.no_grad():
             started = time.perf_counter()
-            cache = {"past_key_values": prompt_cache(served, batch, config.num_beams)} if is_cached else {}
+            cache = {"past_key_values": prompt_cache(served, batch, config.rows_per_prompt)} if is_cached else {}
             served.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=1,
                             **cache, **generate_kwargs(config))
             seconds = time.perf_counter() - started
