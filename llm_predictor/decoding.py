@@ -1,5 +1,6 @@
 """Decoding (paper 4.2.1, Table 2): beam search or sampling through `model.generate`, plus a
-name-constrained mode that goes beyond the paper.
+name-constrained mode that goes beyond the paper (and, for one-name answers, `rank`: every allowed
+name scored exactly, in `name_ranking.py`).
 
 In constrained mode a logits processor walks a token trie of the valid advertiser names (the
 preset pool plus the user's active advertisers) inside `<advertiser_names>`, so the model can emit
@@ -24,9 +25,11 @@ ANSWER_TAIL = "\n</answer>"  # what the inference template's answer holds after 
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """How to decode: beam search, sampling or greedy; optional name constraint and answer prefix."""
+    """How to decode: beam search, sampling or greedy; optional name constraint and answer prefix.
+    `rank` (one-name answers, name-constrained) scores every allowed name as the whole answer and
+    returns the best `num_return_sequences`: the exact top-k that beam search approximates."""
 
-    strategy: Literal["beam", "sampling", "greedy"] = "beam"
+    strategy: Literal["beam", "sampling", "greedy", "rank"] = "beam"
     num_beams: int = 4
     num_return_sequences: int = 1  # >1: a ranked list of outputs (e.g. the beams of the 1-advertiser model)
     temperature: float = 1.0
@@ -39,7 +42,10 @@ class DecodingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self.strategy in ("beam", "sampling", "greedy"), "strategy", "must be beam, sampling or greedy")
+        require(self.strategy in ("beam", "sampling", "greedy", "rank"), "strategy",
+                "must be beam, sampling, greedy or rank")
+        require(self.strategy != "rank" or self.is_name_constrained, "is_name_constrained",
+                "strategy rank scores the allowed names; set is_name_constrained = true")
         require(self.num_beams >= 1, "num_beams", "must be >= 1")
         require(self.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
         require(
@@ -64,6 +70,8 @@ class DecodingConfig:
 
 def generate_kwargs(config: DecodingConfig) -> dict:
     """`model.generate` arguments for the strategy (`num_return_sequences` per prompt, best first)."""
+    if config.strategy == "rank":
+        raise ValueError("strategy rank does not generate; rank the names with name_ranking.rank_names")
     returned = dict(num_return_sequences=config.num_return_sequences)
     if config.strategy == "beam":
         return dict(do_sample=False, num_beams=config.num_beams, early_stopping=True, **returned)

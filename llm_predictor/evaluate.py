@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from synthetic_data.config_io import require
+from synthetic_data.schema import PREDICTIONS, conform
 
 from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions, popularity_predictions
 from llm_predictor.convert import ConversionCounts, NameConverter, convert_predictions
@@ -98,6 +99,22 @@ def baseline_predictions(world_tables, requests: pl.DataFrame, config: BaselineC
         "most_recent": most_recent_predictions(world_tables, requests, config),
         "lightgbm_pairs": PairRanker(config).fit(world_tables, train).predict(world_tables, requests),
     }
+
+
+def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, config: EvalConfig) -> pl.DataFrame:
+    """PREDICTIONS of an oracle that names each eval label at rank 1 when the label's advertiser is
+    among the prompt's allowed names (the active advertisers and the preset pool, from which
+    appendix A requirement 2 tells the model to choose), and names nothing otherwise. Its Recall@K
+    is the most that any method choosing among those names can reach (source "allowed_names_ceiling")."""
+    keys = ["user_id", "anchor_date"]
+    labels = pl.concat(list(evaluation_labels(world_tables, config).values())).unique(keys)
+    allowed = (prompts.select(*keys, pl.col("allowed_names").alias("advertiser_name")).explode("advertiser_name")
+               .join(world_tables.advertisers.select("advertiser_id", pl.col("name").alias("advertiser_name")),
+                     on="advertiser_name"))
+    table = labels.join(allowed, on=[*keys, "advertiser_id"]).select(
+        *keys, pl.lit(1).alias("rank"), "advertiser_id", "advertiser_name",
+        pl.lit("allowed_names_ceiling").alias("source")).unique(keys, keep="first", maintain_order=True)
+    return conform(table, PREDICTIONS, "allowed_names_ceiling")
 
 
 def generation_predictions(world_tables, generations: Mapping[str, pl.DataFrame], config: EvalConfig

@@ -10,9 +10,11 @@ import pytest
 from synthetic_data.config_io import ConfigError
 
 from llm_predictor.baselines import BaselineConfig
-from llm_predictor.evaluate import (EvalConfig, ablation_table, baseline_predictions, evaluate_methods,
-                                    evaluation_labels, evaluation_requests, labelled_users, results_table,
-                                    to_markdown)
+from llm_predictor.evaluate import (EvalConfig, ablation_table, allowed_names_ceiling, baseline_predictions,
+                                    evaluate_methods, evaluation_labels, evaluation_requests, labelled_users,
+                                    results_table, to_markdown)
+from llm_predictor.features import FeatureConfig
+from llm_predictor.predict import build_prompts
 from llm_predictor.prompts import list_target
 
 CONFIG = EvalConfig(n_resamples=200)
@@ -41,6 +43,21 @@ def test_results_table_scores_perfect_and_empty_methods(tiny_world):
     assert rows["oracle"]["recall_at_1"] == 1.0 and rows["oracle"]["recall_at_1_low"] == 1.0
     assert rows["nothing"]["recall_at_20"] == 0.0
     assert rows["oracle"]["parse_rate"] is None and rows["oracle"]["n_labels"] == v1.height
+
+
+def test_the_ceiling_is_the_share_of_labels_among_the_allowed_names(tiny_world):
+    """Recall of the ceiling = the share of labels whose advertiser the prompt allows, counted by hand."""
+    requests = evaluation_requests(tiny_world, CONFIG)
+    prompts = build_prompts(tiny_world, requests, FeatureConfig(), 5, "inference")
+    v1 = evaluation_labels(tiny_world, CONFIG)["v1"]
+    names = dict(tiny_world.advertisers.select("advertiser_id", "name").iter_rows())
+    allowed = {(u, d): set(found) for u, d, found in prompts.select("user_id", "anchor_date", "allowed_names").iter_rows()}
+    covered = sum(names[a] in allowed[(u, d)] for u, d, a in v1.select("user_id", "anchor_date", "advertiser_id")
+                  .iter_rows())
+    assert 0 < covered < v1.height  # the tiny world has labels on both sides of the ceiling
+    ceiling = allowed_names_ceiling(tiny_world, prompts, CONFIG)
+    [row] = results_table({"ceiling": ceiling}, {"v1": v1}, CONFIG).to_dicts()
+    assert row["recall_at_1"] == row["recall_at_20"] == pytest.approx(covered / v1.height)
 
 
 def test_ablation_deltas_are_paired_differences(tiny_world):

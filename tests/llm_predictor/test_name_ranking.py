@@ -1,0 +1,76 @@
+"""Name ranking: each allowed name scored as the whole answer (its tokens, then the end), from one
+cached prefill per prompt; checked against a plain forward pass over prompt + name."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_predictor.backends import TransformersBackend
+from llm_predictor.decoding import DecodingConfig, generate_kwargs
+from llm_predictor.model import ModelConfig, build_model
+from llm_predictor.name_ranking import name_logprobs, rank_names
+from llm_predictor.tokenizer import TokenizerConfig, train_tokenizer
+from synthetic_data.config_io import ConfigError
+
+NAMES = ["Potean Collective", "Potean", "Tratrea Co.", "Deachigrin House", "Vowis Labs", "Levi's"]
+PROMPTS = ["user a", "user b likes rugs and more rugs from Potean and Vowis Labs", "c"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([f"{a} and {b} sell rugs to users" for a in NAMES for b in NAMES] * 3,
+                           TokenizerConfig(vocab_size=300))
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return build_model(ModelConfig(size="nano", seed=5), tokenizer).eval()
+
+
+def _plain_logprob(model, tokenizer, prompt: str, name: str) -> float:
+    """log P(name, end | prompt) from one unpadded forward pass over the prompt, the name and the end."""
+    import torch
+
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(name, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + answer])).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
+    return float(logprobs[torch.arange(len(answer)), torch.tensor(answer)].sum())
+
+
+def test_scores_equal_a_plain_forward_pass(model, tokenizer):
+    """Left-padded prompts of different lengths, names of different lengths, split over forward passes:
+    a wrong position, mask or token offset changes the scores."""
+    names = [NAMES, NAMES[2:5], ["Levi's", "Potean"]]
+    scores = name_logprobs(model, tokenizer, PROMPTS, names, rows_per_forward=4)
+    for prompt, found, got in zip(PROMPTS, names, scores, strict=True):
+        expected = [_plain_logprob(model, tokenizer, prompt, name) for name in found]
+        assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_ranking_is_the_allowed_names_best_first(model, tokenizer):
+    allowed = [NAMES + [" Potean ", ""], NAMES[:2], []]
+    ranked = rank_names(model, tokenizer, PROMPTS, allowed, top_k=4)
+    assert [len(r) for r in ranked] == [4, 2, 0]
+    best = sorted(NAMES, key=lambda name: -_plain_logprob(model, tokenizer, PROMPTS[0], name))[:4]
+    assert [name for name, _ in ranked[0]] == best  # the stripped duplicate and the empty name are gone
+    assert all(a >= b for (_, a), (_, b) in zip(ranked[0], ranked[0][1:]))
+
+
+def test_the_backend_returns_ranked_names(model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    backend = TransformersBackend(tmp_path, batch_size=2, is_bf16=False)
+    params = DecodingConfig(strategy="rank", num_return_sequences=3, is_name_constrained=True)
+    generations = backend.generate(PROMPTS[:2], params, [NAMES, NAMES[:2]])
+    expected = rank_names(backend.model_, backend.tokenizer_, PROMPTS[:2], [NAMES, NAMES[:2]], top_k=3)
+    assert [(g.prompt_index, g.rank, g.text) for g in generations] == [
+        (p, rank, name) for p, found in enumerate(expected) for rank, (name, _) in enumerate(found, start=1)]
+
+
+def test_rank_needs_the_name_constraint_and_does_not_generate():
+    with pytest.raises(ConfigError, match="is_name_constrained"):
+        DecodingConfig(strategy="rank")
+    with pytest.raises(ValueError, match="rank_names"):
+        generate_kwargs(DecodingConfig(strategy="rank", is_name_constrained=True))
