@@ -75,6 +75,8 @@ def test_single_advertiser_methods_decode_twenty_ranked_names():
     base = DecodingConfig(num_beams=4, max_new_tokens=200, is_name_constrained=True)
     beam = method_decoding(METHODS["sft_single_beam"], base)
     assert (beam.num_beams, beam.num_return_sequences, beam.is_name_constrained) == (20, 20, False)
+    ranked = method_decoding(METHODS["sft_single_ranked"], base)
+    assert (ranked.strategy, ranked.num_return_sequences, ranked.is_name_constrained) == ("rank", 20, True)
     assert method_decoding(METHODS["grpo_constrained"], DecodingConfig()).is_name_constrained
     assert method_decoding(METHODS["grpo"], base) == base
 
@@ -91,6 +93,10 @@ def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
     assert generations.group_by("user_id").len()["len"].unique().to_list() == [20]  # 20 beams per user
     assert predictions.is_empty() or predictions["rank"].max() <= 20  # 4 SFT steps may map no name yet
     assert record["summary"]["users"] == record["summary"]["outputs"] == generations["user_id"].n_unique()
+    _invoke("predict", "--run", str(run_root), "--method", "sft_single_ranked", "--users", "eval")
+    ranked = pl.read_parquet(run_root / "llm_predict_sft_single_ranked_eval" / "predictions.parquet")
+    assert ranked.height > 0 and ranked["rank"].max() <= 20
+    assert not ranked.select("user_id", "anchor_date", "advertiser_id").is_duplicated().any()
     again = _invoke("sft", "--run", str(run_root), "--target", "single")
     assert "skipping" in again.output
     changed = _invoke("sft", "--run", str(run_root), "--target", "single", "--set", "sft.train.learning_rate=0.002")
