@@ -307,11 +307,9 @@ def bag_starts(features: dict[str, Sparse]) -> dict[str, np.ndarray]:
     return {name: np.cumsum(lengths) - lengths for name, (_, lengths) in features.items()}
 
 
-def take_rows(features: dict[str, Sparse], rows: np.ndarray,
-              starts: dict[str, np.ndarray] | None = None) -> dict[str, Sparse]:
-    """The bags of the given rows (in that order), for every sparse feature; `starts` from
-    `bag_starts(features)` (recomputed when not given)."""
-    starts = bag_starts(features) if starts is None else starts
+def take_rows(features: dict[str, Sparse], rows: np.ndarray, starts: dict[str, np.ndarray]) -> dict[str, Sparse]:
+    """The bags of the given rows (in that order), for every sparse feature; `starts` is
+    `bag_starts(features)`."""
     taken = {}
     for name, (values, lengths) in features.items():
         row_lengths = lengths[rows]

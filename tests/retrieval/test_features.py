@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from retrieval.config import FeatureConfig
-from retrieval.features import (UserHistory, build_vocabulary, item_features, take_rows)
+from retrieval.features import (UserHistory, bag_starts, build_vocabulary, item_features, take_rows)
 from synthetic_data.schema import UTC_TS, SchemaError
 
 from tests.retrieval.conftest import START, events_table
@@ -80,7 +80,7 @@ def test_as_of_must_be_a_utc_timestamp(history):
 
 def test_take_rows_selects_jagged_bags_in_the_given_order():
     features = {"f": (np.array([1, 2, 3, 4, 5, 6]), np.array([2, 0, 3, 1]))}
-    values, lengths = take_rows(features, np.array([3, 0, 1, 2, 0]))["f"]
+    values, lengths = take_rows(features, np.array([3, 0, 1, 2, 0]), bag_starts(features))["f"]
     assert lengths.tolist() == [1, 2, 0, 3, 2]
     assert values.tolist() == [6, 1, 2, 3, 4, 5, 1, 2]
 
