@@ -60,13 +60,13 @@ class TransformersBackend:
         import numpy as np
         from tqdm.auto import tqdm
 
-        from llm_predictor.decoding import NameConstraint, generate_texts
+        from llm_predictor.decoding import NameConstraint, check_allowed_names, generate_texts
         from llm_predictor.name_ranking import rank_names
 
         if self.model_ is None:
             self._load()
-        if params.is_name_constrained and (allowed_names is None or len(allowed_names) != len(prompts)):
-            raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
+        if params.is_name_constrained:
+            check_allowed_names(prompts, allowed_names)
         constraint = NameConstraint.for_decoding(self.tokenizer_, params) if params.is_name_constrained else None
         order = np.argsort([len(prompt) for prompt in prompts], kind="stable")  # less padding per batch
         generations = []
@@ -78,10 +78,8 @@ class TransformersBackend:
             if params.strategy == "rank":
                 ranked = rank_names(self.model_, self.tokenizer_, batch_prompts, batch_names,
                                     params.num_return_sequences)
-                generations += [
-                    Generation(index, rank, name, len(self.tokenizer_(name, add_special_tokens=False)["input_ids"]))
-                    for index, names in zip(indices, ranked) for rank, (name, _) in enumerate(names, start=1)
-                ]
+                generations += [Generation(index, rank, found.name, found.num_tokens)
+                                for index, names in zip(indices, ranked) for rank, found in enumerate(names, start=1)]
                 continue
             batch_params = dataclasses.replace(params, seed=params.seed + batch_number)
             texts, counts = generate_texts(self.model_, self.tokenizer_, batch_prompts, batch_params, batch_names,

@@ -453,10 +453,10 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                                        show_progress) for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
         predictions |= evaluate.baseline_predictions(world, sampled)
+        labels = _sampled_labels(world, config, sampled)
         allowed = build_prompts(world, sampled, config.features, config.preset_pool_size, "inference")
-        predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, config.eval.evaluation)
-        table = evaluate.results_table(predictions, _sampled_labels(world, config, sampled),
-                                       config.eval.evaluation, counts)
+        predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
+        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
         outputs = [path.name for path in evaluate.write_table(
             table, directory, "results", f"Advertiser prediction on {sampled.height} eval users at {anchor} "

@@ -289,17 +289,29 @@ class NameConstrainedLogits:
         return scores.masked_fill(mask, float("-inf"))
 
 
+def check_allowed_names(prompts: list[str], allowed_names: list[list[str]] | None) -> None:
+    """Name-constrained decoding (and ranking) reads one list of allowed names per prompt."""
+    if allowed_names is None or len(allowed_names) != len(prompts):
+        raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
+
+
+def prefill(model, input_ids, attention_mask):
+    """The KV cache of left-padded prompts (positions numbered as `generate` numbers them) and the
+    logits at their last position."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    return cache, logits
+
+
 def prompt_cache(model, batch: dict, sequences_per_prompt: int):
     """The KV cache of each prompt but its last token, computed once and repeated for each of the
     prompt's beams or samples: `generate` would otherwise run the prompt through the model once
     per sequence (20x the prefill work, and 20x its attention memory, for 20 beams)."""
-    from transformers import DynamicCache
-
-    mask = batch["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: numbered as `generate` numbers them
-    cache = DynamicCache(config=model.config)
-    model(input_ids=batch["input_ids"][:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache, _ = prefill(model, batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1])
     cache.batch_repeat_interleave(sequences_per_prompt)
     return cache
 
@@ -319,8 +331,7 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
     prompt_length = batch["input_ids"].shape[1]
     processors = LogitsProcessorList()
     if config.is_name_constrained:
-        if allowed_names is None or len(allowed_names) != len(prompts):
-            raise ValueError("decoding.is_name_constrained needs one list of allowed names per prompt")
+        check_allowed_names(prompts, allowed_names)
         constraint = constraint or NameConstraint.for_decoding(tokenizer, config)
         prefix_tokens = len(tokenizer(config.response_prefix, add_special_tokens=False)["input_ids"])
         processors.append(NameConstrainedLogits(

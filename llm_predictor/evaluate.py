@@ -101,13 +101,14 @@ def baseline_predictions(world_tables, requests: pl.DataFrame, config: BaselineC
     }
 
 
-def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, config: EvalConfig) -> pl.DataFrame:
-    """PREDICTIONS of an oracle that names each eval label at rank 1 when the label's advertiser is
-    among the prompt's allowed names (the active advertisers and the preset pool, from which
-    appendix A requirement 2 tells the model to choose), and names nothing otherwise. Its Recall@K
-    is the most that any method choosing among those names can reach (source "allowed_names_ceiling")."""
+def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, labels: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """PREDICTIONS of an oracle that names each label (of every eval set in `labels`) at rank 1 when
+    the label's advertiser is among the prompt's allowed names (the active advertisers and the preset
+    pool, from which appendix A requirement 2 tells the model to choose), and names nothing otherwise.
+    Its Recall@K is the most that any method choosing among those names can reach (source
+    "allowed_names_ceiling")."""
     keys = ["user_id", "anchor_date"]
-    labels = pl.concat(list(evaluation_labels(world_tables, config).values())).unique(keys)
+    labels = pl.concat([table.select(*keys, "advertiser_id") for table in labels.values()]).unique(keys)
     allowed = (prompts.select(*keys, pl.col("allowed_names").alias("advertiser_name")).explode("advertiser_name")
                .join(world_tables.advertisers.select("advertiser_id", pl.col("name").alias("advertiser_name")),
                      on="advertiser_name"))

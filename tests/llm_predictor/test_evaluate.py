@@ -49,13 +49,14 @@ def test_the_ceiling_is_the_share_of_labels_among_the_allowed_names(tiny_world):
     """Recall of the ceiling = the share of labels whose advertiser the prompt allows, counted by hand."""
     requests = evaluation_requests(tiny_world, CONFIG)
     prompts = build_prompts(tiny_world, requests, FeatureConfig(), 5, "inference")
-    v1 = evaluation_labels(tiny_world, CONFIG)["v1"]
+    labels = evaluation_labels(tiny_world, CONFIG)
+    v1 = labels["v1"]
     names = dict(tiny_world.advertisers.select("advertiser_id", "name").iter_rows())
     allowed = {(u, d): set(found) for u, d, found in prompts.select("user_id", "anchor_date", "allowed_names").iter_rows()}
     covered = sum(names[a] in allowed[(u, d)] for u, d, a in v1.select("user_id", "anchor_date", "advertiser_id")
                   .iter_rows())
     assert 0 < covered < v1.height  # the tiny world has labels on both sides of the ceiling
-    ceiling = allowed_names_ceiling(tiny_world, prompts, CONFIG)
+    ceiling = allowed_names_ceiling(tiny_world, prompts, labels)
     [row] = results_table({"ceiling": ceiling}, {"v1": v1}, CONFIG).to_dicts()
     assert row["recall_at_1"] == row["recall_at_20"] == pytest.approx(covered / v1.height)
 

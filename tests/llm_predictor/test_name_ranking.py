@@ -43,7 +43,8 @@ def test_scores_equal_a_plain_forward_pass(model, tokenizer):
     """Left-padded prompts of different lengths, names of different lengths, split over forward passes:
     a wrong position, mask or token offset changes the scores."""
     names = [NAMES, NAMES[2:5], ["Levi's", "Potean"]]
-    scores = name_logprobs(model, tokenizer, PROMPTS, names, rows_per_forward=4)
+    name_ids = [tokenizer(found, add_special_tokens=False)["input_ids"] for found in names]
+    scores = name_logprobs(model, tokenizer, PROMPTS, name_ids, rows_per_forward=4)
     for prompt, found, got in zip(PROMPTS, names, scores, strict=True):
         expected = [_plain_logprob(model, tokenizer, prompt, name) for name in found]
         assert got == pytest.approx(expected, abs=1e-4)
@@ -54,8 +55,11 @@ def test_ranking_is_the_allowed_names_best_first(model, tokenizer):
     ranked = rank_names(model, tokenizer, PROMPTS, allowed, top_k=4)
     assert [len(r) for r in ranked] == [4, 2, 0]
     best = sorted(NAMES, key=lambda name: -_plain_logprob(model, tokenizer, PROMPTS[0], name))[:4]
-    assert [name for name, _ in ranked[0]] == best  # the stripped duplicate and the empty name are gone
-    assert all(a >= b for (_, a), (_, b) in zip(ranked[0], ranked[0][1:]))
+    assert [found.name for found in ranked[0]] == best  # the stripped duplicate and the empty name are gone
+    assert all(a.logprob >= b.logprob for a, b in zip(ranked[0], ranked[0][1:]))
+    assert [found.num_tokens for found in ranked[0]] == [len(tokenizer(name, add_special_tokens=False)["input_ids"])
+                                                         for name in best]
+    assert rank_names(model, tokenizer, ["c"], [[""]], top_k=4) == [[]]
 
 
 def test_the_backend_returns_ranked_names(model, tokenizer, tmp_path):
@@ -65,8 +69,9 @@ def test_the_backend_returns_ranked_names(model, tokenizer, tmp_path):
     params = DecodingConfig(strategy="rank", num_return_sequences=3, is_name_constrained=True)
     generations = backend.generate(PROMPTS[:2], params, [NAMES, NAMES[:2]])
     expected = rank_names(backend.model_, backend.tokenizer_, PROMPTS[:2], [NAMES, NAMES[:2]], top_k=3)
-    assert [(g.prompt_index, g.rank, g.text) for g in generations] == [
-        (p, rank, name) for p, found in enumerate(expected) for rank, (name, _) in enumerate(found, start=1)]
+    assert [(g.prompt_index, g.rank, g.text, g.num_tokens) for g in generations] == [
+        (p, rank, name.name, name.num_tokens) for p, found in enumerate(expected)
+        for rank, name in enumerate(found, start=1)]
 
 
 def test_rank_needs_the_name_constraint_and_does_not_generate():
