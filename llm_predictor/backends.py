@@ -30,6 +30,14 @@ class Backend(Protocol):
                  allowed_names: list[list[str]] | None = None) -> list[Generation]: ...
 
 
+def serving_settings(is_bf16: bool) -> tuple[str, str | None]:
+    """The weights' dtype and the attention kernel `TransformersBackend` decodes with: eager on CPU
+    (see the class), the library's default on a GPU."""
+    import torch
+
+    return "bfloat16" if is_bf16 else "float32", None if torch.cuda.is_available() else "eager"
+
+
 class TransformersBackend:
     """`model.generate` in length-sorted mini-batches on CPU (or a GPU if present). With `is_bf16` the
     weights themselves are bf16 (autocast re-casts every matrix on every step). On CPU, eager attention:
@@ -51,9 +59,8 @@ class TransformersBackend:
         from llm_predictor.tokenizer import load_tokenizer
 
         self.tokenizer_ = load_tokenizer(self.model_dir)
-        dtype = "bfloat16" if self.is_bf16 else "float32"
-        on_gpu = torch.cuda.is_available()
-        self.model_ = load_model(self.model_dir, dtype, None if on_gpu else "eager").to("cuda" if on_gpu else "cpu")
+        self.model_ = load_model(self.model_dir, *serving_settings(self.is_bf16)).to(
+            "cuda" if torch.cuda.is_available() else "cpu")
 
     def generate(self, prompts: list[str], params: DecodingConfig,
                  allowed_names: list[list[str]] | None = None) -> list[Generation]:

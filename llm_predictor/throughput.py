@@ -59,19 +59,22 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator) -
 
 
 def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator) -> list[dict]:
-    """Generated tokens/s (returned sequences only) as the CPU backend decodes: bf16 weights, eager
-    attention; beam search with `generate`'s own prefill (once per beam) and with the prompt cache
+    """Generated tokens/s (returned sequences only) as the backend decodes (`serving_settings`: bf16
+    weights, eager attention on CPU); beam search with `generate`'s own prefill (once per beam) and with the prompt cache
     `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
     beam plus the prefill (2 x params per token)."""
     import copy
 
     import torch
 
+    from llm_predictor.backends import serving_settings
     from llm_predictor.decoding import prompt_cache
 
     params = parameter_count(model)
-    served = copy.deepcopy(model).to(torch.bfloat16).eval()
-    served.set_attn_implementation("eager")
+    dtype, attention = serving_settings(is_bf16=True)
+    served = copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+    if attention is not None:
+        served.set_attn_implementation(attention)
     ids = torch.randint(2, model.config.vocab_size, (n_prompts, prompt_len), generator=generator)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     beam, sampling = DecodingConfig(strategy="beam", num_beams=num_beams), DecodingConfig(strategy="sampling")

@@ -65,3 +65,16 @@ def test_bf16_autocast_matches_fp32(tokenizer):
 def test_base_model_dir_must_be_a_model_directory(tmp_path):
     with pytest.raises(ConfigError, match="base_model_dir"):
         ModelConfig(base_model_dir=str(tmp_path))
+
+
+def test_throughput_rows_count_the_tokens_of_every_measure():
+    from llm_predictor.throughput import measure
+
+    rows = measure(size="nano", vocab_size=300, batch_size=2, seq_len=32, train_steps=1, n_prompts=2,
+                   prompt_len=16, new_tokens=4, num_beams=2)
+    assert [row["measure"] for row in rows] == [
+        "train tokens/s (fp32)", "train tokens/s (bf16 autocast)",
+        "generate tokens/s (beam, 2 beams, prefill per beam)", "generate tokens/s (beam, 2 beams, prompt cache)",
+        "generate tokens/s (sampling)"]
+    assert [row["tokens"] for row in rows] == [64, 64, 8, 8, 8]
+    assert all(row["tokens_per_second"] > 0 and row["share_of_bf16_ceiling"] > 0 for row in rows)
