@@ -1,14 +1,12 @@
 """The name -> advertiser-ID conversion layer (paper 3.3: outputs "directly usable downstream").
 
-Generated names are matched exactly, then after normalisation (case, accents, punctuation, '&',
-the web domain), then fuzzily by character n-gram TF-IDF cosine above a threshold. Unmapped,
+Generated names are matched exactly, then by `parse.normalise_name` (case, accents, spaces,
+punctuation, '&' = 'and'; the web domain too), then fuzzily by character n-gram TF-IDF cosine above a threshold. Unmapped,
 ambiguous and repeated names are counted and reported, never silently dropped.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,17 +17,10 @@ import polars as pl
 
 from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform
 
-from llm_predictor.parse import ParsedOutput, parse_output, parse_single
+from llm_predictor.parse import ParsedOutput, normalise_name, parse_output, parse_single
 from llm_predictor.prompts import N_ADVERTISERS
 
 MatchKind = Literal["exact", "normalised", "fuzzy", "unmapped"]
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
-
-
-def normalise_name(name: str) -> str:
-    """Lower-case ASCII letters and digits only, '&' read as 'and', single spaces."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return _NON_ALNUM.sub(" ", ascii_name.casefold().replace("&", " and ")).strip()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ empty_names, too_few_names, too_many_names, too_many_interests.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
@@ -24,6 +25,8 @@ _ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", _FLAGS)
 _SEPARATOR = re.compile(r"\s*\|\s*|\s*\n\s*")
 _LEADING_MARK = re.compile(r"^(?:[-*\u2022]\s*|\d{1,2}[.)]\s+)")
 _EDGE_JUNK = " \t\"'`[]"
+_TRADEMARK_SIGNS = str.maketrans("", "", "\u2122\u00ae\u00a9\u2120")  # ™ ® © ℠ (NFKD spells ™ "TM")
+_LATIN_ACCENT = re.compile("[\u0300-\u036f]").fullmatch  # combining diacritics; kana voicing marks stay
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,21 @@ class ParsedOutput:
         return not self.issues
 
 
-def normalise_key(name: str) -> str:
-    """Case- and space-insensitive key used to detect repeated names."""
-    return " ".join(name.casefold().split())
+def normalise_name(name: str) -> str:
+    """The key under which two spellings denote one advertiser or brand ("" when none is left).
+
+    Casefolded, compatibility forms unified (full-width letters, ligatures), Latin accents and
+    trademark signs dropped, '&' read as 'and', then only letters, marks and digits (of any script)
+    kept: "B & C Eagle", "B&C eagle" and "B and C Eagle" share "bandceagle", "Oral-B" and "Oral B"
+    share "oralb". One key for repeated names, the GRPO reward's match, the name -> ID conversion
+    and the real-data brands, so that all of them agree on which names are one.
+    """
+    # Unicode's compatibility caseless match (Unicode 3.13, D146): NFKD(cf(NFKD(cf(NFD(name))))).
+    decomposed = unicodedata.normalize("NFD", name.translate(_TRADEMARK_SIGNS))
+    for _ in range(2):
+        decomposed = unicodedata.normalize("NFKD", decomposed.casefold())
+    return "".join(char for char in decomposed.replace("&", "and")
+                   if unicodedata.category(char)[0] in "LMN" and not _LATIN_ACCENT(char))
 
 
 def _trim(name: str) -> str:
@@ -58,7 +73,7 @@ def _trim(name: str) -> str:
 
 
 def split_names(text: str) -> tuple[list[str], int, bool]:
-    """Split a list on '|' or newlines, strip brackets, bullets and quotes; dedupe by `normalise_key`.
+    """Split a list on '|' or newlines, strip brackets, bullets and quotes; dedupe by `normalise_name`.
 
     Returns the names, the number of repeats dropped and whether an empty entry was seen.
     """
@@ -71,7 +86,7 @@ def split_names(text: str) -> tuple[list[str], int, bool]:
         if not name:
             has_empty = True
             continue
-        key = normalise_key(name)
+        key = normalise_name(name)
         if key in seen:
             duplicates += 1
             continue

@@ -2,9 +2,12 @@
 
 Indexing: position i is 1-based (the first name has i = 1), so R_base(1) = 1.9, R_base(20) = 0 and
 the 2.0 bonus covers the first four positions — the four slots requirement 2 of appendix A.3 gives
-to active advertisers. A miss scores R_match = 0. Counts n are of distinct names (a repeated name
-cannot pad the list to 20), with n* = 20 advertisers and n* = 5 interests; only names inside the
-<advertiser_names> tag count. Names match the target case- and space-insensitively.
+to active advertisers. A miss scores R_match = 0, and so does a hit past position n* = 20: eq. 3
+alone would go negative there (-0.5 at i = 25), scoring a list that names the target below the
+same list without it. Counts n are of distinct names (a repeated name cannot pad the list to 20),
+with n* = 20 advertisers and n* = 5 interests; only names inside the <advertiser_names> tag count.
+Names match the target, and repeat one another, under `parse.normalise_name` (case, accents,
+spaces, punctuation, '&' = 'and'), the key the name -> ID conversion maps by.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 from synthetic_data.config_io import require
 
-from llm_predictor.parse import normalise_key, parse_output
+from llm_predictor.parse import normalise_name, parse_output
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
 
 # Tags whose presence earns partial format credit, when that option is on.
@@ -22,7 +25,7 @@ _CREDITED_TAGS = ("missing_answer_tag", "missing_advertiser_tag", "missing_inter
 
 
 def base_reward(i: int) -> float:
-    """Eq. 3: R_base(i) = 0.1 (20 - i)."""
+    """Eq. 3: R_base(i) = 0.1 (20 - i), for 1 <= i <= 20 (`match_reward` scores 0 past 20)."""
     return 0.1 * (N_ADVERTISERS - i)
 
 
@@ -32,13 +35,16 @@ def bonus_reward(i: int) -> float:
 
 
 def match_reward(advertisers: Sequence[str], target: str) -> float:
-    """Eq. 2 at the target's 1-based position i; 0 when the target is not listed."""
-    keys = [normalise_key(name) for name in advertisers]
-    target_key = normalise_key(target)
+    """Eq. 2 at the target's 1-based position i; 0 when the target is not listed or i > 20.
+
+    The floor past position 20 (not in the paper) keeps a hit from ever scoring below a miss.
+    """
+    keys = [normalise_name(name) for name in advertisers]
+    target_key = normalise_name(target)
     if target_key not in keys:
         return 0.0
     i = keys.index(target_key) + 1
-    return base_reward(i) + bonus_reward(i)
+    return base_reward(i) + bonus_reward(i) if i <= N_ADVERTISERS else 0.0
 
 
 def length_penalty(n: int, n_star: int) -> float:
@@ -48,8 +54,8 @@ def length_penalty(n: int, n_star: int) -> float:
 
 def total_reward(advertisers: Sequence[str], interests: Sequence[str], target: str) -> float:
     """Eq. 1: R_total = R_match - P_len(n_adv, 20) - P_len(n_interest, 5), over distinct names."""
-    distinct_advertisers = list(dict.fromkeys(normalise_key(name) for name in advertisers))
-    distinct_interests = {normalise_key(name) for name in interests}
+    distinct_advertisers = list(dict.fromkeys(normalise_name(name) for name in advertisers))
+    distinct_interests = {normalise_name(name) for name in interests}
     return (match_reward(distinct_advertisers, target)
             - length_penalty(len(distinct_advertisers), N_ADVERTISERS)
             - length_penalty(len(distinct_interests), N_INTERESTS))

@@ -9,7 +9,7 @@ import pytest
 
 from synthetic_data.schema import ADVERTISERS, PREDICTED_INTERESTS, PREDICTIONS, conform, validate
 
-from llm_predictor.convert import NameConverter, convert_predictions, interests_from_generations, normalise_name
+from llm_predictor.convert import NameConverter, convert_predictions, interests_from_generations
 from llm_predictor.prompts import list_target
 
 ANCHOR = date(2026, 3, 1)
@@ -37,6 +37,8 @@ def converter(advertisers) -> NameConverter:
     ("acme outdoor", 1, "normalised"),
     ("  ACME-OUTDOOR!! ", 1, "normalised"),
     ("Cedar and Sons", 3, "normalised"),
+    ("Cedar&Sons", 3, "normalised"),  # spacing around '&' does not split a name
+    ("AcmeOutdoor™", 1, "normalised"),
     ("Delice Bakery", 4, "normalised"),
     ("bluebird.shop", 2, "normalised"),  # the advertiser's web domain
     ("Acme Outdoors", 1, "fuzzy"),
@@ -58,10 +60,6 @@ def test_threshold_controls_fuzzy_matches(advertisers):
         NameConverter(advertisers, threshold=0.0)
 
 
-def test_normalise_name():
-    assert normalise_name("  Cédar & SONS, Inc. ") == "cedar and sons inc"
-
-
 def _generations(texts: list[str]) -> pl.DataFrame:
     return pl.DataFrame({"user_id": list(range(1, len(texts) + 1)), "anchor_date": [ANCHOR] * len(texts),
                          "text": texts})
@@ -69,7 +67,7 @@ def _generations(texts: list[str]) -> pl.DataFrame:
 
 def test_convert_predictions_counts_every_malformed_output(converter):
     texts = [
-        list_target(["Acme Outdoor", "Unknown Shop", "Acme-Outdoor", "Bluebird Co."], ["tents"]),
+        list_target(["Acme Outdoor", "Unknown Shop", "Acme-Outdoor", "Bluebird Co.", "acme.com"], ["tents"]),
         "<answer><advertiser_names>Cedar and Sons|Cedar and Sons|Acme Outdoors</advertiser_names></answer>",
         "I cannot help with that.",
         None,
@@ -77,13 +75,14 @@ def test_convert_predictions_counts_every_malformed_output(converter):
     predictions, counts = convert_predictions(_generations(texts), converter, source="llm")
     validate(predictions, PREDICTIONS, "predictions")
     rows = predictions.select("user_id", "rank", "advertiser_id").rows()
-    # User 1: "Acme-Outdoor" maps to the same advertiser as rank 1 and is dropped; ranks stay compact.
+    # User 1: "Acme-Outdoor" repeats "Acme Outdoor" (one key); "acme.com" is another name of the
+    # same advertiser, so it is dropped from the list; ranks stay compact.
     assert rows == [(1, 1, 1), (1, 2, 2), (2, 1, 3), (2, 2, 1)]
     assert predictions["source"].unique().to_list() == ["llm"]
     assert counts.outputs == 4 and counts.parsed == 2
     assert counts.names == 4 + 2 + 1  # user 3's text is salvaged as one (unmapped) name
     assert (counts.exact, counts.normalised, counts.fuzzy, counts.unmapped) == (2, 2, 1, 2)
-    assert counts.duplicate_names == 1 and counts.duplicate_ids == 1
+    assert counts.duplicate_names == 2 and counts.duplicate_ids == 1
     assert counts.issues["missing_advertiser_tag"] == 2 and counts.issues["too_few_names"] == 4
     assert counts.parse_rate == 0.5 and counts.unmapped_rate == pytest.approx(2 / 7)
     assert counts.exact_count_outputs == 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from llm_predictor.parse import normalise_name
 from llm_predictor.prompts import list_target
 from llm_predictor.reward import (RewardConfig, completion_reward, grpo_reward_fn, length_penalty,
-                                  make_reward_fn, total_reward)
+                                  make_reward_fn, match_reward, total_reward)
 
 NAMES = [f"Brand {i}" for i in range(1, 21)]
 INTERESTS = ["rugs", "candles", "lipstick", "sneakers", "tents"]
@@ -20,6 +23,32 @@ INTERESTS = ["rugs", "candles", "lipstick", "sneakers", "tents"]
 ])
 def test_hit_at_position(position, expected):
     assert total_reward(NAMES, INTERESTS, f"Brand {position}") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("position", [21, 22, 25])
+def test_hit_past_position_20_scores_as_a_miss(position):
+    # 25 names (P_len = min(0.1 * 5, 1) + 1 = 1.5), 5 interests (0): eq. 3 alone would give the
+    # hit at 25 R_match = -0.5 and a total of -2.0, below the miss's -1.5.
+    names = [f"Brand {i}" for i in range(1, 26)]
+    assert match_reward(names, f"Brand {position}") == 0.0
+    assert total_reward(names, INTERESTS, f"Brand {position}") == pytest.approx(-1.5)
+    assert total_reward(names, INTERESTS, "Nobody") == pytest.approx(-1.5)
+
+
+_NAMES = st.lists(st.text(min_size=1, max_size=8), max_size=40, unique_by=normalise_name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_NAMES, st.integers(min_value=0, max_value=40))
+def test_listing_the_target_never_lowers_the_reward(names, position):
+    target = "Target Brand"
+    names = [name for name in names if normalise_name(name) not in ("", normalise_name(target))]
+    position = min(position, len(names))
+    assert match_reward(names, target) == 0.0
+    assert match_reward(names[:position] + [target] + names[position:], target) >= 0.0
+    if position < len(names):  # same length: the target in place of another name
+        replaced = names[:position] + [target] + names[position + 1:]
+        assert total_reward(replaced, INTERESTS, target) >= total_reward(names, INTERESTS, target)
 
 
 def test_miss_scores_zero_with_correct_counts():
@@ -47,8 +76,16 @@ def test_duplicates_do_not_pad_the_list():
     assert total_reward(padded, INTERESTS, "Brand 1") == pytest.approx(3.9 - 1.1)
 
 
-def test_target_matches_case_and_space_insensitively():
+def test_target_matches_every_spelling_of_its_name():
     assert total_reward(NAMES, INTERESTS, "  brand   3 ") == pytest.approx(1.7 + 2.0)
+    spelled = ["B&C Eagle", "Oral-B"] + NAMES[2:]
+    assert total_reward(spelled, INTERESTS, "B & C Eagle") == pytest.approx(3.9)
+    assert total_reward(spelled, INTERESTS, "Oral B") == pytest.approx(3.8)
+
+
+def test_spelling_variants_do_not_pad_the_list():
+    padded = NAMES[:19] + ["Brand-1"]  # 19 distinct names
+    assert total_reward(padded, INTERESTS, "Brand 1") == pytest.approx(3.9 - 1.1)
 
 
 def test_reward_function_parses_completions_in_trl_signature():
