@@ -42,14 +42,20 @@ class TrafficConfig:
 
 @dataclass(frozen=True)
 class AuctionConfig:
-    """Ranking depth, eCPM auction with GSP pricing and a reserve (prices per 1,000 impressions)."""
+    """Ranking depth, eCPM auction with GSP pricing and a reserve (prices per 1,000 impressions).
+
+    A winner pays the next-ranked *other* advertiser's eCPM (or the reserve), never its own item's.
+    """
 
     rank_depth: int = 12  # candidates per request the ranker sends to the auction
     reserve_ecpm: float = 0.5  # dollars per 1,000 impressions
+    max_slots_per_advertiser: int = 1  # slots one advertiser may win per auction (its best candidates enter)
 
     def __post_init__(self):
         require(self.rank_depth >= 1, "auction.rank_depth", "must be >= 1")
         require(self.reserve_ecpm >= 0, "auction.reserve_ecpm", "must be >= 0")
+        require(self.max_slots_per_advertiser >= 1, "auction.max_slots_per_advertiser",
+                f"must be >= 1 (1 = one slot per advertiser per auction), got {self.max_slots_per_advertiser}")
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ class Market:
         values = auction.ecpm(self.is_roas[advertiser], self.bid[advertiser], self.target_roas[advertiser],
                               ranked["price"].to_numpy(), ranked["p_conversion_predicted"].to_numpy())
         slots = ranked["surface"].cast(pl.String).replace_strict(config.traffic.slots, return_dtype=pl.Int64).to_numpy()
-        outcome = auction.run_auction(ranked["request_id"].to_numpy(), values, slots, config.auction.reserve_ecpm)
+        outcome = auction.run_auction(ranked["request_id"].to_numpy(), ranked["advertiser_id"].to_numpy(), values,
+                                      slots, config.auction.reserve_ecpm, config.auction.max_slots_per_advertiser)
         winners = (ranked.with_columns(pl.Series("position", outcome.position, pl.Int16),
                                        pl.Series("price_paid", outcome.price), pl.Series("ecpm", values))
                    .filter(pl.Series(outcome.is_winner)))

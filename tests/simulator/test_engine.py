@@ -6,6 +6,7 @@ import pytest
 
 from blending.blend import BlendConfig
 from blending.funnel import PARENT_STAGE
+from simulator import auction
 from simulator.config import SimulationConfig
 from simulator.engine import Stack, simulate
 from synthetic_data import schema
@@ -28,16 +29,31 @@ class RecordingNightly:
             schema.PREDICTIONS)
 
 
+def _recording_auction(auctions: list[pl.DataFrame]):
+    """run_auction that also appends each call's rows (request, advertiser, eCPM, outcome) to `auctions`."""
+    run_auction = auction.run_auction
+
+    def recording(group, advertiser_id, ecpm_values, *args, **kwargs):
+        outcome = run_auction(group, advertiser_id, ecpm_values, *args, **kwargs)
+        auctions.append(pl.DataFrame({"request_id": group, "advertiser_id": advertiser_id, "ecpm": ecpm_values,
+                                      "is_winner": outcome.is_winner, "price": outcome.price}))
+        return outcome
+    return recording
+
+
 @pytest.fixture(scope="module")
 def run(tiny_world, tiny_stack):
     nightly = RecordingNightly()
     stack = Stack(tiny_stack.generators, tiny_stack.scorer, tiny_stack.response, nightly)
-    result = simulate(tiny_world, stack, BLEND, tiny_world.users["user_id"].to_numpy(), CONFIG)
-    return result, nightly
+    auctions = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auction, "run_auction", _recording_auction(auctions))
+        result = simulate(tiny_world, stack, BLEND, tiny_world.users["user_id"].to_numpy(), CONFIG)
+    return result, nightly, pl.concat(auctions)
 
 
 def test_funnel_adds_up_and_matches_the_logs(run):
-    result, _ = run
+    result, _, _ = run
     table = result.ledger.table()
     for source in ("main", "llm", "all"):
         counts = dict(table.filter(pl.col("source") == source).select("stage", "count").rows())
@@ -51,7 +67,7 @@ def test_funnel_adds_up_and_matches_the_logs(run):
 
 
 def test_auction_invariants(run):
-    result, _ = run
+    result, _, _ = run
     impressions = result.impressions
     slots = {"home_feed": 4, "related_pins": 3, "search": 3}
     per_request = impressions.group_by("request_id", "surface").len()
@@ -63,15 +79,34 @@ def test_auction_invariants(run):
     assert impressions["propensity"].is_between(0, 1, closed="right").all()
 
 
+def test_no_advertiser_prices_itself_or_holds_two_slots(run):
+    result, _, auctions = run
+    reserve = CONFIG.auction.reserve_ecpm
+    # blending lets an advertiser bring two candidates, so the auction sees self-competition to drop
+    assert auctions.group_by("request_id", "advertiser_id").len()["len"].max() == BLEND.max_per_advertiser
+    winners = auctions.filter(pl.col("is_winner")).with_row_index("winner")
+    assert winners.group_by("request_id", "advertiser_id").len()["len"].max() == 1
+    assert result.impressions.group_by("request_id", "advertiser_id").len()["len"].max() == 1
+    # above the reserve, a price is some other advertiser's eCPM in that auction, at most the winner's own
+    rivals = auctions.select("request_id", pl.col("advertiser_id").alias("rival"), pl.col("ecpm").alias("rival_ecpm"))
+    priced_by_rival = (winners.join(rivals, on="request_id")
+                       .filter((pl.col("rival") != pl.col("advertiser_id"))
+                               & ((pl.col("rival_ecpm") - 1000 * pl.col("price")).abs() < 1e-9))["winner"].unique())
+    above_reserve = winners.filter(1000 * pl.col("price") > reserve + 1e-9)
+    assert above_reserve.height > winners.height / 4  # most winners face a rival above the reserve
+    assert above_reserve["winner"].is_in(priced_by_rival.implode()).all()
+    assert (1000 * winners["price"] <= winners["ecpm"] + 1e-9).all()
+
+
 def test_budgets_hold_up_to_the_recorded_overspend(run):
-    result, _ = run
+    result, _, _ = run
     over = result.advertiser_days.select((pl.col("spend") - pl.col("budget")).clip(lower_bound=0).sum()).item()
     assert over == pytest.approx(result.summary["overspend"])
     assert result.advertiser_days["day"].n_unique() == CONFIG.days
 
 
 def test_conversions_attributed_within_windows_only(run):
-    result, _ = run
+    result, _, _ = run
     conversions = result.conversions
     delay_days = conversions["delay_seconds"].to_numpy() / 86400
     window = np.where(conversions["is_click_through"].to_numpy(), 7.0, 1.0)
@@ -81,7 +116,7 @@ def test_conversions_attributed_within_windows_only(run):
 
 
 def test_nightly_job_sees_each_days_new_activity(run):
-    result, nightly = run
+    result, nightly, _ = run
     assert [day for day, _ in nightly.calls] == sorted(result.advertiser_days["day"].unique().to_list())
     clicks_per_day = (result.impressions.filter(pl.col("is_click"))
                       .group_by(pl.col("ts").dt.date()).len().sort("ts")["len"].to_list())
