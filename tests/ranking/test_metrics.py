@@ -1,4 +1,5 @@
-"""Metrics and calibration: exact ECE on a hand example, Platt and isotonic fix a miscalibrated score."""
+"""Metrics and calibration: exact ECE and rank metrics on hand examples, the vectorised bootstrap metrics
+equal sklearn's weighted ones, Platt and isotonic fix a miscalibrated score."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import numpy as np
 import pytest
 
 from ranking.calibration import fit_calibrator
-from ranking.metrics import evaluate, expected_calibration_error
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from ranking.metrics import evaluate, expected_calibration_error, user_weighted_metrics
+
+# Scores below 1e-7 that still rank the rows: clipping them to 1e-7 would tie the first five.
+TINY_LABELS = np.array([0, 0, 1, 0, 1, 0])
+TINY_SCORES = np.array([1e-12, 3e-11, 5e-10, 2e-9, 8e-9, 0.3])
 
 
 def test_ece_is_the_row_weighted_gap_per_equal_mass_bin():
@@ -27,6 +34,43 @@ def test_evaluate_reports_perfect_and_random_rankings():
     assert reversed_["log_loss"] > perfect["log_loss"]
     with pytest.raises(ValueError, match="only negative labels"):
         evaluate(np.zeros(3), np.full(3, 0.5))
+
+
+def test_rank_metrics_rank_scores_below_the_log_loss_clip():
+    metrics = evaluate(TINY_LABELS, TINY_SCORES)
+    # AUC: the positive at 5e-10 beats 2 of 4 negatives, the one at 8e-9 beats 3 -> 5/8.
+    # PR-AUC: positives at places 2 and 4 of the descending order -> (1/2 + 2/4) / 2.
+    assert metrics["auc"] == pytest.approx(0.625) and metrics["pr_auc"] == pytest.approx(0.5)
+    assert metrics["mean_prediction"] == pytest.approx(TINY_SCORES.mean())
+    # only the log loss clips: the two positives cost -log(1e-7) each, not -log(5e-10)
+    expected_loss = (2 * -np.log(1e-7) + sum(-np.log1p(-TINY_SCORES[TINY_LABELS == 0]))) / 6
+    assert metrics["log_loss"] == pytest.approx(expected_loss)
+    unweighted = user_weighted_metrics(TINY_LABELS, TINY_SCORES, np.arange(6), np.ones((1, 6)))
+    assert (unweighted["auc"][0], unweighted["pr_auc"][0]) == pytest.approx((0.625, 0.5))
+    assert unweighted["log_loss"][0] == pytest.approx(expected_loss)
+
+
+def test_user_weighted_metrics_equal_sklearn_with_the_users_weights_on_every_row():
+    rng = np.random.default_rng(0)
+    rows, users = 600, 80
+    labels = rng.random(rows) < 0.1
+    scores = np.round(rng.random(rows) * 0.1 + labels * 0.03, 2)  # coarse: many ties, also across classes
+    user_index = rng.integers(0, users, rows)
+    weights = rng.multinomial(users, np.full(users, 1 / users), size=4).astype(float)  # some users weigh 0
+    got = user_weighted_metrics(labels, scores, user_index, weights)
+    for replicate, user_weight in enumerate(weights):
+        row_weight = user_weight[user_index]
+        assert got["auc"][replicate] == pytest.approx(roc_auc_score(labels, scores, sample_weight=row_weight))
+        assert got["pr_auc"][replicate] == pytest.approx(
+            average_precision_score(labels, scores, sample_weight=row_weight))
+        assert got["log_loss"][replicate] == pytest.approx(log_loss(labels, scores, sample_weight=row_weight))
+
+
+def test_user_weighted_metrics_are_undefined_without_both_classes():
+    only_negatives = user_weighted_metrics(TINY_LABELS, TINY_SCORES, np.arange(6), np.array([[1, 1, 0, 1, 0, 1.0]]))
+    assert np.isnan(only_negatives["auc"][0]) and np.isnan(only_negatives["pr_auc"][0])
+    with pytest.raises(ValueError, match="all negative"):
+        user_weighted_metrics(np.zeros(3), np.full(3, 0.5), np.arange(3), np.ones((1, 3)))
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
