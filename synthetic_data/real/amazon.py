@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from llm_predictor.parse import normalise_name
 from synthetic_data import schema
 from synthetic_data.config_io import require, to_dict
 from synthetic_data.run_folder import RunFolder, file_digest
 
 ITEM_FIELDS = ("title", "description", "brand", "categories")
 LabelRole = pl.Enum(["train", "validation", "test"])
+_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits
 WORLD_STAGE = "world"
-ADAPTER_VERSION = 2  # part of the stage config: bump when the tables built from the same files change
+ADAPTER_VERSION = 3  # part of the stage config: bump when the tables built from the same files change
 
 # Written into the stage config, hence into the run's manifest.json, so every reader of the run
 # knows which columns are real, which are synthetic and which are not applicable.
@@ -45,10 +48,14 @@ NOTES = {
     "splits": "Leave-one-out evaluates every user: split = 'eval' for each user with a test "
               "label, 'train' otherwise; training examples are the 'train'-role labels, whose "
               "targets precede both held-out purchases.",
-    "brands": "Brand strings are whitespace-normalised and case variants merged into their most "
-              "frequent spelling; an empty brand is taken from the title when the title starts "
-              "with a known brand name. Items still without brand keep null brand/advertiser: "
-              "they stay in histories but yield no label (counted in the stage summary).",
+    "brands": "Spellings of one brand (same llm_predictor.parse.normalise_name key: case, accents, "
+              "spaces, punctuation and '&' = 'and' ignored, e.g. 'B & C Eagle' = 'B&C Eagle', "
+              "'Oral-B' = 'Oral B') are merged into their most frequent spelling. A brand value "
+              "listed in the config's placeholder_brands (e.g. 'Generic', 'Unknown') or holding no "
+              "letter or digit counts as missing; a missing brand is taken from the title when its "
+              "leading words spell a known brand. Items still without brand keep null "
+              "brand/advertiser: they stay in histories but yield no label (counted in the stage "
+              "summary).",
     "advertisers": "One advertiser per brand (advertiser_id = brand_id); domain, campaign type, "
                    "bid, target ROAS and budget are not in the data (null); every advertiser "
                    "counts as active and spending so that every branded purchase is a label.",
@@ -78,6 +85,10 @@ class AmazonConfig:
     preset_pool_size: int = 50
     max_description_chars: int = 1000  # description text kept in product documents
     v0_min_history: int = 10  # paper 4.1: V0 keeps users with >= 10 conversions of history
+    # Brand values that name no brand, compared by `normalise_name` ("N/A" = "n/a" = "NA"): their
+    # items count as unbranded, so the title rule applies, and no advertiser groups unrelated items.
+    placeholder_brands: tuple[str, ...] = ("generic", "unknown", "unbranded", "no brand", "none",
+                                           "n/a", "not applicable", "does not apply")
 
     def __post_init__(self) -> None:
         try:
@@ -88,6 +99,9 @@ class AmazonConfig:
         require(self.preset_pool_size >= 1, "preset_pool_size", "must be at least 1")
         require(self.max_description_chars >= 0, "max_description_chars", "must be >= 0")
         require(self.v0_min_history >= 1, "v0_min_history", "must be at least 1")
+        keyless = [value for value in self.placeholder_brands if not normalise_name(value)]
+        require(not keyless, "placeholder_brands",
+                f"{keyless} hold no letter or digit; such brand values are already treated as missing")
 
 
 @dataclass(frozen=True)
@@ -215,37 +229,64 @@ def load_dataset(data_dir: Path) -> AmazonDataset:
                          purchases=purchases)
 
 
-def resolve_brands(items: pl.DataFrame) -> pl.DataFrame:
-    """Add `brand_name` (canonical brand or null) and `brand_source` ('field' | 'title' | null)."""
+def brand_keys(brands: pl.Series, placeholder_brands: tuple[str, ...]) -> pl.Series:
+    """The `normalise_name` key of each brand value: "" for an empty value or a placeholder."""
+    placeholder_keys = {normalise_name(placeholder) for placeholder in placeholder_brands}
+    keys = {brand: normalise_name(brand) for brand in brands.unique().drop_nulls().to_list()}
+    return brands.replace_strict(
+        {brand: "" if key in placeholder_keys else key for brand, key in keys.items()},
+        default="", return_dtype=pl.String,
+    )
+
+
+def title_brand_key(title: str, known_keys: set[str], longest: int) -> str | None:
+    """The key of the longest run of the title's leading words that is a known brand's key.
+
+    Words end where a run of letters and digits ends, so "B&C Eagle 9025 ..." finds "bandceagle"
+    and "3M-1860 ..." finds "3m"; `longest` (the longest known key's length) bounds the search.
+    """
+    found = None
+    for word in _WORD.finditer(title):
+        key = normalise_name(title[:word.end()])
+        if len(key) > longest:
+            break
+        if key in known_keys:
+            found = key
+    return found
+
+
+def resolve_brands(items: pl.DataFrame, placeholder_brands: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Add `brand_name` (canonical brand or null) and `brand_source` ('field' | 'title' | null).
+
+    Spellings with one `normalise_name` key are one brand, shown in its most frequent spelling
+    (ties: the first in sort order); a placeholder value counts as no brand. An item without a brand
+    takes the one its title starts with, if any (NOTES['brands']).
+    """
     cleaned = items.with_columns(
-        pl.col("brand").str.strip_chars().str.replace_all(r"\s+", " ").alias("brand_clean")
-    ).with_columns(pl.col("brand_clean").str.to_lowercase().alias("brand_key"))
+        pl.col("brand").str.strip_chars().str.replace_all(r"\s+", " ").alias("brand_clean"),
+        brand_keys(items["brand"], placeholder_brands).alias("brand_key"),
+    )
     spellings = (
-        cleaned.filter(pl.col("brand_clean") != "")
+        cleaned.filter(pl.col("brand_key") != "")
         .group_by("brand_key", "brand_clean").len()
         .sort(["brand_key", "len", "brand_clean"], descending=[False, True, False])
         .group_by("brand_key", maintain_order=True).first()
         .select("brand_key", pl.col("brand_clean").alias("canonical"))
     )
-    # Few items lack a brand: match their titles against the known brands, longest name first.
-    keys = sorted(spellings["brand_key"].to_list(), key=len, reverse=True)
-    unbranded = cleaned.filter(pl.col("brand_clean") == "")
-    title_keys = {}
-    for item_id, title in zip(unbranded["item_id"], unbranded["title"].str.to_lowercase()):
-        title_keys[item_id] = next(
-            (k for k in keys if title.startswith(k) and not title[len(k):len(k) + 1].isalnum()),
-            None,
-        )
+    known_keys = set(spellings["brand_key"].to_list())
+    longest = max(map(len, known_keys), default=0)
+    unbranded = cleaned.filter(pl.col("brand_key") == "")
     from_title = pl.DataFrame(
-        {"item_id": list(title_keys), "title_key": list(title_keys.values())},
+        {"item_id": unbranded["item_id"],
+         "title_key": [title_brand_key(title, known_keys, longest) for title in unbranded["title"]]},
         schema={"item_id": pl.Int32, "title_key": pl.String},
     )
     return (
         cleaned.join(from_title, on="item_id", how="left")
         .with_columns(
-            pl.when(pl.col("brand_clean") != "").then(pl.col("brand_key"))
+            pl.when(pl.col("brand_key") != "").then(pl.col("brand_key"))
             .otherwise(pl.col("title_key")).alias("brand_key"),
-            pl.when(pl.col("brand_clean") != "").then(pl.lit("field"))
+            pl.when(pl.col("brand_key") != "").then(pl.lit("field"))
             .when(pl.col("title_key").is_not_null()).then(pl.lit("title"))
             .alias("brand_source"),
         )
@@ -290,7 +331,7 @@ def item_embeddings(texts: list[str], dim: int, seed: int) -> np.ndarray:
 
 def _catalogue(dataset: AmazonDataset, config: AmazonConfig) -> dict[str, pl.DataFrame]:
     """Categories, product lines, brands, advertisers and items of the dataset's catalogue."""
-    items = _category_paths(resolve_brands(dataset.items))
+    items = _category_paths(resolve_brands(dataset.items, config.placeholder_brands))
     tops = items.select(pl.col("top_name").drop_nulls().unique().sort())
     leaves = items.filter(pl.col("leaf_key").is_not_null()).group_by("leaf_key").agg(
         pl.col("top_name").first(), pl.col("leaf_name").first()
@@ -525,6 +566,14 @@ def build_world(dataset: AmazonDataset, config: AmazonConfig) -> tuple[schema.Wo
         "items": dataset.items.height,
         "brands": world.brands.height,
         "purchases": events.height,
+        "brand_spellings": int(
+            dataset.items.filter(brand_keys(dataset.items["brand"], config.placeholder_brands) != "")
+            ["brand"].str.strip_chars().str.replace_all(r"\s+", " ").n_unique()
+        ),
+        "items_brand_placeholder": int(
+            ((brand_keys(dataset.items["brand"], config.placeholder_brands) == "")
+             & (dataset.items["brand"].str.strip_chars() != "")).sum()
+        ),
         "items_brand_from_title": int((catalogue["items"]["brand_source"] == "title").sum()),
         "items_without_brand": int(catalogue["items"]["brand_id"].null_count()),
         "labels": {role: int((labels["role"] == role).sum()) for role in LabelRole.categories},

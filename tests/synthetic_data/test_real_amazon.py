@@ -142,6 +142,64 @@ def test_brands_are_normalised_and_taken_from_titles(tiny):
     assert summary["items_brand_from_title"] == 1 and summary["items_without_brand"] == 1
 
 
+SPELLED_ITEMS = {
+    "0": _item("B&C Eagle staples", brand="B&C Eagle"),
+    "1": _item("B&C Eagle nails", brand="B & C Eagle"),
+    "2": _item("B&C Eagle brads", brand="B&C Eagle"),
+    "3": _item("Oral-B brush", brand="Oral-B"),
+    "4": _item("Oral B brush heads", brand="Oral B"),
+    "5": _item("Oral-B floss", brand="Generic"),  # placeholder: brand from the title
+    "6": _item("Cabinet hinge", brand="Generic"),  # placeholder, no brand in the title
+    "7": _item("Dust mask", brand=" N/A "),
+    "8": _item("Generic hammer", brand=""),  # a placeholder in the title names no brand either
+    "9": _item("3M-1860 respirator", brand=""),  # title word ends at the hyphen
+    "10": _item("3M tape", brand="3M"),
+    "11": _item("Zephyr Lab kit", brand="Zephyr Lab"),
+    "12": _item("Zephyr Labs kit", brand="Zephyr Labs"),  # one letter apart: another brand
+    "13": _item("B and C Eagle rivets", brand="b and c EAGLE"),
+}
+SPELLED_SEQUENCES = {"0": [0, 1, 2], "1": [3, 6], "2": [4, 5], "3": [11, 12, 9]}
+
+
+@pytest.fixture
+def spelled(tmp_path):
+    directory = write_dataset(tmp_path / "spelled", SPELLED_ITEMS, SPELLED_SEQUENCES)
+    return build_world(load_dataset(directory), AmazonConfig(end_date="2020-01-10", embedding_dim=4))
+
+
+def test_spellings_of_one_brand_are_one_advertiser(spelled):
+    world, summary = spelled
+    # "B&C Eagle" is the most frequent of its 3 spellings (2 items to 1 and 1); "Oral B" and
+    # "Oral-B" tie 1:1 (item 5's title adds no spelling): the first in sort order is shown.
+    assert sorted(world.brands["name"]) == ["3M", "B&C Eagle", "Oral B", "Zephyr Lab", "Zephyr Labs"]
+    assert world.advertisers.height == world.brands.height == summary["brands"] == 5
+    brand_of_item = dict(world.items.select("item_id", "brand_id").iter_rows())
+    assert {brand_of_item[i] for i in (0, 1, 2, 13)} == {brand_of(world, "B&C Eagle")}
+    assert brand_of_item[3] == brand_of_item[4] == brand_of_item[5] == brand_of(world, "Oral B")
+    assert brand_of_item[9] == brand_of(world, "3M")
+    assert world.labels.filter(pl.col("user_id") == 0)["advertiser_id"].to_list() == [brand_of(world, "B&C Eagle")] * 2
+    assert summary["brand_spellings"] == 8  # the distinct values that name a brand
+
+
+def test_placeholder_brands_count_as_missing(spelled):
+    world, summary = spelled
+    brand_of_item = dict(world.items.select("item_id", "brand_id").iter_rows())
+    assert [brand_of_item[i] for i in (6, 7, 8)] == [None, None, None]
+    assert not set(world.brands["name"]) & {"Generic", "N/A"}
+    assert summary["items_brand_placeholder"] == 3  # items 5, 6, 7
+    assert summary["items_brand_from_title"] == 2 and summary["items_without_brand"] == 3
+    # User 1's last purchase is a "Generic" hinge: no test label; user 2's is Oral B by its title.
+    test_labels = dict(world.labels.filter(pl.col("role") == "test").select("user_id", "advertiser_id").iter_rows())
+    assert 1 not in test_labels and test_labels[2] == brand_of(world, "Oral B")
+    assert summary["labels_dropped_unbranded"] == {"test": 1, "validation": 0, "train": 0}
+
+
+def test_placeholder_brands_are_a_checked_config_field():
+    assert "generic" in AmazonConfig().placeholder_brands and "unknown" in AmazonConfig().placeholder_brands
+    with pytest.raises(ValueError, match="placeholder_brands"):
+        AmazonConfig(placeholder_brands=("generic", "--"))
+
+
 def test_category_names_with_commas_are_not_split(tiny):
     world, _ = tiny
     assert set(world.categories.filter(pl.col("level") == 1)["name"]) == {"Tools", "Test, Measure & Inspect"}
