@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llm_predictor.parse import normalise_name
 from synthetic_data import schema
 from synthetic_data.real.amazon import (
     AmazonConfig,
@@ -395,6 +396,25 @@ def test_full_dataset_loads_into_valid_world_tables(amazon):
     for name in schema.WORLD_TABLES:
         if name.endswith("_truth"):
             assert getattr(world, name).is_empty()
+
+
+def test_full_dataset_brand_spellings_and_placeholders(amazon):
+    dataset, world, summary = amazon
+    # 1,544 spellings that name a brand; case variants and 6 brands spelled twice merge into 1,531.
+    assert summary["brand_spellings"] == 1544 and summary["brands"] == 1531
+    names = set(world.brands["name"])
+    merged = {"B&C Eagle", "Oral B", "Reprap Guru", "Shop-Vac", "Taulman 3D", "Weld-on"}
+    assert merged <= names
+    assert not names & {"B & C Eagle", "Oral-B", "REPRAPGURU", "Shop Vac", "taulman3D", "Weldon", "Generic", "Unknown"}
+    assert len({normalise_name(name) for name in names}) == len(names)  # no two advertisers share a key
+    merged_ids = world.brands.filter(pl.col("name").is_in(merged))["brand_id"]
+    assert world.labels.filter(pl.col("role") == "test", pl.col("advertiser_id").is_in(merged_ids.implode())).height == 50
+    # 16 "Generic"/"Unknown" items: 6 take their title's brand, 10 stay unbranded; of the 9 test,
+    # 18 validation and 94 train labels they gave, 4, 12 and 40 keep a (title) brand.
+    assert summary["items_brand_placeholder"] == 16
+    assert summary["items_brand_from_title"] == 8 + 6 and summary["items_without_brand"] == 4 + 10
+    assert summary["labels"] == {"train": 33470, "validation": 8306, "test": 8307}
+    assert summary["labels_dropped_unbranded"] == {"test": 5 + 5, "validation": 5 + 6, "train": 17 + 54}
 
 
 def test_full_dataset_split_rules(amazon):
