@@ -19,9 +19,14 @@ def world(
     data: Path = typer.Option(..., help="folder with <name>.item.json and <name>.inter.json"),
     out: Path = typer.Option(..., help="run folder, e.g. runs/amazon_scientific"),
     config: Path = typer.Option(None, help="TOML file of AmazonConfig fields"),
-    set_: list[str] = typer.Option([], "--set", help="field=value overrides, e.g. --set end_date=2019-01-01"),
+    set_: list[str] = typer.Option([], "--set", help="field=value overrides, e.g. --set end_date=2019-01-01 "
+                                   "or --set 'placeholder_brands=[\"generic\", \"unknown\", \"oem\"]'"),
 ) -> None:
-    """Adapt Amazon 2018 purchase sequences into `<out>/world/` (skips when already complete)."""
+    """Adapt Amazon 2018 purchase sequences into `<out>/world/` (skips when already complete).
+
+    Brand spellings that share a `normalise_name` key are one advertiser; placeholder brands
+    ("Generic", "Unknown", ...: the `placeholder_brands` field) count as missing.
+    """
     from synthetic_data.config_io import load_config
     from synthetic_data.real.amazon import AmazonConfig, write_amazon_world
 

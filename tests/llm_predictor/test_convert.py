@@ -53,6 +53,16 @@ def test_names_map_by_kind(converter, name, advertiser_id, kind):
     assert (converted.advertiser_id, converted.kind) == (advertiser_id, kind)
 
 
+def test_every_generated_advertiser_keeps_its_own_key(tiny_world):
+    # A key shared by two advertisers would send both to fuzzy matching: the generated names and
+    # domains must stay apart under `normalise_name`, so every respelling maps back to its owner.
+    advertisers = tiny_world.advertisers.sort("advertiser_id")
+    respelt = [name.upper().replace(" ", "-") for name in advertisers["name"]]
+    converted = NameConverter(advertisers).convert(respelt)
+    assert [c.kind for c in converted] == ["normalised"] * advertisers.height
+    assert [c.advertiser_id for c in converted] == advertisers["advertiser_id"].to_list()
+
+
 def test_threshold_controls_fuzzy_matches(advertisers):
     strict = NameConverter(advertisers, threshold=0.99)
     assert strict.convert(["Acme Outdoors"])[0].kind == "unmapped"
