@@ -47,7 +47,7 @@ class AuctionConfig:
     A winner pays the next-ranked *other* advertiser's eCPM (or the reserve), never its own item's.
     """
 
-    rank_depth: int = 12  # candidates per request the ranker sends to the auction
+    rank_depth: int = 12  # advertisers per request the ranker sends to the auction (with all their candidates)
     reserve_ecpm: float = 0.5  # dollars per 1,000 impressions
     max_slots_per_advertiser: int = 1  # slots one advertiser may win per auction (its best candidates enter)
 

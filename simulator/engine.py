@@ -62,6 +62,18 @@ def simulation_start(world: World) -> date:
     return world.events["ts"].max().date() + timedelta(days=1)
 
 
+def top_advertisers(ranked: pl.DataFrame, rank_depth: int) -> pl.DataFrame:
+    """The rows of each request's first `rank_depth` advertisers, in `ranked`'s (request, rank) order.
+
+    The depth counts advertisers, not candidates: an advertiser's other candidates go along (the
+    auction enters its best by eCPM) but cannot push a rival, a potential price-setter, out.
+    """
+    is_advertisers_first = pl.int_range(pl.len()).over("request_id", "advertiser_id") == 0
+    return (ranked.with_columns(is_advertisers_first.cum_sum().over("request_id").alias("_advertisers_so_far"))
+            .filter(pl.col("_advertisers_so_far").first().over("request_id", "advertiser_id") <= rank_depth)
+            .drop("_advertisers_so_far"))
+
+
 class Market:
     """The state of one market between SimPy ticks; each method is one step called by a process."""
 
@@ -138,10 +150,10 @@ class Market:
         passes = uniforms(seed, "pacing", eligible["request_id"].to_numpy(), self.advertiser_ids[advertiser])
         eligible = (eligible.with_columns(pl.Series("pass_rate", self.pass_rates[advertiser]))
                     .filter(pl.Series(passes < self.pass_rates[advertiser])))
-        ranked = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
-                  .sort(["request_id", "p_conversion_predicted", "blend_position", "item_id"],
-                        descending=[False, True, False, False])  # ties: blending order, then item
-                  .filter(pl.int_range(pl.len()).over("request_id") < self.config.auction.rank_depth)
+        by_prediction = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
+                         .sort(["request_id", "p_conversion_predicted", "blend_position", "item_id"],
+                               descending=[False, True, False, False]))  # ties: blending order, then item
+        ranked = (top_advertisers(by_prediction, self.config.auction.rank_depth)
                   .join(self.items.select("item_id", "price"), on="item_id", how="left"))
         self.ledger.record("ranked", ranked)
         self._auction(ranked)

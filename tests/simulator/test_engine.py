@@ -8,7 +8,7 @@ from blending.blend import BlendConfig
 from blending.funnel import PARENT_STAGE
 from simulator import auction
 from simulator.config import SimulationConfig
-from simulator.engine import Stack, simulate
+from simulator.engine import Stack, simulate, top_advertisers
 from synthetic_data import schema
 
 BLEND = BlendConfig({"main": 30, "llm": 20})
@@ -96,6 +96,15 @@ def test_no_advertiser_prices_itself_or_holds_two_slots(run):
     assert above_reserve.height > winners.height / 4  # most winners face a rival above the reserve
     assert above_reserve["winner"].is_in(priced_by_rival.implode()).all()
     assert (1000 * winners["price"] <= winners["ecpm"] + 1e-9).all()
+
+
+def test_rank_depth_counts_advertisers_not_candidates():
+    ranked = pl.DataFrame({"request_id": [1, 1, 1, 1, 1, 1, 2, 2, 2],
+                           "advertiser_id": [7, 7, 8, 9, 8, 6, 9, 9, 7],
+                           "item_id": [10, 11, 20, 30, 21, 40, 31, 32, 12]})
+    # depth 2: request 1 keeps advertisers 7 and 8 (both of their items), not 9 and 6
+    assert top_advertisers(ranked, 2)["item_id"].to_list() == [10, 11, 20, 21, 31, 32, 12]
+    assert top_advertisers(ranked, 1)["item_id"].to_list() == [10, 11, 31, 32]
 
 
 def test_budgets_hold_up_to_the_recorded_overspend(run):

@@ -11,7 +11,7 @@ from simulator.config import SimulationConfig
 from simulator.engine import simulate
 from simulator.stack import baseline_stack, load_predictions
 
-GOLDEN = {"requests": 833.0, "impressions": 2569.0, "clicks": 129.0, "spend": 687.2573, "conversions": 33.0,
+GOLDEN = {"requests": 833.0, "impressions": 2569.0, "clicks": 129.0, "spend": 687.4214, "conversions": 33.0,
           "click_conversions": 26.0, "conversion_value": 1642.5566}
 
 
