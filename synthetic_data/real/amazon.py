@@ -229,6 +229,11 @@ def load_dataset(data_dir: Path) -> AmazonDataset:
                          purchases=purchases)
 
 
+def brand_spellings(brands: pl.Series) -> pl.Series:
+    """Brand values as displayed: whitespace trimmed, inner runs of it made one space."""
+    return brands.str.strip_chars().str.replace_all(r"\s+", " ")
+
+
 def brand_keys(brands: pl.Series, placeholder_brands: tuple[str, ...]) -> pl.Series:
     """The `normalise_name` key of each brand value: "" for an empty value or a placeholder."""
     placeholder_keys = {normalise_name(placeholder) for placeholder in placeholder_brands}
@@ -255,7 +260,7 @@ def title_brand_key(title: str, known_keys: set[str], longest: int) -> str | Non
     return found
 
 
-def resolve_brands(items: pl.DataFrame, placeholder_brands: tuple[str, ...] = ()) -> pl.DataFrame:
+def resolve_brands(items: pl.DataFrame, placeholder_brands: tuple[str, ...]) -> pl.DataFrame:
     """Add `brand_name` (canonical brand or null) and `brand_source` ('field' | 'title' | null).
 
     Spellings with one `normalise_name` key are one brand, shown in its most frequent spelling
@@ -263,7 +268,7 @@ def resolve_brands(items: pl.DataFrame, placeholder_brands: tuple[str, ...] = ()
     takes the one its title starts with, if any (NOTES['brands']).
     """
     cleaned = items.with_columns(
-        pl.col("brand").str.strip_chars().str.replace_all(r"\s+", " ").alias("brand_clean"),
+        brand_spellings(items["brand"]).alias("brand_clean"),
         brand_keys(items["brand"], placeholder_brands).alias("brand_key"),
     )
     spellings = (
@@ -560,20 +565,16 @@ def build_world(dataset: AmazonDataset, config: AmazonConfig) -> tuple[schema.Wo
     unbranded_targets = purchases.filter(
         (pl.col("position") >= 1) & pl.col("advertiser_id").is_null()
     ).with_columns((pl.col("length") - 1 - pl.col("position")).alias("from_end"))
+    spellings = brand_spellings(dataset.items["brand"])
+    keys = brand_keys(dataset.items["brand"], config.placeholder_brands)
     summary = {
         "dataset": dataset.name,
         "users": users.height,
         "items": dataset.items.height,
         "brands": world.brands.height,
         "purchases": events.height,
-        "brand_spellings": int(
-            dataset.items.filter(brand_keys(dataset.items["brand"], config.placeholder_brands) != "")
-            ["brand"].str.strip_chars().str.replace_all(r"\s+", " ").n_unique()
-        ),
-        "items_brand_placeholder": int(
-            ((brand_keys(dataset.items["brand"], config.placeholder_brands) == "")
-             & (dataset.items["brand"].str.strip_chars() != "")).sum()
-        ),
+        "brand_spellings": spellings.filter(keys != "").n_unique(),  # merged into the brands
+        "items_brand_placeholder": int(((keys == "") & (spellings != "")).sum()),
         "items_brand_from_title": int((catalogue["items"]["brand_source"] == "title").sum()),
         "items_without_brand": int(catalogue["items"]["brand_id"].null_count()),
         "labels": {role: int((labels["role"] == role).sum()) for role in LabelRole.categories},
