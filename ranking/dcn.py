@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.modules.crossnet import LowRankCrossNet
 
 from ranking.config import DCNConfig
+from ranking.scaling import DenseScaler
 
 
 class DCNv2(nn.Module):
-    """Sparse IDs -> embedding bags; with standardised dense features -> cross net -> MLP -> task logits."""
+    """Sparse IDs -> embedding bags; with bounded, scaled dense features -> cross net -> MLP -> task logits."""
 
     def __init__(self, vocab_sizes: dict[str, int], n_dense: int, n_tasks: int, config: DCNConfig):
         super().__init__()
@@ -28,8 +28,8 @@ class DCNv2(nn.Module):
                                num_embeddings=size, feature_names=[name])
             for name, size in vocab_sizes.items()], device=torch.device("cpu"))
         width = len(vocab_sizes) * config.embedding_dim + n_dense
-        self.register_buffer("dense_mean", torch.zeros(n_dense))
-        self.register_buffer("dense_scale", torch.ones(n_dense))
+        for name, value in (("offset", 0.0), ("scale", 1.0), ("low", -torch.inf), ("high", torch.inf)):
+            self.register_buffer(f"dense_{name}", torch.full((n_dense,), value))
         self.cross = LowRankCrossNet(in_features=width, num_layers=config.cross_layers,
                                      low_rank=config.cross_low_rank)
         layers: list[nn.Module] = []
@@ -39,10 +39,10 @@ class DCNv2(nn.Module):
         self.deep = nn.Sequential(*layers)
         self.heads = nn.Linear(width, n_tasks)
 
-    def set_dense_statistics(self, dense: np.ndarray) -> None:
-        """Standardise dense inputs with training-set statistics (stored with the weights)."""
-        self.dense_mean.copy_(torch.from_numpy(dense.mean(axis=0)))
-        self.dense_scale.copy_(torch.from_numpy(np.maximum(dense.std(axis=0), 1e-6)))
+    def set_dense_scaler(self, scaler: DenseScaler) -> None:
+        """Scale and clip dense inputs as `scaler` (fitted on the training rows) says; stored with the weights."""
+        for name in ("offset", "scale", "low", "high"):
+            getattr(self, f"dense_{name}").copy_(torch.from_numpy(getattr(scaler, name)))
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """`sparse` [batch, features] int64 indices, `dense` [batch, d] float32 -> logits [batch, tasks]."""
@@ -51,7 +51,8 @@ class DCNv2(nn.Module):
             keys=self.sparse_names, values=sparse.t().reshape(-1),
             lengths=torch.ones(sparse.numel(), dtype=torch.int32))
         embedded = self.embeddings(features).values().reshape(batch, -1)
-        x = torch.cat([embedded, (dense - self.dense_mean) / self.dense_scale], dim=1)
+        scaled = torch.clamp((dense - self.dense_offset) / self.dense_scale, self.dense_low, self.dense_high)
+        x = torch.cat([embedded, scaled], dim=1)
         x = x.to(self.heads.weight.dtype)  # bf16 after `with_bf16_layers`, else float32
         return self.heads(self.deep(self.cross(x))).float()
 

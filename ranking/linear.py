@@ -1,4 +1,5 @@
-"""Logistic regression on one-hot sparse IDs and standardised dense features: the no-crosses reference.
+"""Logistic regression on one-hot sparse IDs and bounded dense features (`ranking.scaling`): the
+no-crosses reference.
 
 The DCN's cross and deep layers must beat it for their interactions to be worth their cost.
 """
@@ -12,6 +13,7 @@ import scipy.sparse
 from sklearn.linear_model import LogisticRegression
 
 from ranking.features import FeatureTable
+from ranking.scaling import DenseScaler
 
 
 @dataclass
@@ -21,8 +23,7 @@ class FittedLogistic:
     tasks: tuple[str, ...]
     offsets: np.ndarray
     width: int
-    dense_mean: np.ndarray
-    dense_scale: np.ndarray
+    scaler: DenseScaler
     models: dict[str, LogisticRegression]
 
     def design(self, table: FeatureTable) -> scipy.sparse.csr_matrix:
@@ -31,7 +32,7 @@ class FittedLogistic:
         one_hot = scipy.sparse.csr_matrix((np.ones(columns.size), columns.ravel(),
                                            np.arange(0, columns.size + 1, columns.shape[1])),
                                           shape=(rows, self.width))
-        dense = scipy.sparse.csr_matrix((table.dense - self.dense_mean) / self.dense_scale)
+        dense = scipy.sparse.csr_matrix(self.scaler.transform(table.dense))
         return scipy.sparse.hstack([one_hot, dense], format="csr")
 
     def probabilities(self, table: FeatureTable) -> dict[str, np.ndarray]:
@@ -45,8 +46,7 @@ def fit_logistic(train: FeatureTable, vocab_sizes: dict[str, int], tasks: tuple[
     sizes = np.array([vocab_sizes[name] for name in train.sparse_names])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     fitted = FittedLogistic(tasks=tuple(tasks), offsets=offsets, width=int(offsets[-1]),
-                            dense_mean=train.dense.mean(axis=0),
-                            dense_scale=np.maximum(train.dense.std(axis=0), 1e-6), models={})
+                            scaler=DenseScaler.fit(train.dense), models={})
     design = fitted.design(train)
     for task in tasks:
         fitted.models[task] = LogisticRegression(C=regularisation, max_iter=500).fit(design, train.labels[task])

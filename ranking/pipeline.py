@@ -14,7 +14,7 @@ from ranking.features import FeatureBuilder, FeatureTable, split_by_time
 from ranking.gbdt import fit_lightgbm
 from ranking.linear import fit_logistic
 from ranking.metrics import evaluate, expected_calibration_error
-from ranking.scoring import Ranker
+from ranking.scoring import Ranker, llm_feature_coverage
 from ranking.train import fit_dcn
 from synthetic_data.schema import World
 
@@ -57,8 +57,10 @@ def train_ranker(world: World, impressions: pl.DataFrame, predictions: pl.DataFr
     test = tables["test"]
     models = [fit_dcn(tables["train"], tables["validation"], builder.vocab_sizes_, group, config.dcn,
                       config.train, seed, progress) for group in task_groups(config)]
-    ranker = Ranker(builder=builder, models=models, predictions=predictions, interests=interests)
-    metrics: dict = {"rows": {name: len(table) for name, table in tables.items()},
+    coverage = llm_feature_coverage(tables["train"], splits["train"]["user_id"].to_numpy())
+    ranker = Ranker(builder=builder, models=models, predictions=predictions, interests=interests,
+                    training_coverage=coverage)
+    metrics: dict = {"rows": {name: len(table) for name, table in tables.items()}, "llm_feature_coverage": coverage,
                      "dense_features": list(test.dense_names), "dcn": {}, "dcn_history": {}}
     for model in models:
         logits = model.logits(test)

@@ -8,14 +8,34 @@ join the indexed lists through `update_predictions`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
-from ranking.features import FeatureBuilder
+from ranking.features import FeatureBuilder, FeatureTable
+from ranking.llm_features import DAY_RANGE
 from ranking.train import FittedDCN
+
+# Served and trained shares of users with a list further apart than this factor flag the LLM
+# features as served outside the population they were learnt on (issue #13, fault 0).
+MAX_COVERAGE_RATIO = 3.0
+
+
+def llm_feature_coverage(table: FeatureTable, user_ids: np.ndarray) -> dict:
+    """What a feature table's LLM features cover: users and rows with a list, rows whose advertiser is
+    listed, and positives per task among those rows (`user_ids` aligned with the rows)."""
+    if "has_prediction" not in table.dense_names:
+        return {}
+    has_list = table.dense[:, table.dense_names.index("has_prediction")] > 0
+    is_listed = table.dense[:, table.dense_names.index("is_predicted_advertiser")] > 0
+    users = np.asarray(user_ids)
+    return {"users_with_list_share": float(np.isin(np.unique(users), users[has_list]).mean()) if len(users) else 0.0,
+            "rows_with_list_share": float(has_list.mean()) if len(has_list) else 0.0,
+            "rows_listed_share": float(is_listed.mean()) if len(is_listed) else 0.0,
+            "listed_positives": {task: int(labels[is_listed].sum()) for task, labels in table.labels.items()}}
 
 
 @dataclass
@@ -29,6 +49,8 @@ class Ranker:
     models: list[FittedDCN]
     predictions: pl.DataFrame | None = None
     interests: pl.DataFrame | None = None
+    # what the LLM features' training rows held (`llm_feature_coverage`); empty without LLM features
+    training_coverage: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._index_predictions()
@@ -54,6 +76,19 @@ class Ranker:
     def reset_predictions(self) -> None:
         """Back to the lists it was trained with (each simulated market starts from them)."""
         self.lists_ = self.initial_lists_
+
+    def coverage_check(self, user_ids: np.ndarray) -> dict:
+        """The share of `user_ids` (a market's population) with a served list beside the share of
+        training users that had one; `is_mismatch` when they differ by more than
+        `MAX_COVERAGE_RATIO` either way (the features would be served where they were not learnt)."""
+        if self.lists_ is None:
+            return {}
+        listed = np.unique(self.lists_.list_keys // DAY_RANGE)
+        served = float(np.isin(np.asarray(user_ids, dtype=np.int64), listed).mean()) if len(user_ids) else 0.0
+        trained = float(self.training_coverage.get("users_with_list_share", float("nan")))
+        ratio = max(served, trained) / max(min(served, trained), 1e-12)
+        return {"trained_users_with_list_share": trained, "served_users_with_list_share": served,
+                "coverage_ratio": ratio, "is_mismatch": bool(not ratio <= MAX_COVERAGE_RATIO)}
 
     def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """`request_id, item_id, p_<task>` per candidate row; rows need `SCORING_COLUMNS`.

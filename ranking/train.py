@@ -17,6 +17,7 @@ from ranking.calibration import Calibrator, fit_calibrator
 from ranking.config import DCNConfig, TrainConfig
 from ranking.dcn import DCNv2
 from ranking.features import FeatureTable
+from ranking.scaling import DenseScaler
 
 
 @dataclass
@@ -75,7 +76,7 @@ def fit_dcn(train: FeatureTable, validation: FeatureTable, vocab_sizes: dict[str
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = DCNv2(vocab_sizes, train.dense.shape[1], len(tasks), dcn)
-    model.set_dense_statistics(train.dense)
+    model.set_dense_scaler(DenseScaler.fit(train.dense))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     train_labels = torch.from_numpy(_labels(train, tasks))
