@@ -202,12 +202,13 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
                   = "ranking_eval") -> None:
     """The Table 5 analogue: with vs without LLM features vs a random-list control, over seeds."""
     from ranking.config import RankingConfig
-    from ranking.lift import lift_markdown, run_lift, summarize_lift
+    from ranking.lift import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, lift_markdown, run_lift, summarize_lift
     from ranking.pipeline import fit_builder
 
     resolved = _config(RankingConfig, config, set_)
     folder = RunFolder(run)
-    config_dict = _stage_config(resolved, impressions, predictions, interests, run)
+    config_dict = {**_stage_config(resolved, impressions, predictions, interests, run),
+                   "bootstrap": {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED}}
     if not force and folder.is_complete(stage, config_dict):
         console.print(f"[green]{stage}: {run / stage} is complete with this config; skipping[/green]")
         typer.echo((run / stage / "table5.md").read_text())
@@ -217,15 +218,17 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
                                                              resolved.users)
     builder = fit_builder(loaded, resolved)
     splits = _splits_with_both_classes(logged, resolved)
-    results = run_lift(builder, splits, predicted, predicted_interests, resolved, progress=True)
-    summary = summarize_lift(results)
+    results, scores = run_lift(builder, splits, predicted, predicted_interests, resolved, progress=True)
+    summary = summarize_lift(scores, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)
     source = _sources(predicted)
     out = folder.stage_dir(stage)
     results.write_parquet(out / "lift_results.parquet")
+    scores.write_parquet(out / "lift_scores.parquet")
     summary.write_parquet(out / "lift_summary.parquet")
     markdown = lift_markdown(summary, source, users=logged["user_id"].n_unique(), restricted=resolved.users)
     (out / "table5.md").write_text(markdown + "\n")
-    folder.complete(stage, config_dict, ["lift_results.parquet", "lift_summary.parquet", "table5.md"],
+    folder.complete(stage, config_dict, ["lift_results.parquet", "lift_scores.parquet", "lift_summary.parquet",
+                                         "table5.md"],
                     {"prediction_source": source, "seconds": round(time.perf_counter() - started, 1),
                      "rows": {name: rows.height for name, rows in splits.items()}})
     typer.echo(markdown)

@@ -3,28 +3,34 @@
 Three arms share rows, seeds and every other feature: without the LLM features, with them, and a
 control whose predicted lists are replaced by random advertisers (and random interests) of the same
 length, which separates information from the mere presence of a new input. Each model is trained
-once per seed and arm; relative changes are averaged over seeds with a 95% t-interval and a paired
-t-test (the seed is the pairing unit).
+once per seed and arm and scores the test impressions.
+
+Each comparison reports one estimand: the relative change of the metric's mean over seeds,
+mean_s M_treatment,s / mean_s M_baseline,s - 1. Its interval and p-value come from one paired
+bootstrap that crosses the two sources of noise (Owen 2007, "The pigeonhole bootstrap"): each
+replicate resamples the test users with replacement (a user's impressions stay together) and,
+independently, the seeds, then recomputes every arm's metric on that same resample.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from scipy import stats
 from tqdm.auto import tqdm
 
 from ranking.config import RankingConfig
 from ranking.features import FeatureBuilder, FeatureTable
 from ranking.gbdt import fit_lightgbm
 from ranking.llm_features import INTEREST_FEATURE, LLM_FEATURES, random_interest_lists, random_prediction_lists
-from ranking.metrics import evaluate
+from ranking.metrics import evaluate, user_weighted_metrics
 from ranking.pipeline import task_groups
 from ranking.train import fit_dcn
 
 ARMS = ("without_llm", "with_llm", "random_control")
 COMPARISONS = (("with_llm", "without_llm"), ("random_control", "without_llm"), ("with_llm", "random_control"))
 METRICS = ("log_loss", "auc", "pr_auc")
+BOOTSTRAP_REPLICATES = 1000
+BOOTSTRAP_SEED = 0
 
 
 def arm_tables(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictions: pl.DataFrame,
@@ -43,73 +49,137 @@ def arm_tables(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predict
 
 
 def run_lift(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictions: pl.DataFrame,
-             interests: pl.DataFrame | None, config: RankingConfig, progress: bool = False) -> pl.DataFrame:
-    """Train every (seed, arm, model, task) and score it on the test split; one row per result."""
-    records = []
+             interests: pl.DataFrame | None, config: RankingConfig, progress: bool = False
+             ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Train every (seed, arm, model, task) and score it on the test split.
+
+    Returns (results, scores): results has one row of test metrics per (seed, arm, model, task);
+    scores one row per (seed, arm, model, task, test row) with the row's user_id, label and
+    probability, which `summarize_lift` resamples.
+    """
+    records, scores = [], []
+    test_rows = splits["test"].select(pl.int_range(pl.len(), dtype=pl.Int32).alias("row"), "user_id")
     shared = {arm: arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed=0)
               for arm in ("without_llm", "with_llm")}
     runs = [(seed, arm) for seed in config.seeds for arm in ARMS]
     for seed, arm in tqdm(runs, desc="lift runs", disable=not progress):
         tables = shared.get(arm) or arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed)
         test = tables["test"]
+        outputs = []  # (model, epochs, probabilities per task)
         for group in task_groups(config):
             dcn = fit_dcn(tables["train"], tables["validation"], builder.vocab_sizes_, group, config.dcn,
                           config.train, seed)
-            for task, probabilities in dcn.probabilities(test).items():
-                records.append({"seed": seed, "arm": arm, "model": "dcn", "task": task,
-                                "epochs": len(dcn.history), **evaluate(test.labels[task], probabilities)})
+            outputs.append(("dcn", len(dcn.history), dcn.probabilities(test)))
         if config.include_lightgbm:
             booster = fit_lightgbm(tables["train"], tables["validation"], tuple(config.tasks), config.lightgbm, seed)
-            for task, probabilities in booster.probabilities(test).items():
-                records.append({"seed": seed, "arm": arm, "model": "lightgbm", "task": task,
-                                "epochs": None, **evaluate(test.labels[task], probabilities)})
-    return pl.DataFrame(records)
+            outputs.append(("lightgbm", None, booster.probabilities(test)))
+        for model, epochs, probabilities_by_task in outputs:
+            for task, probabilities in probabilities_by_task.items():
+                records.append({"seed": seed, "arm": arm, "model": model, "task": task, "epochs": epochs,
+                                **evaluate(test.labels[task], probabilities)})
+                scores.append(test_rows.with_columns(
+                    seed=pl.lit(seed), arm=pl.lit(arm), model=pl.lit(model), task=pl.lit(task),
+                    label=pl.Series(test.labels[task], dtype=pl.Int8),
+                    probability=pl.Series(probabilities, dtype=pl.Float64)))
+    return pl.DataFrame(records), pl.concat(scores).select("seed", "arm", "model", "task", "row", "user_id", "label",
+                                                           "probability")
 
 
-def paired_change(treatment: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
-    """Mean relative change (%) over paired seeds, its 95% t-interval and the paired t-test p-value."""
-    change = (np.asarray(treatment) - np.asarray(baseline)) / np.asarray(baseline) * 100
-    n = len(change)
-    mean = float(change.mean())
-    half = float(stats.t.ppf(0.975, n - 1) * change.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    p_value = float(stats.ttest_rel(treatment, baseline).pvalue) if n > 1 else float("nan")
-    return {"change_pct": mean, "ci_low": mean - half, "ci_high": mean + half,
-            "p_value": p_value, "seeds": n}
+def resample_counts(units: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of `units` is drawn when `units` are drawn with replacement: [replicates, units]."""
+    return rng.multinomial(units, np.full(units, 1 / units), size=replicates).astype(np.float64)
 
 
-def summarize_lift(results: pl.DataFrame) -> pl.DataFrame:
-    """One row per (model, task, comparison, metric) with the paired relative change."""
+def relative_change(treatment: np.ndarray, baseline: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
+    """mean_s treatment / mean_s baseline - 1 per replicate, the seed means weighted by `seed_weights`.
+
+    All three: [replicates, seeds]; returns [replicates]. The ratio of means, not the mean of per-seed
+    ratios, so that one noisy seed with a tiny baseline cannot dominate.
+    """
+    return (treatment * seed_weights).sum(axis=1) / (baseline * seed_weights).sum(axis=1) - 1
+
+
+def bootstrap_p_value(changes: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no change": twice the share of replicates at or beyond 0 on the
+    far side from most of them, counted as (k + 1) / (B + 1) so it is never 0. NaN replicates are dropped."""
+    finite = changes[np.isfinite(changes)]
+    far_side = min(int((finite <= 0).sum()), int((finite >= 0).sum()))
+    return min(1.0, 2 * (far_side + 1) / (len(finite) + 1))
+
+
+def _seed_metrics(scores: pl.DataFrame, seeds: list[int], user_index: np.ndarray, user_weights: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """{metric: [replicates, seeds]} of one (model, task, arm) under every user weighting."""
+    by_seed = [user_weighted_metrics(frame["label"].to_numpy(), frame["probability"].to_numpy(), user_index,
+                                     user_weights)
+               for frame in (scores.filter(pl.col("seed") == seed).sort("row") for seed in seeds)]
+    return {metric: np.column_stack([values[metric] for values in by_seed]) for metric in METRICS}
+
+
+def summarize_lift(scores: pl.DataFrame, replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED
+                   ) -> pl.DataFrame:
+    """One row per (model, task, comparison, metric): the relative change (%) of the seed-mean metric,
+    its 95% percentile interval and two-sided p-value from `replicates` paired, crossed bootstrap
+    replicates (test users x seeds, see the module docstring), and the test positives, rows and users.
+
+    `scores` is `run_lift`'s second table. Raises ValueError where two compared arms ran different
+    seeds or scored different test rows.
+    """
+    rng = np.random.default_rng(seed)
     rows = []
-    for (model, task), group in results.group_by("model", "task", maintain_order=True):
-        by_arm = {arm: frame.sort("seed") for (arm,), frame in group.group_by("arm")}
+    for (model, task), group in scores.group_by("model", "task", maintain_order=True):
+        seeds = {arm: sorted(frame["seed"].unique().to_list()) for (arm,), frame in group.group_by("arm")}
+        first_arm = next(iter(seeds))
+        test = group.filter((pl.col("arm") == first_arm) & (pl.col("seed") == seeds[first_arm][0])).sort("row")
+        if group.height != test.height * sum(map(len, seeds.values())):
+            raise ValueError(f"{model}/{task}: the arms and seeds scored different test rows")
+        users, user_index = np.unique(test["user_id"].to_numpy(), return_inverse=True)
+        user_weights = np.vstack([np.ones(len(users)), resample_counts(len(users), replicates, rng)])
+        metrics = {arm: _seed_metrics(group.filter(pl.col("arm") == arm), arm_seeds, user_index, user_weights)
+                   for arm, arm_seeds in seeds.items()}
+        seed_weights = {}  # one seed resampling per number of seeds, shared by every comparison
         for treatment, baseline in COMPARISONS:
-            if treatment not in by_arm or baseline not in by_arm:
+            if treatment not in seeds or baseline not in seeds:
                 continue
-            if by_arm[treatment]["seed"].to_list() != by_arm[baseline]["seed"].to_list():
+            if seeds[treatment] != seeds[baseline]:
                 raise ValueError(f"{model}/{task}: arms {treatment} and {baseline} ran different seeds")
+            count = len(seeds[treatment])
+            if count not in seed_weights:
+                seed_weights[count] = np.vstack([np.ones(count), resample_counts(count, replicates, rng)])
             for metric in METRICS:
+                change = relative_change(metrics[treatment][metric], metrics[baseline][metric],
+                                         seed_weights[count]) * 100
+                low, high = np.nanquantile(change[1:], [0.025, 0.975])
                 rows.append({"model": model, "task": task, "comparison": f"{treatment} vs {baseline}",
-                             "metric": metric, **paired_change(by_arm[treatment][metric].to_numpy(),
-                                                               by_arm[baseline][metric].to_numpy())})
+                             "metric": metric, "change_pct": float(change[0]), "ci_low": float(low),
+                             "ci_high": float(high), "p_value": bootstrap_p_value(change[1:]), "seeds": count,
+                             "replicates": replicates, "test_positives": int(test["label"].sum()),
+                             "test_rows": test.height, "test_users": len(users)})
     return pl.DataFrame(rows)
 
 
 def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, restricted: str = "all") -> str:
-    """The Table 5 analogue: relative ΔLoss / ΔAUC / ΔPR-AUC with 95% intervals and p-values."""
+    """The Table 5 analogue: relative ΔLoss / ΔAUC / ΔPR-AUC with 95% intervals, p-values and test positives."""
     header = {"log_loss": "Δ Loss", "auc": "Δ AUC", "pr_auc": "Δ PR-AUC"}
     scope = ("" if users is None else
              f" Impressions of {users:,} users" + (" (those the lists cover)." if restricted == "predicted" else "."))
-    lines = [f"Predicted lists: source `{source}`.{scope} Relative change (%), mean over seeds "
-             f"[95% t-interval], paired t-test p.", "",
-             "| Model | Task | Comparison | " + " | ".join(header.values()) + " |",
-             "|---|---|---|" + "---|" * len(header)]
+    seeds = int(summary["seeds"].min()) if summary.height else 0
+    replicates = int(summary["replicates"].min()) if summary.height else 0
+    lines = [f"Predicted lists: source `{source}`.{scope} Each cell: relative change (%) of the metric's mean "
+             f"over {seeds} seeds, mean_s(treatment) / mean_s(baseline) - 1, [95% percentile interval] and "
+             f"two-sided p, both from one paired bootstrap of {replicates:,} replicates that resamples the test "
+             "users (all of a user's impressions together) and, independently, the seeds (Owen's pigeonhole "
+             "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates past 0) / (B + 1).", "",
+             "| Model | Task | Comparison | Test positives / impressions / users | "
+             + " | ".join(header.values()) + " |",
+             "|---|---|---|---|" + "---|" * len(header)]
     for (model, task, comparison), group in summary.group_by("model", "task", "comparison", maintain_order=True):
-        cells = []
+        first = group.row(0, named=True)
+        cells = [f"{first['test_positives']:,} / {first['test_rows']:,} / {first['test_users']:,}"]
         for metric in header:
             row = group.filter(pl.col("metric") == metric).row(0, named=True)
             cells.append(f"{row['change_pct']:+.2f}% [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] "
                          f"p={row['p_value']:.3g}")
         lines.append(f"| {model} | {task} | {comparison} | " + " | ".join(cells) + " |")
-    seeds = int(summary["seeds"].min()) if summary.height else 0
-    lines += ["", f"{seeds} seeds per cell; Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the treatment is better."]
+    lines += ["", "Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the treatment is better."]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 from typer.testing import CliRunner
 
 from ranking.cli import app
@@ -41,14 +42,17 @@ def test_rank_commands_write_their_stages(tiny_world, tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     table = (run / "ranking_eval" / "table5.md").read_text()
     assert "source `recent_advertisers`" in table and "random_control vs without_llm" in table
+    summary = pl.read_parquet(run / "ranking_eval" / "lift_summary.parquet")
+    test_rows = json.loads((run / "ranking_eval" / "stage.json").read_text())["summary"]["rows"]["test"]
+    assert (summary["test_rows"] == test_rows).all() and (summary["test_positives"] > 0).all()
+    assert f" / {test_rows:,} / " in table  # positives / impressions / users on every row
+    assert pl.read_parquet(run / "ranking_eval" / "lift_scores.parquet").height == 2 * 3 * 2 * test_rows
 
     again = runner.invoke(app, ["eval", "--run", str(run), "--predictions", str(predictions),
                                 "--set", "seeds=[0, 1]", *SMALL])
     assert "skipping" in again.output
 
     # the held-out comparison: a list for a few users only, both tables on exactly those users' impressions
-    import polars as pl
-
     few = pl.read_parquet(predictions).filter(pl.col("user_id").is_in(
         pl.read_parquet(predictions)["user_id"].unique().sort().head(150).to_list()))
     few_path = tmp_path / "few.parquet"

@@ -1,46 +1,94 @@
-"""The Table 5 experiment: paired statistics, and an informative list beats its random-list control."""
+"""The Table 5 experiment: one estimand per cell with its bootstrap interval and p-value, and an
+informative list beats its random-list control."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
-from scipy import stats
 
 from ranking.config import LightGBMConfig, RankingConfig, TrainConfig
-from ranking.lift import lift_markdown, paired_change, run_lift, summarize_lift
+from ranking.lift import bootstrap_p_value, lift_markdown, relative_change, run_lift, summarize_lift
+from ranking.metrics import evaluate
 from synthetic_data.schema import PREDICTIONS, conform
 
 
-def test_paired_change_gives_the_mean_relative_change_its_t_interval_and_p_value():
-    result = paired_change(np.array([1.1, 1.2, 1.3]), np.array([1.0, 1.0, 1.0]))
-    half = stats.t.ppf(0.975, 2) * 10 / np.sqrt(3)  # changes 10, 20, 30 %: sd 10
-    assert result["change_pct"] == pytest.approx(20)
-    assert (result["ci_low"], result["ci_high"]) == pytest.approx((20 - half, 20 + half))
-    assert result["p_value"] == pytest.approx(stats.ttest_rel([1.1, 1.2, 1.3], [1, 1, 1]).pvalue)
-    assert result["seeds"] == 3
+def test_the_change_is_the_ratio_of_the_seed_means_not_the_mean_of_per_seed_ratios():
+    # Per-seed changes +100% and -50% average to +25%; the seed means 0.07 vs 0.11 give -36.4%.
+    with_llm, without_llm = np.array([[0.02, 0.05]]), np.array([[0.01, 0.10]])
+    assert relative_change(with_llm, without_llm, np.ones((1, 2)))[0] == pytest.approx(0.07 / 0.11 - 1)
+    # a resample that drew the second seed twice
+    assert relative_change(with_llm, without_llm, np.array([[0.0, 2.0]]))[0] == pytest.approx(-0.5)
 
 
-def _results(arm: str, auc: list[float]) -> list[dict]:
-    return [{"seed": seed, "arm": arm, "model": "dcn", "task": "ctcvr", "log_loss": 0.1, "auc": value,
-             "pr_auc": 0.2} for seed, value in enumerate(auc)]
+def test_the_p_value_counts_replicates_on_the_far_side_of_zero():
+    assert bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
+    assert bootstrap_p_value(np.arange(1.0, 1000.0)) == pytest.approx(2 / 1000)  # never 0
+    assert bootstrap_p_value(np.array([-1.0, 1.0, np.nan])) == 1.0
 
 
-def test_summary_pairs_arms_by_seed_and_renders_the_table():
-    results = pl.DataFrame(_results("without_llm", [0.80, 0.82]) + _results("with_llm", [0.84, 0.83])
-                           + _results("random_control", [0.80, 0.82]))
-    summary = summarize_lift(results)
+def _scores(arm: str, seed: int, probabilities: np.ndarray, labels: np.ndarray, users: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"seed": seed, "arm": arm, "model": "dcn", "task": "ctcvr", "row": np.arange(len(labels)),
+                         "user_id": users, "label": labels, "probability": probabilities})
+
+
+def _hand_scores(seeds_agree: bool) -> tuple[pl.DataFrame, np.ndarray, dict]:
+    """60 test rows of 20 users (8 positives); with_llm ranks better than without_llm, the random
+    control scores exactly as without_llm."""
+    rng = np.random.default_rng(1)
+    labels = np.zeros(60, dtype=np.int8)
+    labels[rng.choice(60, 8, replace=False)] = 1
+    users = np.repeat(np.arange(100, 120), 3)
+    noise = {0: rng.random(60), 1: rng.random(60)}
+    if seeds_agree:
+        noise[1] = noise[0]
+    probabilities = {}
+    for seed in (0, 1):
+        probabilities[("without_llm", seed)] = 0.1 * noise[seed] + 0.02 * labels
+        probabilities[("with_llm", seed)] = 0.1 * noise[seed] + 0.04 * labels
+        probabilities[("random_control", seed)] = probabilities[("without_llm", seed)]
+    frames = [_scores(arm, seed, values, labels, users) for (arm, seed), values in probabilities.items()]
+    return pl.concat(frames), labels, probabilities
+
+
+def test_each_cell_reports_the_change_of_seed_means_with_its_own_interval_and_p_value():
+    scores, labels, probabilities = _hand_scores(seeds_agree=False)
+    summary = summarize_lift(scores, replicates=400)
     assert summary.height == 3 * 3  # three comparisons x three metrics
-    row = summary.filter((pl.col("comparison") == "with_llm vs without_llm") & (pl.col("metric") == "auc"))
-    assert row["change_pct"].item() == pytest.approx(np.mean([0.04 / 0.80, 0.01 / 0.82]) * 100)
-    control = summary.filter((pl.col("comparison") == "random_control vs without_llm") & (pl.col("metric") == "auc"))
-    assert control["change_pct"].item() == pytest.approx(0.0)
+    row = summary.filter((pl.col("comparison") == "with_llm vs without_llm") & (pl.col("metric") == "pr_auc")
+                         ).row(0, named=True)
+    pr_auc = {key: evaluate(labels, values)["pr_auc"] for key, values in probabilities.items()}
+    expected = ((pr_auc[("with_llm", 0)] + pr_auc[("with_llm", 1)])
+                / (pr_auc[("without_llm", 0)] + pr_auc[("without_llm", 1)]) - 1) * 100
+    assert row["change_pct"] == pytest.approx(expected)
+    assert row["ci_low"] < row["change_pct"] < row["ci_high"]
+    assert row["p_value"] < 0.05 and row["ci_low"] > 0  # interval and p-value tell the same story
+    assert (row["test_positives"], row["test_rows"], row["test_users"], row["seeds"]) == (8, 60, 20, 2)
+    # identical scores: no change under any resample
+    control = summary.filter((pl.col("comparison") == "random_control vs without_llm")
+                             & (pl.col("metric") == "auc")).row(0, named=True)
+    assert (control["change_pct"], control["ci_low"], control["ci_high"], control["p_value"]) == (0, 0, 0, 1)
     markdown = lift_markdown(summary, "recent_advertisers")
-    assert "`recent_advertisers`" in markdown and "| dcn | ctcvr | with_llm vs without_llm |" in markdown
-    mismatched = results.with_columns(seed=pl.when(pl.col("arm") == "with_llm").then(pl.col("seed") + 5)
-                                      .otherwise(pl.col("seed")))
+    assert "`recent_advertisers`" in markdown and "pigeonhole bootstrap" in markdown
+    assert "| dcn | ctcvr | with_llm vs without_llm | 8 / 60 / 20 |" in markdown
+
+
+def test_the_interval_includes_test_set_variance_when_the_seeds_agree():
+    """Two seeds with identical scores gave a t-interval of zero width; resampling test users does not."""
+    scores, _, _ = _hand_scores(seeds_agree=True)
+    row = summarize_lift(scores, replicates=400).filter(
+        (pl.col("comparison") == "with_llm vs without_llm") & (pl.col("metric") == "auc")).row(0, named=True)
+    assert row["ci_high"] - row["ci_low"] > 1.0  # percent, from 8 positives among 20 users
+
+
+def test_arms_must_share_seeds_and_test_rows():
+    scores, _, _ = _hand_scores(seeds_agree=False)
+    shifted = scores.with_columns(seed=pl.when(pl.col("arm") == "with_llm").then(pl.col("seed") + 5)
+                                  .otherwise(pl.col("seed")))
     with pytest.raises(ValueError, match="different seeds"):
-        summarize_lift(mismatched)
+        summarize_lift(shifted, replicates=20)
+    with pytest.raises(ValueError, match="different test rows"):
+        summarize_lift(scores.filter(~((pl.col("arm") == "with_llm") & (pl.col("row") == 0))), replicates=20)
 
 
 def _oracle_predictions(impressions: pl.DataFrame) -> pl.DataFrame:
@@ -59,8 +107,9 @@ def test_informative_lists_lift_the_model_and_random_lists_of_the_same_length_do
     splits = {**splits, "train": splits["train"].head(40_000)}
     config = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), train=TrainConfig(epochs=1),
                            lightgbm=LightGBMConfig(max_rounds=100, learning_rate=0.1))
-    results = run_lift(builder, splits, _oracle_predictions(tiny_impressions), None, config)
+    results, scores = run_lift(builder, splits, _oracle_predictions(tiny_impressions), None, config)
     assert results.height == 2 * 3 * 2  # seeds x arms x models
+    assert scores.height == results.height * splits["test"].height
     auc = results.group_by("model", "arm").agg(pl.col("auc").min().alias("worst"), pl.col("auc").max().alias("best"),
                                                pl.col("auc").mean().alias("mean"))
     auc = {(row["model"], row["arm"]): row for row in auc.iter_rows(named=True)}
