@@ -4,7 +4,9 @@ Users are split into arms by a salted hash (each arm gets its traffic share of e
 so arms do not compete for spend), or, in the paired design, every arm replays all users with
 the same random numbers. Each treatment arm is compared with the control (the first arm) on
 RoAS, revenue, spend, CTR, CVR and conversions, with CUPED covariates from the pre-period;
-advertiser diversity and funnel survival come from each arm's funnel ledger.
+advertiser diversity and funnel survival come from each arm's funnel ledger. RoAS is the primary
+metric; the others are secondary and Holm-adjusted per arm. A sample-ratio-mismatch test checks
+that the arms received the users the design assigns.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from blending.diversity import advertiser_diversity
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.random_streams import uniforms
-from simulator.stats import Comparison, RatioMetric, compare
+from simulator.stats import (MIN_NONZERO_USERS, Comparison, RatioMetric, SampleRatioCheck, bootstrap_interval,
+                             compare, holm_adjust, sample_ratio_mismatch)
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
 from synthetic_data.schema import World
@@ -33,16 +36,19 @@ METRICS = (
     RatioMetric("cvr", "click_conversions", "clicks", "pre_conversions"),
     RatioMetric("conversions_per_user", "conversions", None, "pre_conversions"),
 )
+PRIMARY_METRIC = "roas"  # the decision metric; every other comparison is secondary
 DIVERSITY_STAGE = "impressed"
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """Comparisons (one row per treatment arm x metric), per-arm summaries, funnels and raw results."""
+    """Comparisons (one row per treatment arm x metric), per-arm summaries, funnels, the sample-ratio
+    check and raw results."""
 
     comparisons: pl.DataFrame
     arms: pl.DataFrame
     funnels: pl.DataFrame
+    srm: SampleRatioCheck
     results: dict[str, SimulationResult]
 
 
@@ -110,12 +116,23 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
     arms = pl.DataFrame([arm_summary(name, result) for name, result in results.items()])
     funnels = pl.concat([result.ledger.table().with_columns(pl.lit(name).alias("arm"))
                          for name, result in results.items()])
-    return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels, results=results)
+    return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels,
+                            srm=sample_ratio_check(config, results), results=results)
+
+
+def sample_ratio_check(config: ExperimentConfig, results: dict[str, SimulationResult]) -> SampleRatioCheck:
+    """Sample-ratio mismatch of the users analysed per arm: a chi-square test against the hash's equal
+    shares (split design); in the paired design every arm replays all users, so the counts must be equal."""
+    users = [result.user_metrics.height for result in results.values()]
+    if config.design == "paired":
+        return SampleRatioCheck("paired", tuple(users), (1.0,) * len(users), float("nan"), len(set(users)) > 1)
+    return sample_ratio_mismatch(users, [1.0] * len(users))
 
 
 def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
                  covariates: pl.DataFrame) -> pl.DataFrame:
-    """One row per (treatment arm, metric): control and treatment values, relative change, CI, p."""
+    """One row per (treatment arm, metric): control and treatment values, relative change, CI, p-value,
+    Holm-adjusted p-value (see adjust_p_values) and significance."""
     def columns(result: SimulationResult) -> dict[str, np.ndarray]:
         frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
         return {name: frame[name].to_numpy() for name in frame.columns}
@@ -134,7 +151,26 @@ def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
         for comparison in compare_diversity(results[names[0]], results[name], paired=config.design == "paired",
                                             alpha=config.alpha, samples=config.bootstrap_samples, rng=rng):
             rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__, "method": "bootstrap"})
-    return pl.DataFrame(rows).with_columns((pl.col("p_value") < config.alpha).alias("is_significant"))
+    return adjust_p_values(pl.DataFrame(rows), config.alpha)
+
+
+def adjust_p_values(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:
+    """Add is_primary, p_value_adjusted and is_significant to a comparisons table.
+
+    Holm's adjustment runs over two kinds of family: the primary metric across treatment arms (one
+    arm: unchanged), and each arm's secondary metrics. Significant = adjusted p < alpha on a test
+    that is not underpowered (an underpowered test over-rejects, so it is never called significant).
+    """
+    is_primary = (comparisons["metric"] == PRIMARY_METRIC).to_numpy()
+    family = np.where(is_primary, "", "secondary: " + comparisons["arm"].to_numpy().astype(str))
+    p_values = comparisons["p_value"].to_numpy().astype(np.float64)
+    adjusted = np.full(p_values.size, np.nan)
+    for name in np.unique(family):
+        members = family == name
+        adjusted[members] = holm_adjust(p_values[members])
+    is_significant = (adjusted < alpha) & ~comparisons["is_underpowered"].to_numpy()  # NaN < alpha is False
+    return comparisons.with_columns(pl.Series("is_primary", is_primary), pl.Series("p_value_adjusted", adjusted),
+                                    pl.Series("is_significant", is_significant))
 
 
 def _user_advertiser_counts(result: SimulationResult, advertiser_ids: np.ndarray) -> sparse.csr_matrix:
@@ -152,7 +188,8 @@ def _user_advertiser_counts(result: SimulationResult, advertiser_ids: np.ndarray
 def compare_diversity(control: SimulationResult, treatment: SimulationResult, *, paired: bool, alpha: float,
                       samples: int, rng: np.random.Generator) -> list[Comparison]:
     """Advertiser diversity of impressions (unique advertisers, entropy, Gini): relative change with a
-    bootstrap over users (Poisson weights; shared between arms when paired)."""
+    bootstrap over users (Poisson weights; shared between arms when paired). A resample whose control
+    measure is zero keeps its infinite or undefined change, so the interval can be unbounded."""
     advertiser_ids = control.ledger.advertiser_ids
     matrices = [_user_advertiser_counts(arm, advertiser_ids) for arm in (control, treatment)]
     names = ("unique_advertisers", "advertiser_entropy", "advertiser_gini")
@@ -162,6 +199,8 @@ def compare_diversity(control: SimulationResult, treatment: SimulationResult, *,
         return np.array([diversity.unique_advertisers, diversity.entropy, diversity.gini], dtype=np.float64)
 
     point = [measures(np.asarray(m.sum(axis=0)).ravel()) for m in matrices]
+    nonzero_users = int(min(np.count_nonzero(m.getnnz(axis=1)) for m in matrices))
+    is_underpowered = nonzero_users < MIN_NONZERO_USERS["bootstrap"]
     ratios = []
     for _ in range(samples):
         weights_c = rng.poisson(1.0, matrices[0].shape[0]).astype(np.float64)
@@ -173,15 +212,14 @@ def compare_diversity(control: SimulationResult, treatment: SimulationResult, *,
     ratios = np.array(ratios)
     comparisons = []
     for index, name in enumerate(names):
-        column = ratios[:, index][np.isfinite(ratios[:, index])]
-        if point[0][index] == 0 or column.size == 0:
-            comparisons.append(Comparison(name, point[0][index], point[1][index], *(float("nan"),) * 4))
+        if point[0][index] == 0:
+            comparisons.append(Comparison(name, float(point[0][index]), float(point[1][index]), *(float("nan"),) * 4,
+                                          nonzero_users=nonzero_users, is_underpowered=is_underpowered))
             continue
-        low, high = np.quantile(column, [alpha / 2, 1 - alpha / 2])
-        tail = min((column <= 0).mean(), (column >= 0).mean())
+        interval = bootstrap_interval(ratios[:, index], alpha)
         comparisons.append(Comparison(name, float(point[0][index]), float(point[1][index]),
-                                      float(point[1][index] / point[0][index] - 1), float(low), float(high),
-                                      float(min(1.0, max(2 * tail, 1.0 / samples)))))
+                                      float(point[1][index] / point[0][index] - 1), interval.ci_low, interval.ci_high,
+                                      interval.p_value, interval.undefined_resamples, nonzero_users, is_underpowered))
     return comparisons
 
 
@@ -202,9 +240,11 @@ def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str,
     """Run one arm per quota of `source` (the first quota is the control) and tabulate the curves."""
     arms = sweep_arms(config.arms[0], source, quotas)
     result = run_ab(replace(config, arms=arms), world, stack, progress=progress)
-    roas = result.comparisons.filter(pl.col("metric") == "roas").select(
+    roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
         "arm", pl.col("relative_change").alias("roas_change"), pl.col("ci_low").alias("roas_ci_low"),
-        pl.col("ci_high").alias("roas_ci_high"), pl.col("p_value").alias("roas_p_value"))
+        pl.col("ci_high").alias("roas_ci_high"), pl.col("p_value").alias("roas_p_value"),
+        pl.col("p_value_adjusted").alias("roas_p_value_adjusted"), pl.col("nonzero_users").alias("roas_converters"),
+        pl.col("is_underpowered").alias("roas_is_underpowered"), pl.col("is_significant").alias("roas_is_significant"))
     table = (result.arms.with_columns(pl.Series("quota", quotas))
              .join(roas, on="arm", how="left").sort("quota"))
     return table, result

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+
+from simulator.stats import MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
 
 METRIC_LABELS = {
     "roas": "Return on ad spend", "revenue_per_user": "Advertiser revenue per user",
@@ -25,21 +28,70 @@ def _number(value: float | None, digits: int = 4) -> str:
 def _percent(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
+    if math.isinf(value):  # a bootstrap bound with too many resamples where control's metric is zero
+        return "unbounded"
     return f"{value * 100:+.2f}%"
 
 
-def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, title: str, note: str = "") -> str:
-    """The Table 6 analogue: per metric, control and treatment values, relative change, CI and p-value."""
+def srm_line(check: SampleRatioCheck) -> str:
+    """One sentence on the sample-ratio check; a mismatch says plainly that the comparisons are not trustworthy."""
+    users = " / ".join(f"{count:,}" for count in check.users)
+    distrust = "the comparisons below are not trustworthy until its cause is found."
+    if check.design == "paired":
+        if check.is_mismatch:
+            return (f"**Sample-ratio mismatch (SRM)**: the paired design replays every user in every arm, but the "
+                    f"arms analysed {users} users; {distrust}")
+        return (f"Sample-ratio check (SRM): not applicable to the paired design; every arm replayed the same "
+                f"{check.users[0]:,} users.")
+    shares = " / ".join(f"{share:.0%}" for share in check.expected_shares)
+    counts = f"users per arm {users}, expected shares {shares}, chi-square p = {check.p_value:.3g}"
+    if check.is_mismatch:
+        return (f"**Sample-ratio mismatch (SRM)**: {counts} < {SRM_ALPHA}: the arms did not receive the users "
+                f"the design assigns; {distrust}")
+    return f"Sample-ratio check (SRM): {counts} (flagged below {SRM_ALPHA}): no mismatch."
+
+
+def verdict(p_value: float | None, is_significant: bool | None, is_underpowered: bool | None,
+            nonzero_users: int | None) -> str:
+    """What a comparison supports: significant, not significant, underpowered or not estimable."""
+    if p_value is None or math.isnan(p_value):
+        return "not estimable"
+    if is_underpowered:
+        return f"underpowered ({nonzero_users} users with a nonzero numerator)"
+    return "significant" if is_significant else "not significant"
+
+
+def multiple_testing_note(alpha: float) -> str:
+    """How the table's p-values are corrected and what `underpowered` means."""
+    return (f"Primary metric: {METRIC_LABELS['roas']} (RoAS); with several treatment arms its p-values are "
+            f"Holm-adjusted across arms. Secondary metrics: Holm-adjusted within each arm (family-wise error "
+            f"rate {alpha}); read them as supporting evidence, not as separate findings. Underpowered: fewer than "
+            f"{MIN_NONZERO_USERS['delta']} (delta method) or {MIN_NONZERO_USERS['bootstrap']} (bootstrap) users "
+            f"with a nonzero numerator (converters, for RoAS) in the smaller arm, where synthetic A/A tests reject "
+            f"more than 7% of the time at alpha = 0.05; such a result is never called significant. "
+            f"An unbounded bound means too many bootstrap resamples had a zero control metric.")
+
+
+def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",
+                alpha: float = 0.05) -> str:
+    """The Table 6 analogue: the SRM check, then per metric (primary first) control and treatment
+    values, relative change, CI, raw and Holm-adjusted p-values and the verdict."""
     lines = [f"### {title}", ""]
     if note:
         lines += [note, ""]
-    lines += ["| Arm | Metric | Control | Treatment | Relative change | 95% CI | p-value |",
-              "|---|---|---|---|---|---|---|"]
-    for row in comparisons.iter_rows(named=True):
+    lines += [srm_line(srm), "",
+              f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | p-value | Holm p-value "
+              "| Verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in comparisons.sort("is_primary", descending=True, maintain_order=True).iter_rows(named=True):
+        role = "primary" if row["is_primary"] else "secondary"
+        metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
         lines.append(
-            f"| {row['arm']} | {METRIC_LABELS.get(row['metric'], row['metric'])} | {_number(row['control'])} | "
+            f"| {row['arm']} | {metric} | {_number(row['control'])} | "
             f"{_number(row['treatment'])} | {_percent(row['relative_change'])} | "
-            f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_number(row['p_value'], 3)} |")
+            f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_number(row['p_value'], 3)} | "
+            f"{_number(row['p_value_adjusted'], 3)} | "
+            f"{verdict(row['p_value'], row['is_significant'], row['is_underpowered'], row['nonzero_users'])} |")
+    lines += ["", multiple_testing_note(alpha)]
     lines += ["", "Per arm (advertiser diversity over impressions; survival = impressed / retrieved):", ""]
     survival = [c for c in arms.columns if c.endswith("_survival") or c.endswith("_impressed_share")]
     header = ["arm", "users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
@@ -50,16 +102,23 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, title: str, note:
     return "\n".join(lines) + "\n"
 
 
-def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], relative_to: Path | None = None) -> str:
-    """Metrics, diversity and survival of `source` against its L0 quota, with the plots linked."""
-    columns = ["quota", "roas", "roas_change", "roas_p_value", "conversions", "spend", "unique_advertisers",
-               "advertiser_entropy", "advertiser_gini", f"{source}_impressed_share", f"{source}_survival"]
-    lines = [f"### L0 quota sweep of `{source}`", "",
+def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: SampleRatioCheck,
+                   relative_to: Path | None = None, alpha: float = 0.05) -> str:
+    """The SRM check, then metrics, diversity and survival of `source` against its L0 quota (RoAS
+    change versus the first quota with raw and Holm-adjusted p-values and verdict), with the plots linked."""
+    columns = ["quota", "roas", "roas_change", "roas_p_value", "roas_p_value_adjusted", "roas_verdict", "conversions",
+               "spend", "unique_advertisers", "advertiser_entropy", "advertiser_gini", f"{source}_impressed_share",
+               f"{source}_survival"]
+    lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
-        cells = [_percent(row[c]) if c == "roas_change" else _number(row.get(c)) for c in columns]
+        row["roas_verdict"] = ("control" if row["roas_change"] is None else
+                               verdict(row["roas_p_value"], row["roas_is_significant"], row["roas_is_underpowered"],
+                                       row["roas_converters"]))
+        cells = [_percent(row[c]) if c == "roas_change" else row[c] if c == "roas_verdict" else _number(row.get(c))
+                 for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", multiple_testing_note(alpha), ""]
     for path in plots:
         shown = path.relative_to(relative_to) if relative_to else path
         lines.append(f"![{path.stem}]({shown})")
@@ -81,7 +140,11 @@ def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
     change = table["roas_change"].fill_null(0.0).to_numpy() * 100
     low = table["roas_ci_low"].fill_null(0.0).to_numpy() * 100
     high = table["roas_ci_high"].fill_null(0.0).to_numpy() * 100
-    axis.errorbar(quota, change, yerr=[change - low, high - change], marker="o", capsize=3)
+    is_unbounded = np.isinf(high)
+    axis.errorbar(quota, change, yerr=[change - low, np.where(is_unbounded, np.nan, high) - change], marker="o",
+                  capsize=3)
+    for x, y in zip(quota[is_unbounded], change[is_unbounded]):
+        axis.annotate("upper bound unbounded", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7)
     axis.axhline(0, color="grey", lw=0.8)
     axis.set(xlabel=f"L0 quota of {source}", ylabel="RoAS change vs first quota (%)", title="RoAS")
     paths.append(_save(figure, out_dir / "sweep_roas.png"))

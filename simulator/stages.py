@@ -2,10 +2,13 @@
 
 Each writes its tables as Parquet and a markdown report section, records itself in the run's
 manifest, and skips when it already finished with the same config (DESIGN: a run is a folder).
+The stage summary (stage.json and manifest.json) carries the sample-ratio check and the primary
+metric's result per treatment arm.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import polars as pl
@@ -14,6 +17,7 @@ from simulator.config import ExperimentConfig
 from simulator.engine import Stack
 from simulator.experiment import aa_check, pre_period_covariates, run_ab, run_sweep
 from simulator.report import ab_markdown, plot_sweep, sweep_markdown
+from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
 from synthetic_data.schema import World
@@ -31,7 +35,8 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     result = run_ab(experiment, world, stack, progress=progress)
     control = result.results[experiment.arms[0].name]
     aa = aa_check(control, pre_period_covariates(world, experiment.pre_period_days), experiment, AA_SPLITS)
-    aa_rate = float((aa["p_value"].drop_nans() < experiment.alpha).mean())
+    aa_tested = aa["p_value"].drop_nans()
+    aa_rate = float((aa_tested < experiment.alpha).mean())
     folder = run.stage_dir("ab")
     result.comparisons.write_parquet(folder / "comparisons.parquet")
     result.arms.write_parquet(folder / "arms.parquet")
@@ -40,9 +45,12 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     note = (f"Simulated {experiment.simulation.days} days, design `{experiment.design}`, "
             f"{experiment.method} method{' with CUPED' if experiment.cuped else ''}; stack: {stack_label}. "
             f"A/A check: re-splitting the control arm's users {AA_SPLITS} times, "
-            f"{aa_rate:.1%} of {aa.height} metric tests were significant at alpha = {experiment.alpha}.")
-    (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, "Offline A/B (Table 6 analogue)", note))
-    summary = {"seconds": round(time.perf_counter() - started, 1), "aa_significant_rate": aa_rate,
+            f"{aa_rate:.1%} of {aa_tested.len()} metric tests had a raw p-value below alpha = {experiment.alpha}"
+            + (f" ({aa.height - aa_tested.len()} more were untestable)." if aa_tested.len() < aa.height else "."))
+    (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, result.srm,
+                                                  "Offline A/B (Table 6 analogue)", note, experiment.alpha))
+    summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
+               "aa_significant_rate": aa_rate,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
                "roas_change": _roas_changes(result.comparisons)}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
@@ -62,14 +70,26 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
     table.write_parquet(folder / "sweep.parquet")
     result.funnels.write_parquet(folder / "funnels.parquet")
     plots = plot_sweep(table, source, run.stage_dir("plots"))
-    (folder / "report.md").write_text(sweep_markdown(table, source, plots, relative_to=run.root))
-    summary = {"seconds": round(time.perf_counter() - started, 1),
+    (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=run.root,
+                                                     alpha=experiment.alpha))
+    summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
                "roas_change": _roas_changes(result.comparisons), "plots": [str(p) for p in plots]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
     return summary
 
 
 def _roas_changes(comparisons: pl.DataFrame) -> dict:
-    rows = comparisons.filter(pl.col("metric") == "roas").select("arm", "relative_change", "p_value").rows()
-    return {arm: {"relative_change": change, "p_value": p} for arm, change, p in rows}
+    """The primary metric per treatment arm (NaN as null, so the record stays strict JSON)."""
+    columns = ("relative_change", "p_value", "p_value_adjusted", "nonzero_users", "is_underpowered", "is_significant")
+    rows = comparisons.filter(pl.col("is_primary")).select("arm", *columns).iter_rows(named=True)
+    return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
+
+
+def _srm_summary(check: SampleRatioCheck) -> dict:
+    return {"design": check.design, "users": list(check.users), "expected_shares": list(check.expected_shares),
+            "p_value": _json_value(check.p_value), "is_mismatch": check.is_mismatch}
+
+
+def _json_value(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
 

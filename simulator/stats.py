@@ -5,15 +5,27 @@ divide by the user count), analysed on the log scale: the delta method linearise
 per user, the bootstrap resamples users with Poisson(1) weights. CUPED (Deng et al. 2013)
 removes the part of the linearised metric explained by a pre-period covariate. Split designs
 compare independent user sets; paired designs (every arm replays the same users with common
-random numbers) compare per-user differences.
+random numbers) compare per-user differences. A bootstrap resample in which an arm's metric is
+zero or undefined keeps its infinite or undefined log difference, so an unbounded interval is
+reported as unbounded. The sample-ratio-mismatch test (Fabijan et al. 2019) checks that the arms
+received the users the design assigns; Holm's step-down adjustment corrects the secondary metrics.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from math import erf, sqrt
+from math import sqrt
 
 import numpy as np
+from scipy import stats
+
+# A comparison whose smaller arm has fewer users with a nonzero numerator (converters, for RoAS)
+# than this, per method, is labelled underpowered: below it the synthetic A/A false-positive rate
+# at alpha = 0.05 exceeds 7% (delta: 7-13% under 30; bootstrap: 8.5% under 5; measured by
+# benchmarks/bench_aa_calibration.py, table in the README).
+MIN_NONZERO_USERS = {"delta": 30, "bootstrap": 5}
+SRM_ALPHA = 0.001  # the usual sample-ratio-mismatch threshold: flag at p < 0.001
 
 
 @dataclass(frozen=True)
@@ -34,25 +46,67 @@ class Comparison:
     control: float
     treatment: float
     relative_change: float
+    ci_low: float  # -1.0 = -100%; ci_high = inf when the interval is unbounded above
+    ci_high: float
+    p_value: float
+    undefined_resamples: int = 0  # bootstrap replicates whose change is infinite or undefined
+    nonzero_users: int = 0  # users with a nonzero numerator in the smaller arm (converters, for RoAS)
+    is_underpowered: bool = False  # nonzero_users < MIN_NONZERO_USERS[method]: the test over-rejects
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Percentile interval and two-sided p-value of a statistic whose null value is 0."""
+
     ci_low: float
     ci_high: float
     p_value: float
+    undefined_resamples: int
 
 
-def _normal_two_sided_p(z: float) -> float:
-    return 2.0 * (1.0 - 0.5 * (1.0 + erf(abs(z) / sqrt(2.0))))
+def bootstrap_interval(replicates: np.ndarray, alpha: float) -> BootstrapInterval:
+    """Percentile interval and p-value from bootstrap replicates (shape: resamples), keeping every
+    replicate: +-inf ones stay in the tails so an unbounded side is reported as inf, and undefined
+    (NaN) ones count against both bounds and both tails rather than being dropped."""
+    is_undefined = np.isnan(replicates)
+    low = np.quantile(np.where(is_undefined, -np.inf, replicates), alpha / 2, method="lower")
+    high = np.quantile(np.where(is_undefined, np.inf, replicates), 1 - alpha / 2, method="higher")
+    tail = min(np.mean((replicates <= 0) | is_undefined), np.mean((replicates >= 0) | is_undefined))
+    return BootstrapInterval(float(low), float(high), float(min(1.0, max(2 * tail, 1.0 / replicates.size))),
+                             int((~np.isfinite(replicates)).sum()))
 
 
-def _normal_quantile(probability: float) -> float:
-    """Inverse standard normal CDF by bisection (exact enough for interval multipliers)."""
-    low, high = -10.0, 10.0
-    for _ in range(100):
-        middle = (low + high) / 2
-        if 0.5 * (1.0 + erf(middle / sqrt(2.0))) < probability:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
+@dataclass(frozen=True)
+class SampleRatioCheck:
+    """Users each arm received against the design's expected shares (sample-ratio mismatch)."""
+
+    design: str  # split: chi-square test; paired: every arm must replay the same users
+    users: tuple[int, ...]
+    expected_shares: tuple[float, ...]
+    p_value: float  # NaN for the paired design, where no share is random
+    is_mismatch: bool
+
+
+def sample_ratio_mismatch(users: Sequence[int], expected_shares: Sequence[float],
+                          threshold: float = SRM_ALPHA) -> SampleRatioCheck:
+    """Chi-square goodness-of-fit test of users per arm against the design's shares (any scale),
+    flagged as a mismatch at p < threshold (Fabijan et al. 2019); scipy.stats.chisquare."""
+    observed = np.asarray(users, dtype=np.float64)
+    shares = np.asarray(expected_shares, dtype=np.float64) / np.sum(expected_shares)
+    p_value = float(stats.chisquare(observed, observed.sum() * shares).pvalue)
+    return SampleRatioCheck("split", tuple(int(u) for u in users), tuple(float(s) for s in shares), p_value,
+                            p_value < threshold)
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, which hold the family-wise error rate; NaN entries
+    (untestable comparisons) stay NaN and are not counted in the family."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p_values.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p_values))
+    order = tested[np.argsort(p_values[tested], kind="stable")]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((order.size - np.arange(order.size)) * p_values[order]))
+    return adjusted
 
 
 def log_ratio_influence(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -68,8 +122,18 @@ def _cuped_theta(influence: np.ndarray, covariate: np.ndarray) -> float:
 
 def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], metric: RatioMetric, *,
             paired: bool = False, method: str = "delta", cuped: bool = False, alpha: float = 0.05,
-            bootstrap_samples: int = 1000, rng: np.random.Generator | None = None) -> Comparison:
-    """Compare one metric between arms given per-user columns (paired: same users, same order)."""
+            bootstrap_samples: int = 1000, rng: np.random.Generator | None = None,
+            min_nonzero_users: int | None = None) -> Comparison:
+    """Compare one metric between arms given per-user columns (paired: same users, same order).
+
+    Returns the relative change of sum(numerator)/sum(denominator) with its 1 - alpha interval
+    (ci_high = inf when a bootstrap interval is unbounded) and two-sided p-value; NaN when either
+    arm's metric is zero; underpowered below `min_nonzero_users` (default MIN_NONZERO_USERS[method]).
+    Raises ValueError for an unknown method or unequal paired arms.
+    """
+    if method not in MIN_NONZERO_USERS:
+        raise ValueError(f"method must be 'delta' or 'bootstrap', got {method!r}")
+
     def parts(arm):
         y = np.asarray(arm[metric.numerator], dtype=np.float64)
         x = np.ones_like(y) if metric.denominator is None else np.asarray(arm[metric.denominator], dtype=np.float64)
@@ -79,8 +143,11 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], me
     if paired and y_c.size != y_t.size:
         raise ValueError("a paired comparison needs the same users in both arms")
     value_c, value_t = _ratio(y_c, x_c), _ratio(y_t, x_t)
+    nonzero_users = int(min(np.count_nonzero(y_c), np.count_nonzero(y_t)))
+    is_underpowered = nonzero_users < (MIN_NONZERO_USERS[method] if min_nonzero_users is None else min_nonzero_users)
     if not (value_c > 0 and value_t > 0):
-        return Comparison(metric.name, value_c, value_t, float("nan"), float("nan"), float("nan"), float("nan"))
+        return Comparison(metric.name, value_c, value_t, *(float("nan"),) * 4, nonzero_users=nonzero_users,
+                          is_underpowered=is_underpowered)
     influence_c, influence_t = log_ratio_influence(y_c, x_c), log_ratio_influence(y_t, x_t)
     difference = np.log(value_t) - np.log(value_c)
     theta = 0.0
@@ -97,19 +164,18 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], me
             variance = (np.var(influence_c - theta * (z_c - z_mean), ddof=1) / y_c.size
                         + np.var(influence_t - theta * (z_t - z_mean), ddof=1) / y_t.size)
         se = sqrt(max(variance, 0.0))
-        half = _normal_quantile(1 - alpha / 2) * se
+        half = stats.norm.ppf(1 - alpha / 2) * se
         low, high = difference - half, difference + half
-        p_value = _normal_two_sided_p(difference / se) if se > 0 else (1.0 if difference == 0 else 0.0)
-    elif method == "bootstrap":
+        p_value = 2 * stats.norm.sf(abs(difference) / se) if se > 0 else (1.0 if difference == 0 else 0.0)
+        undefined = 0
+    else:
         replicates = _bootstrap_differences(y_c, x_c, z_c, y_t, x_t, z_t, theta, paired, bootstrap_samples,
                                             rng or np.random.default_rng(0))
-        low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
-        tail = min((replicates <= 0).mean(), (replicates >= 0).mean())
-        p_value = float(min(1.0, max(2 * tail, 1.0 / bootstrap_samples)))
-    else:
-        raise ValueError(f"method must be 'delta' or 'bootstrap', got {method!r}")
+        interval = bootstrap_interval(replicates, alpha)
+        low, high, p_value = interval.ci_low, interval.ci_high, interval.p_value
+        undefined = interval.undefined_resamples
     return Comparison(metric.name, value_c, value_t, float(np.expm1(difference)), float(np.expm1(low)),
-                      float(np.expm1(high)), float(p_value))
+                      float(np.expm1(high)), float(p_value), undefined, nonzero_users, is_underpowered)
 
 
 def _ratio(y: np.ndarray, x: np.ndarray) -> float:
@@ -118,7 +184,8 @@ def _ratio(y: np.ndarray, x: np.ndarray) -> float:
 
 
 def _bootstrap_differences(y_c, x_c, z_c, y_t, x_t, z_t, theta, paired, samples, rng, chunk: int = 100) -> np.ndarray:
-    """log-ratio differences over Poisson(1)-weighted user resamples (shared weights when paired)."""
+    """log-ratio differences over Poisson(1)-weighted user resamples (shared weights when paired);
+    +inf where a resample has no control numerator, -inf no treatment numerator, NaN neither."""
     out = []
     for start in range(0, samples, chunk):
         size = min(chunk, samples - start)
@@ -129,5 +196,4 @@ def _bootstrap_differences(y_c, x_c, z_c, y_t, x_t, z_t, theta, paired, samples,
             log_t = np.log(weights_t @ y_t) - np.log(weights_t @ x_t)
             shift = theta * ((weights_t @ z_t) / weights_t.sum(1) - (weights_c @ z_c) / weights_c.sum(1))
         out.append(log_t - log_c - (0.0 if paired else shift))
-    replicates = np.concatenate(out)
-    return replicates[np.isfinite(replicates)]
+    return np.concatenate(out)

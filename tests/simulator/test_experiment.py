@@ -5,7 +5,7 @@ import pytest
 from blending.blend import BlendConfig
 from simulator.config import ArmConfig, ExperimentConfig, SimulationConfig
 from simulator.engine import simulate
-from simulator.experiment import (aa_check, assign_arms, pre_period_covariates, run_ab, run_sweep,
+from simulator.experiment import (aa_check, adjust_p_values, assign_arms, pre_period_covariates, run_ab, run_sweep,
                                   sweep_arms)
 from simulator.report import ab_markdown, plot_sweep, sweep_markdown
 from synthetic_data.config_io import ConfigError
@@ -41,8 +41,17 @@ def test_ab_split_runs_each_arm_on_its_users(tiny_world, tiny_stack):
     assert budgets["control"] == pytest.approx(tiny_world.advertisers["daily_budget"].sum() / 2)
     control = result.arms.filter(pl.col("arm") == "control").row(0, named=True)
     assert control["llm_impressed_share"] == 0 and control["main_impressed_share"] == pytest.approx(1.0)
-    text = ab_markdown(result.comparisons, result.arms, "A/B")
-    assert "Return on ad spend" in text and "n/a" not in text.split("Per arm")[0].split("Return on ad spend")[1][:60]
+    # the hash split gives each arm its share: the SRM test sees the arms' analysed users and passes
+    assert result.srm.design == "split" and sum(result.srm.users) == tiny_world.users.height
+    assert result.srm.users == tuple(r.user_metrics.height for r in result.results.values())
+    assert not result.srm.is_mismatch and result.srm.p_value > 0.001
+    # RoAS is the only primary row; the eight secondaries of the arm are one Holm family
+    assert result.comparisons.filter(pl.col("is_primary"))["metric"].to_list() == ["roas"]
+    assert (result.comparisons["p_value_adjusted"].fill_nan(1.0) >= result.comparisons["p_value"].fill_nan(1.0)).all()
+    text = ab_markdown(result.comparisons, result.arms, result.srm, "A/B")
+    assert text.index("Sample-ratio check (SRM)") < text.index("| Arm | Metric")
+    assert "Return on ad spend (primary)" in text and "CTR (secondary)" in text and "Holm" in text
+    assert "n/a" not in text.split("Per arm")[0].split("Return on ad spend")[1][:60]
 
 
 def test_aa_resplits_are_not_significant_more_often_than_alpha(tiny_world, tiny_stack):
@@ -63,9 +72,14 @@ def test_sweep_paired_replays_the_same_users(tiny_world, tiny_stack, tmp_path):
     assert requests[0] == requests[1] == requests[2]  # common random numbers: identical traffic
     shares = table["llm_impressed_share"].to_list()
     assert shares[0] == 0 and shares[1] < shares[2]  # a larger quota takes more of the impressions
+    # every arm replays all users: no random share to test, but the counts must be equal
+    assert (result.srm.design, result.srm.users, result.srm.is_mismatch) == ("paired", (tiny_world.users.height,) * 3,
+                                                                             False)
+    assert np.isnan(result.srm.p_value)
     paths = plot_sweep(table, "llm", tmp_path)
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
-    assert "sweep_roas" in sweep_markdown(table, "llm", paths, tmp_path)
+    text = sweep_markdown(table, "llm", paths, result.srm, tmp_path)
+    assert "sweep_roas" in text and "not applicable to the paired design" in text.split("| quota")[0]
 
 
 def test_bad_experiments_are_clear_errors():
@@ -102,6 +116,51 @@ def test_diversity_comparison_detects_concentration():
     assert rows["advertiser_gini"].relative_change > 0 and rows["advertiser_gini"].ci_low > 0
     same = {c.metric: c for c in compare_diversity(control, control, paired=True, alpha=0.05, samples=200, rng=rng)}
     assert same["advertiser_entropy"].relative_change == 0 and same["advertiser_entropy"].p_value == 1.0
+
+
+def test_diversity_interval_is_unbounded_when_control_resamples_show_no_advertiser():
+    """Two of 60 control users saw ads: about e^-2 = 13.5% of resamples have no control impression,
+    so the upper bound is unbounded (once these resamples were dropped and a finite bound quoted)."""
+    from simulator.experiment import compare_diversity
+
+    rng = np.random.default_rng(5)
+    users = np.arange(60)
+    control = _market(users, [1, 2], [0, 1])
+    treatment = _market(users, rng.integers(0, 10, 60), users)
+    rows = {c.metric: c for c in compare_diversity(control, treatment, paired=False, alpha=0.05, samples=2000,
+                                                   rng=rng)}
+    unique = rows["unique_advertisers"]
+    assert unique.relative_change == pytest.approx(4.0)  # 10 advertisers against 2
+    assert unique.ci_high == np.inf and 200 < unique.undefined_resamples < 340  # 2000 * e^-2 = 271
+    assert unique.nonzero_users == 2 and unique.is_underpowered
+
+
+def test_ab_report_says_unbounded_underpowered_and_a_flagged_srm_plainly():
+    from simulator.stats import Comparison, sample_ratio_mismatch
+
+    roas = Comparison("roas", 2.5, 5.0, 1.0, -0.5, np.inf, 0.3, undefined_resamples=104, nonzero_users=3,
+                      is_underpowered=True)
+    comparisons = adjust_p_values(pl.DataFrame([{"arm": "b", "control_arm": "a", **roas.__dict__}]), alpha=0.05)
+    columns = ["users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
+               "unique_advertisers", "advertiser_entropy", "advertiser_gini"]
+    arms = pl.DataFrame({"arm": ["a", "b"], **{column: [1.0, 1.0] for column in columns}})
+    text = ab_markdown(comparisons, arms, sample_ratio_mismatch([5200, 4800], [1, 1]), "A/B")
+    assert "| [-50.00%, unbounded] |" in text and "underpowered (3 users with a nonzero numerator)" in text
+    assert text.index("**Sample-ratio mismatch (SRM)**") < text.index("| Arm |") and "not trustworthy" in text
+
+
+def test_holm_families_are_the_primary_across_arms_and_each_arms_secondaries():
+    comparisons = pl.DataFrame({
+        "arm": ["b", "b", "b", "c", "c", "c"], "metric": ["roas", "ctr", "cvr", "roas", "ctr", "cvr"],
+        "p_value": [0.02, 0.01, 0.04, 0.03, 0.2, float("nan")],
+        "is_underpowered": [False, False, False, False, True, False]})
+    adjusted = adjust_p_values(comparisons, alpha=0.05)
+    assert adjusted["is_primary"].to_list() == [True, False, False, True, False, False]
+    # primary family {0.02, 0.03}: 2 * 0.02, max(0.04, 0.03); arm b's secondaries {0.01, 0.04}: 0.02, 0.04;
+    # arm c's {0.2, NaN}: the untestable one is not counted, so 0.2 stays 0.2
+    assert adjusted["p_value_adjusted"].to_list()[:5] == pytest.approx([0.04, 0.02, 0.04, 0.04, 0.2])
+    assert np.isnan(adjusted["p_value_adjusted"][5])
+    assert adjusted["is_significant"].to_list() == [True, True, True, True, False, False]
 
 
 @pytest.mark.slow

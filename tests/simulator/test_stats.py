@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from simulator.stats import RatioMetric, compare, log_ratio_influence
+from simulator.report import srm_line
+from simulator.stats import (RatioMetric, bootstrap_interval, compare, holm_adjust, log_ratio_influence,
+                             sample_ratio_mismatch)
 
 ROAS = RatioMetric("roas", "value", "spend", "pre")
 PER_USER = RatioMetric("value_per_user", "value", None, "pre")
@@ -16,15 +18,18 @@ def _arm(rng, n, lift=1.0):
     return {"value": value, "spend": spend, "pre": pre}
 
 
-def test_point_estimate_and_delta_variance_are_exact():
+@pytest.mark.parametrize("alpha,z", [(0.05, 1.95996398), (0.2, 1.28155157)])
+def test_point_estimate_and_delta_variance_are_exact(alpha, z):
     control = {"value": np.array([1.0, 2.0, 3.0, 6.0]), "spend": np.ones(4), "pre": np.zeros(4)}
     treatment = {"value": np.array([2.0, 4.0, 6.0, 12.0]), "spend": np.ones(4), "pre": np.zeros(4)}
-    result = compare(control, treatment, PER_USER)
+    result = compare(control, treatment, PER_USER, alpha=alpha)
     assert result.control == pytest.approx(3.0) and result.treatment == pytest.approx(6.0)
     assert result.relative_change == pytest.approx(1.0)
     # var(log mean) = var(y) / (n * mean^2) per arm; both arms have the same relative spread
     se = np.sqrt(2 * np.var([1, 2, 3, 6], ddof=1) / (4 * 9.0))
-    assert result.ci_high == pytest.approx(np.exp(np.log(2) + 1.959964 * se) - 1, rel=1e-4)
+    assert result.ci_high == pytest.approx(np.exp(np.log(2) + z * se) - 1, rel=1e-6)
+    assert result.ci_low == pytest.approx(np.exp(np.log(2) - z * se) - 1, rel=1e-6)
+    assert result.p_value == pytest.approx(0.173414, rel=1e-5)  # erfc(log 2 / (0.50918 * sqrt 2))
     influence = log_ratio_influence(np.array([1.0, 3.0]), np.array([1.0, 1.0]))
     assert influence == pytest.approx([-0.5, 0.5])
 
@@ -80,3 +85,60 @@ def test_paired_design_uses_per_user_differences():
 def test_empty_metric_gives_nan_not_a_crash():
     arm = {"value": np.zeros(5), "spend": np.ones(5), "pre": np.zeros(5)}
     assert np.isnan(compare(arm, arm, ROAS).p_value)
+
+
+def _converters(count, users=60):
+    value = np.zeros(users)
+    value[:count] = 50.0
+    return {"value": value, "spend": np.ones(users), "pre": np.zeros(users)}
+
+
+def test_bootstrap_keeps_resamples_without_control_converters_and_reports_the_bound_unbounded():
+    """60 users per arm, 3 vs 6 converters (issue #13.5): about 2000 * (e^-3 + e^-6) = 104 resamples have
+    no converter in an arm; dropping them once quoted an upper bound of +715%."""
+    result = compare(_converters(3), _converters(6), ROAS, method="bootstrap", bootstrap_samples=2000,
+                     rng=np.random.default_rng(0))
+    assert result.relative_change == pytest.approx(1.0)
+    assert result.ci_high == np.inf and -1 < result.ci_low < 0
+    assert 70 < result.undefined_resamples < 140
+    assert result.nonzero_users == 3 and result.is_underpowered
+
+
+def test_bootstrap_interval_counts_infinite_and_undefined_replicates_exactly():
+    unbounded = bootstrap_interval(np.array([-0.2] + [0.1] * 18 + [np.inf]), alpha=0.1)
+    assert (unbounded.ci_low, unbounded.ci_high, unbounded.undefined_resamples) == (-0.2, np.inf, 1)
+    assert unbounded.p_value == pytest.approx(0.1)  # 1 of 20 replicates <= 0, two-sided
+    undefined = bootstrap_interval(np.array([np.nan] + [0.1] * 39), alpha=0.1)
+    # an undefined replicate counts against both bounds and both tails: 1 of 40 <= 0, p = 2 / 40
+    assert (undefined.ci_low, undefined.ci_high, undefined.undefined_resamples) == (0.1, 0.1, 1)
+    assert undefined.p_value == pytest.approx(0.05)
+    assert bootstrap_interval(np.array([np.nan] * 2 + [0.1] * 38), alpha=0.1).ci_low == -np.inf
+
+
+@pytest.mark.parametrize("converters,is_underpowered", [(29, True), (30, False)])
+def test_delta_comparison_is_underpowered_below_30_converters_in_the_smaller_arm(converters, is_underpowered):
+    result = compare(_converters(converters, 200), _converters(80, 200), ROAS)
+    assert result.nonzero_users == converters and result.is_underpowered == is_underpowered
+
+
+@pytest.mark.parametrize("users,p_value,is_mismatch", [
+    ((5000, 5000), 1.0, False),
+    ((5100, 4900), 0.0455003, False),  # chi-square 4 on 1 df: p < 0.05 but not below the SRM threshold
+    ((5200, 4800), 6.33425e-05, True),  # chi-square 16
+])
+def test_sample_ratio_mismatch_is_a_chi_square_test_flagged_below_0_001(users, p_value, is_mismatch):
+    check = sample_ratio_mismatch(users, [1, 1])
+    assert check.p_value == pytest.approx(p_value, rel=1e-5) and check.is_mismatch == is_mismatch
+    assert check.expected_shares == (0.5, 0.5)
+    assert ("Sample-ratio mismatch" in srm_line(check)) == is_mismatch
+
+
+def test_sample_ratio_mismatch_takes_unequal_design_shares():
+    assert sample_ratio_mismatch([2000, 1000, 1000], [2, 1, 1]).p_value == pytest.approx(1.0)
+    assert sample_ratio_mismatch([1000, 1000, 1000], [2, 1, 1]).is_mismatch
+
+
+def test_holm_adjustment_is_step_down_and_skips_untestable_comparisons():
+    adjusted = holm_adjust(np.array([0.01, 0.04, 0.03, np.nan]))
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+    assert holm_adjust(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
