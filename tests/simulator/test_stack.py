@@ -76,3 +76,28 @@ def test_ranker_scorer_keeps_a_days_scores_and_forgets_them_with_the_day_or_new_
     assert scorer.scored_["day"].unique().to_list() == [date(2026, 3, 3)]  # the past day is dropped
     scorer.update_predictions(_predictions([(10, date(2026, 3, 3), 1, 1)]))
     assert ranker.updates == 1 and scorer.scored_.height == 0
+
+
+def test_a_listed_advertiser_source_wins_auctions_through_the_trained_ranker(tiny_world, tiny_response,
+                                                                             sparse_list_ranker):
+    """Fault 0 of issue #13: with each user's most recent advertisers as the lists, the generator of their
+    items won 0 auctions because the ranker scored every listed advertiser ~0. It must win a fair share."""
+    import copy
+
+    from ranking.recency_predictions import recent_advertiser_predictions
+    from simulator.baselines import AdvertiserFilterGenerator, PopularityGenerator
+    from simulator.config import SimulationConfig
+    from simulator.engine import Stack, simulate
+
+    last_day = tiny_world.events["ts"].max().date()
+    serving = recent_advertiser_predictions(tiny_world.events, tiny_world.advertisers, [last_day], 10)
+    ranker = copy.copy(sparse_list_ranker)
+    ranker.serve_from(serving)
+    stack = Stack(generators=(PopularityGenerator(tiny_world), AdvertiserFilterGenerator(tiny_world, serving)),
+                  scorer=RankerScorer(ranker), response=tiny_response)
+    users = serving["user_id"].unique().sort().to_numpy()[:300]
+    result = simulate(tiny_world, stack, BlendConfig({"main": 30, "llm": 10}, max_candidates=30), users,
+                      SimulationConfig(days=1, seed=3))
+    funnel = result.ledger.table().filter(pl.col("stage") == "won_auction")
+    wins = dict(funnel.select("source", "count").rows())
+    assert wins["llm"] > 0.1 * wins["all"]
