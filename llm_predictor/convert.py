@@ -1,6 +1,6 @@
 """The name -> advertiser-ID conversion layer (paper 3.3: outputs "directly usable downstream").
 
-Generated names are matched exactly, then by `parse.normalise_name` (case, accents, spaces,
+Generated names are matched exactly, then by `synthetic_data.names.normalise_name` (case, accents, spaces,
 punctuation, '&' = 'and'; the web domain too), then fuzzily by character n-gram TF-IDF cosine above a threshold. Unmapped,
 ambiguous and repeated names are counted and reported, never silently dropped.
 """
@@ -15,10 +15,10 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform
-
-from llm_predictor.parse import ParsedOutput, normalise_name, parse_output, parse_single
+from llm_predictor.parse import ParsedOutput, parse_output, parse_single
 from llm_predictor.prompts import N_ADVERTISERS
+from synthetic_data.names import normalise_name
+from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform
 
 MatchKind = Literal["exact", "normalised", "fuzzy", "unmapped"]
 

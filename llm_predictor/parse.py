@@ -10,10 +10,10 @@ empty_names, too_few_names, too_many_names, too_many_interests.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
+from synthetic_data.names import normalise_name
 
 _FLAGS = re.IGNORECASE | re.DOTALL
 _THINK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", _FLAGS)
@@ -25,8 +25,6 @@ _ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", _FLAGS)
 _SEPARATOR = re.compile(r"\s*\|\s*|\s*\n\s*")
 _LEADING_MARK = re.compile(r"^(?:[-*\u2022]\s*|\d{1,2}[.)]\s+)")
 _EDGE_JUNK = " \t\"'`[]"
-_TRADEMARK_SIGNS = str.maketrans("", "", "\u2122\u00ae\u00a9\u2120")  # ™ ® © ℠ (NFKD spells ™ "TM")
-_LATIN_ACCENT = re.compile("[\u0300-\u036f]").fullmatch  # combining diacritics; kana voicing marks stay
 
 
 @dataclass(frozen=True)
@@ -47,23 +45,6 @@ class ParsedOutput:
     def is_well_formed(self) -> bool:
         """No format issue and exactly the requested number of names."""
         return not self.issues
-
-
-def normalise_name(name: str) -> str:
-    """The key under which two spellings denote one advertiser or brand ("" when none is left).
-
-    Casefolded, compatibility forms unified (full-width letters, ligatures), Latin accents and
-    trademark signs dropped, '&' read as 'and', then only letters, marks and digits (of any script)
-    kept: "B & C Eagle", "B&C eagle" and "B and C Eagle" share "bandceagle", "Oral-B" and "Oral B"
-    share "oralb". One key for repeated names, the GRPO reward's match, the name -> ID conversion
-    and the real-data brands, so that all of them agree on which names are one.
-    """
-    # Unicode's compatibility caseless match (Unicode 3.13, D146): NFKD(cf(NFKD(cf(NFD(name))))).
-    decomposed = unicodedata.normalize("NFD", name.translate(_TRADEMARK_SIGNS))
-    for _ in range(2):
-        decomposed = unicodedata.normalize("NFKD", decomposed.casefold())
-    return "".join(char for char in decomposed.replace("&", "and")
-                   if unicodedata.category(char)[0] in "LMN" and not _LATIN_ACCENT(char))
 
 
 def _trim(name: str) -> str:

@@ -6,7 +6,7 @@ to active advertisers. A miss scores R_match = 0, and so does a hit past positio
 alone would go negative there (-0.5 at i = 25), scoring a list that names the target below the
 same list without it. Counts n are of distinct names (a repeated name cannot pad the list to 20),
 with n* = 20 advertisers and n* = 5 interests; only names inside the <advertiser_names> tag count.
-Names match the target, and repeat one another, under `parse.normalise_name` (case, accents,
+Names match the target, and repeat one another, under `synthetic_data.names.normalise_name` (case, accents,
 spaces, punctuation, '&' = 'and'), the key the name -> ID conversion maps by.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from synthetic_data.config_io import require
-
-from llm_predictor.parse import normalise_name, parse_output
+from llm_predictor.parse import parse_output
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
+from synthetic_data.config_io import require
+from synthetic_data.names import normalise_name
 
 # Tags whose presence earns partial format credit, when that option is on.
 _CREDITED_TAGS = ("missing_answer_tag", "missing_advertiser_tag", "missing_interests_tag")

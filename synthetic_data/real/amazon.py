@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from llm_predictor.parse import normalise_name
 from synthetic_data import schema
 from synthetic_data.config_io import require, to_dict
+from synthetic_data.names import normalise_name
 from synthetic_data.run_folder import RunFolder, file_digest
 
 ITEM_FIELDS = ("title", "description", "brand", "categories")
@@ -48,7 +48,7 @@ NOTES = {
     "splits": "Leave-one-out evaluates every user: split = 'eval' for each user with a test "
               "label, 'train' otherwise; training examples are the 'train'-role labels, whose "
               "targets precede both held-out purchases.",
-    "brands": "Spellings of one brand (same llm_predictor.parse.normalise_name key: case, accents, "
+    "brands": "Spellings of one brand (same synthetic_data.names.normalise_name key: case, accents, "
               "spaces, punctuation and '&' = 'and' ignored, e.g. 'B & C Eagle' = 'B&C Eagle', "
               "'Oral-B' = 'Oral B') are merged into their most frequent spelling. A brand value "
               "listed in the config's placeholder_brands (e.g. 'Generic', 'Unknown') or holding no "

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from llm_predictor.parse import normalise_name, parse_output, parse_single, split_names
+from llm_predictor.parse import parse_output, parse_single, split_names
 from llm_predictor.prompts import list_target
+from synthetic_data.names import normalise_name
 
 NAMES = [f"Brand {i}" for i in range(1, 21)]
 WELL_FORMED = list_target(NAMES, ["rugs", "candles"])
@@ -115,32 +116,6 @@ def test_names_round_trip_through_the_target_format_with_stray_text(names, inter
 
 def test_split_names_counts_repeats():
     assert split_names("[A|a|B| b |C]") == (["A", "B", "C"], 2, False)
-
-
-@pytest.mark.parametrize(("spellings", "key"), [
-    (["B & C Eagle", "B&C Eagle", "b and c eagle", "B&C  EAGLE"], "bandceagle"),
-    (["Oral-B", "Oral B", "ORAL-B®", "OralB"], "oralb"),
-    (["Shop-Vac", "Shop Vac"], "shopvac"),
-    (["  Cédar & SONS, Inc. ", "Cedar and Sons Inc"], "cedarandsonsinc"),
-    (["ＡＣＭＥ™", "Acme"], "acme"),  # full-width letters, trademark sign
-])
-def test_normalise_name_merges_spellings_of_one_name(spellings, key):
-    assert {normalise_name(name) for name in spellings} == {key}
-
-
-@pytest.mark.parametrize(("first", "second"), [
-    ("Zephyr Lab", "Zephyr Labs"), ("3M", "4M"), ("ブランド", "フランド"),  # kana voicing marks stay
-])
-def test_normalise_name_keeps_distinct_names_apart(first, second):
-    assert normalise_name(first) != normalise_name(second)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=30))
-def test_normalise_name_is_idempotent_and_keeps_only_letters_marks_digits(name):
-    key = normalise_name(name)
-    assert normalise_name(key) == key
-    assert not any(char.isspace() or char in "&-_.,'" for char in key)
 
 
 def test_spelling_variants_are_repeats():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_predictor.parse import normalise_name
+from synthetic_data.names import normalise_name
 from llm_predictor.prompts import list_target
 from llm_predictor.reward import (RewardConfig, completion_reward, grpo_reward_fn, length_penalty,
                                   make_reward_fn, match_reward, total_reward)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm_predictor.parse import normalise_name
+from synthetic_data.names import normalise_name
 from synthetic_data import schema
 from synthetic_data.real.amazon import (
     AmazonConfig,
