@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -14,10 +15,11 @@ from llm_predictor.evaluate import (EvalConfig, ablation_table, allowed_names_ce
                                     evaluate_methods, evaluation_labels, evaluation_requests, labelled_users,
                                     results_table, to_markdown)
 from llm_predictor.features import FeatureConfig
+from llm_predictor.metrics import paired_difference_interval
 from llm_predictor.predict import build_prompts
 from llm_predictor.prompts import list_target
 
-CONFIG = EvalConfig(n_resamples=200)
+CONFIG = EvalConfig()
 
 
 def test_eval_sets_hold_only_eval_users_at_the_eval_anchor(tiny_world):
@@ -40,8 +42,13 @@ def test_results_table_scores_perfect_and_empty_methods(tiny_world):
     empty = oracle.clear()
     table = results_table({"oracle": oracle, "nothing": empty}, {"v1": v1}, CONFIG)
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
-    assert rows["oracle"]["recall_at_1"] == 1.0 and rows["oracle"]["recall_at_1_low"] == 1.0
-    assert rows["nothing"]["recall_at_20"] == 0.0
+    n = v1.height
+    z2 = 1.959963984540054**2
+    # Wilson bounds at all hits and at none: (n / (n + z²), 1) and (0, z² / (n + z²)), never a point
+    assert rows["oracle"]["recall_at_1"] == 1.0 and rows["oracle"]["recall_at_1_high"] == 1.0
+    assert rows["oracle"]["recall_at_1_low"] == pytest.approx(n / (n + z2))
+    assert rows["nothing"]["recall_at_20"] == 0.0 and rows["nothing"]["recall_at_20_low"] == 0.0
+    assert rows["nothing"]["recall_at_20_high"] == pytest.approx(z2 / (n + z2))
     assert rows["oracle"]["parse_rate"] is None and rows["oracle"]["n_labels"] == v1.height
 
 
@@ -69,7 +76,13 @@ def test_ablation_deltas_are_paired_differences(tiny_world):
     [row] = table.to_dicts()
     expected = half.height / v1.height - 1.0
     assert row["delta_recall_at_5"] == pytest.approx(expected)
-    assert row["delta_recall_at_5_low"] <= expected <= row["delta_recall_at_5_high"]
+    assert row["discordant"] == v1.height - half.height  # labels only the full list hits
+    assert (row["delta_recall_at_5_low"], row["delta_recall_at_5_high"]) == pytest.approx(
+        paired_difference_interval(np.arange(v1.height) < half.height, np.ones(v1.height)))
+    assert row["delta_recall_at_5_low"] < expected < row["delta_recall_at_5_high"]
+    same = ablation_table("full", {"full": oracle, "copy": oracle}, v1, CONFIG, k=5).row(0, named=True)
+    assert same["discordant"] == 0 and same["delta_recall_at_5_low"] < 0 < same["delta_recall_at_5_high"]
+    assert "Tango score interval" in to_markdown(table, "ablation")
     with pytest.raises(ValueError, match="reference"):
         ablation_table("missing", {"full": oracle}, v1, CONFIG)
 
@@ -95,7 +108,8 @@ def test_evaluate_methods_writes_tables_with_llm_rates_and_baselines(tiny_world,
 def test_markdown_shows_intervals():
     table = pl.DataFrame({"method": ["a"], "recall_at_1": [0.5], "recall_at_1_low": [0.25],
                           "recall_at_1_high": [0.75], "parse_rate": [None]}, schema_overrides={"parse_rate": pl.Float64})
-    assert "| a | 0.500 [0.250, 0.750] | — |" in to_markdown(table, "t")
+    markdown = to_markdown(table, "t")
+    assert "| a | 0.500 [0.250, 0.750] | — |" in markdown and "Wilson score interval" in markdown
 
 
 def test_config_validation():
