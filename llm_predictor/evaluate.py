@@ -18,11 +18,12 @@ import numpy as np
 import polars as pl
 
 from synthetic_data.config_io import require
+from synthetic_data.intervals import paired_difference_interval
 from synthetic_data.schema import PREDICTIONS, conform
 
 from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions, popularity_predictions
 from llm_predictor.convert import ConversionCounts, NameConverter, convert_predictions
-from llm_predictor.metrics import hits_at_k, paired_difference_interval, recall_with_intervals
+from llm_predictor.metrics import hits_at_k, recall_with_intervals
 
 EVAL_SETS = ("v0", "v1")
 ROLE_OF_SPLIT = {"train": "train", "eval": "test", "validation": "validation"}

@@ -9,13 +9,13 @@ import polars as pl
 import pytest
 
 from synthetic_data.config_io import ConfigError
+from synthetic_data.intervals import paired_difference_interval
 
 from llm_predictor.baselines import BaselineConfig
 from llm_predictor.evaluate import (EvalConfig, ablation_table, allowed_names_ceiling, baseline_predictions,
                                     evaluate_methods, evaluation_labels, evaluation_requests, labelled_users,
                                     results_table, to_markdown)
 from llm_predictor.features import FeatureConfig
-from llm_predictor.metrics import paired_difference_interval
 from llm_predictor.predict import build_prompts
 from llm_predictor.prompts import list_target
 
