@@ -1,8 +1,9 @@
-"""Next-brand results table on an adapted world: Recall@1/5/20 with bootstrap intervals (issue 4).
+"""Next-brand results table on an adapted world: Recall@1/5/20 with 95% intervals (issue 4).
 
 Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
-against the held-out test labels, with paired bootstrap 95% intervals over users (the same
-resamples for every method), the share of users that got a list and, for generated outputs, the
+against the held-out test labels, with Wilson score intervals for Recall@K and Tango score intervals
+for each method's paired difference from the reference method (synthetic_data.intervals; both keep
+their width at 0 and at all hits), the share of users that got a list and, for generated outputs, the
 parse and unmapped rates recorded by the stage that wrote them. A stage that predicted
 only a sample of users (it writes `requests.parquet`) gets its own table on that sample, beside
 every full-coverage method on the same users.
@@ -18,13 +19,13 @@ import polars as pl
 
 from synthetic_data import schema
 from synthetic_data.config_io import require, to_dict
+from synthetic_data.intervals import paired_difference_interval, proportion_interval
 from synthetic_data.real.amazon_baselines import most_recent_predictions, popularity_predictions
 from synthetic_data.run_folder import RunFolder
 
 BASELINES_STAGE = "baselines"
 ROLE_NOTES = {
-    "test": "\nTest = each user's last purchase, predicted from all earlier purchases. Intervals: "
-            "95% percentile bootstrap over users, the same resamples for every method. 'with list' "
+    "test": "\nTest = each user's last purchase, predicted from all earlier purchases. 'with list' "
             "= share of users given any prediction (a parse failure leaves none); 'parsed' = share of "
             "generated outputs whose advertiser list parsed, over all the users the stage predicted "
             "(— for methods that output IDs); 'unmapped' = share of generated names that matched "
@@ -33,6 +34,9 @@ ROLE_NOTES = {
                   "epochs or settings on these labels, so this table is a model-selection "
                   "figure, not an evaluation.\n",
 }
+INTERVAL_NOTE = ("\nIntervals (95%): Recall@K, Wilson score interval over users; Δ Recall@K, Tango score "
+                 "interval of the paired difference on the same users (it depends on the users only one of "
+                 "the two methods hits). Neither collapses to a point at 0 or at all hits.\n")
 RESULTS_STAGE = "results"
 KEYS = ["user_id", "anchor_date"]
 SAMPLE_NOTE = ("\nEvery method scored on the same sampled users (a stage's requests.parquet); intervals "
@@ -41,10 +45,12 @@ SAMPLE_NOTE = ("\nEvery method scored on the same sampled users (a stage's reque
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    """Cut-offs, label role and bootstrap settings of the results table."""
+    """Cut-offs, label role and reference method of the results table."""
 
     ks: tuple[int, ...] = (1, 5, 20)
     roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
+    # Unused since the intervals became closed-form (Wilson, Tango); kept until synthetic_data/real/cli.py
+    # stops passing them (its --bootstrap-resamples and --seed options), then remove both fields.
     bootstrap_resamples: int = 1000
     seed: int = 0
     reference: str = "popularity"  # paired differences are method minus this method, if present
@@ -78,19 +84,13 @@ def label_ranks(predictions: pl.DataFrame, labels: pl.DataFrame) -> np.ndarray:
     return ranks["rank"].fill_null(0).to_numpy()
 
 
-def bootstrap_means(values: np.ndarray, resamples: np.ndarray) -> np.ndarray:
-    """Mean of `values` under each row of resample indices (shape: resamples x users)."""
-    return values[resamples].mean(axis=1)
-
-
-def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int, ...],
-                 resamples: np.ndarray) -> dict:
-    """Recall@k with 95% bootstrap intervals, list coverage and unmapped share for one method."""
+def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int, ...]) -> dict:
+    """Recall@k with 95% Wilson intervals, list coverage and unmapped share for one method."""
     ranks = label_ranks(predictions, labels)
     row: dict = {"users": labels.height}
     for k in ks:
         hits = hits_at(ranks, k)
-        low, high = np.quantile(bootstrap_means(hits, resamples), [0.025, 0.975])
+        low, high = proportion_interval(int(hits.sum()), len(hits))
         row |= {f"recall_at_{k}": hits.mean(), f"recall_at_{k}_low": low, f"recall_at_{k}_high": high}
     listed = labels.join(predictions.select("user_id", "anchor_date").unique(),
                          on=["user_id", "anchor_date"], how="semi")
@@ -105,27 +105,25 @@ def hits_at(ranks: np.ndarray, k: int) -> np.ndarray:
     return ((ranks >= 1) & (ranks <= k)).astype(np.float64)
 
 
-def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, ...],
-                 resamples: np.ndarray) -> dict:
-    """Recall@k of one method minus a reference on the same users, with a paired 95% interval."""
+def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, ...]) -> dict:
+    """Recall@k of one method minus a reference on the same users, with a 95% Tango score interval."""
     row = {}
     for k in ks:
-        difference = hits_at(ranks, k) - hits_at(reference_ranks, k)
-        low, high = np.quantile(bootstrap_means(difference, resamples), [0.025, 0.975])
-        row |= {f"delta_at_{k}": difference.mean(), f"delta_at_{k}_low": low, f"delta_at_{k}_high": high}
+        hits, reference_hits = hits_at(ranks, k), hits_at(reference_ranks, k)
+        low, high = paired_difference_interval(hits, reference_hits)
+        row |= {f"delta_at_{k}": (hits - reference_hits).mean(), f"delta_at_{k}_low": low,
+                f"delta_at_{k}_high": high}
     return row
 
 
 def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig,
                   conversion_rates: dict[str, dict] | None = None) -> pl.DataFrame:
-    """One row per `source` with predictions for these labels, scored with paired bootstrap
-    resamples; `delta_at_k` columns compare each method with `config.reference` when present;
+    """One row per `source` with predictions for these labels, with Wilson intervals for Recall@K;
+    `delta_at_k` columns compare each method with `config.reference` when present (Tango intervals);
     for generated methods, `conversion_rates[source]` gives the parse rate and the unmapped share of
     generated names (names that map to no advertiser never reach PREDICTIONS); parse_rate is null
     for methods that output IDs."""
     conversion_rates = conversion_rates or {}
-    rng = np.random.default_rng(config.seed)
-    resamples = rng.integers(0, labels.height, size=(config.bootstrap_resamples, labels.height))
     scored_sources = predictions.join(labels.select("user_id", "anchor_date"),
                                       on=["user_id", "anchor_date"], how="semi")
     by_source = {  # a method that predicted none of these labels' anchors is not in this table
@@ -136,19 +134,19 @@ def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: Resul
     reference_ranks = None if reference is None else label_ranks(reference, labels)
     rows = []
     for source, scored in by_source.items():
-        row = {"method": source} | score_method(scored, labels, config.ks, resamples)
+        row = {"method": source} | score_method(scored, labels, config.ks)
         row["parse_rate"] = conversion_rates.get(source, {}).get("parse_rate")
         row["unmapped_rate"] = conversion_rates.get(source, {}).get("unmapped_rate", row["unmapped_rate"])
         if reference_ranks is not None:
-            row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks, resamples)
+            row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks)
         rows.append(row)
     return pl.DataFrame(rows, schema_overrides={"parse_rate": pl.Float64}).sort(
         f"recall_at_{config.ks[-1]}", descending=True)
 
 
 def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, reference: str) -> str:
-    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates, and the
-    paired differences with the reference method when present."""
+    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates, the paired
+    differences with the reference method when present, and a note naming the interval methods."""
     header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "parsed", "unmapped"]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
@@ -163,7 +161,7 @@ def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, reference:
         for row in table.filter(pl.col("method") != reference).iter_rows(named=True):
             lines.append("| " + " | ".join([row["method"]] + [_interval(row, f"delta_at_{k}", signed=True)
                                                              for k in ks]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + INTERVAL_NOTE
 
 
 def _interval(row: dict, column: str, signed: bool = False) -> str:

@@ -27,6 +27,7 @@ from synthetic_data.real.amazon import (
     load_dataset,
     write_amazon_world,
 )
+from synthetic_data.intervals import paired_difference_interval, proportion_interval
 from synthetic_data.real.amazon_baselines import most_recent_predictions, popularity_predictions
 from synthetic_data.real.amazon_results import (
     ResultsConfig,
@@ -269,6 +270,15 @@ def test_baselines_are_exact_on_hand_made_data(tiny):
     assert rows["most_recent_no_fill"]["delta_at_1"] == pytest.approx(1 / 3 - 2 / 3)
     assert rows["popularity"]["recall_at_1"] == pytest.approx(2 / 3)
     assert rows["popularity"]["recall_at_5"] == pytest.approx(2 / 3)
+    # Wilson for the share of 3 users, Tango for the paired difference (1 user each way at Recall@1)
+    assert (rows["most_recent_no_fill"]["recall_at_5_low"], rows["most_recent_no_fill"]["recall_at_5_high"]
+            ) == pytest.approx(proportion_interval(3, 3))
+    assert (rows["most_recent_no_fill"]["delta_at_1_low"], rows["most_recent_no_fill"]["delta_at_1_high"]
+            ) == pytest.approx(paired_difference_interval(np.array([0, 0, 1]), np.array([1, 1, 0])))
+    # the reference against itself: no discordant user, yet ±z²/(n + z²), not [0, 0]
+    z2 = 1.959963984540054**2
+    assert (rows["popularity"]["delta_at_1_low"], rows["popularity"]["delta_at_1_high"]) == pytest.approx(
+        (-z2 / (3 + z2), z2 / (3 + z2)))
 
 
 def test_score_method_counts_unmapped_rows_and_users_without_list():
@@ -280,10 +290,9 @@ def test_score_method_counts_unmapped_rows_and_users_without_list():
         "source": ["m"] * 5,
     }), schema.PREDICTIONS)
     assert label_ranks(predictions, labels).tolist() == [1, 2, 0, 0]
-    resamples = np.random.default_rng(0).integers(0, 4, size=(200, 4))
-    row = score_method(predictions, labels, (1, 2), resamples)
+    row = score_method(predictions, labels, (1, 2))
     assert row["recall_at_1"] == 0.25 and row["recall_at_2"] == 0.5
-    assert row["recall_at_2_low"] <= 0.5 <= row["recall_at_2_high"]
+    assert (row["recall_at_2_low"], row["recall_at_2_high"]) == pytest.approx(proportion_interval(2, 4))
     assert row["with_list_rate"] == 0.75 and row["unmapped_rate"] == 0.2
 
 
