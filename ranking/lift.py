@@ -122,37 +122,34 @@ def summarize_lift(scores: pl.DataFrame, replicates: int = BOOTSTRAP_REPLICATES,
     its 95% percentile interval and two-sided p-value from `replicates` paired, crossed bootstrap
     replicates (test users x seeds, see the module docstring), and the test positives, rows and users.
 
-    `scores` is `run_lift`'s second table. Raises ValueError where two compared arms ran different
-    seeds or scored different test rows.
+    `scores` is `run_lift`'s second table. Raises ValueError where the arms ran different seeds or
+    scored different test rows.
     """
     rng = np.random.default_rng(seed)
     rows = []
     for (model, task), group in scores.group_by("model", "task", maintain_order=True):
-        seeds = {arm: sorted(frame["seed"].unique().to_list()) for (arm,), frame in group.group_by("arm")}
-        first_arm = next(iter(seeds))
-        test = group.filter((pl.col("arm") == first_arm) & (pl.col("seed") == seeds[first_arm][0])).sort("row")
-        if group.height != test.height * sum(map(len, seeds.values())):
+        seeds = sorted(group["seed"].unique().to_list())
+        seeds_of = {arm: sorted(frame["seed"].unique().to_list()) for (arm,), frame in group.group_by("arm")}
+        if any(arm_seeds != seeds for arm_seeds in seeds_of.values()):
+            raise ValueError(f"{model}/{task}: the arms ran different seeds: {seeds_of}")
+        test = group.filter((pl.col("arm") == group["arm"][0]) & (pl.col("seed") == seeds[0])).sort("row")
+        if group.height != test.height * len(seeds_of) * len(seeds):
             raise ValueError(f"{model}/{task}: the arms and seeds scored different test rows")
         users, user_index = np.unique(test["user_id"].to_numpy(), return_inverse=True)
+        # row 0 weighs every user and seed once: the estimate on the observed test set and seeds
         user_weights = np.vstack([np.ones(len(users)), resample_counts(len(users), replicates, rng)])
-        metrics = {arm: _seed_metrics(group.filter(pl.col("arm") == arm), arm_seeds, user_index, user_weights)
-                   for arm, arm_seeds in seeds.items()}
-        seed_weights = {}  # one seed resampling per number of seeds, shared by every comparison
+        seed_weights = np.vstack([np.ones(len(seeds)), resample_counts(len(seeds), replicates, rng)])
+        metrics = {arm: _seed_metrics(group.filter(pl.col("arm") == arm), seeds, user_index, user_weights)
+                   for arm in seeds_of}
         for treatment, baseline in COMPARISONS:
-            if treatment not in seeds or baseline not in seeds:
+            if treatment not in metrics or baseline not in metrics:
                 continue
-            if seeds[treatment] != seeds[baseline]:
-                raise ValueError(f"{model}/{task}: arms {treatment} and {baseline} ran different seeds")
-            count = len(seeds[treatment])
-            if count not in seed_weights:
-                seed_weights[count] = np.vstack([np.ones(count), resample_counts(count, replicates, rng)])
             for metric in METRICS:
-                change = relative_change(metrics[treatment][metric], metrics[baseline][metric],
-                                         seed_weights[count]) * 100
+                change = relative_change(metrics[treatment][metric], metrics[baseline][metric], seed_weights) * 100
                 low, high = np.nanquantile(change[1:], [0.025, 0.975])
                 rows.append({"model": model, "task": task, "comparison": f"{treatment} vs {baseline}",
                              "metric": metric, "change_pct": float(change[0]), "ci_low": float(low),
-                             "ci_high": float(high), "p_value": bootstrap_p_value(change[1:]), "seeds": count,
+                             "ci_high": float(high), "p_value": bootstrap_p_value(change[1:]), "seeds": len(seeds),
                              "replicates": replicates, "test_positives": int(test["label"].sum()),
                              "test_rows": test.height, "test_users": len(users)})
     return pl.DataFrame(rows)
@@ -169,7 +166,7 @@ def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, 
              f"over {seeds} seeds, mean_s(treatment) / mean_s(baseline) - 1, [95% percentile interval] and "
              f"two-sided p, both from one paired bootstrap of {replicates:,} replicates that resamples the test "
              "users (all of a user's impressions together) and, independently, the seeds (Owen's pigeonhole "
-             "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates past 0) / (B + 1).", "",
+             "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates on the far side of 0) / (B + 1).", "",
              "| Model | Task | Comparison | Test positives / impressions / users | "
              + " | ".join(header.values()) + " |",
              "|---|---|---|---|" + "---|" * len(header)]
