@@ -166,7 +166,8 @@ def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, 
              f"over {seeds} seeds, mean_s(treatment) / mean_s(baseline) - 1, [95% percentile interval] and "
              f"two-sided p, both from one paired bootstrap of {replicates:,} replicates that resamples the test "
              "users (all of a user's impressions together) and, independently, the seeds (Owen's pigeonhole "
-             "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates on the far side of 0) / (B + 1).", "",
+             "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates on the far side of 0) "
+             "/ (B + 1).", "",
              "| Model | Task | Comparison | Test positives / impressions / users | "
              + " | ".join(header.values()) + " |",
              "|---|---|---|---|" + "---|" * len(header)]

@@ -33,7 +33,8 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
         raise ValueError(f"the evaluation set has only {'positive' if labels[0] else 'negative'} labels "
                          f"({len(labels)} rows): AUC is undefined; log more impressions or test days")
     return {
-        "log_loss": float(log_loss(labels, np.clip(probabilities, LOG_LOSS_FLOOR, 1 - LOG_LOSS_FLOOR), labels=[0.0, 1.0])),
+        "log_loss": float(log_loss(labels, np.clip(probabilities, LOG_LOSS_FLOOR, 1 - LOG_LOSS_FLOOR),
+                                   labels=[0.0, 1.0])),
         "auc": float(roc_auc_score(labels, probabilities)),
         "pr_auc": float(average_precision_score(labels, probabilities)),
         "ece": expected_calibration_error(labels, probabilities),
@@ -88,5 +89,6 @@ def user_weighted_metrics(labels: np.ndarray, probabilities: np.ndarray, user_in
         pr_auc = np.where(has_both, (positives * precision).sum(axis=1) / total_positive, np.nan)
     clipped = np.clip(probabilities, LOG_LOSS_FLOOR, 1 - LOG_LOSS_FLOOR)
     row_loss = -np.where(is_positive, np.log(clipped), np.log1p(-clipped))
-    loss = user_weights @ np.bincount(user_index, row_loss, users) / (user_weights @ np.bincount(user_index, None, users))
+    loss_per_user, rows_per_user = np.bincount(user_index, row_loss, users), np.bincount(user_index, None, users)
+    loss = user_weights @ loss_per_user / (user_weights @ rows_per_user)
     return {"log_loss": loss, "auc": auc, "pr_auc": pr_auc}
