@@ -53,15 +53,16 @@ class DCNv2(nn.Module):
         embedded = self.embeddings(features).values().reshape(batch, -1)
         scaled = torch.clamp((dense - self.dense_offset) / self.dense_scale, self.dense_low, self.dense_high)
         x = torch.cat([embedded, scaled], dim=1)
-        x = x.to(self.heads.weight.dtype)  # bf16 after `with_bf16_layers`, else float32
-        return self.heads(self.deep(self.cross(x))).float()
+        hidden = self.deep(self.cross(x.to(self.cross.W_kernels[0].dtype)))  # bf16 after `with_bf16_layers`
+        return self.heads(hidden.float())
 
     def with_bf16_layers(self) -> DCNv2:
-        """A copy for scoring with the cross, deep and head weights in bf16 (embeddings stay float32).
+        """A copy for scoring with the cross and deep weights in bf16 (embeddings and heads stay float32:
+        a bf16 logit has 8 significant bits, which ties thousands of test rows before AUC).
 
         On AMX CPUs this is ~2x faster than autocast, which re-casts the weights on every call.
         """
         scoring = copy.deepcopy(self).eval()
-        for module in (scoring.cross, scoring.deep, scoring.heads):
+        for module in (scoring.cross, scoring.deep):
             module.to(torch.bfloat16)
         return scoring
