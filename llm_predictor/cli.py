@@ -150,7 +150,7 @@ PRESETS: dict[str, dict] = {
         "sft": {"train": _nano_train(4), "max_length": 4096},
         "grpo": {"train": _nano_train(2), "num_generations": 4, "max_completion_length": 24},
         "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},
-        "eval": {"max_users": 6, "max_ablation_users": 4, "evaluation": {"n_resamples": 20}},
+        "eval": {"max_users": 6, "max_ablation_users": 4},
         "semantic_ids": {"levels": 2, "codebook_size": 8},
         "serving_max_users": 10,
         "heldout_max_users": 60,

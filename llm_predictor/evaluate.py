@@ -34,17 +34,12 @@ class EvalConfig:
     """Cut-offs, interval confidence, the evaluation anchor and the name-matching threshold."""
 
     ks: tuple[int, ...] = (1, 5, 20)
-    # Unused since the intervals became closed-form (Wilson, Tango); kept until llm_predictor/cli.py's
-    # nano preset stops setting n_resamples, then remove both fields.
-    n_resamples: int = 1000
     confidence: float = 0.95
-    seed: int = 0
     anchor_date: str | None = None  # ISO date; default: the latest anchor date of the labels
     name_match_threshold: float = 0.75
 
     def __post_init__(self):
         require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval.ks", "list cut-offs >= 1")
-        require(self.n_resamples >= 10, "eval.n_resamples", "use at least 10 resamples")
         require(0 < self.confidence < 1, "eval.confidence", "must be in (0, 1)")
         require(0 < self.name_match_threshold <= 1, "eval.name_match_threshold", "must be in (0, 1]")
         if self.anchor_date is not None:

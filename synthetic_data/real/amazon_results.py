@@ -49,17 +49,12 @@ class ResultsConfig:
 
     ks: tuple[int, ...] = (1, 5, 20)
     roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
-    # Unused since the intervals became closed-form (Wilson, Tango); kept until synthetic_data/real/cli.py
-    # stops passing them (its --bootstrap-resamples and --seed options), then remove both fields.
-    bootstrap_resamples: int = 1000
-    seed: int = 0
     reference: str = "popularity"  # paired differences are method minus this method, if present
 
     def __post_init__(self) -> None:
         require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "ks", "list cut-offs >= 1")
         require(len(self.roles) > 0 and set(self.roles) <= {"test", "validation"}, "roles",
                 "list 'test' and/or 'validation'")
-        require(self.bootstrap_resamples >= 10, "bootstrap_resamples", "use at least 10")
 
 
 def held_out_labels(labels: pl.DataFrame, role: str) -> pl.DataFrame:

@@ -95,13 +95,11 @@ def llm_predict_sample(
 @app.command()
 def results(
     run: Path = typer.Option(..., help="run folder holding world/ and <stage>/predictions.parquet"),
-    bootstrap_resamples: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
-    seed: int = typer.Option(0, help="seed of the bootstrap resamples"),
 ) -> None:
     """Score every method's predictions: `<run>/results/next_brand.{md,parquet}`."""
     from synthetic_data.real.amazon_results import ResultsConfig, write_results
 
-    write_results(run, ResultsConfig(bootstrap_resamples=bootstrap_resamples, seed=seed))
+    write_results(run, ResultsConfig())
     typer.echo((run / "results" / "next_brand.md").read_text())
 
 

@@ -262,7 +262,7 @@ def test_baselines_are_exact_on_hand_made_data(tiny):
     assert recent.filter(pl.col("user_id") == 1)["advertiser_id"].to_list() == [beta, acme]
     assert recent.filter(pl.col("user_id") == 2)["advertiser_id"].to_list() == [gamma]
     assert popularity["source"].unique().to_list() == ["popularity"]
-    table = results_table(pl.concat([popularity, recent]), test, ResultsConfig(bootstrap_resamples=50))
+    table = results_table(pl.concat([popularity, recent]), test, ResultsConfig())
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
     # Test labels: u0 Acme, u1 Acme, u2 Gamma. most_recent ranks: 2, 2, 1; popularity: 1, 1, absent.
     assert rows["most_recent_no_fill"]["recall_at_1"] == pytest.approx(1 / 3)
@@ -303,7 +303,7 @@ def test_results_show_the_parse_rate_of_generated_methods_only(tiny):
         popularity_predictions(world.events, test, world.advertisers),
         popularity_predictions(world.events, test, world.advertisers).with_columns(pl.lit("llm").alias("source")),
     ])
-    config = ResultsConfig(bootstrap_resamples=20)
+    config = ResultsConfig()
     table = results_table(predictions, test, config,
                           conversion_rates={"llm": {"parse_rate": 0.875, "unmapped_rate": 0.125}})
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
@@ -331,7 +331,7 @@ def test_write_amazon_world_records_the_time_axis_and_skips_when_complete(tmp_pa
     baselines.filter(pl.col("source") == "popularity").write_parquet(run / "other" / "predictions_2.parquet")
     (run / "again").mkdir()
     baselines.filter(pl.col("source") == "popularity").write_parquet(run / "again" / "predictions.parquet")
-    table = write_results(run, ResultsConfig(bootstrap_resamples=20))
+    table = write_results(run, ResultsConfig())
     methods = {role: set(table.filter(pl.col("role") == role)["method"]) for role in ("test", "validation")}
     popularity = {"popularity (baselines)", "popularity (other)", "popularity (again)"}
     assert methods == {"test": {"most_recent_no_fill", "test_only"} | popularity,
@@ -350,7 +350,7 @@ def test_a_sampled_stage_is_scored_on_its_sample_beside_the_full_methods(tmp_pat
     sampled.write_parquet(run / "llm_sampled" / "requests.parquet")
     baselines.filter(pl.col("source") == "popularity").join(sampled, on=["user_id", "anchor_date"], how="semi") \
         .with_columns(pl.lit("llm").alias("source")).write_parquet(run / "llm_sampled" / "predictions.parquet")
-    table = write_results(run, ResultsConfig(bootstrap_resamples=20))
+    table = write_results(run, ResultsConfig())
     full = table.filter(pl.col("sample").is_null(), pl.col("role") == "test")
     on_sample = table.filter(pl.col("sample") == "llm_sampled")
     assert "llm" not in set(full["method"]) and (full["users"] == test.height).all()
@@ -489,7 +489,7 @@ def test_full_dataset_baselines_match_an_independent_computation(amazon):
         popularity_predictions(world.events, test, world.advertisers),
         most_recent_predictions(world.events, test, world.advertisers),
     ])
-    table = results_table(predictions, test, ResultsConfig(bootstrap_resamples=20))
+    table = results_table(predictions, test, ResultsConfig())
     reference = _reference_recalls(dataset, world)
     for row in table.iter_rows(named=True):
         for k in (1, 5, 20):
