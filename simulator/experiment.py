@@ -22,8 +22,8 @@ from blending.diversity import advertiser_diversity
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.random_streams import uniforms
-from simulator.stats import (MIN_NONZERO_USERS, Comparison, RatioMetric, SampleRatioCheck, bootstrap_interval,
-                             compare, holm_adjust, sample_ratio_mismatch)
+from simulator.stats import (Comparison, RatioMetric, SampleRatioCheck, bootstrap_interval, compare, holm_adjust,
+                             is_underpowered, sample_ratio_mismatch)
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
 from synthetic_data.schema import World
@@ -199,8 +199,10 @@ def compare_diversity(control: SimulationResult, treatment: SimulationResult, *,
         return np.array([diversity.unique_advertisers, diversity.entropy, diversity.gini], dtype=np.float64)
 
     point = [measures(np.asarray(m.sum(axis=0)).ravel()) for m in matrices]
-    nonzero_users = int(min(np.count_nonzero(m.getnnz(axis=1)) for m in matrices))
-    is_underpowered = nonzero_users < MIN_NONZERO_USERS["bootstrap"]
+    arm_users = min(m.shape[0] for m in matrices)
+    nonzero_users = int(min(np.count_nonzero(m.getnnz(axis=1)) for m in matrices))  # users with impressions
+    power = {"arm_users": arm_users, "nonzero_users": nonzero_users,
+             "is_underpowered": is_underpowered(arm_users, nonzero_users)}
     ratios = []
     for _ in range(samples):
         weights_c = rng.poisson(1.0, matrices[0].shape[0]).astype(np.float64)
@@ -214,12 +216,12 @@ def compare_diversity(control: SimulationResult, treatment: SimulationResult, *,
     for index, name in enumerate(names):
         if point[0][index] == 0:
             comparisons.append(Comparison(name, float(point[0][index]), float(point[1][index]), *(float("nan"),) * 4,
-                                          nonzero_users=nonzero_users, is_underpowered=is_underpowered))
+                                          **power))
             continue
         interval = bootstrap_interval(ratios[:, index], alpha)
         comparisons.append(Comparison(name, float(point[0][index]), float(point[1][index]),
                                       float(point[1][index] / point[0][index] - 1), interval.ci_low, interval.ci_high,
-                                      interval.p_value, interval.undefined_resamples, nonzero_users, is_underpowered))
+                                      interval.p_value, interval.undefined_resamples, **power))
     return comparisons
 
 
@@ -243,8 +245,9 @@ def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str,
     roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
         "arm", pl.col("relative_change").alias("roas_change"), pl.col("ci_low").alias("roas_ci_low"),
         pl.col("ci_high").alias("roas_ci_high"), pl.col("p_value").alias("roas_p_value"),
-        pl.col("p_value_adjusted").alias("roas_p_value_adjusted"), pl.col("nonzero_users").alias("roas_converters"),
-        pl.col("is_underpowered").alias("roas_is_underpowered"), pl.col("is_significant").alias("roas_is_significant"))
+        pl.col("p_value_adjusted").alias("roas_p_value_adjusted"), pl.col("arm_users").alias("roas_arm_users"),
+        pl.col("nonzero_users").alias("roas_nonzero_users"), pl.col("is_underpowered").alias("roas_is_underpowered"),
+        pl.col("is_significant").alias("roas_is_significant"))
     table = (result.arms.with_columns(pl.Series("quota", quotas))
              .join(roas, on="arm", how="left").sort("quota"))
     return table, result

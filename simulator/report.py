@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from simulator.stats import MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
+from simulator.stats import MIN_ARM_USERS, MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
 
 METRIC_LABELS = {
     "roas": "Return on ad spend", "revenue_per_user": "Advertiser revenue per user",
@@ -51,24 +51,26 @@ def srm_line(check: SampleRatioCheck) -> str:
     return f"Sample-ratio check (SRM): {counts} (flagged below {SRM_ALPHA}): no mismatch."
 
 
-def verdict(p_value: float | None, is_significant: bool | None, is_underpowered: bool | None,
-            nonzero_users: int | None) -> str:
-    """What a comparison supports: significant, not significant, underpowered or not estimable."""
+def verdict(row: dict, prefix: str = "") -> str:
+    """What a comparison row supports: significant, not significant, underpowered or not estimable
+    (`prefix`: the column prefix, e.g. `roas_` in the sweep table)."""
+    p_value = row[f"{prefix}p_value"]
     if p_value is None or math.isnan(p_value):
         return "not estimable"
-    if is_underpowered:
-        return f"underpowered ({nonzero_users} users with a nonzero numerator)"
-    return "significant" if is_significant else "not significant"
+    if row[f"{prefix}is_underpowered"]:
+        return (f"underpowered ({row[f'{prefix}arm_users']} users in the smaller arm, "
+                f"{row[f'{prefix}nonzero_users']} with a nonzero numerator)")
+    return "significant" if row[f"{prefix}is_significant"] else "not significant"
 
 
 def multiple_testing_note(alpha: float) -> str:
     """How the table's p-values are corrected and what `underpowered` means."""
     return (f"Primary metric: {METRIC_LABELS['roas']} (RoAS); with several treatment arms its p-values are "
             f"Holm-adjusted across arms. Secondary metrics: Holm-adjusted within each arm (family-wise error "
-            f"rate {alpha}); read them as supporting evidence, not as separate findings. Underpowered: fewer than "
-            f"{MIN_NONZERO_USERS['delta']} (delta method) or {MIN_NONZERO_USERS['bootstrap']} (bootstrap) users "
-            f"with a nonzero numerator (converters, for RoAS) in the smaller arm, where synthetic A/A tests reject "
-            f"more than 7% of the time at alpha = 0.05; such a result is never called significant. "
+            f"rate {alpha}); read them as supporting evidence, not as separate findings. Underpowered: the smaller "
+            f"arm has fewer than {MIN_ARM_USERS} users or fewer than {MIN_NONZERO_USERS} users with a nonzero "
+            f"numerator (converters, for RoAS), where synthetic A/A tests reject more than 7% of the time at "
+            f"alpha = 0.05; such a result is never called significant. "
             f"An unbounded bound means too many bootstrap resamples had a zero control metric.")
 
 
@@ -90,7 +92,7 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
             f"{_number(row['treatment'])} | {_percent(row['relative_change'])} | "
             f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_number(row['p_value'], 3)} | "
             f"{_number(row['p_value_adjusted'], 3)} | "
-            f"{verdict(row['p_value'], row['is_significant'], row['is_underpowered'], row['nonzero_users'])} |")
+            f"{verdict(row)} |")
     lines += ["", multiple_testing_note(alpha)]
     lines += ["", "Per arm (advertiser diversity over impressions; survival = impressed / retrieved):", ""]
     survival = [c for c in arms.columns if c.endswith("_survival") or c.endswith("_impressed_share")]
@@ -112,9 +114,7 @@ def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: Sam
     lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
-        row["roas_verdict"] = ("control" if row["roas_change"] is None else
-                               verdict(row["roas_p_value"], row["roas_is_significant"], row["roas_is_underpowered"],
-                                       row["roas_converters"]))
+        row["roas_verdict"] = "control" if row["roas_change"] is None else verdict(row, "roas_")
         cells = [_percent(row[c]) if c == "roas_change" else row[c] if c == "roas_verdict" else _number(row.get(c))
                  for c in columns]
         lines.append("| " + " | ".join(cells) + " |")

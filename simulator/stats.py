@@ -20,11 +20,13 @@ from math import sqrt
 import numpy as np
 from scipy import stats
 
-# A comparison whose smaller arm has fewer users with a nonzero numerator (converters, for RoAS)
-# than this, per method, is labelled underpowered: below it the synthetic A/A false-positive rate
-# at alpha = 0.05 exceeds 7% (delta: 7-13% under 30; bootstrap: 8.5% under 5; measured by
-# benchmarks/bench_aa_calibration.py, table in the README).
-MIN_NONZERO_USERS = {"delta": 30, "bootstrap": 5}
+# A comparison is underpowered when its smaller arm has fewer users than MIN_ARM_USERS, or fewer
+# users with a nonzero numerator (converters, for RoAS) than MIN_NONZERO_USERS: below either, the
+# synthetic A/A false-positive rate at alpha = 0.05 exceeds 7% for the delta method and the bootstrap
+# alike (150 users per arm: spend per user 7.8%; 8-20 converters: 7-9%; under 5: 13-14%), while from
+# 200 users and 30 converters every metric stays under 7% (benchmarks/bench_aa_calibration.py).
+MIN_ARM_USERS = 200
+MIN_NONZERO_USERS = 30
 SRM_ALPHA = 0.001  # the usual sample-ratio-mismatch threshold: flag at p < 0.001
 
 
@@ -50,8 +52,9 @@ class Comparison:
     ci_high: float
     p_value: float
     undefined_resamples: int = 0  # bootstrap replicates whose change is infinite or undefined
+    arm_users: int = 0  # users in the smaller arm
     nonzero_users: int = 0  # users with a nonzero numerator in the smaller arm (converters, for RoAS)
-    is_underpowered: bool = False  # nonzero_users < MIN_NONZERO_USERS[method]: the test over-rejects
+    is_underpowered: bool = False  # too few users or converters (is_underpowered): the test over-rejects
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,11 @@ def holm_adjust(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
+def is_underpowered(arm_users: int, nonzero_users: int) -> bool:
+    """True when the smaller arm is too small for a calibrated test (MIN_ARM_USERS, MIN_NONZERO_USERS)."""
+    return arm_users < MIN_ARM_USERS or nonzero_users < MIN_NONZERO_USERS
+
+
 def log_ratio_influence(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Per-user influence of log(sum(numerator)/sum(denominator)); its variance / n is var(log ratio)."""
     return (numerator - numerator.mean()) / numerator.mean() - (denominator - denominator.mean()) / denominator.mean()
@@ -122,16 +130,14 @@ def _cuped_theta(influence: np.ndarray, covariate: np.ndarray) -> float:
 
 def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], metric: RatioMetric, *,
             paired: bool = False, method: str = "delta", cuped: bool = False, alpha: float = 0.05,
-            bootstrap_samples: int = 1000, rng: np.random.Generator | None = None,
-            min_nonzero_users: int | None = None) -> Comparison:
+            bootstrap_samples: int = 1000, rng: np.random.Generator | None = None) -> Comparison:
     """Compare one metric between arms given per-user columns (paired: same users, same order).
 
     Returns the relative change of sum(numerator)/sum(denominator) with its 1 - alpha interval
     (ci_high = inf when a bootstrap interval is unbounded) and two-sided p-value; NaN when either
-    arm's metric is zero; underpowered below `min_nonzero_users` (default MIN_NONZERO_USERS[method]).
-    Raises ValueError for an unknown method or unequal paired arms.
+    arm's metric is zero. Raises ValueError for an unknown method or unequal paired arms.
     """
-    if method not in MIN_NONZERO_USERS:
+    if method not in ("delta", "bootstrap"):
         raise ValueError(f"method must be 'delta' or 'bootstrap', got {method!r}")
 
     def parts(arm):
@@ -143,11 +149,11 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], me
     if paired and y_c.size != y_t.size:
         raise ValueError("a paired comparison needs the same users in both arms")
     value_c, value_t = _ratio(y_c, x_c), _ratio(y_t, x_t)
-    nonzero_users = int(min(np.count_nonzero(y_c), np.count_nonzero(y_t)))
-    is_underpowered = nonzero_users < (MIN_NONZERO_USERS[method] if min_nonzero_users is None else min_nonzero_users)
+    arm_users, nonzero_users = min(y_c.size, y_t.size), int(min(np.count_nonzero(y_c), np.count_nonzero(y_t)))
+    power = {"arm_users": arm_users, "nonzero_users": nonzero_users,
+             "is_underpowered": is_underpowered(arm_users, nonzero_users)}
     if not (value_c > 0 and value_t > 0):
-        return Comparison(metric.name, value_c, value_t, *(float("nan"),) * 4, nonzero_users=nonzero_users,
-                          is_underpowered=is_underpowered)
+        return Comparison(metric.name, value_c, value_t, *(float("nan"),) * 4, **power)
     influence_c, influence_t = log_ratio_influence(y_c, x_c), log_ratio_influence(y_t, x_t)
     difference = np.log(value_t) - np.log(value_c)
     theta = 0.0
@@ -175,7 +181,7 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], me
         low, high, p_value = interval.ci_low, interval.ci_high, interval.p_value
         undefined = interval.undefined_resamples
     return Comparison(metric.name, value_c, value_t, float(np.expm1(difference)), float(np.expm1(low)),
-                      float(np.expm1(high)), float(p_value), undefined, nonzero_users, is_underpowered)
+                      float(np.expm1(high)), float(p_value), undefined, **power)
 
 
 def _ratio(y: np.ndarray, x: np.ndarray) -> float:
@@ -185,7 +191,8 @@ def _ratio(y: np.ndarray, x: np.ndarray) -> float:
 
 def _bootstrap_differences(y_c, x_c, z_c, y_t, x_t, z_t, theta, paired, samples, rng, chunk: int = 100) -> np.ndarray:
     """log-ratio differences over Poisson(1)-weighted user resamples (shared weights when paired);
-    +inf where a resample has no control numerator, -inf no treatment numerator, NaN neither."""
+    +inf where a resample has no control numerator, -inf no treatment numerator, NaN where neither
+    has one or an arm's ratio is 0/0."""
     out = []
     for start in range(0, samples, chunk):
         size = min(chunk, samples - start)
@@ -195,5 +202,5 @@ def _bootstrap_differences(y_c, x_c, z_c, y_t, x_t, z_t, theta, paired, samples,
             log_c = np.log(weights_c @ y_c) - np.log(weights_c @ x_c)
             log_t = np.log(weights_t @ y_t) - np.log(weights_t @ x_t)
             shift = theta * ((weights_t @ z_t) / weights_t.sum(1) - (weights_c @ z_c) / weights_c.sum(1))
-        out.append(log_t - log_c - (0.0 if paired else shift))
+            out.append(log_t - log_c - (0.0 if paired else shift))
     return np.concatenate(out)

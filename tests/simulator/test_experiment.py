@@ -132,20 +132,21 @@ def test_diversity_interval_is_unbounded_when_control_resamples_show_no_advertis
     unique = rows["unique_advertisers"]
     assert unique.relative_change == pytest.approx(4.0)  # 10 advertisers against 2
     assert unique.ci_high == np.inf and 200 < unique.undefined_resamples < 340  # 2000 * e^-2 = 271
-    assert unique.nonzero_users == 2 and unique.is_underpowered
+    assert (unique.arm_users, unique.nonzero_users, unique.is_underpowered) == (60, 2, True)
 
 
 def test_ab_report_says_unbounded_underpowered_and_a_flagged_srm_plainly():
     from simulator.stats import Comparison, sample_ratio_mismatch
 
-    roas = Comparison("roas", 2.5, 5.0, 1.0, -0.5, np.inf, 0.3, undefined_resamples=104, nonzero_users=3,
-                      is_underpowered=True)
+    roas = Comparison("roas", 2.5, 5.0, 1.0, -0.5, np.inf, 0.3, undefined_resamples=104, arm_users=60,
+                      nonzero_users=3, is_underpowered=True)
     comparisons = adjust_p_values(pl.DataFrame([{"arm": "b", "control_arm": "a", **roas.__dict__}]), alpha=0.05)
     columns = ["users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
                "unique_advertisers", "advertiser_entropy", "advertiser_gini"]
     arms = pl.DataFrame({"arm": ["a", "b"], **{column: [1.0, 1.0] for column in columns}})
     text = ab_markdown(comparisons, arms, sample_ratio_mismatch([5200, 4800], [1, 1]), "A/B")
-    assert "| [-50.00%, unbounded] |" in text and "underpowered (3 users with a nonzero numerator)" in text
+    assert "| [-50.00%, unbounded] |" in text
+    assert "underpowered (60 users in the smaller arm, 3 with a nonzero numerator)" in text
     assert text.index("**Sample-ratio mismatch (SRM)**") < text.index("| Arm |") and "not trustworthy" in text
 
 

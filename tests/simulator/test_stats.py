@@ -115,10 +115,14 @@ def test_bootstrap_interval_counts_infinite_and_undefined_replicates_exactly():
     assert bootstrap_interval(np.array([np.nan] * 2 + [0.1] * 38), alpha=0.1).ci_low == -np.inf
 
 
-@pytest.mark.parametrize("converters,is_underpowered", [(29, True), (30, False)])
-def test_delta_comparison_is_underpowered_below_30_converters_in_the_smaller_arm(converters, is_underpowered):
-    result = compare(_converters(converters, 200), _converters(80, 200), ROAS)
-    assert result.nonzero_users == converters and result.is_underpowered == is_underpowered
+@pytest.mark.parametrize("converters,users,is_underpowered", [(29, 200, True), (30, 200, False), (30, 199, True)])
+def test_comparison_is_underpowered_below_200_users_or_30_converters_in_the_smaller_arm(converters, users,
+                                                                                        is_underpowered):
+    for method in ("delta", "bootstrap"):
+        result = compare(_converters(converters, users), _converters(80, 400), ROAS, method=method,
+                         bootstrap_samples=100)
+        assert (result.arm_users, result.nonzero_users) == (users, converters)
+        assert result.is_underpowered == is_underpowered
 
 
 @pytest.mark.parametrize("users,p_value,is_mismatch", [
