@@ -202,13 +202,12 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
                   = "ranking_eval") -> None:
     """The Table 5 analogue: with vs without LLM features vs a random-list control, over seeds."""
     from ranking.config import RankingConfig
-    from ranking.lift import BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, lift_markdown, run_lift, summarize_lift
+    from ranking.lift import lift_markdown, run_lift, summarize_lift
     from ranking.pipeline import fit_builder
 
     resolved = _config(RankingConfig, config, set_)
     folder = RunFolder(run)
-    config_dict = {**_stage_config(resolved, impressions, predictions, interests, run),
-                   "bootstrap": {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED}}
+    config_dict = _stage_config(resolved, impressions, predictions, interests, run)
     if not force and folder.is_complete(stage, config_dict):
         console.print(f"[green]{stage}: {run / stage} is complete with this config; skipping[/green]")
         typer.echo((run / stage / "table5.md").read_text())
@@ -219,7 +218,7 @@ def evaluate_lift(run: RunOption = Path("runs/demo"), predictions: PredictionsOp
     builder = fit_builder(loaded, resolved)
     splits = _splits_with_both_classes(logged, resolved)
     results, scores = run_lift(builder, splits, predicted, predicted_interests, resolved, progress=True)
-    summary = summarize_lift(scores, BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED)
+    summary = summarize_lift(scores, resolved.bootstrap_replicates, resolved.bootstrap_seed)
     source = _sources(predicted)
     out = folder.stage_dir(stage)
     results.write_parquet(out / "lift_results.parquet")

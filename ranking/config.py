@@ -103,11 +103,15 @@ class RankingConfig:
     # for held-out users only (the leakage-free LLM input) covers few users; this measures the lift
     # where the feature exists instead of diluting it with rows that cannot have it.
     users: Literal["all", "predicted"] = "all"
+    # Table 5's paired bootstrap over test users crossed with seeds (`ranking.lift.summarize_lift`)
+    bootstrap_replicates: int = 1000
+    bootstrap_seed: int = 0
 
     def __post_init__(self):
         require(self.users in ("all", "predicted"), "users", "must be 'all' or 'predicted'")
         require(len(self.tasks) >= 1 and set(self.tasks) <= set(TASKS), "tasks",
                 f"choose one or more of {list(TASKS)}, got {list(self.tasks)}")
         require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a task")
-        require(len(self.seeds) >= 2, "seeds", "the lift experiment needs >= 2 seeds for an interval")
+        require(len(self.seeds) >= 2, "seeds", "the lift's interval resamples training seeds: list >= 2")
+        require(self.bootstrap_replicates >= 100, "bootstrap_replicates", "use >= 100 for a 95% interval")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")

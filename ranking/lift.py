@@ -29,8 +29,6 @@ from ranking.train import fit_dcn
 ARMS = ("without_llm", "with_llm", "random_control")
 COMPARISONS = (("with_llm", "without_llm"), ("random_control", "without_llm"), ("with_llm", "random_control"))
 METRICS = ("log_loss", "auc", "pr_auc")
-BOOTSTRAP_REPLICATES = 1000
-BOOTSTRAP_SEED = 0
 
 
 def arm_tables(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictions: pl.DataFrame,
@@ -116,8 +114,7 @@ def _seed_metrics(scores: pl.DataFrame, seeds: list[int], user_index: np.ndarray
     return {metric: np.column_stack([values[metric] for values in by_seed]) for metric in METRICS}
 
 
-def summarize_lift(scores: pl.DataFrame, replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED
-                   ) -> pl.DataFrame:
+def summarize_lift(scores: pl.DataFrame, replicates: int = 1000, seed: int = 0) -> pl.DataFrame:
     """One row per (model, task, comparison, metric): the relative change (%) of the seed-mean metric,
     its 95% percentile interval and two-sided p-value from `replicates` paired, crossed bootstrap
     replicates (test users x seeds, see the module docstring), and the test positives, rows and users.
