@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from synthetic_data.names import normalise_name
 from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform, validate
 
 LLM_FEATURES = ("has_prediction", "is_predicted_advertiser", "predicted_reciprocal_rank",
@@ -23,12 +24,18 @@ ID_RANGE = 1 << 31  # advertiser and category ids are Int32
 MAX_USER_ID = 1 << 46  # user_id * DAY_RANGE fits in int64
 
 
+def _name_keys(names: pl.Expr) -> pl.Expr:
+    return names.map_elements(normalise_name, return_dtype=pl.String)
+
+
 def _interest_matches(interests: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
-    """(user_id, anchor_date, category_id) where a predicted interest (case-insensitive) names the category."""
+    """(user_id, anchor_date, category_id) where a predicted interest names the category, under the
+    one name key of `synthetic_data.names` ("Measure & Inspect" names "Measure and Inspect")."""
     validate(interests, PREDICTED_INTERESTS, "predicted_interests")
-    names = categories.select("category_id", name=pl.col("name").str.to_lowercase().str.strip_chars())
-    return (interests.with_columns(name=pl.col("interest").str.to_lowercase().str.strip_chars())
-            .join(names, on="name").select("user_id", "anchor_date", "category_id").unique())
+    names = categories.select("category_id", key=_name_keys(pl.col("name")))
+    spelled = interests.select(pl.col("interest").unique()).with_columns(key=_name_keys(pl.col("interest")))
+    return (interests.join(spelled, on="interest").join(names, on="key")
+            .select("user_id", "anchor_date", "category_id").unique())
 
 
 def _days(dates: pl.Series) -> np.ndarray:

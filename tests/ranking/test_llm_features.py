@@ -66,6 +66,16 @@ def test_interest_overlap_matches_leaf_or_parent_names_case_insensitively():
     assert features["interest_overlap"].to_list() == [1, 0, 1]  # rugs leaf; lamps no; home is the parent
 
 
+def test_interest_overlap_matches_spellings_of_a_category_name():
+    categories = CATEGORIES.with_columns(name=pl.Series(["Home & Garden", "Lamps", "Rugs", "Vases"]))
+    interests = conform(pl.DataFrame({"user_id": [7], "anchor_date": [date(2026, 1, 10)], "rank": [1],
+                                      "interest": ["home and garden"]}), PREDICTED_INTERESTS)
+    predictions = predictions_table([(7, date(2026, 1, 10), 1, 3)])
+    features, _ = llm_features(rows_table([(7, date(2026, 1, 12), 1, 12)]), predictions, ADVERTISERS, interests,
+                               categories)
+    assert features["interest_overlap"].to_list() == [1]  # the parent's name, spelt with 'and'
+
+
 def test_random_control_keeps_list_lengths_and_draws_distinct_advertisers():
     advertiser_ids = np.arange(1, 41, dtype=np.int32)
     control = random_prediction_lists(PREDICTIONS_TABLE, advertiser_ids, seed=3)
