@@ -242,12 +242,10 @@ def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str,
     """Run one arm per quota of `source` (the first quota is the control) and tabulate the curves."""
     arms = sweep_arms(config.arms[0], source, quotas)
     result = run_ab(replace(config, arms=arms), world, stack, progress=progress)
+    columns = ("ci_low", "ci_high", "p_value", "p_value_adjusted", "arm_users", "nonzero_users", "is_underpowered",
+               "is_significant")
     roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
-        "arm", pl.col("relative_change").alias("roas_change"), pl.col("ci_low").alias("roas_ci_low"),
-        pl.col("ci_high").alias("roas_ci_high"), pl.col("p_value").alias("roas_p_value"),
-        pl.col("p_value_adjusted").alias("roas_p_value_adjusted"), pl.col("arm_users").alias("roas_arm_users"),
-        pl.col("nonzero_users").alias("roas_nonzero_users"), pl.col("is_underpowered").alias("roas_is_underpowered"),
-        pl.col("is_significant").alias("roas_is_significant"))
+        "arm", pl.col("relative_change").alias("roas_change"), *[pl.col(c).alias(f"roas_{c}") for c in columns])
     table = (result.arms.with_columns(pl.Series("quota", quotas))
              .join(roas, on="arm", how="left").sort("quota"))
     return table, result
