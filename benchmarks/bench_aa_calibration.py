@@ -33,8 +33,8 @@ def size_table(tests: int, seed: int, alpha: float) -> list[str]:
     """Markdown rows: per size, RoAS and all-metric false-positive rates with 95% Clopper-Pearson intervals."""
     from simulator.calibration import aa_p_values, false_positive_rate
 
-    lines = ["| size | users per arm | RoAS converters per arm (median) | RoAS rate [95% CI] | all six metrics "
-             "rate [95% CI] | highest metric |", "|---|---|---|---|---|---|"]
+    lines = [("| size | users per arm | RoAS converters per arm (median) | RoAS rate [95% CI] | all six metrics "
+              "rate [95% CI] | highest metric |"), "|---|---|---|---|---|---|"]
     for label, users in SIZES:
         p_values = aa_p_values(users, tests, np.random.default_rng([seed, users]), alpha=alpha)
         per_metric = false_positive_rate(p_values, alpha).rows_by_key("metric", named=True, unique=True)
@@ -49,8 +49,8 @@ def small_arm_table(tests: dict[str, int], seed: int, alpha: float) -> list[str]
     underpowered and the rate of the unlabelled comparisons (all metrics pooled)."""
     from simulator.calibration import aa_p_values, false_positive_rate
 
-    lines = ["| users per arm | method | tests | RoAS converters (median) | RoAS rate | highest metric | labelled "
-             "underpowered | rate of the rest [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    lines = [("| users per arm | method | tests | RoAS converters (median) | RoAS rate | highest metric | labelled "
+              "underpowered | rate of the rest [95% CI] |"), "|---|---|---|---|---|---|---|---|"]
     for users in SMALL_SIZES:
         for method, count in tests.items():
             p_values = aa_p_values(users, count, np.random.default_rng([seed, users]), method=method, alpha=alpha)

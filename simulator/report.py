@@ -82,8 +82,8 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
     if note:
         lines += [note, ""]
     lines += [srm_line(srm), "",
-              f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | p-value | Holm p-value "
-              "| Verdict |", "|---|---|---|---|---|---|---|---|---|"]
+              (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | p-value | Holm p-value "
+               "| Verdict |"), "|---|---|---|---|---|---|---|---|---|"]
     for row in comparisons.sort("is_primary", descending=True, maintain_order=True).iter_rows(named=True):
         role = "primary" if row["is_primary"] else "secondary"
         metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
@@ -95,7 +95,7 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
             f"{verdict(row)} |")
     lines += ["", multiple_testing_note(alpha)]
     lines += ["", "Per arm (advertiser diversity over impressions; survival = impressed / retrieved):", ""]
-    survival = [c for c in arms.columns if c.endswith("_survival") or c.endswith("_impressed_share")]
+    survival = [c for c in arms.columns if c.endswith(("_survival", "_impressed_share"))]
     header = ["arm", "users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
               "unique_advertisers", "advertiser_entropy", "advertiser_gini", *survival]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -62,14 +62,17 @@ def test_cuped_narrows_the_interval_without_moving_the_truth():
         pre = rng.gamma(2.0, 1.0, n)
         return {"value": pre * rng.lognormal(0, 0.3, n), "pre": pre}
 
-    widths, plain_widths, estimates = [], [], []
+    widths, plain_widths, changes = [], [], []
     for _ in range(20):
         control, treatment = arm(1000), arm(1000)
         adjusted = compare(control, treatment, PER_USER, cuped=True)
         plain = compare(control, treatment, PER_USER)
         widths.append(adjusted.ci_high - adjusted.ci_low)
         plain_widths.append(plain.ci_high - plain.ci_low)
+        changes.append(adjusted.relative_change)
     assert np.mean(widths) < 0.9 * np.mean(plain_widths)
+    standard_error = np.mean(widths) / (2 * 1.96) / np.sqrt(len(changes))
+    assert abs(np.mean(changes)) < 3 * standard_error  # A/A arms: the adjusted change stays centred on 0
 
 
 def test_paired_design_uses_per_user_differences():
