@@ -9,7 +9,10 @@ Each comparison reports one estimand: the relative change of the metric's mean o
 mean_s M_treatment,s / mean_s M_baseline,s - 1. Its interval and p-value come from one paired
 bootstrap that crosses the two sources of noise (Owen 2007, "The pigeonhole bootstrap"): each
 replicate resamples the test users with replacement (a user's impressions stay together) and,
-independently, the seeds, then recomputes every arm's metric on that same resample.
+independently, the seeds, then recomputes every arm's metric on that same resample. A replicate
+whose metric is undefined (a resample without a positive) is kept and counted against both bounds
+and the p-value (`synthetic_data.intervals.bootstrap_interval`); the table's p-values are also
+Holm-adjusted over all its cells, since it tests three metrics x comparisons x tasks x models.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ranking.llm_features import INTEREST_FEATURE, LLM_FEATURES, random_interest
 from ranking.metrics import evaluate, user_weighted_metrics
 from ranking.pipeline import task_groups
 from ranking.train import fit_dcn
+from synthetic_data.intervals import bootstrap_interval, holm_adjust
 
 ARMS = ("without_llm", "with_llm", "random_control")
 COMPARISONS = (("with_llm", "without_llm"), ("random_control", "without_llm"), ("with_llm", "random_control"))
@@ -97,14 +101,6 @@ def relative_change(treatment: np.ndarray, baseline: np.ndarray, seed_weights: n
     return (treatment * seed_weights).sum(axis=1) / (baseline * seed_weights).sum(axis=1) - 1
 
 
-def bootstrap_p_value(changes: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of "no change": twice the share of replicates at or beyond 0 on the
-    far side from most of them, counted as (k + 1) / (B + 1) so it is never 0. NaN replicates are dropped."""
-    finite = changes[np.isfinite(changes)]
-    far_side = min(int((finite <= 0).sum()), int((finite >= 0).sum()))
-    return min(1.0, 2 * (far_side + 1) / (len(finite) + 1))
-
-
 def _seed_metrics(scores: pl.DataFrame, seeds: list[int], user_index: np.ndarray, user_weights: np.ndarray
                   ) -> dict[str, np.ndarray]:
     """{metric: [replicates, seeds]} of one (model, task, arm) under every user weighting."""
@@ -143,13 +139,20 @@ def summarize_lift(scores: pl.DataFrame, replicates: int = 1000, seed: int = 0) 
                 continue
             for metric in METRICS:
                 change = relative_change(metrics[treatment][metric], metrics[baseline][metric], seed_weights) * 100
-                low, high = np.nanquantile(change[1:], [0.025, 0.975])
+                interval = bootstrap_interval(change[1:], alpha=0.05)
                 rows.append({"model": model, "task": task, "comparison": f"{treatment} vs {baseline}",
-                             "metric": metric, "change_pct": float(change[0]), "ci_low": float(low),
-                             "ci_high": float(high), "p_value": bootstrap_p_value(change[1:]), "seeds": len(seeds),
+                             "metric": metric, "change_pct": float(change[0]), "ci_low": interval.ci_low,
+                             "ci_high": interval.ci_high, "p_value": interval.p_value,
+                             "undefined_replicates": interval.undefined_resamples, "seeds": len(seeds),
                              "replicates": replicates, "test_positives": int(test["label"].sum()),
                              "test_rows": test.height, "test_users": len(users)})
-    return pl.DataFrame(rows)
+    summary = pl.DataFrame(rows)
+    return summary.with_columns(p_value_holm=pl.Series(holm_adjust(summary["p_value"].to_numpy()))
+                                if summary.height else pl.lit(None, dtype=pl.Float64))
+
+
+def _bound(value: float) -> str:
+    return f"{value:+.2f}" if np.isfinite(value) else "unbounded"
 
 
 def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, restricted: str = "all") -> str:
@@ -164,7 +167,9 @@ def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, 
              f"two-sided p, both from one paired bootstrap of {replicates:,} replicates that resamples the test "
              "users (all of a user's impressions together) and, independently, the seeds (Owen's pigeonhole "
              "bootstrap), every arm scored on the same resample; p = 2 (1 + replicates on the far side of 0) "
-             "/ (B + 1).", "",
+             f"/ (B + 1), and Holm-adjusted over the table's {summary.height} cells (p_Holm). A replicate whose "
+             "metric is undefined (no positive in the resample) counts against both bounds and p; an interval "
+             "bound it leaves open prints as unbounded.", "",
              "| Model | Task | Comparison | Test positives / impressions / users | "
              + " | ".join(header.values()) + " |",
              "|---|---|---|---|" + "---|" * len(header)]
@@ -173,8 +178,9 @@ def lift_markdown(summary: pl.DataFrame, source: str, users: int | None = None, 
         cells = [f"{first['test_positives']:,} / {first['test_rows']:,} / {first['test_users']:,}"]
         for metric in header:
             row = group.filter(pl.col("metric") == metric).row(0, named=True)
-            cells.append(f"{row['change_pct']:+.2f}% [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] "
-                         f"p={row['p_value']:.3g}")
+            undefined = f", {row['undefined_replicates']} undefined" if row["undefined_replicates"] else ""
+            cells.append(f"{row['change_pct']:+.2f}% [{_bound(row['ci_low'])}, {_bound(row['ci_high'])}] "
+                         f"p={row['p_value']:.3g} (p_Holm={row['p_value_holm']:.3g}{undefined})")
         lines.append(f"| {model} | {task} | {comparison} | " + " | ".join(cells) + " |")
     lines += ["", "Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the treatment is better."]
     return "\n".join(lines)

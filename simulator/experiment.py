@@ -22,10 +22,10 @@ from blending.diversity import advertiser_diversity
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.random_streams import uniforms
-from simulator.stats import (Comparison, RatioMetric, SampleRatioCheck, bootstrap_interval, compare, holm_adjust,
-                             is_underpowered, sample_ratio_mismatch)
+from simulator.stats import Comparison, RatioMetric, SampleRatioCheck, compare, is_underpowered, sample_ratio_mismatch
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
+from synthetic_data.intervals import bootstrap_interval, holm_adjust
 from synthetic_data.schema import World
 
 METRICS = (

@@ -20,6 +20,8 @@ from math import sqrt
 import numpy as np
 from scipy import stats
 
+from synthetic_data.intervals import bootstrap_interval
+
 # A comparison is underpowered when its smaller arm has fewer users than MIN_ARM_USERS, or fewer
 # users with a nonzero numerator (converters, for RoAS) than MIN_NONZERO_USERS. Below them some
 # metric's synthetic A/A false-positive rate at alpha = 0.05 exceeds 7%, for the delta method and
@@ -59,28 +61,6 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class BootstrapInterval:
-    """Percentile interval and two-sided p-value of a statistic whose null value is 0."""
-
-    ci_low: float
-    ci_high: float
-    p_value: float
-    undefined_resamples: int
-
-
-def bootstrap_interval(replicates: np.ndarray, alpha: float) -> BootstrapInterval:
-    """Percentile interval and p-value from bootstrap replicates (shape: resamples), keeping every
-    replicate: +-inf ones stay in the tails so an unbounded side is reported as inf, and undefined
-    (NaN) ones count against both bounds and both tails rather than being dropped."""
-    is_undefined = np.isnan(replicates)
-    low = np.quantile(np.where(is_undefined, -np.inf, replicates), alpha / 2, method="lower")
-    high = np.quantile(np.where(is_undefined, np.inf, replicates), 1 - alpha / 2, method="higher")
-    tail = min(np.mean((replicates <= 0) | is_undefined), np.mean((replicates >= 0) | is_undefined))
-    return BootstrapInterval(float(low), float(high), float(min(1.0, max(2 * tail, 1.0 / replicates.size))),
-                             int((~np.isfinite(replicates)).sum()))
-
-
-@dataclass(frozen=True)
 class SampleRatioCheck:
     """Users each arm received against the design's expected shares (sample-ratio mismatch)."""
 
@@ -100,17 +80,6 @@ def sample_ratio_mismatch(users: Sequence[int], expected_shares: Sequence[float]
     p_value = float(stats.chisquare(observed, observed.sum() * shares).pvalue)
     return SampleRatioCheck("split", tuple(int(u) for u in users), tuple(float(s) for s in shares), p_value,
                             p_value < threshold)
-
-
-def holm_adjust(p_values: np.ndarray) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values, which hold the family-wise error rate; NaN entries
-    (untestable comparisons) stay NaN and are not counted in the family."""
-    p_values = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p_values.shape, np.nan)
-    tested = np.flatnonzero(~np.isnan(p_values))
-    order = tested[np.argsort(p_values[tested], kind="stable")]
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((order.size - np.arange(order.size)) * p_values[order]))
-    return adjusted
 
 
 def is_underpowered(arm_users: int, nonzero_users: int) -> bool:

@@ -1,14 +1,20 @@
-"""Confidence intervals for shares of labels hit (Recall@K) and for two methods' paired difference,
-shared by every stage that reports them (the LLM evaluation, the real-data results).
+"""Confidence intervals and p-values shared by every stage that reports them (the LLM evaluation, the
+real-data results, Table 5, the A/B tests).
 
 A share of n labels is a binomial proportion: Wilson's score interval (Wilson 1927). The difference
 of two methods' shares on the same labels is a difference of paired proportions: Tango's score
 interval (Tango 1998, Statistics in Medicine 17:891), recommended for paired binomial data by
 Fagerland, Lydersen & Laake (2014). Both keep their coverage at 0 and at n hits, where a bootstrap
 of the hits collapses to a single point.
+
+A bootstrap's percentile interval keeps every replicate: an infinite one stays in its tail (the
+bound is then unbounded), an undefined one counts against both bounds and both tails, never dropped.
+Holm's step-down adjustment holds the family-wise error rate of several tests.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, stats
@@ -58,3 +64,37 @@ def paired_difference_interval(hits: np.ndarray, reference_hits: np.ndarray, con
     low = -1.0 if estimate == -1 else optimize.brentq(lambda d: _tango_score(d, *counts) - level, -1.0, estimate)
     high = 1.0 if estimate == 1 else optimize.brentq(lambda d: _tango_score(d, *counts) + level, estimate, 1.0)
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Percentile interval and two-sided p-value of a statistic whose null value is 0."""
+
+    ci_low: float
+    ci_high: float
+    p_value: float
+    undefined_resamples: int
+
+
+def bootstrap_interval(replicates: np.ndarray, alpha: float) -> BootstrapInterval:
+    """Percentile interval and two-sided p-value of "no change" from bootstrap replicates [B], keeping
+    every replicate: +-inf ones stay in the tails so an unbounded side is reported as inf, and
+    undefined (NaN) ones count against both bounds and both tails rather than being dropped."""
+    replicates = np.asarray(replicates, dtype=np.float64)
+    is_undefined = np.isnan(replicates)
+    low = np.quantile(np.where(is_undefined, -np.inf, replicates), alpha / 2, method="lower")
+    high = np.quantile(np.where(is_undefined, np.inf, replicates), 1 - alpha / 2, method="higher")
+    far_side = min(int(((replicates <= 0) | is_undefined).sum()), int(((replicates >= 0) | is_undefined).sum()))
+    p_value = min(1.0, 2 * (far_side + 1) / (replicates.size + 1))  # (k + 1) / (B + 1): never 0
+    return BootstrapInterval(float(low), float(high), p_value, int((~np.isfinite(replicates)).sum()))
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, which hold the family-wise error rate; NaN entries
+    (untestable comparisons) stay NaN and are not counted in the family."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p_values.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p_values))
+    order = tested[np.argsort(p_values[tested], kind="stable")]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((order.size - np.arange(order.size)) * p_values[order]))
+    return adjusted

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ranking.config import LightGBMConfig, RankingConfig, TrainConfig
-from ranking.lift import bootstrap_p_value, lift_markdown, relative_change, run_lift, summarize_lift
+from ranking.lift import lift_markdown, relative_change, run_lift, summarize_lift
 from ranking.metrics import evaluate
 from synthetic_data.schema import PREDICTIONS, conform
 
@@ -19,12 +19,6 @@ def test_the_change_is_the_ratio_of_the_seed_means_not_the_mean_of_per_seed_rati
     assert relative_change(with_llm, without_llm, np.ones((1, 2)))[0] == pytest.approx(0.07 / 0.11 - 1)
     # a resample that drew the second seed twice
     assert relative_change(with_llm, without_llm, np.array([[0.0, 2.0]]))[0] == pytest.approx(-0.5)
-
-
-def test_the_p_value_counts_replicates_on_the_far_side_of_zero():
-    assert bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
-    assert bootstrap_p_value(np.arange(1.0, 1000.0)) == pytest.approx(2 / 1000)  # never 0
-    assert bootstrap_p_value(np.array([-1.0, 1.0, np.nan])) == 1.0
 
 
 def _scores(arm: str, seed: int, probabilities: np.ndarray, labels: np.ndarray, users: np.ndarray) -> pl.DataFrame:
@@ -79,6 +73,20 @@ def test_the_interval_includes_test_set_variance_when_the_seeds_agree():
     row = summarize_lift(scores, replicates=400).filter(
         (pl.col("comparison") == "with_llm vs without_llm") & (pl.col("metric") == "auc")).row(0, named=True)
     assert row["ci_high"] - row["ci_low"] > 1.0  # percent, from 8 positives among 20 users
+
+
+def test_resamples_without_a_positive_are_kept_and_leave_the_interval_unbounded():
+    """One positive user of 20: ~36% of user resamples hold no positive, where AUC is undefined. They
+    were dropped (np.nanquantile), quoting a finite interval from the resamples that happened to work."""
+    scores, _, _ = _hand_scores(seeds_agree=False)
+    scores = scores.with_columns(label=(pl.col("row") == 0).cast(pl.Int8))
+    summary = summarize_lift(scores, replicates=400)
+    row = summary.filter((pl.col("comparison") == "with_llm vs without_llm") & (pl.col("metric") == "auc")
+                         ).row(0, named=True)
+    assert 100 < row["undefined_replicates"] < 200
+    assert (row["ci_low"], row["ci_high"]) == (-np.inf, np.inf) and row["p_value"] > 0.5
+    assert (summary["p_value_holm"] >= summary["p_value"]).all()
+    assert "[unbounded, unbounded]" in lift_markdown(summary, "recent_advertisers")
 
 
 def test_arms_must_share_seeds_and_test_rows():

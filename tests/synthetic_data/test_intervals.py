@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic_data.intervals import paired_difference_interval, proportion_interval
+from synthetic_data.intervals import bootstrap_interval, holm_adjust, paired_difference_interval, proportion_interval
 
 Z2 = 1.959963984540054**2  # the 97.5% normal quantile, squared
 
@@ -49,3 +49,20 @@ def test_paired_difference_interval_keeps_its_width_without_discordant_labels():
     assert paired_difference_interval(*_pairs(0, 50, 0, 0)) == pytest.approx(((50 - Z2) / (50 + Z2), 1.0))
     assert paired_difference_interval(*_pairs(0, 0, 50, 0)) == pytest.approx((-1.0, -(50 - Z2) / (50 + Z2)))
     assert all(np.isnan(paired_difference_interval(np.array([]), np.array([]))))
+
+
+def test_bootstrap_interval_counts_infinite_and_undefined_replicates_exactly():
+    unbounded = bootstrap_interval(np.array([-0.2] + [0.1] * 18 + [np.inf]), alpha=0.1)
+    assert (unbounded.ci_low, unbounded.ci_high, unbounded.undefined_resamples) == (-0.2, np.inf, 1)
+    assert unbounded.p_value == pytest.approx(2 * 2 / 21)  # 1 of 20 replicates <= 0: 2 (1 + 1) / (20 + 1)
+    undefined = bootstrap_interval(np.array([np.nan] + [0.1] * 39), alpha=0.1)
+    # an undefined replicate counts against both bounds and both tails: 1 of 40 <= 0, p = 2 (1 + 1) / 41
+    assert (undefined.ci_low, undefined.ci_high, undefined.undefined_resamples) == (0.1, 0.1, 1)
+    assert undefined.p_value == pytest.approx(4 / 41)
+    assert bootstrap_interval(np.array([np.nan] * 2 + [0.1] * 38), alpha=0.1).ci_low == -np.inf
+
+
+def test_holm_adjustment_is_step_down_and_skips_untestable_comparisons():
+    adjusted = holm_adjust(np.array([0.01, 0.04, 0.03, np.nan]))
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+    assert holm_adjust(np.array([0.5, 0.9])) == pytest.approx([1.0, 1.0])
