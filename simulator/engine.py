@@ -8,7 +8,7 @@ is one market (an arm) over its users; every random draw is keyed (CRN, simulato
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -41,6 +41,9 @@ class Stack:
     scorer: Scorer
     response: ResponseModel
     nightly: NightlyJob | None = None
+    # the market's list coverage beside the ranker's LLM features' training coverage
+    # (`ranking.scoring.Ranker.coverage_check`); empty for a scorer without LLM features
+    llm_feature_coverage: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -74,14 +74,34 @@ def multiple_testing_note(alpha: float) -> str:
             f"An unbounded bound means too many bootstrap resamples had a zero control metric.")
 
 
+def coverage_line(coverage: dict) -> str:
+    """One sentence on where the ranker's LLM features are served against where they were learnt
+    (`Ranker.coverage_check`); a mismatch says so plainly. Empty without LLM features."""
+    if not coverage:
+        return ""
+    shares = (f"the ranker's LLM features were trained with lists for "
+              f"{coverage['trained_users_with_list_share']:.1%} of users; this market serves lists to "
+              f"{coverage['served_users_with_list_share']:.1%}")
+    if coverage["is_mismatch"]:
+        return (f"**LLM-feature coverage mismatch**: {shares} ({coverage['coverage_ratio']:.0f}x apart), so the "
+                "features are served where they were not learnt; retrain the ranker (`adsim rank train "
+                "--predictions`) with lists that cover the served users.")
+    return f"LLM-feature coverage: {shares}."
+
+
+def _coverage_lines(coverage: dict | None) -> list[str]:
+    line = coverage_line(coverage or {})
+    return [line, ""] if line else []
+
+
 def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",
-                alpha: float = 0.05) -> str:
+                alpha: float = 0.05, coverage: dict | None = None) -> str:
     """The Table 6 analogue: the SRM check, then per metric (primary first) control and treatment
     values, relative change, CI, raw and Holm-adjusted p-values and the verdict."""
     lines = [f"### {title}", ""]
     if note:
         lines += [note, ""]
-    lines += [srm_line(srm), "",
+    lines += [srm_line(srm), "", *_coverage_lines(coverage),
               (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | p-value | Holm p-value "
                "| Verdict |"), "|---|---|---|---|---|---|---|---|---|"]
     for row in comparisons.sort("is_primary", descending=True, maintain_order=True).iter_rows(named=True):
@@ -105,13 +125,13 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
 
 
 def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: SampleRatioCheck,
-                   relative_to: Path | None = None, alpha: float = 0.05) -> str:
+                   relative_to: Path | None = None, alpha: float = 0.05, coverage: dict | None = None) -> str:
     """The SRM check, then metrics, diversity and survival of `source` against its L0 quota (RoAS
     change versus the first quota with raw and Holm-adjusted p-values and verdict), with the plots linked."""
     columns = ["quota", "roas", "roas_change", "roas_p_value", "roas_p_value_adjusted", "roas_verdict", "conversions",
                "spend", "unique_advertisers", "advertiser_entropy", "advertiser_gini", f"{source}_impressed_share",
                f"{source}_survival"]
-    lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "",
+    lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "", *_coverage_lines(coverage),
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
         row["roas_verdict"] = "control" if row["roas_change"] is None else verdict(row, "roas_")

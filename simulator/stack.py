@@ -104,10 +104,8 @@ class RankerScorer:
 
     KEYS = ("user_id", "day", "surface", "item_id")
 
-    def __init__(self, ranker, llm_feature_coverage: dict | None = None):
+    def __init__(self, ranker):
         self.ranker = ranker
-        # the market's list coverage against the ranker's training coverage (`Ranker.coverage_check`)
-        self.llm_feature_coverage = llm_feature_coverage or {}
         self._forget()
 
     def _forget(self) -> None:
@@ -185,6 +183,6 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
     trained_keys = ranker.predictions.select("user_id", "anchor_date") if ranker.predictions is not None else None
     ranker.serve_from(predictions if trained_keys is None
                       else predictions.join(trained_keys.unique(), on=["user_id", "anchor_date"], how="anti"))
-    scorer = RankerScorer(ranker, ranker.coverage_check(world.users["user_id"].to_numpy()))
-    return Stack(generators=generators, scorer=scorer,
-                 response=WorldResponse.from_world(world, world_config), nightly=nightly)
+    return Stack(generators=generators, scorer=RankerScorer(ranker),
+                 response=WorldResponse.from_world(world, world_config), nightly=nightly,
+                 llm_feature_coverage=ranker.coverage_check(world.users["user_id"].to_numpy()))

@@ -48,9 +48,10 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
             f"{aa_rate:.1%} of {aa_tested.len()} metric tests had a raw p-value below alpha = {experiment.alpha}"
             + (f" ({aa.height - aa_tested.len()} more were untestable)." if aa_tested.len() < aa.height else "."))
     (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, result.srm,
-                                                  "Offline A/B (Table 6 analogue)", note, experiment.alpha))
+                                                  "Offline A/B (Table 6 analogue)", note, experiment.alpha,
+                                                  stack.llm_feature_coverage))
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
-               "aa_significant_rate": aa_rate,
+               "llm_feature_coverage": stack.llm_feature_coverage, "aa_significant_rate": aa_rate,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
                "roas_change": _roas_changes(result.comparisons)}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
@@ -71,8 +72,9 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
     result.funnels.write_parquet(folder / "funnels.parquet")
     plots = plot_sweep(table, source, run.stage_dir("plots"))
     (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=run.root,
-                                                     alpha=experiment.alpha))
+                                                     alpha=experiment.alpha, coverage=stack.llm_feature_coverage))
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
+               "llm_feature_coverage": stack.llm_feature_coverage,
                "roas_change": _roas_changes(result.comparisons), "plots": [str(p) for p in plots]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
     return summary
