@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,7 @@ def advertiser_diversity(counts: np.ndarray) -> Diversity:
     total = counts.sum()
     if total == 0:
         return Diversity(unique_advertisers=0, entropy=0.0, gini=0.0)
-    shares = counts[counts > 0] / total
-    entropy = float(-(shares * np.log(shares)).sum())
+    entropy = float(stats.entropy(counts))
     n = counts.size
     ordered = np.sort(counts)
     gini = float(2.0 * (np.arange(1, n + 1) * ordered).sum() / (n * total) - (n + 1) / n)

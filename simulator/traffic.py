@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from simulator.config import TrafficConfig
 from simulator.protocols import REQUESTS
@@ -127,19 +128,9 @@ def day_requests(tables: TrafficTables, user_ids: np.ndarray, start: date, day_i
 
 
 def poisson_quantile(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Inverse Poisson CDF at `u` (vectorised over small means; keyed uniforms in, counts out)."""
-    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), np.shape(u))
-    pmf = np.exp(-mean)
-    cdf = pmf.copy()
-    counts = np.zeros(np.shape(u), dtype=np.int64)
-    for k in range(1, int(np.ceil(mean.max(initial=0.0) * 4 + 30))):
-        below = cdf < u
-        if not below.any():
-            break
-        counts += below
-        pmf = pmf * mean / k
-        cdf = cdf + pmf
-    return counts
+    """Inverse Poisson CDF at `u` in [0, 1) (keyed uniforms in, counts out); scipy.stats.poisson.ppf,
+    whose value at u = 0 is -1 by convention, so counts are floored at 0."""
+    return np.maximum(stats.poisson.ppf(u, mean), 0).astype(np.int64)
 
 
 def _interest_category(tables: TrafficTables, user_ids: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -36,3 +36,4 @@ def test_poisson_quantile_matches_the_distribution():
     u = np.random.default_rng(0).random(200000)
     counts = poisson_quantile(u, np.full(u.size, 2.5))
     assert abs(counts.mean() - 2.5) < 0.02 and abs(counts.var() - 2.5) < 0.05
+    assert poisson_quantile(np.array([0.0, 0.5]), np.array([2.5, 0.0])).tolist() == [0, 0]  # ppf(0) is -1 in scipy
