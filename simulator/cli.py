@@ -134,5 +134,42 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
     console.print(f"sweep done in {summary['seconds']} s; wrote {folder.root / 'sweep'} and {folder.root / 'plots'}")
 
 
+@app.command("oracle")
+def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eval labels, in [0, 1]")],
+           run: RunOption = Path("runs/demo"),
+           users: Annotated[str, typer.Option(help="whose lists: serving, heldout or eval, the user sets of "
+                                                   "`adsim llm predict --users`")] = "serving",
+           llm_preset: Annotated[str, typer.Option(help="the LLM preset whose user sets (sizes, sample seed) "
+                                                        "the lists cover")] = "small",
+           tolerance: Annotated[Optional[float], typer.Option(help="accepted |Recall@20 - q| (default 0.02)")] = None,
+           max_steps: Annotated[Optional[int], typer.Option(help="bisection steps on w (default 20)")] = None,
+           seed: Annotated[Optional[int], typer.Option(help="seed of the draws (default 0)")] = None,
+           force: Annotated[bool, typer.Option(help="re-run even if the stage is complete with this config")] = False,
+           ) -> None:
+    """Positive control (reads *_truth): lists ranked by the true response, mixed with popularity draws to
+    Recall@20 = q; writes <run>/oracle_q<q>_<users>/{predictions,interests}.parquet for --predictions."""
+    from rich.console import Console
+
+    from simulator.oracle import OracleConfig, oracle_stage
+
+    console = Console()
+    chosen = {"tolerance": tolerance, "max_steps": max_steps, "seed": seed}
+    try:
+        config = OracleConfig(q=q, **{name: value for name, value in chosen.items() if value is not None})
+        summary, is_skipped = oracle_stage(run, config, users, llm_preset, force)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    stage = run / f"{config.source}_{users}"
+    if is_skipped:
+        console.print(f"[green]{stage.name}: complete with this config; skipping[/green]")
+    recall = " / ".join(f"{summary[f'recall_at_{k}']:.3f} [{summary[f'recall_at_{k}_low']:.3f}, "
+                        f"{summary[f'recall_at_{k}_high']:.3f}]" for k in (1, 5, 20))
+    console.print(f"{summary['source']} (a control that reads *_truth): w = {summary['weight']:.4f}; "
+                  f"Recall@1/5/20 on the {summary['calibration_labels']}: {recall}; reachable Recall@20 "
+                  f"{summary['floor_recall_at_20']:.3f} (w = 0) to {summary['ceiling_recall_at_20']:.3f} (w = 1); "
+                  f"{summary['lists']} lists of {summary['users']} users in {stage}")
+
+
 if __name__ == "__main__":
     app()
