@@ -6,11 +6,16 @@ the same random numbers. Each treatment arm is compared with the control (the fi
 RoAS, revenue, spend, CTR, CVR and conversions, with CUPED covariates from the pre-period;
 advertiser diversity and funnel survival come from each arm's funnel ledger. RoAS is the primary
 metric; the others are secondary and Holm-adjusted per arm. A sample-ratio-mismatch test checks
-that the arms received the users the design assigns.
+that the arms received the users the design assigns. Before the treatment arms run, the control
+arm's variance gives each arm's planned minimum detectable effect (MDE) on RoAS; every comparison
+carries its achieved MDE. Each arm reports how far its treatment sources (the sources whose quota it
+raises) reached, and an arm whose treatment reached nothing, or too little for its MDE, is flagged
+as not measuring the treatment and never called significant.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -21,6 +26,7 @@ from scipy import sparse
 from blending.diversity import advertiser_diversity
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
+from simulator.power import POWER, achieved_mde, per_user_log_ratio_variance, planned_log_standard_error, relative_mde
 from simulator.random_streams import uniforms
 from simulator.stats import Comparison, RatioMetric, SampleRatioCheck, compare, is_underpowered, sample_ratio_mismatch
 from simulator.traffic import traffic_tables
@@ -37,13 +43,14 @@ METRICS = (
     RatioMetric("conversions_per_user", "conversions", None, "pre_conversions"),
 )
 PRIMARY_METRIC = "roas"  # the decision metric; every other comparison is secondary
+PRIMARY_RATIO = next(metric for metric in METRICS if metric.name == PRIMARY_METRIC)
 DIVERSITY_STAGE = "impressed"
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """Comparisons (one row per treatment arm x metric), per-arm summaries, funnels, the sample-ratio
-    check and raw results."""
+    """Comparisons (one row per treatment arm x metric, with achieved MDE and the exposure flag), per-arm
+    summaries (with exposure, planned MDE on RoAS and the flag), funnels, the sample-ratio check and raw results."""
 
     comparisons: pl.DataFrame
     arms: pl.DataFrame
@@ -76,7 +83,7 @@ def arm_summary(name: str, result: SimulationResult) -> dict:
     totals = result.user_metrics.drop("user_id").sum().row(0, named=True)
     funnel = result.ledger.table()
     shown = funnel.filter((pl.col("source") == "all") & (pl.col("stage") == DIVERSITY_STAGE)).row(0, named=True)
-    summary = {"arm": name, "users": result.user_metrics.height, **totals,
+    summary = {"arm": name, "users": result.user_metrics.height, "days": result.summary["days"], **totals,
                "roas": _safe(totals["conversion_value"], totals["spend"]),
                "ctr": _safe(totals["clicks"], totals["impressions"]),
                "cvr": _safe(totals["click_conversions"], totals["clicks"]),
@@ -93,27 +100,123 @@ def _safe(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
+def treatment_sources(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
+    """Per arm, the sources whose L0 quota it raises over the control's (a missing source has quota 0):
+    what the arm treats its users with. The control gets every treatment arm's sources, so its own
+    exposure to them is the baseline beside theirs."""
+    control = config.arms[0].blend.quotas
+    raised = {arm.name: tuple(source for source, quota in arm.blend.quotas.items() if quota > control.get(source, 0))
+              for arm in config.arms[1:]}
+    every_raised = tuple(dict.fromkeys(source for sources in raised.values() for source in sources))
+    return {config.arms[0].name: every_raised, **raised}
+
+
+def arm_exposure(result: SimulationResult, sources: Sequence[str]) -> dict:
+    """How far an arm's treatment sources reached: distinct users with at least one impression from them,
+    their impressions, and their share of the arm's impressions and spend (NaN without impressions)."""
+    impressions = result.impressions
+    reached = {"users": 0, "impressions": 0, "spend": 0.0, "total_spend": 0.0}
+    if impressions.height:
+        is_treated = pl.col("source").is_in(list(sources))
+        reached = impressions.select(users=pl.col("user_id").filter(is_treated).n_unique(),
+                                     impressions=is_treated.sum(), spend=pl.col("price_paid").filter(is_treated).sum(),
+                                     total_spend=pl.col("price_paid").sum()).row(0, named=True)
+    return {"treatment_sources": ",".join(sources), "treatment_users": int(reached["users"]),
+            "treatment_impressions": int(reached["impressions"]),
+            "treatment_impression_share": _safe(reached["impressions"], impressions.height),
+            "treatment_spend_share": _safe(reached["spend"], reached["total_spend"])}
+
+
+def treatment_check(exposure: dict, planned_roas_mde: float, achieved_roas_mde: float) -> tuple[bool | None, str]:
+    """Whether an arm measures its treatment, with the reason: False when its treatment sources reached
+    no impression, or took a share of the arm's spend below its MDE on RoAS; None when the arm raises
+    no source's quota (an A/A arm), so there is no exposure to check.
+
+    The spend rule: RoAS = value / spend, so a treatment that changes value per dollar only on its
+    sources' impressions moves the arm's RoAS by about (their share of spend) x (the change there),
+    taking their RoAS near the arm's and ignoring displaced impressions of other sources. Below the
+    MDE, even a 100% change on the exposed spend moves RoAS by less than the test can detect. The MDE
+    is the smaller of the planned and the achieved one: the paired design's planned MDE is an upper
+    bound (power.planned_log_standard_error) that common random numbers can beat several times over.
+    """
+    sources = exposure["treatment_sources"]
+    if not sources:
+        return None, "raises no source's quota over the control's: no treatment exposure to check"
+    reached = (f"its treatment source(s) `{sources}` reached {exposure['treatment_users']:,} users and "
+               f"{exposure['treatment_impressions']:,} impressions")
+    if exposure["treatment_impressions"] == 0:
+        return False, reached
+    mde = float(np.fmin(planned_roas_mde, achieved_roas_mde))  # NaN only when neither is estimable
+    spend = f"{reached}, {exposure['treatment_spend_share']:.1%} of the arm's spend"
+    if exposure["treatment_spend_share"] < mde:  # False for a NaN MDE: only the first rule applies
+        return False, (f"{spend}, below its MDE on RoAS of {mde:+.1%}: even a 100% change on that spend could "
+                       f"not move RoAS by the MDE")
+    return True, f"{spend}, at least its MDE on RoAS of {mde:+.1%}"
+
+
+def planned_mde(control: SimulationResult, covariates: pl.DataFrame, treatment_users: dict[str, int],
+                config: ExperimentConfig) -> dict[str, float]:
+    """Planned MDE on RoAS per treatment arm (POWER, config.alpha) for its users and the design's days,
+    from the control arm's per-user variance of log RoAS (CUPED-adjusted when config.cuped), known
+    before any treatment arm runs; see power.planned_log_standard_error for the paired assumption."""
+    columns = _user_columns(control, covariates)
+    variance = per_user_log_ratio_variance(columns[PRIMARY_RATIO.numerator], columns[PRIMARY_RATIO.denominator],
+                                           columns[PRIMARY_RATIO.covariate] if config.cuped else None)
+    control_users = control.user_metrics.height
+    return {name: relative_mde(planned_log_standard_error(variance, control_users, users, config.design == "paired"),
+                               config.alpha)
+            for name, users in treatment_users.items()}
+
+
+def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], planned_roas_mde: dict[str, float],
+               achieved_roas_mde: dict[str, float]) -> pl.DataFrame:
+    """One row per arm: arm_summary, arm_exposure to its treatment sources, the planned MDE on RoAS and
+    treatment_check's flag and reason (null flag and NaN MDE for the control)."""
+    sources = treatment_sources(config)
+    rows = []
+    for name, result in results.items():
+        exposure = arm_exposure(result, sources[name])
+        is_measured, check = ((None, "control arm") if name == config.arms[0].name
+                              else treatment_check(exposure, planned_roas_mde[name], achieved_roas_mde[name]))
+        rows.append({**arm_summary(name, result), "is_control": name == config.arms[0].name, **exposure,
+                     "planned_roas_mde": planned_roas_mde.get(name, float("nan")),
+                     "is_treatment_measured": is_measured, "treatment_check": check})
+    return pl.DataFrame(rows).with_columns(pl.col("is_treatment_measured").cast(pl.Boolean))
+
+
 def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool = False) -> ExperimentResult:
-    """Simulate every arm and compare each treatment arm with the control (the first arm)."""
+    """Simulate every arm and compare each treatment arm with the control (the first arm); the planned
+    MDE on RoAS is known (and printed with `progress`) after the control arm, before the treatment arms."""
     user_ids = np.sort(world.users["user_id"].to_numpy())
     tables = traffic_tables(world)
     covariates = pre_period_covariates(world, config.pre_period_days)
     n_arms = len(config.arms)
     assignment = assign_arms(user_ids, n_arms, config.salt)
+    users_of = {arm.name: user_ids if config.design == "paired" else user_ids[assignment == index]
+                for index, arm in enumerate(config.arms)}
     results: dict[str, SimulationResult] = {}
     for index, arm in enumerate(config.arms):
-        if config.design == "paired":
-            arm_users, simulation = user_ids, config.simulation
-        else:
-            arm_users = user_ids[assignment == index]
-            simulation = replace(config.simulation, budget_share=config.simulation.budget_share / n_arms)
+        arm_users = users_of[arm.name]
+        simulation = (config.simulation if config.design == "paired"
+                      else replace(config.simulation, budget_share=config.simulation.budget_share / n_arms))
         if arm_users.size == 0:
             raise ValueError(f"arm '{arm.name}' got no users; the world has {user_ids.size} users for {n_arms} arms")
         if progress:
             print(f"arm {arm.name}: {arm_users.size} users, quotas {arm.blend.quotas}")
         results[arm.name] = simulate(world, stack, arm.blend, arm_users, simulation, progress=progress, tables=tables)
-    comparisons = compare_arms(config, results, covariates)
-    arms = pl.DataFrame([arm_summary(name, result) for name, result in results.items()])
+        if index == 0:
+            planned = planned_mde(results[arm.name], covariates,
+                                  {other.name: users_of[other.name].size for other in config.arms[1:]}, config)
+            if progress:
+                for name, mde in planned.items():
+                    print(f"planned MDE on RoAS ({POWER:.0%} power, alpha {config.alpha}) for arm {name}: {mde:+.1%} "
+                          f"({arm_users.size} control and {users_of[name].size} treatment users over "
+                          f"{config.simulation.days} simulated day(s))")
+    tested = compare_arms(config, results, covariates)
+    achieved = dict(tested.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
+    arms = arms_table(config, results, planned, achieved)
+    comparisons = adjust_p_values(tested.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
+                                              maintain_order="left"), config.alpha)
     funnels = pl.concat([result.ledger.table().with_columns(pl.lit(name).alias("arm"))
                          for name, result in results.items()])
     return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels,
@@ -129,29 +232,32 @@ def sample_ratio_check(config: ExperimentConfig, results: dict[str, SimulationRe
     return sample_ratio_mismatch(users, [1.0] * len(users))
 
 
+def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Per-user metrics of one arm with their pre-period covariates, column by column."""
+    frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
+    return {name: frame[name].to_numpy() for name in frame.columns}
+
+
 def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
                  covariates: pl.DataFrame) -> pl.DataFrame:
-    """One row per (treatment arm, metric): control and treatment values, relative change, CI, p-value,
-    Holm-adjusted p-value (see adjust_p_values) and significance."""
-    def columns(result: SimulationResult) -> dict[str, np.ndarray]:
-        frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
-        return {name: frame[name].to_numpy() for name in frame.columns}
-
+    """One row per (treatment arm, metric): control and treatment values, relative change, CI, p-value
+    and achieved MDE (`mde`, at POWER); run_ab adds the arm's exposure flag and adjust_p_values."""
     names = list(results)
-    control = columns(results[names[0]])
+    control = _user_columns(results[names[0]], covariates)
     rng = np.random.default_rng([config.simulation.seed, config.salt])
     rows = []
     for name in names[1:]:
-        treatment = columns(results[name])
-        for metric in METRICS:
-            comparison = compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
-                                 cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
-                                 rng=rng)
-            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__, "method": config.method})
-        for comparison in compare_diversity(results[names[0]], results[name], paired=config.design == "paired",
-                                            alpha=config.alpha, samples=config.bootstrap_samples, rng=rng):
-            rows.append({"arm": name, "control_arm": names[0], **comparison.__dict__, "method": "bootstrap"})
-    return adjust_p_values(pl.DataFrame(rows), config.alpha)
+        treatment = _user_columns(results[name], covariates)
+        comparisons = [(compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
+                                cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
+                                rng=rng), config.method) for metric in METRICS]
+        comparisons += [(comparison, "bootstrap") for comparison in compare_diversity(
+            results[names[0]], results[name], paired=config.design == "paired", alpha=config.alpha,
+            samples=config.bootstrap_samples, rng=rng)]
+        rows += [{"arm": name, "control_arm": names[0], **comparison.__dict__, "method": method,
+                  "mde": achieved_mde(comparison.ci_low, comparison.ci_high, config.alpha)}
+                 for comparison, method in comparisons]
+    return pl.DataFrame(rows)
 
 
 def adjust_p_values(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:
@@ -159,7 +265,8 @@ def adjust_p_values(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:
 
     Holm's adjustment runs over two kinds of family: the primary metric across treatment arms (one
     arm: unchanged), and each arm's secondary metrics. Significant = adjusted p < alpha on a test
-    that is not underpowered (an underpowered test over-rejects, so it is never called significant).
+    that is not underpowered (an underpowered test over-rejects, so it is never called significant)
+    in an arm not flagged as not measuring its treatment (is_treatment_measured false; null = not checked).
     """
     is_primary = (comparisons["metric"] == PRIMARY_METRIC).to_numpy()
     family = np.where(is_primary, "", "secondary: " + comparisons["arm"].to_numpy().astype(str))
@@ -168,7 +275,8 @@ def adjust_p_values(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:
     for name in np.unique(family):
         members = family == name
         adjusted[members] = holm_adjust(p_values[members])
-    is_significant = (adjusted < alpha) & ~comparisons["is_underpowered"].to_numpy()  # NaN < alpha is False
+    is_measured = comparisons["is_treatment_measured"].fill_null(True).to_numpy()
+    is_significant = (adjusted < alpha) & ~comparisons["is_underpowered"].to_numpy() & is_measured  # NaN < alpha: False
     return comparisons.with_columns(pl.Series("is_primary", is_primary), pl.Series("p_value_adjusted", adjusted),
                                     pl.Series("is_significant", is_significant))
 
@@ -242,8 +350,8 @@ def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str,
     """Run one arm per quota of `source` (the first quota is the control) and tabulate the curves."""
     arms = sweep_arms(config.arms[0], source, quotas)
     result = run_ab(replace(config, arms=arms), world, stack, progress=progress)
-    columns = ("ci_low", "ci_high", "p_value", "p_value_adjusted", "arm_users", "nonzero_users", "is_underpowered",
-               "is_significant")
+    columns = ("ci_low", "ci_high", "mde", "p_value", "p_value_adjusted", "arm_users", "nonzero_users",
+               "is_underpowered", "is_significant")
     roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
         "arm", pl.col("relative_change").alias("roas_change"), *[pl.col(c).alias(f"roas_{c}") for c in columns])
     table = (result.arms.with_columns(pl.Series("quota", quotas))

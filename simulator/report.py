@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from simulator.power import POWER
 from simulator.stats import MIN_ARM_USERS, MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
 
+NOT_MEASURING = "not measuring the treatment"  # the verdict of every row of an arm flagged by its exposure
+EXPOSURE_COLUMNS = ("treatment_sources", "treatment_users", "treatment_impressions", "treatment_impression_share",
+                    "treatment_spend_share")
 METRIC_LABELS = {
     "roas": "Return on ad spend", "revenue_per_user": "Advertiser revenue per user",
     "spend_per_user": "Ad spend per user", "ctr": "CTR", "cvr": "CVR (click-through)",
@@ -52,8 +56,11 @@ def srm_line(check: SampleRatioCheck) -> str:
 
 
 def verdict(row: dict, prefix: str = "") -> str:
-    """What a comparison row supports: significant, not significant, underpowered or not estimable
-    (`prefix`: the column prefix, e.g. `roas_` in the sweep table)."""
+    """What a comparison row supports: not measuring the treatment (its arm's exposure flag), significant,
+    not significant, underpowered or not estimable (`prefix`: the column prefix, e.g. `roas_` in the
+    sweep table; the flag `is_treatment_measured` has none)."""
+    if row["is_treatment_measured"] is False:
+        return NOT_MEASURING
     p_value = row[f"{prefix}p_value"]
     if p_value is None or math.isnan(p_value):
         return "not estimable"
@@ -89,6 +96,33 @@ def coverage_line(coverage: dict) -> str:
     return f"LLM-feature coverage: {shares}."
 
 
+def exposure_lines(arms: pl.DataFrame) -> list[str]:
+    """One sentence per treatment arm on how far its treatment sources reached (experiment.treatment_check);
+    an arm flagged as not measuring the treatment says so in bold, above its rows."""
+    lines = []
+    for row in arms.filter(~pl.col("is_control")).iter_rows(named=True):
+        if row["is_treatment_measured"] is False:
+            lines += [(f"**Arm `{row['arm']}` is {NOT_MEASURING}**: {row['treatment_check']}. Its rows read "
+                       f"\"{NOT_MEASURING}\", not a result."), ""]
+        else:
+            lines += [f"Exposure of arm `{row['arm']}`: {row['treatment_check']}.", ""]
+    return lines
+
+
+def power_lines(arms: pl.DataFrame, comparisons: pl.DataFrame, design: str, alpha: float) -> list[str]:
+    """Per treatment arm, the MDE on RoAS planned before it ran and the MDE its result achieved."""
+    achieved = dict(comparisons.filter(pl.col("metric") == "roas").select("arm", "mde").rows())
+    control = arms.filter(pl.col("is_control")).row(0, named=True)
+    assumption = ("; paired design: the arms' per-user outcomes taken as uncorrelated, so the planned MDE is an "
+                  "upper bound" if design == "paired" else "")
+    return [f"Power ({POWER:.0%}, alpha {alpha}): minimum detectable effect (MDE) on RoAS of arm `{row['arm']}`: "
+            f"planned {_percent(row['planned_roas_mde'])} before it ran ({control['users']:,} control and "
+            f"{row['users']:,} treatment users over {row['days']} simulated day(s), from the control arm's "
+            f"per-user variance of log RoAS{assumption}); achieved {_percent(achieved.get(row['arm']))} (from the "
+            "result's interval)."
+            for row in arms.filter(~pl.col("is_control")).iter_rows(named=True)] + [""]
+
+
 def _coverage_lines(coverage: dict | None) -> list[str]:
     line = coverage_line(coverage or {})
     return [line, ""] if line else []
@@ -96,28 +130,34 @@ def _coverage_lines(coverage: dict | None) -> list[str]:
 
 def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",
                 alpha: float = 0.05, coverage: dict | None = None) -> str:
-    """The Table 6 analogue: the SRM check, then per metric (primary first) control and treatment
-    values, relative change, CI, raw and Holm-adjusted p-values and the verdict."""
+    """The Table 6 analogue: the SRM check, the planned and achieved MDE on RoAS and each arm's treatment
+    exposure (flagged arms first, in bold), then per metric (primary first) control and treatment values,
+    relative change, CI, achieved MDE, raw and Holm-adjusted p-values and the verdict."""
     lines = [f"### {title}", ""]
     if note:
         lines += [note, ""]
-    lines += [srm_line(srm), "", *_coverage_lines(coverage),
-              (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | p-value | Holm p-value "
-               "| Verdict |"), "|---|---|---|---|---|---|---|---|---|"]
+    lines += [srm_line(srm), "", *_coverage_lines(coverage), *power_lines(arms, comparisons, srm.design, alpha),
+              *exposure_lines(arms.sort("is_treatment_measured", nulls_last=True, maintain_order=True)),
+              (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | MDE ({POWER:.0%} power) "
+               "| p-value | Holm p-value | Verdict |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for row in comparisons.sort("is_primary", descending=True, maintain_order=True).iter_rows(named=True):
         role = "primary" if row["is_primary"] else "secondary"
         metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
         lines.append(
             f"| {row['arm']} | {metric} | {_number(row['control'])} | "
             f"{_number(row['treatment'])} | {_percent(row['relative_change'])} | "
-            f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_number(row['p_value'], 3)} | "
+            f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_percent(row['mde'])} | "
+            f"{_number(row['p_value'], 3)} | "
             f"{_number(row['p_value_adjusted'], 3)} | "
             f"{verdict(row)} |")
     lines += ["", multiple_testing_note(alpha)]
-    lines += ["", "Per arm (advertiser diversity over impressions; survival = impressed / retrieved):", ""]
+    lines += ["", ("Per arm (advertiser diversity over impressions; survival = impressed / retrieved; treatment_*: "
+                   "what the sources whose quota the arm raises reached, the control's own exposure to them beside "
+                   "it):"), ""]
     survival = [c for c in arms.columns if c.endswith(("_survival", "_impressed_share"))]
     header = ["arm", "users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
-              "unique_advertisers", "advertiser_entropy", "advertiser_gini", *survival]
+              "unique_advertisers", "advertiser_entropy", "advertiser_gini", *survival, *EXPOSURE_COLUMNS,
+              "planned_roas_mde"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in arms.iter_rows(named=True):
         lines.append("| " + " | ".join(str(row[c]) if isinstance(row[c], str) else _number(row[c]) for c in header) + " |")
@@ -126,16 +166,19 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
 
 def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: SampleRatioCheck,
                    relative_to: Path | None = None, alpha: float = 0.05, coverage: dict | None = None) -> str:
-    """The SRM check, then metrics, diversity and survival of `source` against its L0 quota (RoAS
-    change versus the first quota with raw and Holm-adjusted p-values and verdict), with the plots linked."""
-    columns = ["quota", "roas", "roas_change", "roas_p_value", "roas_p_value_adjusted", "roas_verdict", "conversions",
-               "spend", "unique_advertisers", "advertiser_entropy", "advertiser_gini", f"{source}_impressed_share",
-               f"{source}_survival"]
+    """The SRM check and each quota's treatment exposure (flagged quotas in bold), then metrics, diversity
+    and survival of `source` against its L0 quota (RoAS change versus the first quota with planned and
+    achieved MDE, raw and Holm-adjusted p-values and verdict), with the plots linked."""
+    columns = ["quota", "roas", "roas_change", "planned_roas_mde", "roas_mde", "roas_p_value", "roas_p_value_adjusted",
+               "roas_verdict", "conversions", "spend", "unique_advertisers", "advertiser_entropy", "advertiser_gini",
+               f"{source}_impressed_share", f"{source}_survival", "treatment_users", "treatment_spend_share"]
+    percents = ("roas_change", "planned_roas_mde", "roas_mde")
     lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "", *_coverage_lines(coverage),
+             *exposure_lines(table.sort("is_treatment_measured", nulls_last=True, maintain_order=True)),
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
-        row["roas_verdict"] = "control" if row["roas_change"] is None else verdict(row, "roas_")
-        cells = [_percent(row[c]) if c == "roas_change" else row[c] if c == "roas_verdict" else _number(row.get(c))
+        row["roas_verdict"] = "control" if row["is_control"] else verdict(row, "roas_")
+        cells = [_percent(row[c]) if c in percents else row[c] if c == "roas_verdict" else _number(row.get(c))
                  for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", multiple_testing_note(alpha), ""]

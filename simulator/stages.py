@@ -2,8 +2,10 @@
 
 Each writes its tables as Parquet and a markdown report section, records itself in the run's
 manifest, and skips when it already finished with the same config (DESIGN: a run is a folder).
-The stage summary (stage.json and manifest.json) carries the sample-ratio check and the primary
-metric's result per treatment arm.
+The stage summary (the `summary` of `<stage>/stage.json`; the manifest keeps each stage's config and
+outputs) carries the sample-ratio check, the primary metric's result per treatment arm (with its
+achieved MDE) and each arm's treatment exposure, planned MDE and `is_treatment_measured` flag with its
+reason.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import polars as pl
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
 from simulator.experiment import aa_check, pre_period_covariates, run_ab, run_sweep
-from simulator.report import ab_markdown, plot_sweep, sweep_markdown
+from simulator.report import EXPOSURE_COLUMNS, ab_markdown, plot_sweep, sweep_markdown
 from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
@@ -53,7 +55,7 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
                "llm_feature_coverage": stack.llm_feature_coverage, "aa_significant_rate": aa_rate,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
-               "roas_change": _roas_changes(result.comparisons)}
+               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms)}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
                  summary)
     return summary
@@ -75,15 +77,25 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
                                                      alpha=experiment.alpha, coverage=stack.llm_feature_coverage))
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
                "llm_feature_coverage": stack.llm_feature_coverage,
-               "roas_change": _roas_changes(result.comparisons), "plots": [str(p) for p in plots]}
+               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms),
+               "plots": [str(p) for p in plots]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
     return summary
 
 
 def _roas_changes(comparisons: pl.DataFrame) -> dict:
-    """The primary metric per treatment arm (NaN as null, so the record stays strict JSON)."""
-    columns = ("relative_change", "p_value", "p_value_adjusted", "nonzero_users", "is_underpowered", "is_significant")
+    """The primary metric per treatment arm (see _json_value for NaN)."""
+    columns = ("relative_change", "mde", "p_value", "p_value_adjusted", "nonzero_users", "is_underpowered",
+               "is_treatment_measured", "is_significant")
     rows = comparisons.filter(pl.col("is_primary")).select("arm", *columns).iter_rows(named=True)
+    return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
+
+
+def _exposure_summary(arms: pl.DataFrame) -> dict:
+    """Per arm: what its treatment sources reached, the planned MDE on RoAS and whether it measures the
+    treatment, with the reason (null flag for the control and for arms that raise no quota)."""
+    columns = (*EXPOSURE_COLUMNS, "planned_roas_mde", "is_treatment_measured", "treatment_check")
+    rows = arms.select("arm", *columns).iter_rows(named=True)
     return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
 
 
@@ -93,5 +105,6 @@ def _srm_summary(check: SampleRatioCheck) -> dict:
 
 
 def _json_value(value):
-    return None if isinstance(value, float) and math.isnan(value) else value
+    """NaN and infinite floats (an unbounded MDE) as null, so the record stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 

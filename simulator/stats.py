@@ -92,7 +92,9 @@ def log_ratio_influence(numerator: np.ndarray, denominator: np.ndarray) -> np.nd
     return (numerator - numerator.mean()) / numerator.mean() - (denominator - denominator.mean()) / denominator.mean()
 
 
-def _cuped_theta(influence: np.ndarray, covariate: np.ndarray) -> float:
+def cuped_theta(influence: np.ndarray, covariate: np.ndarray) -> float:
+    """CUPED's coefficient: the least-squares slope of the per-user influence on the pre-period covariate
+    (0 for a constant covariate); subtracting theta * covariate leaves the mean and cuts the variance."""
     centred = covariate - covariate.mean()
     variance = float(centred @ centred)
     return float((influence - influence.mean()) @ centred / variance) if variance > 0 else 0.0
@@ -128,9 +130,9 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], me
     difference = np.log(value_t) - np.log(value_c)
     theta = 0.0
     if cuped and paired:
-        theta = _cuped_theta(influence_t - influence_c, z_c)
+        theta = cuped_theta(influence_t - influence_c, z_c)
     elif cuped:
-        theta = _cuped_theta(np.r_[influence_c, influence_t], np.r_[z_c, z_t])
+        theta = cuped_theta(np.r_[influence_c, influence_t], np.r_[z_c, z_t])
         difference -= theta * (z_t.mean() - z_c.mean())
     if method == "delta":
         if paired:

@@ -52,6 +52,70 @@ def test_ab_split_runs_each_arm_on_its_users(tiny_world, tiny_stack):
     assert text.index("Sample-ratio check (SRM)") < text.index("| Arm | Metric")
     assert "Return on ad spend (primary)" in text and "CTR (secondary)" in text and "Holm" in text
     assert "n/a" not in text.split("Per arm")[0].split("Return on ad spend")[1][:60]
+    # exposure of the raised `llm` source agrees with the funnel ledger's impressed count
+    treated = result.arms.filter(pl.col("arm") == "llm_on").row(0, named=True)
+    ledger = result.results["llm_on"].ledger.table()
+    impressed = ledger.filter((pl.col("source") == "llm") & (pl.col("stage") == "impressed"))["count"].item()
+    assert (control["treatment_sources"], control["treatment_impressions"], control["treatment_users"]) == ("llm", 0, 0)
+    assert treated["treatment_sources"] == "llm" and treated["treatment_impressions"] == impressed > 0
+    assert treated["treatment_impression_share"] == pytest.approx(treated["llm_impressed_share"])
+    assert 0 < treated["treatment_users"] <= treated["users"] and 0 < treated["treatment_spend_share"] < 1
+
+
+def test_arm_whose_treatment_spend_is_below_its_mde_is_not_measuring(tiny_world, tiny_stack):
+    """300 users a day per arm: the planned MDE on RoAS is about +100%, the LLM source takes about half
+    of the treatment arm's spend, so even doubling RoAS on that spend could not be seen."""
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2))
+    result = run_ab(config, tiny_world, tiny_stack)
+    treated = result.arms.filter(pl.col("arm") == "llm_on").row(0, named=True)
+    roas = result.comparisons.filter(pl.col("metric") == "roas").row(0, named=True)
+    assert treated["treatment_impressions"] > 0
+    # planned (before the arm ran, from the control's variance) and achieved MDE agree in the split design
+    assert 0.5 < treated["planned_roas_mde"] < 2 and roas["mde"] == pytest.approx(treated["planned_roas_mde"], rel=0.2)
+    assert treated["treatment_spend_share"] < min(treated["planned_roas_mde"], roas["mde"])
+    assert treated["is_treatment_measured"] is False and "below its MDE on RoAS" in treated["treatment_check"]
+    assert not result.comparisons["is_treatment_measured"].any() and not result.comparisons["is_significant"].any()
+    text = ab_markdown(result.comparisons, result.arms, result.srm, "A/B")
+    assert "**Arm `llm_on` is not measuring the treatment**" in text
+    assert text.count("| not measuring the treatment |") == result.comparisons.height
+
+
+def test_arm_whose_treatment_source_serves_nothing_is_flagged_in_the_stage_summary_and_the_report(
+        tiny_world, tiny_stack, tmp_path):
+    """The LLM quota is raised, but the generator has no predictions to serve (the demo's A/B of 29dfd80:
+    0 LLM impressions): the stage summary and the report flag the arm, never a result."""
+    import json
+    from dataclasses import replace
+
+    from simulator.baselines import AdvertiserFilterGenerator, history_predictions
+    from simulator.stages import ab_stage
+    from synthetic_data.run_folder import RunFolder
+
+    no_predictions = history_predictions(tiny_world.events, user_ids=np.array([], dtype=np.int64))
+    stack = replace(tiny_stack, generators=(tiny_stack.generators[0],
+                                            AdvertiserFilterGenerator(tiny_world, no_predictions)))
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2))
+    run = RunFolder(tmp_path)
+    summary = ab_stage(run, config, tiny_world, stack, "baseline, no LLM predictions", progress=False)
+    exposure = summary["exposure"]["llm_on"]
+    assert (exposure["treatment_users"], exposure["treatment_impressions"]) == (0, 0)
+    assert exposure["is_treatment_measured"] is False
+    assert exposure["treatment_check"] == "its treatment source(s) `llm` reached 0 users and 0 impressions"
+    assert summary["roas_change"]["llm_on"]["is_treatment_measured"] is False
+    assert summary["roas_change"]["llm_on"]["is_significant"] is False
+    assert summary["exposure"]["control"]["is_treatment_measured"] is None
+    record = json.loads((tmp_path / "ab" / "stage.json").read_text())  # the issue's "summary.json"
+    assert record["summary"]["exposure"]["llm_on"]["is_treatment_measured"] is False
+    text = (tmp_path / "ab" / "report.md").read_text()
+    flag = text.index("**Arm `llm_on` is not measuring the treatment**: its treatment source(s) `llm` reached 0 users")
+    assert flag < text.index("| Arm | Metric")
+    metric_table = text.split("| Arm | Metric")[1].split("Per arm")[0]
+    rows = [line for line in metric_table.splitlines() if line.startswith("| llm_on | ")]
+    assert len(rows) == 9 and all(row.endswith("| not measuring the treatment |") for row in rows)
+    assert text.index("minimum detectable effect (MDE) on RoAS of arm `llm_on`: planned +") < flag
+    assert "| MDE (80% power) |" in text
+    comparisons = pl.read_parquet(tmp_path / "ab" / "comparisons.parquet")
+    assert comparisons["is_treatment_measured"].to_list() == [False] * 9
 
 
 def test_aa_resplits_are_not_significant_more_often_than_alpha(tiny_world, tiny_stack):
@@ -72,6 +136,13 @@ def test_sweep_paired_replays_the_same_users(tiny_world, tiny_stack, tmp_path):
     assert requests[0] == requests[1] == requests[2]  # common random numbers: identical traffic
     shares = table["llm_impressed_share"].to_list()
     assert shares[0] == 0 and shares[1] < shares[2]  # a larger quota takes more of the impressions
+    assert table["treatment_impression_share"].to_list() == pytest.approx(shares)
+    # real exposure, measured: the spend share passes the achieved MDE, which common random numbers make
+    # several times smaller than the planned one (an upper bound that takes the arms as uncorrelated)
+    treated = table.filter(pl.col("quota") > 0)
+    assert treated["is_treatment_measured"].to_list() == [True, True]
+    assert (treated["treatment_spend_share"] >= treated["roas_mde"]).all()
+    assert (treated["planned_roas_mde"] > 1.5 * treated["roas_mde"]).all()
     # every arm replays all users: no random share to test, but the counts must be equal
     assert (result.srm.design, result.srm.users, result.srm.is_mismatch) == ("paired", (tiny_world.users.height,) * 3,
                                                                              False)
@@ -80,6 +151,8 @@ def test_sweep_paired_replays_the_same_users(tiny_world, tiny_stack, tmp_path):
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     text = sweep_markdown(table, "llm", paths, result.srm, tmp_path)
     assert "sweep_roas" in text and "not applicable to the paired design" in text.split("| quota")[0]
+    assert "Exposure of arm `llm_quota_30`: its treatment source(s) `llm` reached" in text
+    assert "not measuring" not in text
 
 
 def test_bad_experiments_are_clear_errors():
@@ -140,12 +213,16 @@ def test_ab_report_says_unbounded_underpowered_and_a_flagged_srm_plainly():
 
     roas = Comparison("roas", 2.5, 5.0, 1.0, -0.5, np.inf, 0.3, undefined_resamples=104, arm_users=60,
                       nonzero_users=3, is_underpowered=True)
-    comparisons = adjust_p_values(pl.DataFrame([{"arm": "b", "control_arm": "a", **roas.__dict__}]), alpha=0.05)
-    columns = ["users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
-               "unique_advertisers", "advertiser_entropy", "advertiser_gini"]
-    arms = pl.DataFrame({"arm": ["a", "b"], **{column: [1.0, 1.0] for column in columns}})
+    comparisons = adjust_p_values(pl.DataFrame([{"arm": "b", "control_arm": "a", **roas.__dict__, "mde": np.inf,
+                                                 "is_treatment_measured": True}]), alpha=0.05)
+    columns = ["users", "days", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
+               "unique_advertisers", "advertiser_entropy", "advertiser_gini", "treatment_users",
+               "treatment_impressions", "treatment_impression_share", "treatment_spend_share", "planned_roas_mde"]
+    arms = pl.DataFrame({"arm": ["a", "b"], "is_control": [True, False], "treatment_sources": ["llm", "llm"],
+                         "is_treatment_measured": [None, True], "treatment_check": ["control arm", "reached"],
+                         **{column: [1, 1] for column in columns}})
     text = ab_markdown(comparisons, arms, sample_ratio_mismatch([5200, 4800], [1, 1]), "A/B")
-    assert "| [-50.00%, unbounded] |" in text
+    assert "| [-50.00%, unbounded] | unbounded |" in text  # the achieved MDE of an unbounded interval
     assert "underpowered (60 users in the smaller arm, 3 with a nonzero numerator)" in text
     assert text.index("**Sample-ratio mismatch (SRM)**") < text.index("| Arm |") and "not trustworthy" in text
 
@@ -154,7 +231,9 @@ def test_holm_families_are_the_primary_across_arms_and_each_arms_secondaries():
     comparisons = pl.DataFrame({
         "arm": ["b", "b", "b", "c", "c", "c"], "metric": ["roas", "ctr", "cvr", "roas", "ctr", "cvr"],
         "p_value": [0.02, 0.01, 0.04, 0.03, 0.2, float("nan")],
-        "is_underpowered": [False, False, False, False, True, False]})
+        "is_underpowered": [False, False, False, False, True, False],
+        "is_treatment_measured": [None, None, None, True, True, True]}, schema_overrides={
+        "is_treatment_measured": pl.Boolean})
     adjusted = adjust_p_values(comparisons, alpha=0.05)
     assert adjusted["is_primary"].to_list() == [True, False, False, True, False, False]
     # primary family {0.02, 0.03}: 2 * 0.02, max(0.04, 0.03); arm b's secondaries {0.01, 0.04}: 0.02, 0.04;
@@ -162,6 +241,11 @@ def test_holm_families_are_the_primary_across_arms_and_each_arms_secondaries():
     assert adjusted["p_value_adjusted"].to_list()[:5] == pytest.approx([0.04, 0.02, 0.04, 0.04, 0.2])
     assert np.isnan(adjusted["p_value_adjusted"][5])
     assert adjusted["is_significant"].to_list() == [True, True, True, True, False, False]
+    # an arm flagged as not measuring its treatment stays in the primary family but is never significant
+    flagged = adjust_p_values(comparisons.with_columns(pl.Series("is_treatment_measured", [False] * 3 + [True] * 3)),
+                              alpha=0.05)
+    assert flagged["p_value_adjusted"].to_list()[:5] == pytest.approx([0.04, 0.02, 0.04, 0.04, 0.2])
+    assert flagged["is_significant"].to_list() == [False, False, False, True, False, False]
 
 
 @pytest.mark.slow
