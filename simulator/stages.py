@@ -44,7 +44,8 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     result.arms.write_parquet(folder / "arms.parquet")
     result.funnels.write_parquet(folder / "funnels.parquet")
     aa.write_parquet(folder / "aa.parquet")
-    note = (f"Simulated {experiment.simulation.days} days, design `{experiment.design}`, "
+    days = experiment.simulation.days
+    note = (f"Simulated {days} day{'s' if days != 1 else ''}, design `{experiment.design}`, "
             f"{experiment.method} method{' with CUPED' if experiment.cuped else ''}; stack: {stack_label}. "
             f"A/A check: re-splitting the control arm's users {AA_SPLITS} times, "
             f"{aa_rate:.1%} of {aa_tested.len()} metric tests had a raw p-value below alpha = {experiment.alpha}"

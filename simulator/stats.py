@@ -25,7 +25,7 @@ from synthetic_data.intervals import bootstrap_interval
 # A comparison is underpowered when its smaller arm has fewer users than MIN_ARM_USERS, or fewer
 # users with a nonzero numerator (converters, for RoAS) than MIN_NONZERO_USERS. Below them some
 # metric's synthetic A/A false-positive rate at alpha = 0.05 exceeds 7%, for the delta method and
-# the bootstrap alike (RoAS with 9-18 converters: 7.8-8.2%; with 4: 13.2% delta, 8.0% bootstrap);
+# the bootstrap alike (RoAS with 9-18 converters: 7.8-8.2%; with 4: 13.2% delta, 9.0% bootstrap);
 # the comparisons that pass both reject 5.3-5.7% at 200-300 users per arm
 # (benchmarks/bench_aa_calibration.py; the table is in the README).
 MIN_ARM_USERS = 200
