@@ -3,7 +3,8 @@
 Stages run retrieved -> blended -> ranked -> won_auction -> impressed -> clicked, and an
 impression converts (click- or view-through) at most once, so `converted` nests in `impressed`.
 The ledger keeps counts per (stage, source, advertiser), so survival and advertiser diversity
-of every stage come from the same numbers and add up by construction.
+of every stage come from the same numbers and add up by construction. `largest_losses` names, per
+source, the delivery step (retrieved -> impressed) that keeps the smallest share of its candidates.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ STAGES = ("retrieved", "blended", "ranked", "won_auction", "impressed", "clicked
 PARENT_STAGE = {"blended": "retrieved", "ranked": "blended", "won_auction": "ranked",
                 "impressed": "won_auction", "clicked": "impressed", "converted": "impressed"}
 ALL_SOURCES = "all"
+DELIVERY_STAGES = ("blended", "ranked", "won_auction", "impressed")  # steps before the user; clicks are responses
+LOSS_CAUSES = {  # what removes a candidate between the parent stage and this one (simulator/engine.py)
+    "blended": "blending: the L0 quota, duplicates of another source's items, the per-advertiser cap, max_candidates",
+    "ranked": "advertisers inactive, out of budget or throttled by pacing, and the rank depth (advertisers per "
+              "request sent to the auction, by predicted conversion)",
+    "won_auction": "the auction: eCPM below the reserve, the advertiser's own better candidate, or outbid for the "
+                   "slots",
+    "impressed": "a won slot not scrolled into view (view_decay per position)",
+}
 
 
 class FunnelLedger:
@@ -83,6 +93,39 @@ class FunnelLedger:
                     "entropy": diversity.entropy, "gini": diversity.gini,
                 })
         return pl.DataFrame(rows)
+
+
+def largest_losses(table: pl.DataFrame, keys: Sequence[str] = ()) -> pl.DataFrame:
+    """Per source (and `keys`, e.g. `arm`) of a `FunnelLedger.table()`: the delivery step that keeps the
+    smallest share of the candidates that reached its parent stage (ties: the earlier step), that share
+    (`survival`) and the other sources' share at the same step (`other_survival`, null without them).
+
+    One row per (keys, source) with columns keys, source, retrieved, impressed, stage, parent_stage,
+    survival, other_survival; stage is null for a source that retrieved nothing. Only the ledger's
+    counts are read, so the cause is a step (LOSS_CAUSES lists what removes candidates there), not a
+    per-candidate reason.
+    """
+    keys = list(keys)
+    counts = table.filter(pl.col("source") != ALL_SOURCES).join(
+        table.filter(pl.col("source") == ALL_SOURCES).select(*keys, "stage", pl.col("count").alias("all_count")),
+        on=[*keys, "stage"])
+    parents = counts.select(*keys, "source", pl.col("stage").alias("parent_stage"),
+                            pl.col("count").alias("parent_count"), pl.col("all_count").alias("all_parent_count"))
+    steps = pl.DataFrame({"stage": DELIVERY_STAGES, "parent_stage": [PARENT_STAGE[s] for s in DELIVERY_STAGES],
+                          "step": range(len(DELIVERY_STAGES))})
+    other_parent = pl.col("all_parent_count") - pl.col("parent_count")
+    losses = (counts.join(steps, on="stage").join(parents, on=[*keys, "source", "parent_stage"])
+              .filter(pl.col("parent_count") > 0)
+              .with_columns((pl.col("count") / pl.col("parent_count")).alias("survival"),
+                            pl.when(other_parent > 0).then((pl.col("all_count") - pl.col("count")) / other_parent)
+                            .alias("other_survival"))
+              .sort([*keys, "source", "survival", "step"])
+              .group_by([*keys, "source"], maintain_order=True).first()
+              .select(*keys, "source", "stage", "parent_stage", "survival", "other_survival"))
+    totals = counts.filter(pl.col("stage").is_in(["retrieved", "impressed"])).pivot(
+        on="stage", index=[*keys, "source"], values="count")
+    return totals.select(*keys, "source", "retrieved", "impressed").join(losses, on=[*keys, "source"], how="left",
+                                                                         maintain_order="left")
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

@@ -139,11 +139,14 @@ def _default_arms() -> tuple[ArmConfig, ...]:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """An A/B (or A/B/n) experiment; the first arm is the control."""
+    """An A/B (or A/B/n) experiment; the first arm is the control. `design` is the A/B's, `sweep_design`
+    the L0 quota sweep's (paired by default: every quota replays the same users with common random numbers,
+    so quotas differ only by their treatment)."""
 
     arms: tuple[ArmConfig, ...] = field(default_factory=_default_arms)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     design: str = "split"  # split: users hashed into arms; paired: every arm replays all users (CRN)
+    sweep_design: str = "paired"  # the same choice for `adsim sweep`
     salt: int = 0  # hash salt of the user split
     method: str = "delta"  # delta | bootstrap
     bootstrap_samples: int = 1000
@@ -156,6 +159,7 @@ class ExperimentConfig:
         names = [arm.name for arm in self.arms]
         require(len(set(names)) == len(names), "arms.name", f"arm names must be unique, got {names}")
         require(self.design in ("split", "paired"), "design", "must be 'split' or 'paired'")
+        require(self.sweep_design in ("split", "paired"), "sweep_design", "must be 'split' or 'paired'")
         require(self.method in ("delta", "bootstrap"), "method", "must be 'delta' or 'bootstrap'")
         require(self.bootstrap_samples >= 100, "bootstrap_samples", "must be >= 100")
         require(self.pre_period_days >= 1, "pre_period_days", "must be >= 1")

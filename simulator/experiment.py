@@ -10,7 +10,9 @@ that the arms received the users the design assigns. Before the treatment arms r
 arm's variance gives each arm's planned minimum detectable effect (MDE) on RoAS; every comparison
 carries its achieved MDE. Each arm reports how far its treatment sources (the sources whose quota it
 raises) reached, and an arm whose treatment reached nothing, or too little for its MDE, is flagged
-as not measuring the treatment and never called significant.
+as not measuring the treatment and never called significant. The L0 quota sweep runs in the paired
+design unless told otherwise (every quota replays the same users, so quotas differ only by their
+treatment) and names the first quota whose advertiser diversity drops significantly (paper 4.5.1).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ METRICS = (
 PRIMARY_METRIC = "roas"  # the decision metric; every other comparison is secondary
 PRIMARY_RATIO = next(metric for metric in METRICS if metric.name == PRIMARY_METRIC)
 DIVERSITY_STAGE = "impressed"
+CONCENTRATION_DIRECTION = {"advertiser_entropy": -1.0, "advertiser_gini": 1.0}  # the sign of over-concentration
 
 
 @dataclass(frozen=True)
@@ -347,17 +350,51 @@ def sweep_arms(base: ArmConfig, source: str, quotas: list[int]) -> tuple[ArmConf
 
 def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str, quotas: list[int],
               progress: bool = False) -> tuple[pl.DataFrame, ExperimentResult]:
-    """Run one arm per quota of `source` (the first quota is the control) and tabulate the curves."""
+    """Run one arm per quota of `source` (the first quota is the control) in `config.sweep_design` (paired
+    by default: every quota replays the same users with common random numbers) and tabulate the curves:
+    one row per quota with arms_table's columns, the RoAS change (`roas_*`) and concentration_tests'."""
     arms = sweep_arms(config.arms[0], source, quotas)
-    result = run_ab(replace(config, arms=arms), world, stack, progress=progress)
+    result = run_ab(replace(config, arms=arms, design=config.sweep_design), world, stack, progress=progress)
     columns = ("ci_low", "ci_high", "mde", "p_value", "p_value_adjusted", "arm_users", "nonzero_users",
                "is_underpowered", "is_significant")
     roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
         "arm", pl.col("relative_change").alias("roas_change"), *[pl.col(c).alias(f"roas_{c}") for c in columns])
     table = (result.arms.with_columns(pl.Series("quota", quotas))
-             .join(roas, on="arm", how="left").sort("quota"))
+             .join(roas, on="arm", how="left").join(concentration_tests(result.comparisons, config.alpha), on="arm",
+                                                     how="left").sort("quota"))
     return table, result
 
+
+def concentration_tests(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:
+    """Whether each treatment arm over-concentrates advertisers (paper 4.5.1): the advertiser entropy of
+    its impressions significantly down, or their Gini significantly up, against the control.
+
+    The entropy and Gini tests of every arm form one Holm family (a sweep asks "does any quota
+    concentrate?"); an underpowered test or an arm not measuring its treatment is never significant.
+    One row per treatment arm: `{metric}_{change,ci_low,ci_high,p_value,p_value_adjusted}` for both
+    metrics (changes relative, Holm-adjusted p over the family) and `is_concentrated`.
+    """
+    tests = comparisons.filter(pl.col("metric").is_in(list(CONCENTRATION_DIRECTION)))
+    adjusted = holm_adjust(tests["p_value"].to_numpy().astype(np.float64))
+    direction = tests["metric"].replace_strict(CONCENTRATION_DIRECTION, return_dtype=pl.Float64).to_numpy()
+    is_valid = (~tests["is_underpowered"] & tests["is_treatment_measured"].fill_null(True)).to_numpy()
+    is_concentrating = (adjusted < alpha) & (tests["relative_change"].to_numpy() * direction > 0) & is_valid
+    tests = tests.with_columns(pl.Series("p_value_adjusted", adjusted),  # NaN < alpha above: False
+                               pl.Series("is_concentrating", is_concentrating))
+    wide = tests.pivot(on="metric", index="arm", values=["relative_change", "ci_low", "ci_high", "p_value",
+                                                         "p_value_adjusted"])
+    renamed = {f"{value}_{metric}": f"{metric}_{'change' if value == 'relative_change' else value}"
+               for metric in CONCENTRATION_DIRECTION
+               for value in ("relative_change", "ci_low", "ci_high", "p_value", "p_value_adjusted")}
+    return wide.rename(renamed).join(tests.group_by("arm").agg(pl.col("is_concentrating").any().alias(
+        "is_concentrated")), on="arm", maintain_order="left")
+
+
+def concentration_quota(table: pl.DataFrame) -> int | None:
+    """The smallest quota of a run_sweep table whose advertiser diversity dropped significantly against the
+    first quota (`is_concentrated`), or None when no quota's did."""
+    concentrated = table.filter(pl.col("is_concentrated").fill_null(False)).sort("quota")
+    return int(concentrated["quota"][0]) if concentrated.height else None
 
 
 def aa_check(result: SimulationResult, covariates: pl.DataFrame, config: ExperimentConfig,

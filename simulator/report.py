@@ -1,4 +1,5 @@
-"""Report pieces for experiments (paper Table 6) and quota sweeps: markdown tables and PNG plots."""
+"""Report pieces for experiments (paper Table 6) and quota sweeps: markdown tables and PNG plots, the funnel per
+source and arm, and the sweep's over-concentration section (paper 4.5.1)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from blending.funnel import ALL_SOURCES, LOSS_CAUSES, PARENT_STAGE, STAGES, largest_losses
+from simulator.experiment import concentration_quota
 from simulator.power import POWER
 from simulator.stats import MIN_ARM_USERS, MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
 
@@ -130,13 +133,14 @@ def _coverage_lines(coverage: dict | None) -> list[str]:
 
 def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",
                 alpha: float = 0.05, coverage: dict | None = None) -> str:
-    """The Table 6 analogue: the SRM check, the planned and achieved MDE on RoAS and each arm's treatment
+    """The Table 6 analogue: the SRM check, the design, the planned and achieved MDE on RoAS and each arm's treatment
     exposure (flagged arms first, in bold), then per metric (primary first) control and treatment values,
     relative change, CI, achieved MDE, raw and Holm-adjusted p-values and the verdict."""
     lines = [f"### {title}", ""]
     if note:
         lines += [note, ""]
-    lines += [srm_line(srm), "", *_coverage_lines(coverage), *power_lines(arms, comparisons, srm.design, alpha),
+    lines += [srm_line(srm), "", design_line(srm, "arm"), "", *_coverage_lines(coverage),
+              *power_lines(arms, comparisons, srm.design, alpha),
               *exposure_lines(arms.sort("is_treatment_measured", nulls_last=True, maintain_order=True)),
               (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | MDE ({POWER:.0%} power) "
                "| p-value | Holm p-value | Verdict |"), "|---|---|---|---|---|---|---|---|---|---|"]
@@ -164,32 +168,164 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
     return "\n".join(lines) + "\n"
 
 
+def design_line(check: SampleRatioCheck, what: str) -> str:
+    """One sentence on which users each arm (`what`: "arm", "quota") replayed and how arms are compared."""
+    if check.design == "paired":
+        return (f"Design `paired`: every {what} replayed the same {check.users[0]:,} users with common random numbers "
+                "(traffic, pacing, view, click and conversion draws keyed by user, request, item and advertiser, not "
+                f"by draw order), so {what}s differ only by their treatment; comparisons are paired (per-user "
+                "differences).")
+    return (f"Design `split`: each {what} ran on its own hash-assigned share of the users "
+            f"({' / '.join(f'{count:,}' for count in check.users)}) and of every budget; comparisons are between "
+            "independent user sets.")
+
+
+def _ci(row: dict, prefix: str) -> str:
+    return f"[{_percent(row[f'{prefix}ci_low'])}, {_percent(row[f'{prefix}ci_high'])}]"
+
+
+def _change(row: dict, prefix: str) -> str:
+    return f"{_percent(row[f'{prefix}change'])} {_ci(row, prefix)}"
+
+
+def _tested_change(row: dict, prefix: str) -> str:
+    """A change with its interval and Holm p-value, e.g. `-12.00% [-20.00%, -4.00%] (Holm p = 0.01)`."""
+    return f"{_change(row, prefix)} (Holm p = {_number(row[f'{prefix}p_value_adjusted'], 3)})"
+
+
+def concentration_lines(table: pl.DataFrame, source: str, alpha: float) -> list[str]:
+    """The over-concentration section of a sweep (paper 4.5.1): per quota each source's share of impressions,
+    the advertiser diversity of impressions (after blending's de-duplication) with its change against the
+    first quota, and each source's survival; it names the first quota whose diversity drops significantly."""
+    sources = [c.removesuffix("_impressed_share") for c in table.columns if c.endswith("_impressed_share")]
+    tests = 2 * table.filter(~pl.col("is_control")).height
+    quota = concentration_quota(table)
+    if quota is None:
+        named = (f"No quota concentrated advertisers: no entropy drop or Gini rise against quota "
+                 f"{table.filter(pl.col('is_control'))['quota'][0]} was significant.")
+    else:
+        row = table.filter(pl.col("quota") == quota).row(0, named=True)
+        named = (f"**Advertiser diversity first drops significantly at quota {quota}** of `{source}`: entropy "
+                 f"{_tested_change(row, 'advertiser_entropy_')}, Gini {_tested_change(row, 'advertiser_gini_')}.")
+    header = ["quota", *[f"{s} share of impressions" for s in sources], "advertisers", "entropy",
+              f"entropy change [{1 - alpha:.0%} CI]", "entropy Holm p", "Gini", f"Gini change [{1 - alpha:.0%} CI]",
+              "Gini Holm p", *[f"{s} survival" for s in sources], "verdict"]
+    lines = ["#### Over-concentration per quota (paper 4.5.1)", "", named, "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.iter_rows(named=True):
+        changes = (["", "", "", ""] if row["is_control"] else
+                   [_change(row, "advertiser_entropy_"), _number(row["advertiser_entropy_p_value_adjusted"], 3),
+                    _change(row, "advertiser_gini_"), _number(row["advertiser_gini_p_value_adjusted"], 3)])
+        verdict_cell = ("control" if row["is_control"] else
+                        "concentrated" if row["is_concentrated"] else "no significant concentration")
+        cells = [str(row["quota"]), *[_share(row[f"{s}_impressed_share"]) for s in sources],
+                 _number(row["unique_advertisers"]), _number(row["advertiser_entropy"]), changes[0], changes[1],
+                 _number(row["advertiser_gini"]), changes[2], changes[3],
+                 *[_share(row[f"{s}_survival"]) for s in sources], verdict_cell]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", (f"Diversity is over each quota's impressions, after blending's de-duplication: Shannon entropy "
+                   f"(nats) and Gini over every advertiser of the world; changes are relative to the first quota with "
+                   f"{1 - alpha:.0%} bootstrap intervals over users. Over-concentration = entropy down or Gini up "
+                   f"with a Holm-adjusted p < {alpha} over all {tests} entropy and Gini tests of the sweep (one "
+                   f"family), in a test that is not underpowered and an arm measuring its treatment. Share of "
+                   "impressions: the source's impressions over the quota's; survival: its impressions over its "
+                   "retrieved candidates."), ""]
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
 def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: SampleRatioCheck,
                    relative_to: Path | None = None, alpha: float = 0.05, coverage: dict | None = None) -> str:
-    """The SRM check and each quota's treatment exposure (flagged quotas in bold), then metrics, diversity
-    and survival of `source` against its L0 quota (RoAS change versus the first quota with planned and
-    achieved MDE, raw and Holm-adjusted p-values and verdict), with the plots linked."""
-    columns = ["quota", "roas", "roas_change", "planned_roas_mde", "roas_mde", "roas_p_value", "roas_p_value_adjusted",
-               "roas_verdict", "conversions", "spend", "unique_advertisers", "advertiser_entropy", "advertiser_gini",
-               f"{source}_impressed_share", f"{source}_survival", "treatment_users", "treatment_spend_share"]
+    """The SRM check, the design and each quota's treatment exposure (flagged quotas in bold), then per L0
+    quota of `source` the RoAS change versus the first quota (interval, planned and achieved MDE, raw and
+    Holm-adjusted p-values, verdict) and the over-concentration section, with the plots linked."""
+    columns = ["quota", "roas", "roas_change", "roas_ci", "planned_roas_mde", "roas_mde", "roas_p_value",
+               "roas_p_value_adjusted", "roas_verdict", "conversions", "spend", "treatment_users",
+               "treatment_spend_share"]
     percents = ("roas_change", "planned_roas_mde", "roas_mde")
-    lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "", *_coverage_lines(coverage),
+    lines = [f"### L0 quota sweep of `{source}`", "", srm_line(srm), "", design_line(srm, "quota"), "",
+             *_coverage_lines(coverage),
              *exposure_lines(table.sort("is_treatment_measured", nulls_last=True, maintain_order=True)),
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
         row["roas_verdict"] = "control" if row["is_control"] else verdict(row, "roas_")
-        cells = [_percent(row[c]) if c in percents else row[c] if c == "roas_verdict" else _number(row.get(c))
-                 for c in columns]
+        row["roas_ci"] = "" if row["is_control"] else _ci(row, "roas_")
+        cells = [_percent(row[c]) if c in percents else row[c] if c in ("roas_verdict", "roas_ci")
+                 else _number(row.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", multiple_testing_note(alpha), ""]
+    lines += ["", multiple_testing_note(alpha), "", *concentration_lines(table, source, alpha)]
     for path in plots:
         shown = path.relative_to(relative_to) if relative_to else path
         lines.append(f"![{path.stem}]({shown})")
     return "\n".join(lines) + "\n"
 
 
+def funnel_markdown(funnels: pl.DataFrame, plot: Path, relative_to: Path | None = None) -> str:
+    """The funnel per source and arm (issue #15): per arm a table with a row per source (and `all`), its count at
+    every stage with the survival from the parent stage, and why it loses: the delivery step that keeps the
+    smallest share of its candidates (funnel.largest_losses) beside the other sources' share there."""
+    losses = {(row["arm"], row["source"]): row for row in largest_losses(funnels, ["arm"]).iter_rows(named=True)}
+    lines = ["#### Funnel per source", "",
+             ("Candidates per source at every stage (survival from the parent stage in brackets; `converted` "
+              "counts attributed conversions of impressions). Largest loss: the step from retrieval to impression "
+              "that keeps the smallest share of the source's candidates, with the other sources' share at that "
+              "step."), ""]
+    header = ["source", *STAGES, "largest loss"]
+    for arm in funnels["arm"].unique(maintain_order=True):
+        lines += [f"Arm `{arm}`:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = funnels.filter(pl.col("arm") == arm)
+        for source in rows["source"].unique(maintain_order=True):
+            stages = {row["stage"]: row for row in rows.filter(pl.col("source") == source).iter_rows(named=True)}
+            cells = [f"{stages['retrieved']['count']:,}"] + [
+                f"{stages[stage]['count']:,} ({_share(stages[stage]['survival_from_parent'])})" for stage in STAGES[1:]]
+            loss = _loss_cell(losses[(arm, source)]) if source != ALL_SOURCES else ""
+            lines.append(f"| {source} | " + " | ".join(cells) + f" | {loss} |")
+        lines.append("")
+    lines += ["What removes candidates at each step: "
+              + "; ".join(f"{PARENT_STAGE[stage]} -> {stage}: {cause}" for stage, cause in LOSS_CAUSES.items()) + ".",
+              "", f"![{plot.stem}]({plot.relative_to(relative_to) if relative_to else plot})", ""]
+    return "\n".join(lines)
+
+
+def _loss_cell(loss: dict) -> str:
+    """Why a source loses, from its largest_losses row."""
+    if loss["stage"] is None:
+        return "retrieved nothing (quota 0, or no candidates)"
+    other = "" if loss["other_survival"] is None else f" (other sources {_share(loss['other_survival'])})"
+    return f"{loss['parent_stage']} -> {loss['stage']}: {_share(loss['survival'])} survive{other}"
+
+
+def plot_funnel(funnels: pl.DataFrame, path: Path) -> Path:
+    """One panel per source: its count at every funnel stage (log scale), a line per arm; a stage the source
+    did not reach is marked x below 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sources = [s for s in funnels["source"].unique(maintain_order=True).to_list() if s != ALL_SOURCES]
+    figure, axes = plt.subplots(1, len(sources), figsize=(4.6 * len(sources), 3.6), sharey=True, squeeze=False)
+    positions = np.arange(len(STAGES))
+    for axis, source in zip(axes[0], sources):
+        for arm in funnels["arm"].unique(maintain_order=True):
+            counts = (funnels.filter((pl.col("arm") == arm) & (pl.col("source") == source))
+                      .sort(pl.col("stage").replace_strict({s: i for i, s in enumerate(STAGES)}))["count"].to_numpy())
+            line, = axis.plot(positions[counts > 0], counts[counts > 0], marker="o", label=arm)
+            axis.plot(positions[counts == 0], np.full((counts == 0).sum(), 0.5), "x", color=line.get_color())
+        axis.set_yscale("log")
+        axis.set_xticks(positions, STAGES, rotation=40, ha="right", fontsize=8)
+        axis.set(title=f"funnel of {source}", ylabel="candidates (log; x = none)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(figure, path)
+
+
 def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
-    """Three PNGs against the quota: RoAS change (95% CI), advertiser diversity, funnel survival."""
+    """Three PNGs against the quota: RoAS change, advertiser entropy and Gini changes (95% CIs; the quotas that
+    concentrate advertisers in red), and each source's share of impressions and funnel survival."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,32 +336,47 @@ def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
     paths = []
 
     figure, axis = plt.subplots(figsize=(5, 3.5))
-    change = table["roas_change"].fill_null(0.0).to_numpy() * 100
-    low = table["roas_ci_low"].fill_null(0.0).to_numpy() * 100
-    high = table["roas_ci_high"].fill_null(0.0).to_numpy() * 100
+    _change_with_interval(axis, quota, table, "roas_")
+    axis.set(xlabel=f"L0 quota of {source}", ylabel="RoAS change vs first quota (%)", title="RoAS")
+    paths.append(_save(figure, out_dir / "sweep_roas.png"))
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    is_concentrated = table["is_concentrated"].fill_null(False).to_numpy()
+    for axis, prefix, label in zip(axes, ("advertiser_entropy_", "advertiser_gini_"), ("entropy", "Gini")):
+        change = _change_with_interval(axis, quota, table, prefix)
+        axis.plot(quota[is_concentrated], change[is_concentrated], "o", color="red",
+                  label="over-concentrated (Holm)" if is_concentrated.any() else None)
+        axis.set(xlabel=f"L0 quota of {source}", ylabel="change vs first quota (%)",
+                 title=f"advertiser {label} of impressions")
+        if is_concentrated.any():
+            axis.legend(fontsize=7)
+    paths.append(_save(figure, out_dir / "sweep_diversity.png"))
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    sources = [c.removesuffix("_impressed_share") for c in table.columns if c.endswith("_impressed_share")]
+    for name in sources:
+        axes[0].plot(quota, table[f"{name}_impressed_share"].to_numpy(), marker="o", label=name)
+        axes[1].plot(quota, table[f"{name}_survival"].to_numpy(), marker="o", label=name)
+    axes[0].set(xlabel=f"L0 quota of {source}", title="share of impressions")
+    axes[1].set(xlabel=f"L0 quota of {source}", title="survival: impressed / retrieved")
+    axes[0].legend(fontsize=7)
+    paths.append(_save(figure, out_dir / "sweep_survival.png"))
+    return paths
+
+
+def _change_with_interval(axis, quota: np.ndarray, table: pl.DataFrame, prefix: str) -> np.ndarray:
+    """Plot `{prefix}change` in percent with its interval as error bars (none for the control; an unbounded
+    upper bound is annotated); returns the plotted changes."""
+    change = table[f"{prefix}change"].fill_null(0.0).fill_nan(0.0).to_numpy() * 100
+    low = table[f"{prefix}ci_low"].fill_null(0.0).fill_nan(0.0).to_numpy() * 100
+    high = table[f"{prefix}ci_high"].fill_null(0.0).fill_nan(0.0).to_numpy() * 100
     is_unbounded = np.isinf(high)
     axis.errorbar(quota, change, yerr=[change - low, np.where(is_unbounded, np.nan, high) - change], marker="o",
                   capsize=3)
     for x, y in zip(quota[is_unbounded], change[is_unbounded]):
         axis.annotate("upper bound unbounded", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7)
     axis.axhline(0, color="grey", lw=0.8)
-    axis.set(xlabel=f"L0 quota of {source}", ylabel="RoAS change vs first quota (%)", title="RoAS")
-    paths.append(_save(figure, out_dir / "sweep_roas.png"))
-
-    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for axis, column, label in zip(axes, ("unique_advertisers", "advertiser_entropy", "advertiser_gini"),
-                                   ("unique advertisers", "entropy (nats)", "Gini")):
-        axis.plot(quota, table[column].to_numpy(), marker="o")
-        axis.set(xlabel=f"L0 quota of {source}", title=f"impressions: {label}")
-    paths.append(_save(figure, out_dir / "sweep_diversity.png"))
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.plot(quota, table[f"{source}_survival"].to_numpy(), marker="o", label="impressed / retrieved")
-    axis.plot(quota, table[f"{source}_impressed_share"].to_numpy(), marker="s", label="share of impressions")
-    axis.set(xlabel=f"L0 quota of {source}", title=f"funnel of {source}")
-    axis.legend()
-    paths.append(_save(figure, out_dir / "sweep_survival.png"))
-    return paths
+    return change
 
 
 def _save(figure, path: Path) -> Path:

@@ -4,8 +4,9 @@ Each writes its tables as Parquet and a markdown report section, records itself 
 manifest, and skips when it already finished with the same config (DESIGN: a run is a folder).
 The stage summary (the `summary` of `<stage>/stage.json`; the manifest keeps each stage's config and
 outputs) carries the sample-ratio check, the primary metric's result per treatment arm (with its
-achieved MDE) and each arm's treatment exposure, planned MDE and `is_treatment_measured` flag with its
-reason.
+achieved MDE), each arm's treatment exposure, planned MDE and `is_treatment_measured` flag with its
+reason, and per arm and source the funnel step of its largest loss; the sweep's also names the first
+quota that over-concentrates advertisers (`concentration_quota`, null for none).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time
 
 import polars as pl
 
+from blending.funnel import largest_losses
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
-from simulator.experiment import aa_check, pre_period_covariates, run_ab, run_sweep
-from simulator.report import EXPOSURE_COLUMNS, ab_markdown, plot_sweep, sweep_markdown
+from simulator.experiment import aa_check, concentration_quota, pre_period_covariates, run_ab, run_sweep
+from simulator.report import EXPOSURE_COLUMNS, ab_markdown, funnel_markdown, plot_funnel, plot_sweep, sweep_markdown
 from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
@@ -29,7 +31,8 @@ AA_SPLITS = 40
 
 def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
              progress: bool = True, force: bool = False) -> dict:
-    """Run (or reuse) the A/B experiment; writes ab/{comparisons,arms,funnels,aa}.parquet and ab/report.md."""
+    """Run (or reuse) the A/B experiment; writes ab/{comparisons,arms,funnels,aa}.parquet, ab/report.md (with
+    the funnel per source) and plots/ab_funnel.png."""
     config = {"experiment": to_dict(experiment), "stack": stack_label}
     if not force and run.is_complete("ab", config):
         return run.stage_record("ab")["summary"]
@@ -50,13 +53,16 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
             f"A/A check: re-splitting the control arm's users {AA_SPLITS} times, "
             f"{aa_rate:.1%} of {aa_tested.len()} metric tests had a raw p-value below alpha = {experiment.alpha}"
             + (f" ({aa.height - aa_tested.len()} more were untestable)." if aa_tested.len() < aa.height else "."))
+    funnel_plot = plot_funnel(result.funnels, run.stage_dir("plots") / "ab_funnel.png")
     (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, result.srm,
                                                   "Offline A/B (Table 6 analogue)", note, experiment.alpha,
-                                                  stack.llm_feature_coverage))
+                                                  stack.llm_feature_coverage)
+                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
                "llm_feature_coverage": stack.llm_feature_coverage, "aa_significant_rate": aa_rate,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
-               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms)}
+               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms),
+               "funnel_losses": _loss_summary(result.funnels), "plots": [str(funnel_plot)]}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
                  summary)
     return summary
@@ -64,7 +70,8 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
 
 def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
                 source: str, quotas: list[int], progress: bool = True, force: bool = False) -> dict:
-    """Run (or reuse) the L0 quota sweep; writes sweep/{sweep,funnels}.parquet, sweep/report.md, plots/."""
+    """Run (or reuse) the L0 quota sweep; writes sweep/{sweep,funnels}.parquet, sweep/report.md (RoAS, the
+    over-concentration section and the funnel per source) and plots/sweep_*.png."""
     config = {"experiment": to_dict(experiment), "stack": stack_label, "source": source, "quotas": list(quotas)}
     if not force and run.is_complete("sweep", config):
         return run.stage_record("sweep")["summary"]
@@ -74,12 +81,15 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
     table.write_parquet(folder / "sweep.parquet")
     result.funnels.write_parquet(folder / "funnels.parquet")
     plots = plot_sweep(table, source, run.stage_dir("plots"))
+    funnel_plot = plot_funnel(result.funnels, run.stage_dir("plots") / "sweep_funnel.png")
     (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=run.root,
-                                                     alpha=experiment.alpha, coverage=stack.llm_feature_coverage))
+                                                     alpha=experiment.alpha, coverage=stack.llm_feature_coverage)
+                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
     summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
                "llm_feature_coverage": stack.llm_feature_coverage,
                "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms),
-               "plots": [str(p) for p in plots]}
+               "concentration_quota": concentration_quota(table), "funnel_losses": _loss_summary(result.funnels),
+               "plots": [str(p) for p in [*plots, funnel_plot]]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
     return summary
 
@@ -98,6 +108,16 @@ def _exposure_summary(arms: pl.DataFrame) -> dict:
     columns = (*EXPOSURE_COLUMNS, "planned_roas_mde", "is_treatment_measured", "treatment_check")
     rows = arms.select("arm", *columns).iter_rows(named=True)
     return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
+
+
+def _loss_summary(funnels: pl.DataFrame) -> dict:
+    """Per arm and source: candidates retrieved and impressed, and the step of its largest loss with the
+    share that survives it (null for a source that retrieved nothing)."""
+    summary: dict = {}
+    for row in largest_losses(funnels, ["arm"]).iter_rows(named=True):
+        arm, source = row.pop("arm"), row.pop("source")
+        summary.setdefault(arm, {})[source] = {name: _json_value(value) for name, value in row.items()}
+    return summary
 
 
 def _srm_summary(check: SampleRatioCheck) -> dict:

@@ -53,3 +53,43 @@ def test_unknown_source_or_advertiser_is_an_error():
         ledger.record("retrieved", _rows(["main"], [9]))
     with pytest.raises(ValueError, match="stage"):
         ledger.record("shown", _rows(["main"], [1]))
+
+
+def demo_like_ledger(llm_wins: int = 0) -> FunnelLedger:
+    """The demo of 29dfd80: the LLM source went 10,900 -> 5,011 -> 351 -> 0 wins; `main` loses most at blending;
+    `oracle` keeps half at blending and half at ranking (a tie); `silent` retrieves nothing."""
+    counts = {"main": (20000, 8000, 6000, 3000, 2700, 100, 20), "llm": (10900, 5011, 351, llm_wins, llm_wins, 0, 0),
+              "oracle": (100, 50, 25, 25, 25, 1, 0), "silent": (0,) * 7}
+    ledger = FunnelLedger(list(counts), np.arange(3))
+    for stage_index, stage in enumerate(STAGES):
+        for source, funnel in counts.items():  # all of a source's candidates on advertiser 1
+            ledger.record(stage, _rows([source], [1]), np.array([funnel[stage_index]], np.float64))
+    return ledger
+
+
+def test_largest_loss_is_the_delivery_step_that_keeps_the_smallest_share():
+    from blending.funnel import largest_losses
+
+    losses = {row["source"]: row for row in largest_losses(demo_like_ledger().table()).iter_rows(named=True)}
+    llm = losses["llm"]
+    assert (llm["retrieved"], llm["impressed"]) == (10900, 0)
+    assert (llm["parent_stage"], llm["stage"]) == ("ranked", "won_auction")
+    # the other sources' share at that step: (3,000 + 25) of (6,000 + 25) ranked candidates won
+    assert llm["survival"] == 0 and llm["other_survival"] == pytest.approx(3025 / 6025)
+    assert (losses["main"]["stage"], losses["main"]["survival"]) == ("blended", pytest.approx(0.4))
+    assert losses["main"]["other_survival"] == pytest.approx((5011 + 50) / (10900 + 100))
+    assert losses["oracle"]["stage"] == "blended"  # 50% at blending and at ranking: the earlier step
+    assert losses["silent"]["retrieved"] == 0 and losses["silent"]["stage"] is None
+    assert "all" not in losses
+
+
+def test_largest_losses_are_per_arm():
+    from blending.funnel import largest_losses
+
+    tables = [demo_like_ledger(wins).table().with_columns(pl.lit(arm).alias("arm"))
+              for arm, wins in (("control", 0), ("treatment", 340))]
+    losses = largest_losses(pl.concat(tables), ["arm"])
+    llm = losses.filter(pl.col("source") == "llm").sort("arm")
+    assert llm["stage"].to_list() == ["won_auction", "ranked"]  # 340 of 351 win: ranking is now the worst step
+    assert llm["survival"].to_list() == pytest.approx([0.0, 351 / 5011])
+    assert losses.height == 8

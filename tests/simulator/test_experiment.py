@@ -5,8 +5,8 @@ import pytest
 from blending.blend import BlendConfig
 from simulator.config import ArmConfig, ExperimentConfig, SimulationConfig
 from simulator.engine import simulate
-from simulator.experiment import (aa_check, adjust_p_values, assign_arms, pre_period_covariates, run_ab, run_sweep,
-                                  sweep_arms)
+from simulator.experiment import (aa_check, adjust_p_values, assign_arms, concentration_quota, concentration_tests,
+                                  pre_period_covariates, run_ab, run_sweep, sweep_arms)
 from simulator.report import ab_markdown, plot_sweep, sweep_markdown
 from synthetic_data.config_io import ConfigError
 
@@ -116,6 +116,12 @@ def test_arm_whose_treatment_source_serves_nothing_is_flagged_in_the_stage_summa
     assert "| MDE (80% power) |" in text
     comparisons = pl.read_parquet(tmp_path / "ab" / "comparisons.parquet")
     assert comparisons["is_treatment_measured"].to_list() == [False] * 9
+    # the funnel says why: the LLM source retrieved nothing, in either arm
+    assert summary["funnel_losses"]["llm_on"]["llm"] == {
+        "retrieved": 0, "impressed": 0, "stage": None, "parent_stage": None, "survival": None, "other_survival": None}
+    funnel = text.split("#### Funnel per source")[1]
+    assert "| llm | 0 | 0 (n/a) |" in funnel.split("Arm `llm_on`:")[1]
+    assert "retrieved nothing (quota 0, or no candidates)" in funnel and (tmp_path / "plots" / "ab_funnel.png").exists()
 
 
 def test_aa_resplits_are_not_significant_more_often_than_alpha(tiny_world, tiny_stack):
@@ -128,14 +134,20 @@ def test_aa_resplits_are_not_significant_more_often_than_alpha(tiny_world, tiny_
     assert rate <= 0.12, rate  # 240 correlated tests at alpha = 5%
 
 
-def test_sweep_paired_replays_the_same_users(tiny_world, tiny_stack, tmp_path):
-    config = ExperimentConfig(arms=(TREATMENT, CONTROL), design="paired", simulation=SimulationConfig(days=1, seed=5))
+def test_sweep_replays_the_same_users_in_every_quota_by_default(tiny_world, tiny_stack, tmp_path):
+    config = ExperimentConfig(arms=(TREATMENT, CONTROL), simulation=SimulationConfig(days=1, seed=5))
+    assert config.design == "split"  # the A/B's design; the sweep's is its own and paired unless told
     table, result = run_sweep(config, tiny_world, tiny_stack, "llm", [0, 10, 30])
     assert table["quota"].to_list() == [0, 10, 30]
+    user_ids = [r.user_metrics["user_id"].to_list() for r in result.results.values()]
+    assert user_ids[0] == user_ids[1] == user_ids[2] == sorted(tiny_world.users["user_id"].to_list())
     requests = [r.user_metrics["requests"].to_list() for r in result.results.values()]
     assert requests[0] == requests[1] == requests[2]  # common random numbers: identical traffic
+    # the comparisons are paired: every comparison counts all users as the smaller arm
+    assert (result.comparisons["arm_users"] == tiny_world.users.height).all()
     shares = table["llm_impressed_share"].to_list()
     assert shares[0] == 0 and shares[1] < shares[2]  # a larger quota takes more of the impressions
+    assert table["main_impressed_share"].to_numpy() + table["llm_impressed_share"].to_numpy() == pytest.approx(1.0)
     assert table["treatment_impression_share"].to_list() == pytest.approx(shares)
     # real exposure, measured: the spend share passes the achieved MDE, which common random numbers make
     # several times smaller than the planned one (an upper bound that takes the arms as uncorrelated)
@@ -147,12 +159,94 @@ def test_sweep_paired_replays_the_same_users(tiny_world, tiny_stack, tmp_path):
     assert (result.srm.design, result.srm.users, result.srm.is_mismatch) == ("paired", (tiny_world.users.height,) * 3,
                                                                              False)
     assert np.isnan(result.srm.p_value)
+    # diversity per quota against the first: the table's changes are the comparisons' and their intervals hold them
+    entropy = result.comparisons.filter(pl.col("metric") == "advertiser_entropy").sort("arm")
+    assert treated.sort("arm")["advertiser_entropy_change"].to_list() == entropy["relative_change"].to_list()
+    assert (treated["advertiser_entropy_ci_low"] <= treated["advertiser_entropy_change"]).all()
+    assert (treated["advertiser_gini_change"] <= treated["advertiser_gini_ci_high"]).all()
+    # the LLM lists spread impressions over more advertisers in the tiny world: entropy up, Gini down, no concentration
+    assert (treated["advertiser_entropy_change"] > 0).all() and (treated["advertiser_gini_change"] < 0).all()
+    assert treated["is_concentrated"].to_list() == [False, False] and concentration_quota(table) is None
     paths = plot_sweep(table, "llm", tmp_path)
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     text = sweep_markdown(table, "llm", paths, result.srm, tmp_path)
     assert "sweep_roas" in text and "not applicable to the paired design" in text.split("| quota")[0]
+    assert f"Design `paired`: every quota replayed the same {tiny_world.users.height:,} users" in text
     assert "Exposure of arm `llm_quota_30`: its treatment source(s) `llm` reached" in text
     assert "not measuring" not in text
+    assert "No quota concentrated advertisers" in text.split("#### Over-concentration per quota")[1]
+
+
+def test_sweep_stage_in_the_split_design_knob(tiny_world, tiny_stack, tmp_path):
+    """`sweep_design = "split"` hashes the users into quotas; the stage writes the over-concentration and
+    funnel sections and records the concentration quota and each source's largest loss."""
+    from simulator.stages import sweep_stage
+    from synthetic_data.run_folder import RunFolder
+
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), sweep_design="split",
+                              simulation=SimulationConfig(days=1, seed=5))
+    summary = sweep_stage(RunFolder(tmp_path), config, tiny_world, tiny_stack, "baseline", "llm", [0, 10],
+                          progress=False)
+    assert summary["srm"]["design"] == "split" and sum(summary["srm"]["users"]) == tiny_world.users.height
+    assert max(summary["srm"]["users"]) < tiny_world.users.height and not summary["srm"]["is_mismatch"]
+    assert "concentration_quota" in summary
+    assert summary["funnel_losses"]["llm_quota_0"]["llm"]["stage"] is None  # quota 0: never asked
+    assert summary["funnel_losses"]["llm_quota_10"]["llm"]["retrieved"] > 0
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "Design `split`: each quota ran on its own hash-assigned share" in text
+    assert text.index("#### Over-concentration per quota") < text.index("#### Funnel per source")
+    assert "![sweep_funnel](plots/sweep_funnel.png)" in text and (tmp_path / "plots" / "sweep_funnel.png").exists()
+    with pytest.raises(ConfigError, match="sweep_design"):
+        ExperimentConfig(sweep_design="crossover")
+
+
+def test_identical_arms_give_identical_markets_in_the_paired_design(tiny_world, tiny_stack):
+    """Common random numbers: two arms with the same quotas replay the same users with the same draws,
+    so every log and the funnel are equal and every change is exactly zero (the sweep runs this design)."""
+    config = ExperimentConfig(arms=(CONTROL, ArmConfig("same", CONTROL.blend)), design="paired",
+                              simulation=SimulationConfig(days=1, seed=3))
+    result = run_ab(config, tiny_world, tiny_stack)
+    control, same = result.results["control"], result.results["same"]
+    assert control.impressions.height > 0
+    assert control.impressions.equals(same.impressions) and control.user_metrics.equals(same.user_metrics)
+    assert control.conversions.equals(same.conversions)
+    assert np.array_equal(control.ledger.counts_, same.ledger.counts_)
+    assert (result.comparisons["relative_change"] == 0).all()
+    assert (result.comparisons["p_value"] == 1.0).all() and not result.comparisons["is_significant"].any()
+
+
+def _diversity_rows(arm: str, entropy: tuple[float, float], gini: tuple[float, float], is_underpowered=False,
+                    is_treatment_measured=True) -> list[dict]:
+    """Comparisons rows of one arm's diversity tests: (relative change, p-value) for entropy and Gini."""
+    return [{"arm": arm, "metric": metric, "relative_change": change, "ci_low": change - 0.1,
+             "ci_high": change + 0.1, "p_value": p_value, "is_underpowered": is_underpowered,
+             "is_treatment_measured": is_treatment_measured}
+            for metric, (change, p_value) in (("advertiser_entropy", entropy), ("advertiser_gini", gini))]
+
+
+def test_concentration_is_entropy_down_or_gini_up_holm_adjusted_over_the_sweep():
+    comparisons = pl.DataFrame([
+        {"arm": "q10", "metric": "roas", "relative_change": -0.5, "ci_low": -0.6, "ci_high": -0.4, "p_value": 1e-9,
+         "is_underpowered": False, "is_treatment_measured": True},
+        *_diversity_rows("q10", entropy=(+0.20, 0.001), gini=(-0.1, 0.002)),  # more diverse: not concentration
+        *_diversity_rows("q30", entropy=(-0.05, 0.012), gini=(+0.02, 0.30)),
+        *_diversity_rows("q60", entropy=(-0.30, 0.004), gini=(+0.20, 0.011)),
+        *_diversity_rows("q90", entropy=(-0.40, 0.001), gini=(+0.30, 0.001), is_underpowered=True),
+        *_diversity_rows("q99", entropy=(-0.40, 0.001), gini=(+0.30, 0.001), is_treatment_measured=False)])
+    tests = concentration_tests(comparisons, alpha=0.05)
+    assert tests["arm"].to_list() == ["q10", "q30", "q60", "q90", "q99"]
+    # one Holm family of ten: p sorted 0.001 x5, 0.002, 0.004, 0.011, 0.012, 0.30 times 10, 9, ..., 1, made
+    # monotone: 0.01 x6, 0.016, 0.033, max(0.024, 0.033), 0.30
+    assert tests["advertiser_entropy_p_value_adjusted"].to_list() == pytest.approx([0.01, 0.033, 0.016, 0.01, 0.01])
+    assert tests["advertiser_gini_p_value_adjusted"].to_list() == pytest.approx([0.01, 0.3, 0.033, 0.01, 0.01])
+    assert tests["advertiser_entropy_change"].to_list() == [0.20, -0.05, -0.30, -0.40, -0.40]
+    assert tests["advertiser_gini_ci_high"].to_list() == pytest.approx([0.0, 0.12, 0.30, 0.40, 0.40])
+    # q30: entropy down, p 0.036 < 0.05; q60 both; q90 underpowered and q99 not measuring its treatment: never
+    assert tests["is_concentrated"].to_list() == [False, True, True, False, False]
+    table = tests.with_columns(pl.Series("quota", [10, 30, 60, 90, 99]))
+    assert concentration_quota(table) == 30
+    assert concentration_quota(table.filter(pl.col("quota") != 30)) == 60
+    assert concentration_quota(table.with_columns(pl.lit(False).alias("is_concentrated"))) is None
 
 
 def test_bad_experiments_are_clear_errors():
@@ -268,3 +362,4 @@ def test_example_experiment_file_loads():
     path = Path(__file__).parents[2] / "simulator" / "experiments" / "llm_generator.toml"
     config = load_config(ExperimentConfig, path=path)
     assert [arm.blend.quotas["llm_advertiser"] for arm in config.arms] == [0, 25]
+    assert (config.design, config.sweep_design) == ("split", "paired")
