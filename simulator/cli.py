@@ -171,5 +171,57 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
                   f"{summary['lists']} lists of {summary['users']} users in {stage}")
 
 
+@app.command("sensitivity")
+def sensitivity(run: RunOption = Path("runs/demo"),
+                q_grid: Annotated[Optional[str], typer.Option(
+                    help="comma-separated target Recall@20 values of the oracle (default 0,0.25,0.5,0.75,1); "
+                         "an unreachable q is skipped with the measured limit")] = None,
+                parts: Annotated[Optional[str], typer.Option(
+                    help="lift (Table 5), ab (the A/B) or lift,ab (default)")] = None,
+                method: Annotated[Optional[list[str]], typer.Option(
+                    help="a real method, repeatable: NAME=HELDOUT[,SERVING] PREDICTIONS parquets (held-out lists: "
+                         "Recall@20 and the lift, with the interests.parquet beside them if any; serving: the A/B)")]
+                = None,
+                stack: Annotated[Optional[str], typer.Option(
+                    help="the A/B's market: baseline (model-free, the default) or trained (the run's models and "
+                         "`adsim ab`'s trained arms)")] = None,
+                llm_preset: Annotated[Optional[str], typer.Option(
+                    help="the LLM preset whose serving and heldout user sets the lists cover (default small)")] = None,
+                config: Annotated[Optional[Path], typer.Option(help="sensitivity TOML (any SensitivityConfig field, "
+                                                                     "with its ranking and experiment tables)")] = None,
+                set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: e.g. "
+                                                                  "tolerance=0.05, experiment.simulation.days=1")] = None,
+                force: Annotated[bool, typer.Option(help="re-measure every source even if complete")] = False,
+                quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+    """Dose-response (issue #15): Table 5 and the A/B against Recall@20 for the oracle at each q, the random
+    control and each --method; writes <run>/sensitivity/ and plots/sensitivity_*.png."""
+    import json
+
+    from rich.console import Console
+
+    from simulator.sensitivity import SensitivityConfig, method_overrides, sensitivity_stage
+    from simulator.stack import trained_arms
+    from synthetic_data.config_io import load_config
+
+    console = Console()
+    try:
+        grid = None if q_grid is None else [float(q) for q in q_grid.split(",")]
+    except ValueError as error:
+        raise typer.BadParameter(f"--q-grid must be comma-separated numbers like 0,0.5,1, got {q_grid!r}") from error
+    chosen = {"q_grid": grid, "parts": parts and [part.strip() for part in parts.split(",")], "stack": stack,
+              "llm_preset": llm_preset}
+    try:
+        overrides = [f"{name}={json.dumps(value)}" for name, value in chosen.items() if value is not None]
+        overrides += [override for spec in method or [] for override in method_overrides(spec)] + list(set_ or [])
+        resolved = load_config(SensitivityConfig, path=config, overrides=overrides,
+                               base={"experiment": {"arms": trained_arms()}} if stack == "trained" else None)
+        summary = sensitivity_stage(run, resolved, progress=not quiet, force=force)
+    except (FileNotFoundError, ValueError) as error:  # ConfigError and SchemaError are ValueErrors
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    typer.echo((run / "sensitivity" / "report.md").read_text())
+    console.print(f"sensitivity done in {summary['seconds']} s; wrote {run / 'sensitivity'} and {run / 'plots'}")
+
+
 if __name__ == "__main__":
     app()

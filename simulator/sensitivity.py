@@ -1,0 +1,680 @@
+"""Dose-response of the stack to predictor quality (issue #15): how good must an advertiser predictor be
+before the LLM generator (the A/B, paper Table 6) and the LLM ranking features (Table 5) pay off?
+
+For each target Recall@20 q on a grid, the oracle (simulator/oracle.py, a positive control that reads
+`*_truth`) writes held-out and serving lists calibrated to q; random lists of the same length (the
+negative control, as Table 5's random-list row draws them) and any real method's lists given by path
+are measured the same way. Each source gets one row: its Recall@20 on the V1 eval labels it lists
+(Wilson interval), Table 5's with-versus-without change of the DCN's loss, AUC and PR-AUC per task on
+its held-out lists (ranking.lift, paired bootstrap intervals), and the A/B's RoAS, conversion, spend and
+advertiser-diversity changes with its serving lists (simulator.experiment). Every source is a sub-stage
+of `sensitivity/`, so a finished q is not recomputed; the table, report and plots are rebuilt from the
+rows. A q the oracle cannot reach is recorded as skipped with the measured limit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from llm_predictor.metrics import recall_with_intervals
+from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
+from ranking.config import RankingConfig
+from ranking.features import split_by_time
+from ranking.lift import run_lift, summarize_lift
+from ranking.llm_features import RANDOM_SOURCE, random_interest_lists, random_prediction_lists
+from ranking.pipeline import fit_builder, require_both_classes
+from simulator.config import ExperimentConfig
+from simulator.engine import Stack
+from simulator.experiment import run_ab
+from simulator.oracle import KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
+from simulator.report import METRIC_LABELS
+from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
+from synthetic_data import schema
+from synthetic_data.config import WorldConfig
+from synthetic_data.config_io import ConfigError, from_dict, require, to_dict
+from synthetic_data.run_folder import RunFolder, file_digest
+
+STAGE = "sensitivity"
+PARTS = ("lift", "ab")
+STACK_SOURCES = {"baseline": BASELINE_SOURCES, "trained": TRAINED_SOURCES}
+IMPRESSIONS = Path("impressions") / "impressions.parquet"  # `adsim rank impressions`
+LIFT_METRICS = {"log_loss": "Δ Loss", "auc": "Δ AUC", "pr_auc": "Δ PR-AUC"}  # ranking.lift.METRICS
+LIFT_MODEL, LIFT_COMPARISON = "dcn", "with_llm vs without_llm"  # Table 5's row: the market's ranker
+AB_METRICS = ("roas", "conversions_per_user", "spend_per_user", "unique_advertisers", "advertiser_entropy",
+              "advertiser_gini")
+STRING_COLUMNS = ("source", "kind", "status", "reason", "lift_reason", "ab_reason", "ab_treatment_check")
+METHOD_NAME = re.compile(r"\w+")  # a folder name and a config key
+
+
+@dataclass(frozen=True)
+class MethodLists:
+    """A real method's lists (PREDICTIONS parquet paths): held-out lists give its Recall@20 and its lift,
+    serving lists its A/B (no A/B row without them); interests are the held-out lists' PREDICTED_INTERESTS."""
+
+    heldout: str
+    serving: str | None = None
+    interests: str | None = None
+
+    def __post_init__(self) -> None:
+        require(bool(self.heldout), "methods.<name>.heldout", "give the path of the method's held-out PREDICTIONS "
+                "parquet (eval-split users at the label anchors, as `adsim llm predict --users heldout` writes)")
+
+    def paths(self) -> dict[str, str]:
+        """The given paths by role."""
+        return {role: path for role, path in (("heldout", self.heldout), ("serving", self.serving),
+                                              ("interests", self.interests)) if path is not None}
+
+
+def method_overrides(spec: str) -> list[str]:
+    """`--method NAME=HELDOUT[,SERVING]` as `methods.NAME.*` config overrides; the held-out lists' interests are
+    the `interests.parquet` beside HELDOUT when there is one (`adsim llm predict` and `adsim oracle` write it
+    there). Raises ConfigError for a spec of another shape."""
+    name, _, paths = spec.partition("=")
+    parts = [path.strip() for path in paths.split(",")] if paths else []
+    if not name.strip() or not 1 <= len(parts) <= 2 or not all(parts):
+        raise ConfigError(f"config field 'methods': --method {spec!r} must read NAME=HELDOUT or NAME=HELDOUT,SERVING "
+                          "(PREDICTIONS parquet paths)")
+    roles = {"heldout": parts[0], **({"serving": parts[1]} if len(parts) == 2 else {})}
+    interests = Path(parts[0]).parent / "interests.parquet"
+    if interests.exists():
+        roles["interests"] = str(interests)
+    return [f"methods.{name.strip()}.{role}={json.dumps(path)}" for role, path in roles.items()]
+
+
+def _default_ranking() -> RankingConfig:
+    """Table 5 on the users the lists cover, DCN only (the market's ranker; LightGBM would double the cost)."""
+    return RankingConfig(include_lightgbm=False, users="predicted")
+
+
+def _default_experiment() -> ExperimentConfig:
+    """The paired design: both arms replay every user with common random numbers, so the arms differ only by
+    the source's lists (issue #15: same users in every arm), at twice a split A/B's simulation cost."""
+    return ExperimentConfig(design="paired")
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """`adsim sensitivity`: the q grid, which parts run, the user sets and the sources besides the oracle."""
+
+    q_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # target Recall@20 of the oracle on the V1 eval labels
+    parts: tuple[str, ...] = PARTS  # "lift" (Table 5) and/or "ab" (Table 6)
+    llm_preset: str = "small"  # whose user sets (serving, heldout: sizes and sample seed) the lists cover
+    stack: str = "baseline"  # the A/B's market: baseline (model-free) or trained (the run's models)
+    objective: str = "clicks"  # the trained stack's two-tower objective
+    tolerance: float = 0.02  # the oracle's accepted |Recall@20 - q|
+    max_steps: int = 20  # the oracle's bisection steps
+    oracle_seed: int = 0  # the oracle's draws
+    random_seed: int = 0  # the random control's draws
+    methods: dict[str, MethodLists] = field(default_factory=dict)  # real methods by name
+    ranking: RankingConfig = field(default_factory=_default_ranking)
+    experiment: ExperimentConfig = field(default_factory=_default_experiment)
+
+    def __post_init__(self) -> None:
+        require(len(self.q_grid) >= 1 and all(0 <= q <= 1 for q in self.q_grid), "q_grid",
+                f"give one or more target Recall@20 values in [0, 1], got {list(self.q_grid)}")
+        require(len(set(self.q_grid)) == len(self.q_grid), "q_grid", f"must not repeat a q, got {list(self.q_grid)}")
+        require(len(self.parts) >= 1 and set(self.parts) <= set(PARTS) and len(set(self.parts)) == len(self.parts),
+                "parts", f"choose one or both of {list(PARTS)}, got {list(self.parts)}")
+        require(self.stack in STACK_SOURCES, "stack", f"must be one of {list(STACK_SOURCES)}, got {self.stack!r}")
+        require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}")
+        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        for name in self.methods:
+            require(bool(METHOD_NAME.fullmatch(name)) and name != RANDOM_SOURCE and not name.startswith("oracle_q"),
+                    "methods", f"name {name!r}: use letters, digits and '_', and not {RANDOM_SOURCE!r} "
+                    "or oracle_q*")
+        arms = self.experiment.arms
+        require(len(arms) == 2, "experiment.arms", f"the dose-response compares one treatment arm with the control: "
+                f"give exactly two arms, got {len(arms)}")
+        sources = set(STACK_SOURCES[self.stack])
+        for arm in arms:
+            require(set(arm.blend.quotas) <= sources, "experiment.arms",
+                    f"arm {arm.name!r} has quotas for {sorted(arm.blend.quotas)}, but the {self.stack} stack's "
+                    f"sources are {sorted(sources)}: give arms in its source names (the CLI's --stack does)")
+        control = arms[0].blend.quotas
+        require(any(quota > control.get(source, 0) for source, quota in arms[1].blend.quotas.items()),
+                "experiment.arms", f"the treatment arm {arms[1].name!r} raises no source's quota over the control's: "
+                "it would serve no list")
+
+    def oracle(self, q: float) -> OracleConfig:
+        """The oracle's config at target q."""
+        return OracleConfig(q=q, tolerance=self.tolerance, max_steps=self.max_steps, seed=self.oracle_seed)
+
+
+@dataclass(frozen=True)
+class SourceLists:
+    """One source's lists: held-out (its Recall@20 and the lift) with their interests, serving (the A/B),
+    and the row's columns known before any measurement (Recall@20, the oracle's weight and range)."""
+
+    heldout: pl.DataFrame
+    interests: pl.DataFrame | None
+    serving: pl.DataFrame | None
+    columns: dict
+
+
+class StageInputs:
+    """What the sources' measurements read from the run folder, loaded on first use, so a re-run whose
+    sources are all complete loads nothing."""
+
+    def __init__(self, root: Path, config: SensitivityConfig):
+        self.root, self.config = Path(root), config
+
+    @cached_property
+    def world(self) -> schema.World:
+        return schema.load_world(self.root / "world")
+
+    @cached_property
+    def world_config(self) -> WorldConfig:
+        return from_dict(WorldConfig, RunFolder(self.root).stage_record("world")["config"])
+
+    @cached_property
+    def llm_config(self):
+        from llm_predictor.cli import resolve_config
+
+        return resolve_config(self.config.llm_preset, None, None)
+
+    @cached_property
+    def labels(self) -> pl.DataFrame:
+        """The V1 eval labels: the oracle's calibration set and every source's Recall@20."""
+        from llm_predictor.evaluate import evaluation_labels
+
+        return evaluation_labels(self.world, self.llm_config.eval.evaluation)["v1"]
+
+    def keys(self, users: str) -> pl.DataFrame:
+        """The (user_id, anchor_date) rows of `adsim llm predict --users <users>` (serving or heldout)."""
+        from llm_predictor.cli import prediction_keys
+
+        return prediction_keys(self.world, self.llm_config, users).select(KEYS)
+
+    @cached_property
+    def impressions(self) -> pl.DataFrame:
+        return schema.validate(pl.read_parquet(self.root / IMPRESSIONS), schema.IMPRESSIONS, str(IMPRESSIONS))
+
+    @cached_property
+    def builder(self):
+        return fit_builder(self.world, self.config.ranking)
+
+    def market(self, serving: pl.DataFrame) -> Stack:
+        """The A/B's market serving `serving` lists (no nightly job: the source's lists are what serves)."""
+        if self.config.stack == "baseline":
+            return baseline_stack(self.world, self.world_config, serving)
+        return trained_stack(self.root, self.world, self.world_config, serving, self.config.objective,
+                             largest_quotas(self.config.experiment.arms))
+
+
+def recall_columns(predictions: pl.DataFrame, labels: pl.DataFrame) -> dict:
+    """Recall@20 of `predictions` on the labels whose (user_id, anchor_date) they list, with its Wilson
+    interval, the labels counted and their share of `labels` (llm_predictor.metrics, as the LLM's eval)."""
+    covered = labels.join(predictions.select(KEYS).unique(), on=KEYS, how="semi")
+    recall = recall_with_intervals(predictions, covered)
+    return {"recall_at_20": recall[RECALL], "recall_at_20_low": recall[f"{RECALL}_low"],
+            "recall_at_20_high": recall[f"{RECALL}_high"], "recall_labels": covered.height,
+            "recall_coverage": covered.height / labels.height if labels.height else float("nan")}
+
+
+def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
+    """The oracle's lists at q (the `oracle_q<q>_{heldout,serving}` stages, reused when complete); its
+    Recall@20 is the calibration's on every V1 label. Raises CalibrationError / UnreachableRecall."""
+    config, oracle = inputs.config, inputs.config.oracle(q)
+    heldout, _ = oracle_stage(inputs.root, oracle, "heldout", config.llm_preset)
+    serving = oracle_stage(inputs.root, oracle, "serving", config.llm_preset)[0] if "ab" in config.parts else None
+    folder = inputs.root / f"{oracle.source}_heldout"
+    columns = {"weight": heldout["weight"], "recall_at_20": heldout[RECALL],
+               "recall_at_20_low": heldout[f"{RECALL}_low"], "recall_at_20_high": heldout[f"{RECALL}_high"],
+               "recall_labels": inputs.labels.height, "recall_coverage": 1.0,
+               "floor_recall_at_20": heldout[f"floor_{RECALL}"], "ceiling_recall_at_20": heldout[f"ceiling_{RECALL}"],
+               "serving_weight": None if serving is None else serving["weight"]}
+    serving_lists = (None if serving is None else
+                     pl.read_parquet(inputs.root / f"{oracle.source}_serving" / "predictions.parquet"))
+    return SourceLists(pl.read_parquet(folder / "predictions.parquet"), pl.read_parquet(folder / "interests.parquet"),
+                       serving_lists, columns)
+
+
+def random_lists(inputs: StageInputs) -> SourceLists:
+    """The negative control: N_ADVERTISERS distinct uniform advertisers of the world (as Table 5's random
+    row draws them) and N_INTERESTS uniform category names per (user, anchor) of the held-out, serving
+    and V1 label keys, drawn once (the same lists whichever parts run), so its Recall@20 is measured on
+    every V1 label."""
+    serving_keys, heldout_keys = inputs.keys("serving"), inputs.keys("heldout")
+    keys = pl.concat([heldout_keys, serving_keys, inputs.labels.select(KEYS)]).unique().sort(KEYS)
+    ranks = pl.DataFrame({"rank": np.arange(1, N_ADVERTISERS + 1)}, schema={"rank": pl.Int32})
+    template = schema.conform(keys.join(ranks, how="cross").with_columns(
+        advertiser_id=pl.lit(0, pl.Int32), advertiser_name=pl.lit(None, pl.String), source=pl.lit(RANDOM_SOURCE)),
+        schema.PREDICTIONS, "random template")
+    predictions = random_prediction_lists(template, inputs.world.advertisers["advertiser_id"].to_numpy(),
+                                          inputs.config.random_seed)
+    interest_template = schema.conform(
+        keys.join(pl.DataFrame({"rank": np.arange(1, N_INTERESTS + 1)}), how="cross").with_columns(
+            interest=pl.lit("")), schema.PREDICTED_INTERESTS, "random interest template")
+    interests = random_interest_lists(interest_template, inputs.world.categories["name"].to_list(),
+                                      inputs.config.random_seed)
+    return SourceLists(predictions.join(heldout_keys, on=KEYS, how="semi"),
+                       interests.join(heldout_keys, on=KEYS, how="semi"),
+                       predictions.join(serving_keys, on=KEYS, how="semi"),
+                       recall_columns(predictions, inputs.labels))
+
+
+def method_lists(inputs: StageInputs, method: MethodLists) -> SourceLists:
+    """A real method's lists read from its paths; its Recall@20 counts the V1 labels its held-out lists cover."""
+    def read(path: str | None, table: dict, name: str) -> pl.DataFrame | None:
+        return None if path is None else schema.validate(pl.read_parquet(path), table, f"{name} ({path})")
+
+    heldout = read(method.heldout, schema.PREDICTIONS, "held-out predictions")
+    return SourceLists(heldout, read(method.interests, schema.PREDICTED_INTERESTS, "interests"),
+                       read(method.serving, schema.PREDICTIONS, "serving predictions"),
+                       recall_columns(heldout, inputs.labels))
+
+
+def measurable_tasks(splits: dict[str, pl.DataFrame], tasks: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The tasks whose labels vary in every split, and why each other task cannot be fit (require_both_classes)."""
+    kept, reasons = [], []
+    for task in tasks:
+        try:
+            require_both_classes(splits, (task,))
+            kept.append(task)
+        except ValueError as error:
+            reasons.append(f"{task} not measured: {error}")
+    return tuple(kept), reasons
+
+
+def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, pl.DataFrame | None]:
+    """Table 5 with the source's held-out lists: `lift_<task>_<metric>` = the DCN's relative change (%) with
+    versus without the LLM features, `_low`/`_high` its 95% interval, `_p` its p-value; and the summary."""
+    ranking = inputs.config.ranking
+    logged = inputs.impressions
+    if ranking.users == "predicted":
+        logged = logged.join(lists.heldout.select("user_id").unique(), on="user_id", how="semi")
+    if logged.is_empty():
+        return {"lift_reason": "no logged impression is of a user the held-out lists cover"}, None
+    splits = split_by_time(logged, ranking.features)
+    tasks, reasons = measurable_tasks(splits, ranking.tasks)
+    if not tasks:
+        return {"lift_reason": "; ".join(reasons)}, None
+    _, scores = run_lift(inputs.builder, splits, lists.heldout, lists.interests, replace(ranking, tasks=tasks),
+                         progress=progress)
+    summary = summarize_lift(scores, ranking.bootstrap_replicates, ranking.bootstrap_seed)
+    columns: dict = {"lift_reason": "; ".join(reasons) or None}
+    for row in summary.filter((pl.col("model") == LIFT_MODEL) & (pl.col("comparison") == LIFT_COMPARISON)
+                              ).iter_rows(named=True):
+        name = f"lift_{row['task']}_{row['metric']}"
+        columns |= {name: row["change_pct"], f"{name}_low": row["ci_low"], f"{name}_high": row["ci_high"],
+                    f"{name}_p": row["p_value"], f"lift_{row['task']}_test_positives": row["test_positives"]}
+    return columns, summary
+
+
+def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, pl.DataFrame | None]:
+    """The A/B with the source's serving lists: `ab_<metric>` = the treatment arm's relative change (%) against
+    the control, `_low`/`_high` its 95% interval, `_p` its p-value, the achieved MDE on RoAS and whether the
+    arm measured its treatment (experiment.treatment_check); and the comparisons."""
+    if lists.serving is None:
+        return {"ab_reason": "no serving lists given"}, None
+    experiment = inputs.config.experiment
+    result = run_ab(experiment, inputs.world, inputs.market(lists.serving), progress=progress)
+    treatment = experiment.arms[1].name
+    compared = result.comparisons.filter(pl.col("arm") == treatment)
+    columns: dict = {"ab_reason": None}
+    for row in compared.filter(pl.col("metric").is_in(AB_METRICS)).iter_rows(named=True):
+        name = f"ab_{row['metric']}"
+        columns |= {name: row["relative_change"] * 100, f"{name}_low": row["ci_low"] * 100,
+                    f"{name}_high": row["ci_high"] * 100, f"{name}_p": row["p_value"]}
+        if row["metric"] == "roas":
+            columns["ab_roas_mde"] = row["mde"] * 100
+    arm = result.arms.filter(pl.col("arm") == treatment).row(0, named=True)
+    columns |= {"ab_is_treatment_measured": arm["is_treatment_measured"],
+                "ab_treatment_impressions": arm["treatment_impressions"], "ab_treatment_check": arm["treatment_check"]}
+    return columns, result.comparisons
+
+
+@dataclass(frozen=True)
+class Source:
+    """One row of the dose-response: its name, kind (oracle, random, method), q, what identifies its
+    lists in its sub-stage's config, how to get them, and whether its sub-stage keeps them (the random
+    control's exist nowhere else)."""
+
+    name: str
+    kind: str
+    q: float | None
+    identity: dict
+    lists: Callable[[StageInputs], SourceLists]
+    keeps_lists: bool = False
+
+    @property
+    def stage(self) -> str:
+        return f"{STAGE}/{'method_' if self.kind == 'method' else ''}{self.name}"
+
+
+def sources(config: SensitivityConfig) -> list[Source]:
+    """The random control, one oracle source per q (ascending), then each method."""
+    random = Source(RANDOM_SOURCE, "random", None, {"random_seed": config.random_seed}, random_lists,
+                    keeps_lists=True)
+    oracles = [Source(config.oracle(q).source, "oracle", q, {"oracle": to_dict(config.oracle(q))},
+                      lambda inputs, q=q: oracle_lists(inputs, q)) for q in sorted(config.q_grid)]
+    methods = [Source(name, "method", None, {"method": name, **{role: file_digest(path) for role, path
+                                                                 in method.paths().items()}},
+                      lambda inputs, method=method: method_lists(inputs, method))
+               for name, method in config.methods.items()]
+    return [random, *oracles, *methods]
+
+
+def row_frame(row: dict) -> pl.DataFrame:
+    """One table row; a column without a value gets the dtype the table gives it (string, bool or float)."""
+    frame = pl.DataFrame([row])
+    return frame.with_columns([pl.col(name).cast(pl.String if name in STRING_COLUMNS else
+                                                 pl.Boolean if name.startswith("ab_is_") else pl.Float64)
+                               for name, dtype in frame.schema.items() if dtype == pl.Null])
+
+
+def measure_source(run: RunFolder, source: Source, shared: dict, inputs: StageInputs, progress: bool,
+                   force: bool) -> pl.DataFrame:
+    """The source's row (from its sub-stage when complete with this config, else measured and recorded);
+    an oracle q that cannot be calibrated is a `skipped` row whose reason names the measured limit."""
+    config = {**shared, **source.identity}
+    if not force and run.is_complete(source.stage, config):
+        return pl.read_parquet(run.root / source.stage / "row.parquet")
+    started = time.perf_counter()
+    head = {"source": source.name, "kind": source.kind, "q": source.q}
+    tables: dict[str, pl.DataFrame | None] = {}
+    try:
+        lists = source.lists(inputs)
+    except CalibrationError as error:
+        row = {**head, "status": "skipped", "reason": str(error)}
+    else:
+        row = {**head, "status": "measured", "reason": None, **lists.columns}
+        if source.keeps_lists:
+            tables |= {"heldout.parquet": lists.heldout, "interests.parquet": lists.interests,
+                       "serving.parquet": lists.serving}
+        for part, measure in (("lift", lift_columns), ("ab", ab_columns)):
+            if part in inputs.config.parts:
+                columns, tables[f"{part}.parquet"] = measure(inputs, lists, progress)
+                row |= columns
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    folder = run.stage_dir(source.stage)
+    outputs = ["row.parquet", *[name for name, table in tables.items() if table is not None]]
+    frame = row_frame(row)
+    frame.write_parquet(folder / "row.parquet")
+    for name, table in tables.items():
+        if table is not None:
+            table.write_parquet(folder / name)
+    run.complete(source.stage, config, outputs, {"status": row["status"], "reason": row["reason"]})
+    return frame
+
+
+@dataclass(frozen=True)
+class DoseResponseCheck:
+    """Whether a targeted metric rises with predictor quality within its intervals and whether the random
+    control's interval covers 0 (issue #15's done-when), with the best oracle point's interval: monotone
+    within intervals that all cover 0 says little."""
+
+    metric: str
+    points: int  # oracle rows with an estimate, ordered by Recall@20
+    is_monotone: bool | None  # None with fewer than two points
+    violations: tuple[str, ...]  # "<later> [low, high] lies entirely below <earlier> [low, high]"
+    control_interval: tuple[float, float] | None  # the random control's 95% interval, None if not measured
+    control_covers_zero: bool | None
+    top: str | None = None  # the oracle point of highest Recall@20
+    top_interval: tuple[float, float] | None = None
+
+
+def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
+    """Order the measured oracle rows by Recall@20 (then q) and call the dose-response of `metric` (a column
+    with `_low`/`_high` interval columns, higher = better) monotone when no later point's interval lies
+    entirely below an earlier point's; check the random control's interval against 0."""
+    if metric not in table.columns:
+        return DoseResponseCheck(metric, 0, None, (), None, None)
+    measured = table.filter((pl.col("status") == "measured") & pl.col(metric).is_not_null()
+                            & pl.col(metric).is_not_nan())
+    points = measured.filter(pl.col("kind") == "oracle").sort("recall_at_20", "q")
+    low, high = points[f"{metric}_low"].to_numpy(), points[f"{metric}_high"].to_numpy()
+    # pair (i, j), i earlier: point j's whole interval lies below point i's
+    earlier, later = np.nonzero(np.triu(high[None, :] < low[:, None], k=1))
+    names = points["source"].to_list()
+    violations = tuple(f"{names[j]} [{low[j]:+.2f}, {high[j]:+.2f}] lies entirely below "
+                       f"{names[i]} [{low[i]:+.2f}, {high[i]:+.2f}]" for i, j in zip(earlier, later))
+    control = measured.filter(pl.col("kind") == "random")
+    interval = (float(control[f"{metric}_low"][0]), float(control[f"{metric}_high"][0])) if control.height else None
+    return DoseResponseCheck(metric=metric, points=points.height,
+                             is_monotone=None if points.height < 2 else not violations, violations=violations,
+                             control_interval=interval,
+                             control_covers_zero=None if interval is None else interval[0] <= 0 <= interval[1],
+                             top=names[-1] if names else None,
+                             top_interval=(float(low[-1]), float(high[-1])) if names else None)
+
+
+def targeted_metrics(config: SensitivityConfig) -> list[str]:
+    """The metric each part's use targets: RoAS for the generator (A/B), ctcvr ΔPR-AUC for the features."""
+    task = "ctcvr" if "ctcvr" in config.ranking.tasks else config.ranking.tasks[0]
+    return [{"lift": f"lift_{task}_pr_auc", "ab": "ab_roas"}[part] for part in config.parts]
+
+
+def metric_label(metric: str) -> str:
+    """A column's name in words: `lift_ctcvr_pr_auc` -> "ctcvr Δ PR-AUC", `ab_roas` -> "Return on ad spend"."""
+    if metric.startswith("lift_"):
+        task, name = metric.removeprefix("lift_").split("_", 1)
+        return f"{task} {LIFT_METRICS[name]}"
+    return METRIC_LABELS.get(metric.removeprefix("ab_"), metric)
+
+
+def finding(check: DoseResponseCheck) -> str:
+    """The check as one markdown bullet, whatever it found."""
+    label = metric_label(check.metric)
+    if check.is_monotone is None:
+        shape = f"{check.points} oracle point(s) measured: too few to tell whether it is monotone"
+    elif check.is_monotone:
+        shape = (f"**monotone within its 95% intervals** over {check.points} oracle points ordered by Recall@20 "
+                 "(no later point's interval lies entirely below an earlier point's)")
+    else:
+        shape = f"**not monotone** over {check.points} oracle points: " + "; ".join(check.violations)
+    if check.control_interval is None:
+        control = "the random control has no estimate"
+    else:
+        low, high = check.control_interval
+        verdict = "covers 0" if check.control_covers_zero else "**excludes 0**: the stack responds to random lists"
+        control = f"the random control's interval [{low:+.2f}%, {high:+.2f}%] {verdict}"
+    top = ""
+    if check.top_interval is not None:
+        low, high = check.top_interval
+        detected = ("lies above 0: the positive control's gain is detected" if low > 0 else
+                    "lies below 0: the positive control loses" if high < 0 else
+                    "covers 0: the positive control shows no effect at this size, so the shape says little")
+        top = f"; the best oracle point, `{check.top}`, has [{low:+.2f}%, {high:+.2f}%], which {detected}"
+    return f"- {label} (change, %): {shape}; {control}{top}."
+
+
+def _bound(value: float | None) -> str:
+    if value is None or np.isnan(value):
+        return "n/a"
+    return f"{value:+.2f}" if np.isfinite(value) else "unbounded"
+
+
+def _cell(row: dict, metric: str) -> str:
+    value = row.get(metric)
+    if value is None or np.isnan(value):
+        return "n/a"
+    return f"{value:+.2f}% [{_bound(row.get(f'{metric}_low'))}, {_bound(row.get(f'{metric}_high'))}]"
+
+
+def _recall_cell(row: dict) -> str:
+    if row.get("recall_at_20") is None or np.isnan(row["recall_at_20"]):
+        return "n/a (no V1 label listed)"
+    return (f"{row['recall_at_20']:.3f} [{row['recall_at_20_low']:.3f}, {row['recall_at_20_high']:.3f}] "
+            f"({int(row['recall_labels'])} labels)")
+
+
+def metric_columns(table: pl.DataFrame, part: str) -> list[str]:
+    """The part's change columns present in the table, in display order."""
+    if part == "ab":
+        names = [f"ab_{metric}" for metric in AB_METRICS]
+    else:
+        tasks = sorted({column.split("_")[1] for column in table.columns if column.endswith("_test_positives")})
+        names = [f"lift_{task}_{metric}" for task in tasks for metric in LIFT_METRICS]
+    return [name for name in names if name in table.columns]
+
+
+def results_markdown(table: pl.DataFrame, part: str) -> list[str]:
+    """One markdown table of the part: a row per measured source with Recall@20 and each change."""
+    columns = metric_columns(table, part)
+    if not columns:
+        return []
+    title = ("Ranking: Table 5's change with versus without the source's held-out lists (DCN, %, 95% paired "
+             "bootstrap interval over test users x seeds)" if part == "lift" else
+             "A/B: the treatment arm's change against the control with the source's serving lists (%, 95% interval)")
+    lines = [f"**{title}**", "", "| Source | Kind | Recall@20 [95%] | " + " | ".join(map(metric_label, columns)) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for row in table.filter(pl.col("status") == "measured").iter_rows(named=True):
+        lines.append(f"| {row['source']} | {row['kind']} | {_recall_cell(row)} | "
+                     + " | ".join(_cell(row, column) for column in columns) + " |")
+    notes = [f"- `{row['source']}`: {row[f'{part}_reason']}" for row in table.iter_rows(named=True)
+             if row.get(f"{part}_reason")]
+    notes += [f"- `{row['source']}`: **not measuring the treatment**: {row['ab_treatment_check']}"
+              for row in table.iter_rows(named=True) if row.get("ab_is_treatment_measured") is False]
+    direction = ("Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the lists help the ranker." if part == "lift" else
+                 "Each change is the treatment arm's (the generator serving the source's lists) against the control "
+                 "arm's, with experiment.treatment_check's exposure flag.")
+    return lines + ["", direction, *notes, ""]
+
+
+def reachable_range(table: pl.DataFrame) -> str:
+    """The oracle's reachable Recall@20 on the V1 eval labels, from its measured rows."""
+    measured = table.filter((pl.col("kind") == "oracle") & (pl.col("status") == "measured"))
+    if not measured.height or "floor_recall_at_20" not in table.columns:
+        return "No oracle q was measured, so its reachable range is only in the skipped rows' reasons."
+    row = measured.row(0, named=True)
+    return (f"The oracle reaches Recall@20 from {row['floor_recall_at_20']:.3f} (popularity draws alone, w = 0) to "
+            f"{row['ceiling_recall_at_20']:.3f} (lists ranked by the true response, w = 1) on "
+            f"{int(row['recall_labels'])} V1 eval labels; a q outside that range, give or take the tolerance, is "
+            "skipped.")
+
+
+def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], plots: list[Path],
+                         relative_to: Path) -> str:
+    """The report: what was measured, the findings, the reachable range and skipped q, the tables, the plots."""
+    skipped = [f"- `{row['source']}` (q = {row['q']:g}): {row['reason']}"
+               for row in table.filter(pl.col("status") == "skipped").iter_rows(named=True)]
+    lines = ["### Dose-response: how good must the predictor be? (issue #15)", "",
+             ("Each source's lists are measured by their Recall@20 on the V1 eval labels they list and by what "
+              "they change downstream. `oracle_q<q>` is a positive control that reads the world's hidden "
+              "response (docs/oracle.md), never a method; `random_control` lists random advertisers of the same "
+              "length (the negative control); `method` rows are real predictors. The findings:"), "",
+             *map(finding, checks), "", reachable_range(table), "",
+             *(["Skipped:", "", *skipped, ""] if skipped else []),
+             *results_markdown(table, "lift"), *results_markdown(table, "ab")]
+    lines += [f"![{path.stem}]({path.relative_to(relative_to)})" for path in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path: Path) -> Path:
+    """One PNG: a panel per metric of its change (%) against Recall@20, 95% intervals on both axes; the
+    oracle's points joined by a line, the random control as a grey cross, each method as a labelled square
+    with a dotted line at its Recall@20. An unbounded interval side is drawn to the panel's edge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = table.filter(pl.col("status") == "measured")
+    columns = min(3, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    styles = {"oracle": ("-o", "tab:blue", "oracle (positive control)"), "random": ("x", "grey", "random control"),
+              "method": ("s", "tab:red", "method")}
+    for axis, metric in zip(axes.ravel(), metrics):
+        shown = measured.filter(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan()).sort("recall_at_20")
+        finite = np.concatenate([shown[f"{metric}{end}"].to_numpy() for end in ("", "_low", "_high")])
+        finite = finite[np.isfinite(finite)]
+        edge = (finite.min(), finite.max()) if finite.size else (-1.0, 1.0)
+        for kind, (style, color, label) in styles.items():
+            group = shown.filter(pl.col("kind") == kind)
+            if not group.height:
+                continue
+            x, y = group["recall_at_20"].to_numpy(), group[metric].to_numpy()
+            # lines, not errorbar: a bootstrap percentile interval need not contain its estimate
+            axis.vlines(x, *(np.clip(group[f"{metric}_{end}"].to_numpy(), *edge) for end in ("low", "high")),
+                        color=color, lw=1)
+            axis.hlines(y, group["recall_at_20_low"].to_numpy(), group["recall_at_20_high"].to_numpy(), color=color,
+                        lw=1)
+            axis.plot(x, y, style, color=color, label=label, markersize=7)
+            if kind == "method":
+                for name, recall, value in zip(group["source"], x, y):
+                    axis.axvline(recall, color="tab:red", lw=0.8, ls=":")
+                    axis.annotate(name, (recall, value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axis.axhline(0, color="grey", lw=0.8)
+        better = " (< 0: better)" if metric.endswith("log_loss") else ""
+        axis.set(xlabel="Recall@20 (V1 eval labels)", ylabel="change (%)", title=metric_label(metric) + better)
+    for axis in axes.ravel()[len(metrics):]:
+        axis.set_visible(False)
+    legend = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 0))
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def stage_config(run: RunFolder, config: SensitivityConfig) -> dict:
+    """What every source's measurement depends on besides its lists: the world, the parts' configs and
+    the inputs they read (impressions for the lift; the trained stages for a trained market)."""
+    world = run.stage_record("world")
+    if world is None:
+        raise FileNotFoundError(f"{run.root / 'world'} has no stage record: run `adsim world --out {run.root}` first")
+    shared: dict = {"upstream": world["config_hash"], "parts": list(config.parts), "llm_preset": config.llm_preset}
+    if "lift" in config.parts:
+        impressions = run.root / IMPRESSIONS
+        if not impressions.exists():
+            raise FileNotFoundError(f"{impressions} is missing: run `adsim rank impressions --run {run.root}` first "
+                                    "(or --parts ab)")
+        shared |= {"ranking": to_dict(config.ranking), "impressions": file_digest(impressions)}
+    if "ab" in config.parts:
+        shared |= {"experiment": to_dict(config.experiment), "stack": config.stack}
+        if config.stack == "trained":
+            trained = (f"retrieval_train_{config.objective}", f"retrieval_index_{config.objective}", "ranking")
+            shared["trained_stages"] = {stage: (run.stage_record(stage) or {}).get("config_hash") for stage in trained}
+    return shared
+
+
+def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = True, force: bool = False) -> dict:
+    """`adsim sensitivity`: measure every source (reusing each finished one), then write
+    `sensitivity/{table.parquet,report.md}` and `plots/sensitivity_{lift,ab}.png`. Returns the stage
+    summary (rows, reachable range, the dose-response checks). Raises FileNotFoundError without the world
+    (or, for the lift, the impressions; for a trained market, its trained stages), ConfigError for an
+    unknown LLM preset, SchemaError for a method's table off its contract."""
+    run = RunFolder(root)
+    shared = stage_config(run, config)
+    measured_sources = sources(config)
+    everything = {**shared, "sensitivity": to_dict(config),
+                  "sources": {source.name: source.identity for source in measured_sources}}
+    if not force and run.is_complete(STAGE, everything):
+        return run.stage_record(STAGE)["summary"]
+    started = time.perf_counter()
+    inputs = StageInputs(run.root, config)
+    rows = [measure_source(run, source, shared, inputs, progress, force)
+            for source in tqdm(measured_sources, desc="dose-response sources", disable=not progress)]
+    table = pl.concat(rows, how="diagonal_relaxed")
+    folder = run.stage_dir(STAGE)
+    table.write_parquet(folder / "table.parquet")
+    titles = {"lift": "Table 5 against predictor quality (DCN, with vs without)",
+              "ab": "A/B against predictor quality (treatment vs control)"}
+    plots = [plot_dose_response(table, metric_columns(table, part), titles[part],
+                                run.root / "plots" / f"sensitivity_{part}.png")
+             for part in config.parts if metric_columns(table, part)]
+    checks = [check_dose_response(table, metric) for metric in targeted_metrics(config)]
+    (folder / "report.md").write_text(sensitivity_markdown(table, checks, plots, run.root))
+    summary = {"seconds": round(time.perf_counter() - started, 1),
+               "rows": {status: int(count) for status, count in table["status"].value_counts().iter_rows()},
+               "skipped": {row["source"]: row["reason"] for row in table.filter(pl.col("status") == "skipped")
+                           .iter_rows(named=True)},
+               "reachable": reachable_range(table),
+               "checks": [{**check.__dict__, "violations": list(check.violations)} for check in checks],
+               "plots": [str(path.relative_to(run.root)) for path in plots]}
+    run.complete(STAGE, everything, ["table.parquet", "report.md"], summary)
+    return summary
