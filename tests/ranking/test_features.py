@@ -11,7 +11,7 @@ import pytest
 from ranking.config import FeatureConfig
 from ranking.features import HISTORY_FEATURES, SPARSE_FEATURES, FeatureBuilder, split_by_time
 from ranking.llm_features import LLM_FEATURES
-from synthetic_data.schema import EVENT_KINDS, EVENTS, conform
+from synthetic_data.schema import EVENTS, conform
 
 from tests.ranking.test_llm_features import ADVERTISERS, CATEGORIES, PREDICTIONS_TABLE
 
