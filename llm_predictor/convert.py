@@ -43,30 +43,32 @@ class NameConverter:
         advertisers = advertisers_df.select("advertiser_id", "name", "domain").sort("advertiser_id")
         self._ids = advertisers["advertiser_id"].to_numpy()
         self._exact = dict(zip(advertisers["name"].to_list(), self._ids.tolist()))
+        name_keys = [normalise_name(name) for name in advertisers["name"]]
         keys = Counter()
         candidates: dict[str, int] = {}
-        for advertiser_id, name, domain in advertisers.iter_rows():
-            for key in {normalise_name(name), normalise_name(domain or "")} - {""}:
+        for advertiser_id, name_key, domain in zip(self._ids.tolist(), name_keys, advertisers["domain"]):
+            for key in {name_key, normalise_name(domain or "")} - {""}:
                 keys[key] += 1
                 candidates[key] = advertiser_id
         # A key shared by two advertisers is ambiguous: those names fall through to fuzzy matching.
         self._normalised = {k: v for k, v in candidates.items() if keys[k] == 1}
         self._vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3))
-        self._matrix = self._vectorizer.fit_transform([normalise_name(n) for n in advertisers["name"]])
+        self._matrix = self._vectorizer.fit_transform(name_keys)
 
     def convert(self, names: Sequence[str]) -> list[ConvertedName]:
         """Convert names (batched: one sparse product for all names that need fuzzy matching)."""
         results: list[ConvertedName | None] = [None] * len(names)
-        fuzzy_positions = []
+        fuzzy_positions, fuzzy_keys = [], []
         for position, name in enumerate(names):
             if name in self._exact:
                 results[position] = ConvertedName(name, self._exact[name], "exact", 1.0)
-            elif normalise_name(name) in self._normalised:
-                results[position] = ConvertedName(name, self._normalised[normalise_name(name)], "normalised", 1.0)
+            elif (key := normalise_name(name)) in self._normalised:
+                results[position] = ConvertedName(name, self._normalised[key], "normalised", 1.0)
             else:
                 fuzzy_positions.append(position)
+                fuzzy_keys.append(key)
         if fuzzy_positions:
-            queries = self._vectorizer.transform([normalise_name(names[p]) for p in fuzzy_positions])
+            queries = self._vectorizer.transform(fuzzy_keys)
             similarity = (queries @ self._matrix.T).toarray()
             best = similarity.argmax(axis=1)
             scores = similarity[np.arange(len(best)), best]
