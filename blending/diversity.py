@@ -32,11 +32,20 @@ def advertiser_diversity(counts: np.ndarray) -> Diversity:
         raise ValueError(f"counts must be one vector per advertiser universe, got shape {counts.shape}")
     if (counts < 0).any():
         raise ValueError("counts must be >= 0")
-    total = counts.sum()
-    if total == 0:
-        return Diversity(unique_advertisers=0, entropy=0.0, gini=0.0)
-    entropy = float(stats.entropy(counts))
-    n = counts.size
-    ordered = np.sort(counts)
-    gini = float(2.0 * (np.arange(1, n + 1) * ordered).sum() / (n * total) - (n + 1) / n)
-    return Diversity(unique_advertisers=int((counts > 0).sum()), entropy=entropy, gini=max(gini, 0.0))
+    unique_advertisers, entropy, gini = diversity_measures(counts[np.newaxis])[0]
+    return Diversity(unique_advertisers=int(unique_advertisers), entropy=float(entropy), gini=float(gini))
+
+
+def diversity_measures(counts: np.ndarray) -> np.ndarray:
+    """advertiser_diversity of every row of `counts` [k, advertisers] (nonnegative) at once, for bootstrap
+    resamples: [k, 3] float64 of unique advertisers, entropy (nats) and Gini; an empty row is all 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum(axis=1)
+    is_empty = total == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = stats.entropy(counts, axis=1)
+        n = counts.shape[1]
+        ordered = np.sort(counts, axis=1)
+        gini = 2.0 * (np.arange(1, n + 1) * ordered).sum(axis=1) / (n * total) - (n + 1) / n
+    return np.column_stack([(counts > 0).sum(axis=1), np.where(is_empty, 0.0, entropy),
+                            np.where(is_empty, 0.0, np.maximum(gini, 0.0))]).astype(np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from blending.diversity import advertiser_diversity
+from blending.diversity import diversity_measures
 from simulator.config import ArmConfig, ExperimentConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.power import POWER, achieved_mde, per_user_log_ratio_variance, planned_log_standard_error, relative_mde
@@ -297,7 +297,7 @@ def _user_advertiser_counts(result: SimulationResult, advertiser_ids: np.ndarray
 
 
 def compare_diversity(control: SimulationResult, treatment: SimulationResult, *, paired: bool, alpha: float,
-                      samples: int, rng: np.random.Generator) -> list[Comparison]:
+                      samples: int, rng: np.random.Generator, chunk: int = 100) -> list[Comparison]:
     """Advertiser diversity of impressions (unique advertisers, entropy, Gini): relative change with a
     bootstrap over users (Poisson weights; shared between arms when paired). A resample whose control
     measure is zero keeps its infinite or undefined change, so the interval can be unbounded."""
@@ -305,24 +305,22 @@ def compare_diversity(control: SimulationResult, treatment: SimulationResult, *,
     matrices = [_user_advertiser_counts(arm, advertiser_ids) for arm in (control, treatment)]
     names = ("unique_advertisers", "advertiser_entropy", "advertiser_gini")
 
-    def measures(counts: np.ndarray) -> np.ndarray:
-        diversity = advertiser_diversity(counts)
-        return np.array([diversity.unique_advertisers, diversity.entropy, diversity.gini], dtype=np.float64)
-
-    point = [measures(np.asarray(m.sum(axis=0)).ravel()) for m in matrices]
+    point = diversity_measures(np.vstack([np.asarray(m.sum(axis=0)).ravel() for m in matrices]))
     arm_users = min(m.shape[0] for m in matrices)
     nonzero_users = int(min(np.count_nonzero(m.getnnz(axis=1)) for m in matrices))  # users with impressions
     power = {"arm_users": arm_users, "nonzero_users": nonzero_users,
              "is_underpowered": is_underpowered(arm_users, nonzero_users)}
+    users_c, users_t = (m.shape[0] for m in matrices)
     ratios = []
-    for _ in range(samples):
-        weights_c = rng.poisson(1.0, matrices[0].shape[0]).astype(np.float64)
-        weights_t = weights_c if paired else rng.poisson(1.0, matrices[1].shape[0]).astype(np.float64)
-        replicate_c = measures(matrices[0].T @ weights_c)
-        replicate_t = measures(matrices[1].T @ weights_t)
+    for start in range(0, samples, chunk):
+        # one draw per chunk, row by row in the order control then treatment, as one resample at a time would
+        weights = rng.poisson(1.0, (min(chunk, samples - start), users_c if paired else users_c + users_t))
+        weights_c, weights_t = (weights, weights) if paired else (weights[:, :users_c], weights[:, users_c:])
+        replicate_c = diversity_measures((matrices[0].T @ weights_c.T.astype(np.float64)).T)
+        replicate_t = diversity_measures((matrices[1].T @ weights_t.T.astype(np.float64)).T)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios.append(replicate_t / replicate_c - 1.0)
-    ratios = np.array(ratios)
+    ratios = np.concatenate(ratios)
     comparisons = []
     for index, name in enumerate(names):
         if point[0][index] == 0:
