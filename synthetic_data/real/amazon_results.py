@@ -79,9 +79,11 @@ def label_ranks(predictions: pl.DataFrame, labels: pl.DataFrame) -> np.ndarray:
     return ranks["rank"].fill_null(0).to_numpy()
 
 
-def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int, ...]) -> dict:
-    """Recall@k with 95% Wilson intervals, list coverage and unmapped share for one method."""
-    ranks = label_ranks(predictions, labels)
+def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int, ...],
+                 ranks: np.ndarray | None = None) -> dict:
+    """Recall@k with 95% Wilson intervals, list coverage and unmapped share for one method;
+    `ranks`: its `label_ranks`, when already computed."""
+    ranks = label_ranks(predictions, labels) if ranks is None else ranks
     row: dict = {"users": labels.height}
     for k in ks:
         hits = hits_at(ranks, k)
@@ -125,15 +127,15 @@ def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: Resul
         source: scored_sources.filter(pl.col("source") == source)
         for source in sorted(scored_sources["source"].unique().to_list())
     }
-    reference = by_source.get(config.reference)
-    reference_ranks = None if reference is None else label_ranks(reference, labels)
+    ranks = {source: label_ranks(scored, labels) for source, scored in by_source.items()}
+    reference_ranks = ranks.get(config.reference)
     rows = []
     for source, scored in by_source.items():
-        row = {"method": source} | score_method(scored, labels, config.ks)
+        row = {"method": source} | score_method(scored, labels, config.ks, ranks[source])
         row["parse_rate"] = conversion_rates.get(source, {}).get("parse_rate")
         row["unmapped_rate"] = conversion_rates.get(source, {}).get("unmapped_rate", row["unmapped_rate"])
         if reference_ranks is not None:
-            row |= paired_delta(label_ranks(scored, labels), reference_ranks, config.ks)
+            row |= paired_delta(ranks[source], reference_ranks, config.ks)
         rows.append(row)
     return pl.DataFrame(rows, schema_overrides={"parse_rate": pl.Float64}).sort(
         f"recall_at_{config.ks[-1]}", descending=True)
