@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from llm_predictor.baselines import eligible_advertisers
 from llm_predictor.metrics import recall_with_intervals
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
 from synthetic_data.config_io import require
@@ -70,12 +71,6 @@ class Calibration:
     floor: float  # Recall@20 at w = 0 (popularity draws only)
     ceiling: float  # Recall@20 at w = 1 (the pure oracle): the most a predictor ranked by the truth reaches
     curve: dict[float, float]  # Recall@20 at every weight tried, by weight
-
-
-def eligible_advertisers(advertisers: pl.DataFrame) -> np.ndarray:
-    """Sorted ids of the active spending advertisers: the only ones a label can name (labels.py)."""
-    eligible = advertisers.filter(pl.col("is_active") & pl.col("has_active_spend"))
-    return np.sort(eligible["advertiser_id"].to_numpy().astype(np.int64))
 
 
 def oracle_scores(state: ResponseState, items: pl.DataFrame, keys: pl.DataFrame,
@@ -217,7 +212,8 @@ class OracleLists:
     def draw(cls, world: World, state: ResponseState, keys: pl.DataFrame, config: OracleConfig) -> OracleLists:
         """Score and draw for `keys`; lists are 20 long (fewer if fewer advertisers are eligible)."""
         keys = keys.select(KEYS).unique().sort(KEYS)
-        advertiser_ids = eligible_advertisers(world.advertisers)
+        # the only advertisers a label can name, sorted: lists index into them
+        advertiser_ids = np.sort(eligible_advertisers(world)["advertiser_id"].to_numpy().astype(np.int64))
         popularity = (pl.DataFrame({"advertiser_id": advertiser_ids.astype(np.int32)})
                       .join(world.advertisers_truth, on="advertiser_id", how="left", maintain_order="left")
                       ["popularity"].to_numpy())

@@ -5,10 +5,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from llm_predictor.baselines import eligible_advertisers
 from llm_predictor.metrics import recall_at_k
 from simulator.cli import app
 from simulator.oracle import (KEYS, RECALL, CalibrationError, OracleConfig, OracleLists, UnreachableRecall,
-                              calibrate, eligible_advertisers, oracle_predictions, oracle_scores)
+                              calibrate, oracle_predictions, oracle_scores)
 from synthetic_data.config_io import ConfigError, to_dict
 from synthetic_data.response import build_response_state, true_rates
 from synthetic_data.run_folder import RunFolder
@@ -81,7 +82,7 @@ def test_lists_and_interests_follow_the_llm_contract(tiny_world):
 
 def test_scores_are_the_best_item_true_expected_conversions(wide_world, wide_state):
     keys = wide_world.labels.select(KEYS).unique().sort(KEYS).head(40)
-    advertiser_ids = eligible_advertisers(wide_world.advertisers)
+    advertiser_ids = np.sort(eligible_advertisers(wide_world)["advertiser_id"].to_numpy())
     scores = oracle_scores(wide_state, wide_world.items, keys, advertiser_ids)
     # brute force over every item of every eligible advertiser
     items = wide_world.items.filter(pl.col("advertiser_id").is_in(advertiser_ids.tolist()))
