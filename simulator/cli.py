@@ -160,7 +160,7 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    stage = run / f"{config.source}_{users}"
+    stage = run / config.stage(users)
     if is_skipped:
         console.print(f"[green]{stage.name}: complete with this config; skipping[/green]")
     recall = " / ".join(f"{summary[f'recall_at_{k}']:.3f} [{summary[f'recall_at_{k}_low']:.3f}, "

@@ -53,6 +53,10 @@ class OracleConfig:
         """The PREDICTIONS `source` of the lists, e.g. "oracle_q0.5"."""
         return f"oracle_q{self.q:g}"
 
+    def stage(self, users: str) -> str:
+        """The run-folder stage of the lists for a user set, e.g. "oracle_q0.5_heldout"."""
+        return f"{self.source}_{users}"
+
 
 class CalibrationError(ValueError):
     """No mixing weight gives Recall@20 within the tolerance of q."""
@@ -267,7 +271,7 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
     if users not in PREDICT_USERS:
         raise ConfigError(f"config field 'users': {users!r} is not one of {sorted(PREDICT_USERS)}")
     llm_config = resolve_config(llm_preset, None, None)
-    stage = f"{config.source}_{users}"
+    stage = config.stage(users)
     stage_config = {"upstream": world_record["config_hash"], "oracle": to_dict(config), "users": users,
                     "llm_preset": llm_preset, "evaluation": to_dict(llm_config.eval.evaluation),
                     "max_users": {"serving": llm_config.serving_max_users,

@@ -227,14 +227,14 @@ def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
     config, oracle = inputs.config, inputs.config.oracle(q)
     heldout, _ = oracle_stage(inputs.root, oracle, "heldout", config.llm_preset)
     serving = oracle_stage(inputs.root, oracle, "serving", config.llm_preset)[0] if "ab" in config.parts else None
-    folder = inputs.root / f"{oracle.source}_heldout"
+    folder = inputs.root / oracle.stage("heldout")
     columns = {"weight": heldout["weight"], "recall_at_20": heldout[RECALL],
                "recall_at_20_low": heldout[f"{RECALL}_low"], "recall_at_20_high": heldout[f"{RECALL}_high"],
                "recall_labels": inputs.labels.height, "recall_coverage": 1.0,
                "floor_recall_at_20": heldout[f"floor_{RECALL}"], "ceiling_recall_at_20": heldout[f"ceiling_{RECALL}"],
                "serving_weight": None if serving is None else serving["weight"]}
     serving_lists = (None if serving is None else
-                     pl.read_parquet(inputs.root / f"{oracle.source}_serving" / "predictions.parquet"))
+                     pl.read_parquet(inputs.root / oracle.stage("serving") / "predictions.parquet"))
     return SourceLists(pl.read_parquet(folder / "predictions.parquet"), pl.read_parquet(folder / "interests.parquet"),
                        serving_lists, columns)
 
