@@ -81,10 +81,10 @@ def pre_period_covariates(world: World, days: int) -> pl.DataFrame:
             .with_columns(pl.col("^pre_.*$").fill_null(0.0)))
 
 
-def arm_summary(name: str, result: SimulationResult) -> dict:
-    """Headline figures of one arm: totals, ratios, advertiser diversity and funnel survival."""
+def arm_summary(name: str, result: SimulationResult, funnel: pl.DataFrame) -> dict:
+    """Headline figures of one arm: totals, ratios, advertiser diversity and funnel survival (`funnel`: its
+    `result.ledger.table()`)."""
     totals = result.user_metrics.drop("user_id").sum().row(0, named=True)
-    funnel = result.ledger.table()
     shown = funnel.filter((pl.col("source") == "all") & (pl.col("stage") == DIVERSITY_STAGE)).row(0, named=True)
     summary = {"arm": name, "users": result.user_metrics.height, "days": result.summary["days"], **totals,
                "roas": _safe(totals["conversion_value"], totals["spend"]),
@@ -157,23 +157,23 @@ def treatment_check(exposure: dict, planned_roas_mde: float, achieved_roas_mde: 
     return True, f"{spend}, at least its MDE on RoAS of {mde:+.1%}"
 
 
-def planned_mde(control: SimulationResult, covariates: pl.DataFrame, treatment_users: dict[str, int],
+def planned_mde(columns: dict[str, np.ndarray], treatment_users: dict[str, int],
                 config: ExperimentConfig) -> dict[str, float]:
     """Planned MDE on RoAS per treatment arm (POWER, config.alpha) for its users and the design's days,
     from the control arm's per-user variance of log RoAS (CUPED-adjusted when config.cuped), known
-    before any treatment arm runs; see power.planned_log_standard_error for the paired assumption."""
-    columns = _user_columns(control, covariates)
+    before any treatment arm runs (`columns`: its _user_columns); see power.planned_log_standard_error for
+    the paired assumption."""
     variance = per_user_log_ratio_variance(columns[PRIMARY_RATIO.numerator], columns[PRIMARY_RATIO.denominator],
                                            columns[PRIMARY_RATIO.covariate] if config.cuped else None)
-    control_users = control.user_metrics.height
+    control_users = columns[PRIMARY_RATIO.numerator].size
     return {name: relative_mde(planned_log_standard_error(variance, control_users, users, config.design == "paired"),
                                config.alpha)
             for name, users in treatment_users.items()}
 
 
-def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], planned_roas_mde: dict[str, float],
-               achieved_roas_mde: dict[str, float]) -> pl.DataFrame:
-    """One row per arm: arm_summary, arm_exposure to its treatment sources, the planned MDE on RoAS and
+def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], funnels: dict[str, pl.DataFrame],
+               planned_roas_mde: dict[str, float], achieved_roas_mde: dict[str, float]) -> pl.DataFrame:
+    """One row per arm (`funnels`: each arm's ledger table): arm_summary, arm_exposure to its treatment sources, the planned MDE on RoAS and
     treatment_check's flag and reason (null flag and NaN MDE for the control)."""
     sources = treatment_sources(config)
     rows = []
@@ -181,7 +181,7 @@ def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], p
         exposure = arm_exposure(result, sources[name])
         is_measured, check = ((None, "control arm") if name == config.arms[0].name
                               else treatment_check(exposure, planned_roas_mde[name], achieved_roas_mde[name]))
-        rows.append({**arm_summary(name, result), "is_control": name == config.arms[0].name, **exposure,
+        rows.append({**arm_summary(name, result, funnels[name]), "is_control": name == config.arms[0].name, **exposure,
                      "planned_roas_mde": planned_roas_mde.get(name, float("nan")),
                      "is_treatment_measured": is_measured, "treatment_check": check})
     return pl.DataFrame(rows).with_columns(pl.col("is_treatment_measured").cast(pl.Boolean))
@@ -198,6 +198,7 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
     users_of = {arm.name: user_ids if config.design == "paired" else user_ids[assignment == index]
                 for index, arm in enumerate(config.arms)}
     results: dict[str, SimulationResult] = {}
+    columns: dict[str, dict[str, np.ndarray]] = {}  # per arm, its _user_columns
     for index, arm in enumerate(config.arms):
         arm_users = users_of[arm.name]
         simulation = (config.simulation if config.design == "paired"
@@ -207,21 +208,22 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
         if progress:
             print(f"arm {arm.name}: {arm_users.size} users, quotas {arm.blend.quotas}")
         results[arm.name] = simulate(world, stack, arm.blend, arm_users, simulation, progress=progress, tables=tables)
+        columns[arm.name] = _user_columns(results[arm.name], covariates)
         if index == 0:
-            planned = planned_mde(results[arm.name], covariates,
+            planned = planned_mde(columns[arm.name],
                                   {other.name: users_of[other.name].size for other in config.arms[1:]}, config)
             if progress:
                 for name, mde in planned.items():
                     print(f"planned MDE on RoAS ({POWER:.0%} power, alpha {config.alpha}) for arm {name}: {mde:+.1%} "
                           f"({arm_users.size} control and {users_of[name].size} treatment users over "
                           f"{config.simulation.days} simulated day(s))")
-    tested = compare_arms(config, results, covariates)
+    tested = compare_arms(config, results, columns)
     achieved = dict(tested.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
-    arms = arms_table(config, results, planned, achieved)
+    funnel_of = {name: result.ledger.table() for name, result in results.items()}
+    arms = arms_table(config, results, funnel_of, planned, achieved)
     comparisons = adjust_p_values(tested.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
                                               maintain_order="left"), config.alpha)
-    funnels = pl.concat([result.ledger.table().with_columns(pl.lit(name).alias("arm"))
-                         for name, result in results.items()])
+    funnels = pl.concat([funnel.with_columns(pl.lit(name).alias("arm")) for name, funnel in funnel_of.items()])
     return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels,
                             srm=sample_ratio_check(config, results), results=results)
 
@@ -242,15 +244,16 @@ def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[st
 
 
 def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
-                 covariates: pl.DataFrame) -> pl.DataFrame:
+                 columns: dict[str, dict[str, np.ndarray]]) -> pl.DataFrame:
     """One row per (treatment arm, metric): control and treatment values, relative change, CI, p-value
-    and achieved MDE (`mde`, at POWER); run_ab adds the arm's exposure flag and adjust_p_values."""
+    and achieved MDE (`mde`, at POWER), from each arm's _user_columns (`columns`); run_ab adds the arm's
+    exposure flag and adjust_p_values."""
     names = list(results)
-    control = _user_columns(results[names[0]], covariates)
+    control = columns[names[0]]
     rng = np.random.default_rng([config.simulation.seed, config.salt])
     rows = []
     for name in names[1:]:
-        treatment = _user_columns(results[name], covariates)
+        treatment = columns[name]
         comparisons = [(compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
                                 cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
                                 rng=rng), config.method) for metric in METRICS]
