@@ -53,15 +53,17 @@ class DCNv2(nn.Module):
         embedded = self.embeddings(features).values().reshape(batch, -1)
         scaled = torch.clamp((dense - self.dense_offset) / self.dense_scale, self.dense_low, self.dense_high)
         x = torch.cat([embedded, scaled], dim=1)
-        hidden = self.deep(self.cross(x.to(self.cross.W_kernels[0].dtype)))  # bf16 after `with_bf16_layers`
+        hidden = self.deep(self.cross(x.to(next(self.cross.parameters()).dtype)))  # bf16 after `for_scoring`
         return self.heads(hidden.float())
 
-    def with_bf16_layers(self) -> DCNv2:
-        """A copy for scoring with the cross and deep weights in bf16 (embeddings and heads stay float32:
-        a bf16 logit has 8 significant bits, which ties thousands of test rows before AUC).
-
-        On AMX CPUs this is ~2x faster than autocast, which re-casts the weights on every call.
+    def for_scoring(self, use_bf16: bool) -> DCNv2:
+        """The model in eval mode; with `use_bf16`, a copy whose cross and deep weights are bf16
+        (embeddings and heads stay float32: a bf16 logit has 8 significant bits, which ties thousands
+        of test rows before AUC). On AMX CPUs this is ~2x faster than autocast, which re-casts the
+        weights on every call.
         """
+        if not use_bf16:
+            return self.eval()
         scoring = copy.deepcopy(self).eval()
         for module in (scoring.cross, scoring.deep):
             module.to(torch.bfloat16)

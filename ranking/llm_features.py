@@ -133,6 +133,10 @@ class PredictedLists:
                        category_keys=category_keys, category_hits=category_hits, interest_keys=interest_keys,
                        unresolved=self.unresolved + int(predictions["advertiser_id"].null_count()))
 
+    def user_ids(self) -> np.ndarray:
+        """The distinct users with at least one list (sorted)."""
+        return np.unique(self.list_keys // DAY_RANGE)
+
     def features(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Feature columns aligned with `rows` (user_id, date, advertiser_id, category_id, parent_id)."""
         list_id = self._latest_list(rows["user_id"].fill_null(-1).to_numpy().astype(np.int64), _days(rows["date"]))

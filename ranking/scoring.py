@@ -16,7 +16,6 @@ import polars as pl
 import torch
 
 from ranking.features import FeatureBuilder, FeatureTable
-from ranking.llm_features import DAY_RANGE
 from ranking.train import FittedDCN
 
 # Served and trained shares of users with a list further apart than this factor flag the LLM
@@ -83,8 +82,8 @@ class Ranker:
         `MAX_COVERAGE_RATIO` either way (the features would be served where they were not learnt)."""
         if self.lists_ is None:
             return {}
-        listed = np.unique(self.lists_.list_keys // DAY_RANGE)
-        served = float(np.isin(np.asarray(user_ids, dtype=np.int64), listed).mean()) if len(user_ids) else 0.0
+        served = (float(np.isin(np.asarray(user_ids, dtype=np.int64), self.lists_.user_ids()).mean())
+                  if len(user_ids) else 0.0)
         trained = float(self.training_coverage.get("users_with_list_share", float("nan")))
         ratio = max(served, trained) / max(min(served, trained), 1e-12)
         return {"trained_users_with_list_share": trained, "served_users_with_list_share": served,

@@ -43,7 +43,7 @@ class FittedDCN:
         """The fitted model as it scores, built once: the bf16 copy deep-copies every embedding table,
         which cost a fifth of the simulator's scoring time when made on every call."""
         if getattr(self, "scoring_model_", None) is None:
-            self.scoring_model_ = self.model.with_bf16_layers() if self.use_bf16 else self.model.eval()
+            self.scoring_model_ = self.model.for_scoring(self.use_bf16)
         return self.scoring_model_
 
     def __getstate__(self) -> dict:  # the scoring copy is rebuilt on first use, not written
@@ -61,7 +61,7 @@ def _tensors(table: FeatureTable, index: np.ndarray | slice) -> tuple[torch.Tens
 
 def predict_logits(model: DCNv2, table: FeatureTable, batch_size: int, use_bf16: bool) -> np.ndarray:
     """Logits in batches; with `use_bf16` the dense layers run on a bf16 copy of the weights."""
-    return batched_logits(model.with_bf16_layers() if use_bf16 else model.eval(), table, batch_size)
+    return batched_logits(model.for_scoring(use_bf16), table, batch_size)
 
 
 @torch.no_grad()
