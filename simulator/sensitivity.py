@@ -126,8 +126,7 @@ class SensitivityConfig:
         require(len(self.parts) >= 1 and set(self.parts) <= set(PARTS) and len(set(self.parts)) == len(self.parts),
                 "parts", f"choose one or both of {list(PARTS)}, got {list(self.parts)}")
         require(self.stack in STACK_SOURCES, "stack", f"must be one of {list(STACK_SOURCES)}, got {self.stack!r}")
-        require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}")
-        require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        self.oracle(self.q_grid[0])  # OracleConfig's own checks of tolerance and max_steps
         for name in self.methods:
             require(bool(METHOD_NAME.fullmatch(name)) and name != RANDOM_SOURCE and not name.startswith("oracle_q"),
                     "methods", f"name {name!r}: use letters, digits and '_', and not {RANDOM_SOURCE!r} "
