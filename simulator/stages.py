@@ -19,7 +19,8 @@ import polars as pl
 from blending.funnel import largest_losses
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
-from simulator.experiment import aa_check, concentration_quota, pre_period_covariates, run_ab, run_sweep
+from simulator.experiment import (ExperimentResult, aa_check, concentration_quota, pre_period_covariates, run_ab,
+                                  run_sweep)
 from simulator.report import EXPOSURE_COLUMNS, ab_markdown, funnel_markdown, plot_funnel, plot_sweep, sweep_markdown
 from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
@@ -58,11 +59,9 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
                                                   "Offline A/B (Table 6 analogue)", note, experiment.alpha,
                                                   stack.llm_feature_coverage)
                                       + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
-    summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
-               "llm_feature_coverage": stack.llm_feature_coverage, "aa_significant_rate": aa_rate,
+    summary = {"seconds": round(time.perf_counter() - started, 1), "aa_significant_rate": aa_rate,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
-               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms),
-               "funnel_losses": _loss_summary(result.funnels), "plots": [str(funnel_plot)]}
+               **_result_summary(result, stack), "plots": [str(funnel_plot)]}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
                  summary)
     return summary
@@ -85,28 +84,27 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
     (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=run.root,
                                                      alpha=experiment.alpha, coverage=stack.llm_feature_coverage)
                                       + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
-    summary = {"seconds": round(time.perf_counter() - started, 1), "srm": _srm_summary(result.srm),
-               "llm_feature_coverage": stack.llm_feature_coverage,
-               "roas_change": _roas_changes(result.comparisons), "exposure": _exposure_summary(result.arms),
-               "concentration_quota": concentration_quota(table), "funnel_losses": _loss_summary(result.funnels),
-               "plots": [str(p) for p in [*plots, funnel_plot]]}
+    summary = {"seconds": round(time.perf_counter() - started, 1), **_result_summary(result, stack),
+               "concentration_quota": concentration_quota(table), "plots": [str(p) for p in [*plots, funnel_plot]]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)
     return summary
 
 
-def _roas_changes(comparisons: pl.DataFrame) -> dict:
-    """The primary metric per treatment arm (see _json_value for NaN)."""
-    columns = ("relative_change", "mde", "p_value", "p_value_adjusted", "nonzero_users", "is_underpowered",
-               "is_treatment_measured", "is_significant")
-    rows = comparisons.filter(pl.col("is_primary")).select("arm", *columns).iter_rows(named=True)
-    return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
+def _result_summary(result: ExperimentResult, stack: Stack) -> dict:
+    """What the ab and sweep summaries share: the SRM check, the ranker's LLM-feature coverage, the primary
+    metric per treatment arm (`roas_change`), each arm's exposure, planned MDE on RoAS and flag with its reason
+    (null flag for the control and for arms that raise no quota), and the funnel losses."""
+    roas_columns = ("relative_change", "mde", "p_value", "p_value_adjusted", "nonzero_users", "is_underpowered",
+                    "is_treatment_measured", "is_significant")
+    exposure_columns = (*EXPOSURE_COLUMNS, "planned_roas_mde", "is_treatment_measured", "treatment_check")
+    return {"srm": _srm_summary(result.srm), "llm_feature_coverage": stack.llm_feature_coverage,
+            "roas_change": _by_arm(result.comparisons.filter(pl.col("is_primary")), roas_columns),
+            "exposure": _by_arm(result.arms, exposure_columns), "funnel_losses": _loss_summary(result.funnels)}
 
 
-def _exposure_summary(arms: pl.DataFrame) -> dict:
-    """Per arm: what its treatment sources reached, the planned MDE on RoAS and whether it measures the
-    treatment, with the reason (null flag for the control and for arms that raise no quota)."""
-    columns = (*EXPOSURE_COLUMNS, "planned_roas_mde", "is_treatment_measured", "treatment_check")
-    rows = arms.select("arm", *columns).iter_rows(named=True)
+def _by_arm(table: pl.DataFrame, columns: tuple[str, ...]) -> dict:
+    """{arm: {column: value}} of a table with one row per arm (see _json_value for NaN)."""
+    rows = table.select("arm", *columns).iter_rows(named=True)
     return {row.pop("arm"): {name: _json_value(value) for name, value in row.items()} for row in rows}
 
 
