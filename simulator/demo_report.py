@@ -1,32 +1,384 @@
-"""`report.md` of a run: the measured analogues of the paper's Tables 2-6, stage by stage, with plots.
+"""`report.md` of a run: a verdict first, then the measured analogues of the paper's Tables 2-6, stage by stage,
+with plots; timings and LLM training in an appendix.
 
-It only gathers what the stages wrote (their markdown sections and stage records); every number in
-the report was measured by a stage of this run folder.
+The verdict is one table with a row per use of the advertiser lists (predictor recall, Table 3; ranking
+features, Table 5; the candidate generator's A/B, Table 6; the dose-response of issue #15; the quota sweep's
+over-concentration, paper 4.5.1): what this run measured, with its interval, beside the paper's figure, the
+validity checks (labels, test positives and MDE, SRM, exposure) and a verdict computed from them. It only
+gathers what the stages wrote (their markdown sections and stage records); every number in the report was
+measured by a stage of this run folder, and a stage or field the run lacks reads "not measured".
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import polars as pl
+
+from simulator.demo import LIST_METHOD
+from simulator.power import achieved_mde
+from simulator.report import NOT_MEASURING, _percent, _save
+from simulator.sensitivity import metric_label
 from synthetic_data.run_folder import RunFolder
 
-# (title, stage folder file, what it is the analogue of)
+
+class PaperFigure(NamedTuple):
+    """One figure the paper reports: its label in the verdict table, value, unit and table/section."""
+
+    label: str
+    value: float
+    unit: str  # "" for a share, "%" for a relative change
+    source: str
+
+
+# The paper's figures the verdict reads each use against (the keys of the changes are the metric names
+# `simulator.sensitivity` suffixes: `lift_ctcvr_pr_auc`, `ab_roas`).
+PAPER_FIGURES = {
+    "sft_recall_at_20": PaperFigure("SFT", 0.501, "", "Table 3, V1, 1-advertiser prompt"),
+    "grpo_recall_at_20": PaperFigure("+GRPO", 0.683, "", "Table 3, V1, 1-advertiser prompt"),
+    "sid_recall_at_20": PaperFigure("SID +GRPO", 0.755, "", "Table 3, V1, 1-advertiser prompt"),
+    "ctcvr_pr_auc": PaperFigure("ctcvr Δ PR-AUC", 0.71, "%", "Table 5"),
+    "vtcvr_pr_auc": PaperFigure("vtcvr Δ PR-AUC", 1.64, "%", "Table 5"),
+    "roas": PaperFigure("RoAS", 4.94, "%", "Table 6 (US Shopping slice, p = 0.021)"),
+}
+
+# The verdicts, in the order the lessons list them
+MEASURED = "measured"
+TOO_THIN = "too thin to say"
+NOT_TRUSTWORTHY = "not trustworthy"
+NOT_MEASURED = "not measured"
+VERDICTS = (MEASURED, TOO_THIN, NOT_MEASURING, NOT_TRUSTWORTHY, NOT_MEASURED)
+
+LIFT_TASKS = ("ctcvr", "vtcvr")  # Table 5's rows
+LIFT_MODEL = "dcn"  # the market's ranker
+LLM_TRAINING_STAGES = ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo")
+
+# (title, stage folder file, whether a run without it says so; the dose-response is not a demo stage)
 SECTIONS = (
-    ("Advertiser prediction on V0 and V1 (paper Tables 2 and 3)", "llm_eval/results.md"),
-    ("Feature ablation (paper Table 4)", "llm_eval/ablation.md"),
-    ("Retrieval: two-tower objectives and generators (paper 4.5.1)", "retrieval_compare/objectives.md"),
-    ("Conversion models with LLM features (paper Table 5)", "ranking_eval/table5.md"),
+    ("Advertiser prediction on V0 and V1 (paper Tables 2 and 3)", "llm_eval/results.md", True),
+    ("Feature ablation (paper Table 4)", "llm_eval/ablation.md", True),
+    ("Retrieval: two-tower objectives and generators (paper 4.5.1)", "retrieval_compare/objectives.md", True),
+    ("Conversion models with LLM features (paper Table 5)", "ranking_eval/table5.md", True),
     ("Conversion models with most-recent-advertiser lists of the same users (Table 5 control)",
-     "ranking_eval_recent/table5.md"),
-    ("Online A/B on the simulated market (paper Table 6)", "ab/report.md"),
-    ("L0 quota sweep of the LLM candidate generator (paper 4.5.1)", "sweep/report.md"),
+     "ranking_eval_recent/table5.md", True),
+    ("Online A/B on the simulated market (paper Table 6)", "ab/report.md", True),
+    ("L0 quota sweep of the LLM candidate generator (paper 4.5.1)", "sweep/report.md", True),
+    ("Dose-response: how good must the predictor be? (issue #15)", "sensitivity/report.md", False),
 )
 
 
-def _demote_headings(markdown: str) -> str:
-    """Nest a stage's own headings under the report's section heading."""
-    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+@dataclass(frozen=True)
+class VerdictRow:
+    """One use of the lists: what this run measured, the paper's figure, the validity checks and the verdict
+    (one of VERDICTS) with its detail: the effect and interval of a measurement, else the flag behind it."""
+
+    use: str
+    measured: str
+    paper: str
+    checks: str
+    verdict: str
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        """The verdict as the table prints it: `measured: <effect> [interval]`, else `<verdict> (<flag>)`."""
+        if self.verdict == MEASURED:
+            return f"measured: {self.detail}"
+        return f"{self.verdict} ({self.detail})" if self.detail else self.verdict
+
+
+def _not_measured(use: str, paper: str, reason: str) -> VerdictRow:
+    return VerdictRow(use, "—", paper, "—", NOT_MEASURED, reason)
+
+
+def _paper(*keys: str) -> str:
+    """The paper's figures of `keys` after their source, e.g. `Table 3, V1, 1-advertiser prompt: SFT 0.501, +GRPO 0.683`."""
+    figures = [PAPER_FIGURES[key] for key in keys]
+    values = ", ".join(f"{f.label} {f.value:.3f}" if f.unit == "" else f"{f.value:+.2f}%" for f in figures)
+    return f"{'; '.join(dict.fromkeys(f.source for f in figures))}: {values}"
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _interval(low: float, high: float) -> str:
+    """A change interval given in %, an infinite bound as unbounded."""
+    return f"[{_percent(low / 100)}, {_percent(high / 100)}]"
+
+
+def _share_cell(row: dict, k: int) -> str:
+    return f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
+
+
+def recall_row(root: Path) -> VerdictRow:
+    """Table 3: the served method's V1 Recall@20 and Recall@1 (Wilson intervals) beside the most-recent-advertiser
+    and popularity baselines; measured when its Recall@20 interval and the most-recent baseline's are disjoint."""
+    use, paper = "Predictor: V1 Recall@20 (Table 3)", _paper("sft_recall_at_20", "grpo_recall_at_20",
+                                                              "sid_recall_at_20")
+    path = root / "llm_eval" / "results.parquet"
+    if not path.exists():
+        return _not_measured(use, paper, "no `llm_eval/results.parquet`")
+    methods = {row["method"]: row for row in pl.read_parquet(path).filter(pl.col("eval_set") == "v1")
+               .iter_rows(named=True)}
+    served = methods.get(LIST_METHOD)
+    if served is None or not served["n_labels"] or _is_missing(served["recall_at_20"]):
+        return _not_measured(use, paper, f"no V1 result of the served method `{LIST_METHOD}`")
+    shown = [(f"`{LIST_METHOD}` (served)", served)] + [(f"`{name}`", methods[name]) for name in
+                                                       ("most_recent", "popularity") if name in methods]
+    measured = "; ".join(f"{name} R@20 {_share_cell(row, 20)}, R@1 {_share_cell(row, 1)}" for name, row in shown)
+    checks = f"{served['n_labels']:,} V1 labels; Wilson intervals"
+    effect = f"R@20 {_share_cell(served, 20)}"
+    baseline = methods.get("most_recent")
+    if baseline is None:
+        return VerdictRow(use, measured, paper, checks, MEASURED, effect)
+    versus = f"the most-recent baseline's {_share_cell(baseline, 20)}"
+    if served["recall_at_20_high"] < baseline["recall_at_20_low"]:
+        return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, below {versus}")
+    if served["recall_at_20_low"] > baseline["recall_at_20_high"]:
+        return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, above {versus}")
+    return VerdictRow(use, measured, paper, checks, TOO_THIN,
+                      f"{served['n_labels']:,} labels: its R@20 interval overlaps {versus}")
+
+
+def _lift_cells(path: Path, task: str) -> dict[str, dict]:
+    """{comparison: row} of Table 5's DCN Δ PR-AUC for `task` in a `lift_summary.parquet` ({} without it)."""
+    if not path.exists():
+        return {}
+    table = pl.read_parquet(path).filter((pl.col("model") == LIFT_MODEL) & (pl.col("task") == task)
+                                         & (pl.col("metric") == "pr_auc"))
+    return {row["comparison"]: row for row in table.iter_rows(named=True)}
+
+
+def _lift_cell(row: dict) -> str:
+    return f"{row['change_pct']:+.2f}% {_interval(row['ci_low'], row['ci_high'])} (p = {row['p_value']:.2g})"
+
+
+def lift_row(root: Path, task: str) -> VerdictRow:
+    """Table 5: the DCN's Δ PR-AUC on `task` with versus without the LLM's held-out lists, beside the random-list
+    and most-recent-list controls; too thin when a bootstrap replicate had no positive or the interval's achieved
+    MDE (80% power) exceeds the paper's effect, measured when the interval excludes 0 or rules out that effect."""
+    figure = PAPER_FIGURES[f"{task}_pr_auc"]
+    use, paper = f"Ranking features: {task} Δ PR-AUC (Table 5)", _paper(f"{task}_pr_auc")
+    cells = _lift_cells(root / "ranking_eval" / "lift_summary.parquet", task)
+    main = cells.get("with_llm vs without_llm")
+    if main is None:
+        return _not_measured(use, paper, f"no DCN {task} row in `ranking_eval/lift_summary.parquet`")
+    random = cells.get("with_llm vs random_control")
+    recent = _lift_cells(root / "ranking_eval_recent" / "lift_summary.parquet", task).get("with_llm vs without_llm")
+    measured = "; ".join([f"LLM lists {_lift_cell(main)}",
+                          *([f"LLM vs random lists {_lift_cell(random)}"] if random else []),
+                          *([f"most-recent lists {_lift_cell(recent)}"] if recent else [])])
+    is_bounded = math.isfinite(main["ci_low"]) and math.isfinite(main["ci_high"])
+    mde = achieved_mde(main["ci_low"] / 100, main["ci_high"] / 100) * 100 if is_bounded else math.inf
+    positives = f"{main['test_positives']:,} test positives"
+    undefined = main["undefined_replicates"]
+    checks = (f"{positives}, {main['test_users']:,} users, {main['seeds']} seeds; achieved MDE {_percent(mde / 100)}"
+              + (f"; {undefined:,} of {main['replicates']:,} replicates without a positive" if undefined else ""))
+    effect = f"{main['change_pct']:+.2f}% {_interval(main['ci_low'], main['ci_high'])}"
+    if undefined:
+        return VerdictRow(use, measured, paper, checks, TOO_THIN,
+                          f"{positives}: {undefined:,} bootstrap replicates without a positive")
+    if main["ci_low"] > 0 or main["ci_high"] < 0:
+        return VerdictRow(use, measured, paper, checks, MEASURED, effect)
+    if not mde <= figure.value:
+        return VerdictRow(use, measured, paper, checks, TOO_THIN,
+                          f"{positives}: achieved MDE {_percent(mde / 100)} > the paper's {figure.value:+.2f}%")
+    return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, no effect of the paper's size")
+
+
+def _srm_check(srm: dict | None) -> str:
+    if srm is None:
+        return "SRM not measured"
+    if srm["design"] == "paired":
+        return "SRM: paired design" + (", **arms analysed different users**" if srm["is_mismatch"] else "")
+    return f"SRM p = {srm['p_value']:.3g}" + (" (**mismatch**)" if srm["is_mismatch"] else " (ok)")
+
+
+def _aa_check(summary: dict) -> str:
+    """The A/A false-positive rate on RoAS of an ab summary (`aa`, with its Wilson interval; older runs record
+    only `aa_significant_rate` over all metrics)."""
+    roas = (summary.get("aa") or {}).get("roas")
+    if roas and roas.get("rate") is not None:
+        return f"A/A rejects {roas['rate']:.1%} [{roas['low']:.1%}, {roas['high']:.1%}] on RoAS"
+    if summary.get("aa_significant_rate") is not None:
+        return f"A/A rejects {summary['aa_significant_rate']:.1%} of metric tests"
+    return "A/A not measured"
+
+
+def _reach(exposure: dict | None) -> str | None:
+    """How far an arm's treatment sources reached, from its `exposure` record (None without one)."""
+    if not exposure or "treatment_users" not in exposure:
+        return None
+    return (f"{exposure['treatment_users']:,} users, {exposure['treatment_impressions']:,} impressions, "
+            f"{exposure['treatment_spend_share']:.2%} of spend")
+
+
+def _primary_intervals(path: Path) -> dict[str, tuple[float, float]]:
+    """{arm: (ci_low, ci_high)} of the primary metric (RoAS) in an `ab/comparisons.parquet` ({} without it)."""
+    if not path.exists():
+        return {}
+    table = pl.read_parquet(path).filter(pl.col("is_primary"))
+    return {arm: (low, high) for arm, low, high in table.select("arm", "ci_low", "ci_high").iter_rows()}
+
+
+def ab_verdict(result: dict, srm: dict | None, effect: str, exposure: str) -> tuple[str, str]:
+    """(verdict, detail) of one treatment arm's RoAS result; the flags decide in this order: exposure, SRM,
+    estimability, power (underpowered, or not significant with an achieved MDE above the paper's effect)."""
+    mde, paper = result.get("mde"), PAPER_FIGURES["roas"].value
+    if result.get("is_treatment_measured") is False:
+        return NOT_MEASURING, exposure
+    if srm is not None and srm["is_mismatch"]:
+        return NOT_TRUSTWORTHY, "sample-ratio mismatch"
+    if _is_missing(result.get("p_value")):
+        return TOO_THIN, "not estimable"
+    if result.get("is_underpowered"):
+        return TOO_THIN, f"underpowered: {result['nonzero_users']:,} users with a conversion"
+    if result.get("is_significant"):
+        return MEASURED, effect
+    if _is_missing(mde) or mde * 100 > paper:
+        return TOO_THIN, f"achieved MDE {_percent(mde)} > the paper's {paper:+.2f}%"
+    return MEASURED, f"{effect}, no effect of the paper's size"
+
+
+def ab_row(use: str, result: dict, exposure: dict | None, srm: dict | None, interval: tuple[float, float] | None,
+           aa: str) -> VerdictRow:
+    """Table 6: one treatment arm's RoAS change (`roas_change` of the ab summary) with its interval, planned and
+    achieved MDE, SRM, the A/A line `aa` and exposure, and the verdict of `ab_verdict`."""
+    effect = _percent(result["relative_change"]) + (f" [{_percent(interval[0])}, {_percent(interval[1])}]"
+                                                    if interval else " [interval n/a]")
+    p_value = result.get("p_value")
+    measured = effect + ("" if _is_missing(p_value) else f" (p = {p_value:.2g})")
+    planned = (exposure or {}).get("planned_roas_mde")
+    reach = _reach(exposure)
+    flag = {False: "**flagged**", True: "ok", None: "not checked"}[(exposure or {}).get("is_treatment_measured")]
+    checks = "; ".join([f"MDE planned {_percent(planned)}, achieved {_percent(result.get('mde'))}", _srm_check(srm),
+                        aa, f"exposure {reach} ({flag})" if reach else "exposure not measured"])
+    return VerdictRow(use, measured, _paper("roas"), checks,
+                      *ab_verdict(result, srm, effect, f"its source reached {reach}" if reach else ""))
+
+
+def ab_rows(run: RunFolder) -> list[VerdictRow]:
+    """One verdict row per treatment arm of the `ab` stage."""
+    use = "Generator A/B: RoAS (Table 6)"
+    record = run.stage_record("ab")
+    if record is None or not record["summary"].get("roas_change"):
+        return [_not_measured(use, _paper("roas"), "no `ab` stage" if record is None else "no RoAS result")]
+    summary = record["summary"]
+    intervals = _primary_intervals(run.root / "ab" / "comparisons.parquet")
+    return [ab_row(f"{use}, arm `{arm}`", result, summary.get("exposure", {}).get(arm), summary.get("srm"),
+                   intervals.get(arm), _aa_check(summary)) for arm, result in summary["roas_change"].items()]
+
+
+def dose_response_verdict(check: dict, top: str) -> tuple[str, str]:
+    """(verdict, detail) of one dose-response check: the random control must be measured and cover 0, two oracle
+    points are needed for a shape, and the best oracle point's interval must exclude 0 for the shape to say
+    anything."""
+    if check["control_covers_zero"] is False:
+        return NOT_TRUSTWORTHY, "the random control's interval excludes 0"
+    if check["control_covers_zero"] is None:
+        return TOO_THIN, "no random control"
+    if check["is_monotone"] is None:
+        return TOO_THIN, f"{check['points']} oracle point(s)"
+    low, high = check["top_interval"]
+    if low <= 0 <= high:
+        return TOO_THIN, "the best oracle point's interval covers 0"
+    return MEASURED, f"{'monotone' if check['is_monotone'] else 'not monotone'}; {top}"
+
+
+def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
+    """The dose-response checks of `sensitivity/` (issue #15): one row per targeted metric; the random control
+    must cover 0, and the best oracle point's interval must exclude 0 for the shape to say anything."""
+    use = "Dose-response against predictor quality (issue #15)"
+    record = run.stage_record("sensitivity")
+    if record is None or not record["summary"].get("checks"):
+        return [_not_measured(use, "no figure", "no `sensitivity` stage: run `adsim sensitivity`" if record is None
+                              else "no dose-response check in its record")]
+    rows = []
+    for check in record["summary"]["checks"]:
+        name = check["metric"].removeprefix("lift_").removeprefix("ab_")
+        paper = f"effect to detect: {_paper(name)}" if name in PAPER_FIGURES else "no figure"
+        row_use = f"Dose-response: {metric_label(check['metric'])} (issue #15)"
+        if not check["points"]:
+            rows.append(_not_measured(row_use, paper, "no oracle point measured"))
+            continue
+        top = f"best oracle point `{check['top']}` {_interval(*check['top_interval'])}"
+        shape = {None: "", True: "monotone over ", False: "not monotone over "}[check["is_monotone"]]
+        control = ("random control not measured" if check["control_interval"] is None else
+                   f"random control {_interval(*check['control_interval'])} "
+                   + ("covers 0" if check["control_covers_zero"] else "**excludes 0**"))
+        rows.append(VerdictRow(row_use, f"{shape}{check['points']} oracle point(s); {top}", paper, control,
+                               *dose_response_verdict(check, top)))
+    return rows
+
+
+def sweep_row(run: RunFolder) -> VerdictRow:
+    """Paper 4.5.1: the first quota whose advertiser diversity drops significantly (`concentration_quota`)."""
+    use, paper = "Quota sweep: over-concentration (paper 4.5.1)", "no figure: too large a quota over-concentrates"
+    record = run.stage_record("sweep")
+    if record is None or "concentration_quota" not in record["summary"]:
+        return _not_measured(use, paper, "no `sweep` stage" if record is None else "no concentration quota recorded")
+    summary = record["summary"]
+    quotas = ", ".join(map(str, record["config"].get("quotas", [])))
+    quota = summary["concentration_quota"]
+    measured = (f"first quota whose diversity drops: {quota}" if quota is not None else
+                f"no quota over-concentrates (quotas {quotas}, each against the first)")
+    treated = [arm for arm in summary.get("exposure", {}).values() if arm.get("is_treatment_measured") is not None]
+    flagged = sum(arm["is_treatment_measured"] is False for arm in treated)
+    reach = f"{flagged} of {len(treated)} treatment arms flagged by exposure"
+    checks = f"{_srm_check(summary.get('srm'))}; {reach}"
+    if treated and flagged == len(treated):
+        return VerdictRow(use, measured, paper, checks, NOT_MEASURING, reach)
+    if (summary.get("srm") or {}).get("is_mismatch"):
+        return VerdictRow(use, measured, paper, checks, NOT_TRUSTWORTHY, "sample-ratio mismatch")
+    return VerdictRow(use, measured, paper, checks, MEASURED,
+                      f"concentration quota {quota}" if quota is not None else "no quota over-concentrates")
+
+
+def verdict_rows(run: RunFolder) -> list[VerdictRow]:
+    """Every use's verdict row, in the order of the report's sections."""
+    return [recall_row(run.root), *[lift_row(run.root, task) for task in LIFT_TASKS], *ab_rows(run),
+            *dose_response_rows(run), sweep_row(run)]
+
+
+LESSONS = {MEASURED: "Learnt", TOO_THIN: "Too thin to say", NOT_MEASURING: "Not measuring the treatment, so no result",
+           NOT_TRUSTWORTHY: "Not trustworthy", NOT_MEASURED: "Not measured"}
+
+
+def lessons(rows: list[VerdictRow]) -> list[str]:
+    """At most one bullet per verdict, from the rows: what was learnt (beside the paper), what was too thin to
+    say and why, what gave no result, what did not run."""
+    lines = []
+    for verdict in VERDICTS:
+        matching = [f"{row.use}: {row.detail}; paper {row.paper}" if verdict == MEASURED else
+                    f"{row.use} — {row.detail}" if row.detail else row.use for row in rows if row.verdict == verdict]
+        if matching:
+            lines.append(f"- **{LESSONS[verdict]}**: " + "; ".join(matching) + ".")
+    return lines
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+def verdict_section(run: RunFolder, unmeasured: list[str]) -> list[str]:
+    """The report's opening: the verdict table, the lessons drawn from its rows, and the demo steps that stopped."""
+    rows = verdict_rows(run)
+    return ["## Verdict", "",
+            ("Each use of the advertiser lists: what this run measured (95% intervals) beside the paper's figure, the "
+             "checks that decide whether it says anything (labels, test positives and MDE at 80% power, "
+             "sample-ratio mismatch, the treatment's exposure; the A/A rate is shown beside them) and the verdict "
+             "they give. The sections below hold the full tables; timings and LLM training are in the appendix."), "",
+            *_markdown_table(["Use", "This run", "Paper", "Checks", "Verdict"],
+                             [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
+            "", *lessons(rows), "",
+            *([f"Not measured (the data were too thin; the demo log gives the error): {', '.join(unmeasured)}.", ""]
+              if unmeasured else [])]
 
 
 def _world_section(run: RunFolder) -> str:
@@ -34,50 +386,96 @@ def _world_section(run: RunFolder) -> str:
     if record is None:
         return "_world stage missing_"
     summary = record["summary"]
-    rows = ["| table | rows |", "|---|---|"] + [f"| {k} | {v:,} |" for k, v in summary["rows"].items()]
-    coverage = ["| anchor date | labelled users | share | V0 | V1 |", "|---|---|---|---|---|"] + [
-        f"| {c['anchor_date']} | {c['labelled_users']:,} | {c['share_of_users']:.1%} | {c['v0']:,} | {c['v1']:,} |"
-        for c in summary["label_coverage"]]
+    rows = _markdown_table(["table", "rows"], [[name, f"{count:,}"] for name, count in summary["rows"].items()])
+    coverage = _markdown_table(["anchor date", "labelled users", "share", "V0", "V1"], [
+        [c["anchor_date"], f"{c['labelled_users']:,}", f"{c['share_of_users']:.1%}", f"{c['v0']:,}", f"{c['v1']:,}"]
+        for c in summary["label_coverage"]])
     mix = ", ".join(f"{k} {v:.1%}" for k, v in summary["conversion_mechanism_mix"].items())
     return "\n".join([*rows, "", *coverage, "",
                       f"Conversion mechanisms in the world's truth: {mix} (docs/world.md).",
                       f"Generated in {summary.get('seconds', 0):.1f} s."])
 
 
-def _llm_training_section(run: RunFolder) -> str:
+def _value(summary: dict, key: str, form: str) -> str:
+    value = summary.get(key)
+    return "n/a" if _is_missing(value) else format(value, form)
+
+
+def plot_losses(curves: dict[str, list[float]], path: Path) -> Path:
+    """One PNG, a panel per LLM training stage (`curves`: {panel title: losses}): its logged training loss against
+    the logged point (the trainer logs evenly over the stage's steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.0), squeeze=False)
+    for axis, (stage, losses) in zip(axes[0], curves.items()):
+        axis.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3)
+        axis.set(title=stage, xlabel="logged point", ylabel="training loss")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(figure, path)
+
+
+def llm_training_section(run: RunFolder) -> list[str]:
+    """The LLM stages' loss curves (plots/llm_training_loss.png) and one table row per training stage, then one
+    per prediction stage; empty without LLM stages."""
+    records = {stage: run.stage_record(stage) for stage in LLM_TRAINING_STAGES}
+    trained = {stage: record["summary"] for stage, record in records.items() if record is not None}
     lines = []
-    for stage in ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo",
-                  "llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout"):
-        record = run.stage_record(stage)
-        if record is None:
-            continue
-        shown = {k: v for k, v in record["summary"].items() if not isinstance(v, (list, dict))}
-        lines.append(f"- `{stage}`: " + ", ".join(f"{k} = {v}" for k, v in shown.items()))
-    return "\n".join(lines) or "_no LLM training stages_"
+    curves = {f"{stage} ({_value(summary, 'steps', ',')} steps)": summary["losses"]
+              for stage, summary in trained.items() if summary.get("losses")}
+    if curves:
+        plot = plot_losses(curves, run.root / "plots" / "llm_training_loss.png")
+        lines += [f"![llm_training_loss]({plot.relative_to(run.root)})", ""]
+    if trained:
+        lines += [*_markdown_table(["stage", "steps", "first loss", "last loss", "tokens/s", "seconds"], [
+            [f"`{stage}`", _value(s, "steps", ","), _value(s, "first_loss", ".3f"), _value(s, "last_loss", ".3f"),
+             _value(s, "tokens_per_second", ",.0f"), _value(s, "seconds", ".1f")] for stage, s in trained.items()]), ""]
+    predicted = {path.parent.name: json.loads(path.read_text())["summary"]
+                 for path in sorted(run.root.glob("llm_predict_*/stage.json"))}
+    if predicted:
+        lines += [*_markdown_table(["prediction stage", "users", "prompts", "parse rate", "exact-count rate",
+                                    "unmapped rate", "seconds"], [
+            [f"`{stage}`", _value(s, "users", ","), _value(s, "prompts", ","), _value(s, "parse_rate", ".1%"),
+             _value(s, "exact_count_rate", ".1%"), _value(s, "unmapped_rate", ".1%"), _value(s, "seconds", ".1f")]
+            for stage, s in predicted.items()]), ""]
+    return lines or ["_no LLM stages_", ""]
+
+
+def _demote_headings(markdown: str) -> str:
+    """Nest a stage's own headings under the report's section heading."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
 def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[str] = ()) -> Path:
-    """Write `<root>/report.md` from the stage outputs found in the run folder."""
+    """Write `<root>/report.md` from the stage outputs found in the run folder (and
+    `<root>/plots/llm_training_loss.png` when an LLM stage logged losses); returns the report's path."""
     run = RunFolder(root)
     manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
     parts = [f"# adsim report: `{root.name}`", "",
-             f"Git revision `{manifest.get('git_revision')}`; configs, seeds and package versions in "
-             "[manifest.json](manifest.json). Every figure below was measured by this run's stages; "
-             "re-running `adsim demo` skips the completed ones.", "",
-             "## Stage timings", "", "| stage | seconds |", "|---|---|",
-             *[f"| {name} | {seconds:.1f} |" for name, seconds in timings],
-             f"| **total** | {sum(s for _, s in timings):.1f} |", "",
-             *([f"Not measured (the data were too thin; the demo log gives the error): {', '.join(unmeasured)}.", ""]
-               if unmeasured else []),
-             "## The world", "", _world_section(run), "",
-             "## LLM training", "", _llm_training_section(run), ""]
-    for title, relative in SECTIONS:
+             (f"Git revision `{manifest.get('git_revision')}`; configs, seeds and package versions in "
+              "[manifest.json](manifest.json). Every figure below was measured by this run's stages; "
+              "re-running `adsim demo` skips the completed ones."), "",
+             *verdict_section(run, list(unmeasured)),
+             "## The world", "", _world_section(run), ""]
+    for title, relative, is_expected in SECTIONS:
         path = root / relative
-        body = _demote_headings(path.read_text()) if path.exists() else f"_not produced: {relative} is missing_"
-        parts += [f"## {title}", "", body, ""]
+        if path.exists():
+            parts += [f"## {title}", "", _demote_headings(path.read_text()), ""]
+        elif is_expected:
+            parts += [f"## {title}", "", f"_not produced: {relative} is missing_", ""]
+    appendix = ["## Appendix", "", "### Stage timings", "",
+                *_markdown_table(["stage", "seconds"], [[name, f"{seconds:.1f}"] for name, seconds in timings]
+                                 + [["**total**", f"{sum(s for _, s in timings):.1f}"]]), "",
+                "### LLM training and predictions", "", *llm_training_section(run)]
+    shown = "\n".join(parts + appendix)
     plots = sorted((root / "plots").glob("*.png")) if (root / "plots").exists() else []
-    if plots:
-        parts += ["## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in plots], ""]
+    unshown = [plot for plot in plots if f"plots/{plot.name}" not in shown]
+    if unshown:
+        parts += ["## Other plots", "", *[f"![{p.stem}](plots/{p.name})" for p in unshown], ""]
     report = root / "report.md"
-    report.write_text("\n".join(parts))
+    report.write_text("\n".join(parts + appendix))
     return report
