@@ -51,19 +51,24 @@ def arm_tables(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predict
 
 
 def run_lift(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictions: pl.DataFrame,
-             interests: pl.DataFrame | None, config: RankingConfig, progress: bool = False
-             ) -> tuple[pl.DataFrame, pl.DataFrame]:
+             interests: pl.DataFrame | None, config: RankingConfig, progress: bool = False,
+             arms: tuple[str, ...] = ARMS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Train every (seed, arm, model, task) and score it on the test split.
 
     Returns (results, scores): results has one row of test metrics per (seed, arm, model, task);
     scores one row per (seed, arm, model, task, test row) with the row's user_id, label and
-    probability, which `summarize_lift` resamples.
+    probability, which `summarize_lift` resamples. `arms` (a subset of ARMS) lets a caller that
+    compares several lists on the same rows train the list-independent `without_llm` arm once.
+    Raises ValueError for an arm not in ARMS.
     """
+    unknown = set(arms) - set(ARMS)
+    if unknown or not arms:
+        raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {arms}")
     records, scores = [], []
     test_rows = splits["test"].select(pl.int_range(pl.len(), dtype=pl.Int32).alias("row"), "user_id")
     shared = {arm: arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed=0)
-              for arm in ("without_llm", "with_llm")}
-    runs = [(seed, arm) for seed in config.seeds for arm in ARMS]
+              for arm in ("without_llm", "with_llm") if arm in arms}
+    runs = [(seed, arm) for seed in config.seeds for arm in arms]
     for seed, arm in tqdm(runs, desc="lift runs", disable=not progress):
         tables = shared.get(arm) or arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed)
         test = tables["test"]

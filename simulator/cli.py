@@ -144,6 +144,10 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
            tolerance: Annotated[Optional[float], typer.Option(help="accepted |Recall@20 - q| (default 0.02)")] = None,
            max_steps: Annotated[Optional[int], typer.Option(help="bisection steps on w (default 20)")] = None,
            seed: Annotated[Optional[int], typer.Option(help="seed of the draws (default 0)")] = None,
+           clamp: Annotated[bool, typer.Option(help="measure a q outside the reachable range at the nearest end "
+                                                    "(w = 0 or 1) instead of exiting")] = False,
+           all_users: Annotated[bool, typer.Option(help="lists for every user of the set, not the LLM preset's "
+                                                        "sample; the stage name ends in _all")] = False,
            force: Annotated[bool, typer.Option(help="re-run even if the stage is complete with this config")] = False,
            ) -> None:
     """Positive control (reads *_truth): lists ranked by the true response, mixed with popularity draws to
@@ -155,7 +159,8 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
     console = Console()
     chosen = {"tolerance": tolerance, "max_steps": max_steps, "seed": seed}
     try:
-        config = OracleConfig(q=q, **{name: value for name, value in chosen.items() if value is not None})
+        config = OracleConfig(q=q, clamp=clamp, all_users=all_users,
+                              **{name: value for name, value in chosen.items() if value is not None})
         summary, is_skipped = oracle_stage(run, config, users, llm_preset, force)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")

@@ -33,7 +33,7 @@ from simulator.random_streams import uniforms
 from simulator.stats import Comparison, RatioMetric, SampleRatioCheck, compare, is_underpowered, sample_ratio_mismatch
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
-from synthetic_data.intervals import bootstrap_interval, holm_adjust
+from synthetic_data.intervals import bootstrap_interval, holm_adjust, proportion_interval
 from synthetic_data.schema import World
 
 METRICS = (
@@ -47,6 +47,7 @@ METRICS = (
 PRIMARY_METRIC = "roas"  # the decision metric; every other comparison is secondary
 PRIMARY_RATIO = next(metric for metric in METRICS if metric.name == PRIMARY_METRIC)
 DIVERSITY_STAGE = "impressed"
+AA_REPLAY_SEED_OFFSET = 7919  # the paired A/A's replay of the control arm: another seed, the same config
 CONCENTRATION_DIRECTION = {"advertiser_entropy": -1.0, "advertiser_gini": 1.0}  # the sign of over-concentration
 
 
@@ -398,20 +399,54 @@ def concentration_quota(table: pl.DataFrame) -> int | None:
     return int(concentrated["quota"][0]) if concentrated.height else None
 
 
-def aa_check(result: SimulationResult, covariates: pl.DataFrame, config: ExperimentConfig,
-             n_splits: int = 40) -> pl.DataFrame:
-    """A/A calibration: re-split one market's users into two halves by `n_splits` salts and test
-    every metric; about `alpha` of the p-values should fall below `alpha`."""
-    frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
-    user_ids = frame["user_id"].to_numpy()
+def aa_check(config: ExperimentConfig, world: World, stack: Stack, control: SimulationResult,
+             covariates: pl.DataFrame, n_splits: int, progress: bool = False) -> pl.DataFrame:
+    """A/A calibration of the design's own test at the A/B's size: `n_splits` re-randomisations of data
+    with no treatment, every metric tested as the A/B tests it; about `alpha` of the p-values should fall
+    below `alpha` (Kohavi, Tang & Xu 2020, ch. 19). One row per (salt, metric): relative_change, p_value.
+
+    Split design: the control arm's users re-split into two halves by a salted hash. Paired design: the
+    control arm replayed on the same users with another simulation seed (the same config, so no effect),
+    and for each salt a fair coin per user decides which replay is the "control" (under no effect a
+    user's two outcomes are exchangeable); each flip is tested by the paired test. The replay costs one
+    more arm's simulation. Raises ValueError for n_splits < 1.
+    """
+    if n_splits < 1:
+        raise ValueError(f"the A/A needs at least one re-randomisation, got n_splits = {n_splits}")
+    paired = config.design == "paired"
+    columns = _user_columns(control, covariates)
+    if paired:
+        replay = simulate(world, stack, config.arms[0].blend, control.user_metrics["user_id"].to_numpy(),
+                          replace(config.simulation, seed=config.simulation.seed + AA_REPLAY_SEED_OFFSET),
+                          progress=progress)
+        other = _user_columns(replay, covariates)
+        if not np.array_equal(other["user_id"], columns["user_id"]):
+            raise ValueError("the A/A replay did not report the control arm's users in the same order")
     rng = np.random.default_rng([config.simulation.seed, n_splits])
     rows = []
     for salt in range(1, n_splits + 1):
-        half = assign_arms(user_ids, 2, config.salt + 1000 * salt)
-        arms = [{name: frame[name].to_numpy()[half == arm] for name in frame.columns} for arm in (0, 1)]
+        coin = assign_arms(columns["user_id"], 2, config.salt + 1000 * salt).astype(bool)
+        if paired:
+            arms = [{name: np.where(coin, other[name], column) for name, column in columns.items()},
+                    {name: np.where(coin, column, other[name]) for name, column in columns.items()}]
+        else:
+            arms = [{name: column[coin == half] for name, column in columns.items()} for half in (False, True)]
         for metric in METRICS:
-            comparison = compare(arms[0], arms[1], metric, method=config.method, cuped=config.cuped,
+            comparison = compare(arms[0], arms[1], metric, paired=paired, method=config.method, cuped=config.cuped,
                                  alpha=config.alpha, bootstrap_samples=config.bootstrap_samples, rng=rng)
             rows.append({"salt": salt, "metric": metric.name, "relative_change": comparison.relative_change,
                          "p_value": comparison.p_value})
     return pl.DataFrame(rows)
+
+
+def aa_false_positive_rates(aa: pl.DataFrame, alpha: float) -> dict[str, dict]:
+    """Share of an aa_check table's p-values below `alpha`, over all metrics ("all") and per metric, each
+    with its tests, untestable (NaN) count and Wilson 95% interval (rate and interval None without a test)."""
+    rates = {}
+    for name, rows in [("all", aa), *((metric.name, aa.filter(pl.col("metric") == metric.name)) for metric in METRICS)]:
+        tested = rows["p_value"].drop_nans().drop_nulls()
+        rejections = int((tested < alpha).sum())
+        low, high = proportion_interval(rejections, tested.len()) if tested.len() else (None, None)
+        rates[name] = {"rate": rejections / tested.len() if tested.len() else None, "low": low, "high": high,
+                       "tests": tested.len(), "untestable": rows.height - tested.len()}
+    return rates

@@ -30,6 +30,8 @@ from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, World, confo
 
 KEYS = ["user_id", "anchor_date"]
 RECALL = f"recall_at_{N_ADVERTISERS}"  # the calibrated metric: Recall@20, the list's length
+# LLM-config overrides under which `prediction_keys` returns every serving and held-out user, not a sample
+ALL_USERS = [f"{name}_max_users={2**31 - 1}" for name in ("serving", "heldout")]
 PAIRS_PER_CHUNK = 1 << 20  # (list, item) rates scored at once: bounds the response model's arrays
 
 
@@ -41,6 +43,13 @@ class OracleConfig:
     tolerance: float = 0.02  # |measured Recall@20 - q| accepted; Recall moves in steps of 1 / labels
     max_steps: int = 20  # bisection steps on the mixing weight w before giving up
     seed: int = 0  # the popularity draws and the per-position coins
+    # A q outside the reachable range: False raises UnreachableRecall; True measures the nearest end
+    # instead (w = 1, the pure oracle, for q above it; w = 0, popularity draws, for q below it), so a
+    # dose-response from q = 0 to q = 1 spans everything a predictor ranked by the truth can reach.
+    clamp: bool = False
+    # Whose lists: False, the LLM preset's seeded samples of the serving and held-out users (as
+    # `adsim llm predict` covers them); True, every user of the set (a control serving everyone).
+    all_users: bool = False
 
     def __post_init__(self) -> None:
         require(0 <= self.q <= 1, "q", f"a target Recall@{N_ADVERTISERS} must be in [0, 1], got {self.q}")
@@ -54,8 +63,9 @@ class OracleConfig:
         return f"oracle_q{self.q:g}"
 
     def stage(self, users: str) -> str:
-        """The run-folder stage of the lists for a user set, e.g. "oracle_q0.5_heldout"."""
-        return f"{self.source}_{users}"
+        """The run-folder stage of the lists for a user set, e.g. "oracle_q0.5_heldout" ("_all" appended
+        when the lists cover every user of the set)."""
+        return f"{self.source}_{users}{'_all' if self.all_users else ''}"
 
 
 class CalibrationError(ValueError):
@@ -160,18 +170,27 @@ def truth_interests(state: ResponseState, world: World, keys: pl.DataFrame) -> p
 def calibrate(measure: Callable[[float], dict[str, float]], config: OracleConfig) -> Calibration:
     """Bisect the mixing weight until `measure(weight)[RECALL]` is within `config.tolerance` of `config.q`.
 
-    Raises UnreachableRecall when q is above the pure oracle's Recall@20 (w = 1) or below that of
-    popularity draws alone (w = 0), naming the measured bound; CalibrationError when bisection ends
-    without a weight inside the tolerance (Recall jumps by 1/labels; widen the tolerance).
+    A q above the pure oracle's Recall@20 (w = 1) or below that of popularity draws alone (w = 0)
+    gets that end's weight when `config.clamp`, else raises UnreachableRecall naming the measured
+    bound; CalibrationError when bisection ends without a weight inside the tolerance (Recall jumps
+    by 1/labels; widen the tolerance).
     """
     measured = {0.0: measure(0.0), 1.0: measure(1.0)}
     floor, ceiling = measured[0.0][RECALL], measured[1.0][RECALL]
-    if config.q > ceiling + config.tolerance:
+
+    def calibration(weight: float) -> Calibration:
+        return Calibration(weight=weight, recall=measured[weight], floor=floor, ceiling=ceiling,
+                           curve={weight: recall[RECALL] for weight, recall in sorted(measured.items())})
+
+    end = 1.0 if config.q > ceiling + config.tolerance else 0.0 if config.q < floor - config.tolerance else None
+    if end is not None and config.clamp:
+        return calibration(end)
+    if end == 1.0:
         raise UnreachableRecall(
             f"q = {config.q:g} is above the Recall@{N_ADVERTISERS} of the pure oracle (w = 1), {ceiling:.3f}, on "
             f"these labels: the labels are draws, so even lists ranked by the true response miss some. "
             f"Ask for q <= {ceiling:.3f}")
-    if config.q < floor - config.tolerance:
+    if end == 0.0:
         raise UnreachableRecall(
             f"q = {config.q:g} is below the Recall@{N_ADVERTISERS} of popularity draws alone (w = 0), "
             f"{floor:.3f}, on these labels. Ask for q >= {floor:.3f}, or use the random control "
@@ -194,8 +213,7 @@ def calibrate(measure: Callable[[float], dict[str, float]], config: OracleConfig
             f"no weight gave Recall@{N_ADVERTISERS} within {config.tolerance:g} of q = {config.q:g} after "
             f"{config.max_steps} bisection steps (closest: {measured[best][RECALL]:.3f} at w = {best:.4f}); "
             f"Recall moves in steps of 1 / labels: widen --tolerance or raise --max-steps")
-    return Calibration(weight=best, recall=measured[best], floor=floor, ceiling=ceiling,
-                       curve={weight: recall[RECALL] for weight, recall in sorted(measured.items())})
+    return calibration(best)
 
 
 @dataclass(frozen=True)
@@ -253,8 +271,8 @@ def oracle_predictions(world: World, state: ResponseState, requests: pl.DataFram
 def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: str,
                  force: bool = False) -> tuple[dict, bool]:
     """`adsim oracle`: write `<run>/oracle_q<q>_<users>/{predictions,interests}.parquet` for the users
-    `adsim llm predict --users <users> --preset <llm_preset>` predicts, w calibrated on the V1 eval
-    labels. Returns (the stage summary, whether it was skipped as complete). Raises FileNotFoundError
+    `adsim llm predict --users <users> --preset <llm_preset>` predicts (every user of the set with
+    `config.all_users`), w calibrated on the V1 eval labels. Returns (the stage summary, whether it was skipped as complete). Raises FileNotFoundError
     without a world stage, ConfigError for an unknown user set or preset, CalibrationError."""
     from llm_predictor.cli import PREDICT_USERS, prediction_keys, resolve_config
     from llm_predictor.evaluate import evaluation_labels
@@ -270,7 +288,7 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
         raise FileNotFoundError(f"{run.root / 'world'} has no stage record: run `adsim world --out {run.root}` first")
     if users not in PREDICT_USERS:
         raise ConfigError(f"config field 'users': {users!r} is not one of {sorted(PREDICT_USERS)}")
-    llm_config = resolve_config(llm_preset, None, None)
+    llm_config = resolve_config(llm_preset, None, ALL_USERS if config.all_users else None)
     stage = config.stage(users)
     stage_config = {"upstream": world_record["config_hash"], "oracle": to_dict(config), "users": users,
                     "llm_preset": llm_preset, "evaluation": to_dict(llm_config.eval.evaluation),

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from blending.funnel import ALL_SOURCES, LOSS_CAUSES, PARENT_STAGE, STAGES, largest_losses
-from simulator.experiment import concentration_quota
+from simulator.config import ExperimentConfig
+from simulator.experiment import PRIMARY_METRIC, concentration_quota
 from simulator.power import POWER
 from simulator.stats import MIN_ARM_USERS, MIN_NONZERO_USERS, SRM_ALPHA, SampleRatioCheck
 
@@ -48,8 +49,8 @@ def srm_line(check: SampleRatioCheck) -> str:
         if check.is_mismatch:
             return (f"**Sample-ratio mismatch (SRM)**: the paired design replays every user in every arm, but the "
                     f"arms analysed {users} users; {distrust}")
-        return (f"Sample-ratio check (SRM): not applicable to the paired design; every arm replayed the same "
-                f"{check.users[0]:,} users.")
+        return (f"Sample-ratio check (SRM): users per arm {users}; the paired design replays every user in every "
+                "arm, so the counts must be equal: no mismatch.")
     shares = " / ".join(f"{share:.0%}" for share in check.expected_shares)
     counts = f"users per arm {users}, expected shares {shares}, chi-square p = {check.p_value:.3g}"
     if check.is_mismatch:
@@ -129,6 +130,23 @@ def power_lines(arms: pl.DataFrame, comparisons: pl.DataFrame, design: str, alph
 def _coverage_lines(coverage: dict | None) -> list[str]:
     line = coverage_line(coverage or {})
     return [line, ""] if line else []
+
+
+def aa_markdown(rates: dict[str, dict], config: ExperimentConfig) -> str:
+    """The A/A line of an A/B: how it was re-randomised and its false-positive rates (experiment.aa_false_positive_rates),
+    over all metrics and on RoAS, with Wilson intervals; `alpha` is what a calibrated test gives."""
+    how = ("the control arm replayed with another seed on the same users, and per user a fair coin choosing which "
+           "replay counts as control" if config.design == "paired" else "the control arm's users re-split in halves")
+
+    def rate(name: str) -> str:
+        row = rates[name]
+        if row["rate"] is None:
+            return f"untestable ({row['untestable']} tests)"
+        return (f"{row['rate']:.1%} [{row['low']:.1%}, {row['high']:.1%}] of {row['tests']:,} tests"
+                + (f" ({row['untestable']} untestable)" if row["untestable"] else ""))
+    return (f"A/A check ({config.aa_splits} re-randomisations of {how}, no treatment): raw p-value below alpha = "
+            f"{config.alpha} in {rate('all')} over all metrics, {rate(PRIMARY_METRIC)} on RoAS; a calibrated test gives "
+            f"{config.alpha:.0%}.")
 
 
 def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",

@@ -9,7 +9,8 @@ are measured the same way. Each source gets one row: its Recall@20 on the V1 eva
 its held-out lists (ranking.lift, paired bootstrap intervals), and the A/B's RoAS, conversion, spend and
 advertiser-diversity changes with its serving lists (simulator.experiment). Every source is a sub-stage
 of `sensitivity/`, so a finished q is not recomputed; the table, report and plots are rebuilt from the
-rows. A q the oracle cannot reach is recorded as skipped with the measured limit.
+rows. A q the oracle cannot reach is measured at the nearest end of its range (`clamp`, the default) or
+recorded as skipped with the measured limit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ranking.pipeline import fit_builder, require_both_classes
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
 from simulator.experiment import run_ab
-from simulator.oracle import KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
+from simulator.oracle import ALL_USERS, KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
 from simulator.report import METRIC_LABELS
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
 from synthetic_data import schema
@@ -111,6 +112,11 @@ class SensitivityConfig:
     llm_preset: str = "small"  # whose user sets (serving, heldout: sizes and sample seed) the lists cover
     stack: str = "baseline"  # the A/B's market: baseline (model-free) or trained (the run's models)
     objective: str = "clicks"  # the trained stack's two-tower objective
+    # The controls' coverage: True, the oracle's and the random control's lists cover every serving user and
+    # every held-out (eval-split) user, so q is the only thing that moves; False, the LLM preset's samples.
+    all_users: bool = True
+    # A q the oracle cannot reach is measured at the nearest end (w = 0 or 1) instead of being skipped.
+    clamp: bool = True
     tolerance: float = 0.02  # the oracle's accepted |Recall@20 - q|
     max_steps: int = 20  # the oracle's bisection steps
     oracle_seed: int = 0  # the oracle's draws
@@ -146,7 +152,8 @@ class SensitivityConfig:
 
     def oracle(self, q: float) -> OracleConfig:
         """The oracle's config at target q."""
-        return OracleConfig(q=q, tolerance=self.tolerance, max_steps=self.max_steps, seed=self.oracle_seed)
+        return OracleConfig(q=q, tolerance=self.tolerance, max_steps=self.max_steps, seed=self.oracle_seed,
+                            clamp=self.clamp, all_users=self.all_users)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,18 @@ class StageInputs:
 
     def __init__(self, root: Path, config: SensitivityConfig):
         self.root, self.config = Path(root), config
+        self._without_llm: dict[tuple, pl.DataFrame] = {}
+
+    def without_llm_scores(self, splits: dict[str, pl.DataFrame], lists: SourceLists, tasks: tuple[str, ...],
+                           progress: bool) -> pl.DataFrame:
+        """Table 5's without-LLM arm (run_lift scores) on these splits: it reads no list, so it is trained once
+        for every source whose lists cover the same rows (the oracle at each q and the random control)."""
+        key = (tuple(splits["test"]["user_id"].unique().sort().to_list()), splits["train"].height, tasks)
+        if key not in self._without_llm:
+            _, self._without_llm[key] = run_lift(self.builder, splits, lists.heldout, lists.interests,
+                                                 replace(self.config.ranking, tasks=tasks), progress=progress,
+                                                 arms=("without_llm",))
+        return self._without_llm[key]
 
     @cached_property
     def world(self) -> schema.World:
@@ -179,7 +198,7 @@ class StageInputs:
     def llm_config(self):
         from llm_predictor.cli import resolve_config
 
-        return resolve_config(self.config.llm_preset, None, None)
+        return resolve_config(self.config.llm_preset, None, ALL_USERS if self.config.all_users else None)
 
     @cached_property
     def labels(self) -> pl.DataFrame:
@@ -232,6 +251,9 @@ def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
                "recall_labels": inputs.labels.height, "recall_coverage": 1.0,
                "floor_recall_at_20": heldout[f"floor_{RECALL}"], "ceiling_recall_at_20": heldout[f"ceiling_{RECALL}"],
                "serving_weight": None if serving is None else serving["weight"]}
+    if abs(heldout[RECALL] - q) > oracle.tolerance:  # clamped: q lies outside the reachable range
+        columns["reason"] = (f"q = {q:g} is outside the reachable Recall@20 range [{heldout[f'floor_{RECALL}']:.3f}, "
+                             f"{heldout[f'ceiling_{RECALL}']:.3f}]: measured at w = {heldout['weight']:g}")
     serving_lists = (None if serving is None else
                      pl.read_parquet(inputs.root / oracle.stage("serving") / "predictions.parquet"))
     return SourceLists(pl.read_parquet(folder / "predictions.parquet"), pl.read_parquet(folder / "interests.parquet"),
@@ -299,7 +321,8 @@ def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tup
     if not tasks:
         return {"lift_reason": "; ".join(reasons)}, None
     _, scores = run_lift(inputs.builder, splits, lists.heldout, lists.interests, replace(ranking, tasks=tasks),
-                         progress=progress)
+                         progress=progress, arms=("with_llm",))
+    scores = pl.concat([inputs.without_llm_scores(splits, lists, tasks, progress), scores])
     summary = summarize_lift(scores, ranking.bootstrap_replicates, ranking.bootstrap_seed)
     columns: dict = {"lift_reason": "; ".join(reasons) or None}
     for row in summary.filter((pl.col("model") == LIFT_MODEL) & (pl.col("comparison") == LIFT_COMPARISON)
@@ -550,14 +573,16 @@ def reachable_range(table: pl.DataFrame) -> str:
     return (f"The oracle reaches Recall@20 from {row['floor_recall_at_20']:.3f} (popularity draws alone, w = 0) to "
             f"{row['ceiling_recall_at_20']:.3f} (lists ranked by the true response, w = 1) on "
             f"{int(row['recall_labels'])} V1 eval labels; a q outside that range, give or take the tolerance, is "
-            "skipped.")
+            "measured at the nearest end (`clamp`, the default) or else skipped.")
 
 
 def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], plots: list[Path],
                          relative_to: Path) -> str:
     """The report: what was measured, the findings, the reachable range and skipped q, the tables, the plots."""
-    skipped = [f"- `{row['source']}` (q = {row['q']:g}): {row['reason']}"
-               for row in table.filter(pl.col("status") == "skipped").iter_rows(named=True)]
+    skipped, clamped = ([f"- `{row['source']}` (q = {row['q']:g}): {row['reason']}"
+                         for row in table.filter((pl.col("status") == status) & pl.col("reason").is_not_null()
+                                                 & (pl.col("kind") == "oracle")).iter_rows(named=True)]
+                        for status in ("skipped", "measured"))
     lines = ["### Dose-response: how good must the predictor be? (issue #15)", "",
              ("Each source's lists are measured by their Recall@20 on the V1 eval labels they list and by what "
               "they change downstream. `oracle_q<q>` is a positive control that reads the world's hidden "
@@ -565,6 +590,7 @@ def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], p
               "length (the negative control); `method` rows are real predictors. The findings:"), "",
              *map(finding, checks), "", reachable_range(table), "",
              *(["Skipped:", "", *skipped, ""] if skipped else []),
+             *(["Measured at an end of the reachable range:", "", *clamped, ""] if clamped else []),
              *results_markdown(table, "lift"), *results_markdown(table, "ab")]
     lines += [f"![{path.stem}]({path.relative_to(relative_to)})" for path in plots]
     return "\n".join(lines) + "\n"

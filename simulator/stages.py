@@ -19,16 +19,14 @@ import polars as pl
 from blending.funnel import largest_losses
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
-from simulator.experiment import (ExperimentResult, aa_check, concentration_quota, pre_period_covariates, run_ab,
-                                  run_sweep)
-from simulator.report import EXPOSURE_COLUMNS, ab_markdown, funnel_markdown, plot_funnel, plot_sweep, sweep_markdown
+from simulator.experiment import (ExperimentResult, aa_check, aa_false_positive_rates, concentration_quota,
+                                  pre_period_covariates, run_ab, run_sweep)
+from simulator.report import (EXPOSURE_COLUMNS, aa_markdown, ab_markdown, funnel_markdown, plot_funnel, plot_sweep,
+                              sweep_markdown)
 from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
 from synthetic_data.schema import World
-
-AA_SPLITS = 40
-
 
 def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
              progress: bool = True, force: bool = False) -> dict:
@@ -40,9 +38,9 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     started = time.perf_counter()
     result = run_ab(experiment, world, stack, progress=progress)
     control = result.results[experiment.arms[0].name]
-    aa = aa_check(control, pre_period_covariates(world, experiment.pre_period_days), experiment, AA_SPLITS)
-    aa_tested = aa["p_value"].drop_nans()
-    aa_rate = float((aa_tested < experiment.alpha).mean())
+    aa = aa_check(experiment, world, stack, control, pre_period_covariates(world, experiment.pre_period_days),
+                  experiment.aa_splits, progress=progress)
+    aa_rates = aa_false_positive_rates(aa, experiment.alpha)
     folder = run.stage_dir("ab")
     result.comparisons.write_parquet(folder / "comparisons.parquet")
     result.arms.write_parquet(folder / "arms.parquet")
@@ -51,15 +49,13 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     days = experiment.simulation.days
     note = (f"Simulated {days} day{'s' if days != 1 else ''}, design `{experiment.design}`, "
             f"{experiment.method} method{' with CUPED' if experiment.cuped else ''}; stack: {stack_label}. "
-            f"A/A check: re-splitting the control arm's users {AA_SPLITS} times, "
-            f"{aa_rate:.1%} of {aa_tested.len()} metric tests had a raw p-value below alpha = {experiment.alpha}"
-            + (f" ({aa.height - aa_tested.len()} more were untestable)." if aa_tested.len() < aa.height else "."))
+            + aa_markdown(aa_rates, experiment))
     funnel_plot = plot_funnel(result.funnels, run.stage_dir("plots") / "ab_funnel.png")
     (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, result.srm,
                                                   "Offline A/B (Table 6 analogue)", note, experiment.alpha,
                                                   stack.llm_feature_coverage)
                                       + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
-    summary = {"seconds": round(time.perf_counter() - started, 1), "aa_significant_rate": aa_rate,
+    summary = {"seconds": round(time.perf_counter() - started, 1), "aa": aa_rates,
                "requests": sum(r.summary["requests"] for r in result.results.values()),
                **_result_summary(result, stack), "plots": [str(funnel_plot)]}
     run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],

@@ -125,3 +125,19 @@ def test_informative_lists_lift_the_model_and_random_lists_of_the_same_length_do
     assert auc[("dcn", "with_llm")]["worst"] > auc[("dcn", "without_llm")]["best"] + 0.02
     assert auc[("dcn", "with_llm")]["worst"] > auc[("dcn", "random_control")]["best"] + 0.02
     assert auc[("lightgbm", "with_llm")]["mean"] > auc[("lightgbm", "random_control")]["mean"] + 0.02
+
+
+def test_arms_trained_apart_score_as_when_trained_together(tiny_tables, tiny_impressions):
+    """A caller comparing several lists trains the list-independent `without_llm` arm once: each arm's scores
+    are the same whether it ran alone or with the others (same seed, same rows)."""
+    builder, splits, _ = tiny_tables
+    splits = {name: table.head(3_000) for name, table in splits.items()}
+    config = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), train=TrainConfig(epochs=1), include_lightgbm=False)
+    lists = _oracle_predictions(tiny_impressions)
+    _, together = run_lift(builder, splits, lists, None, config, arms=("without_llm", "with_llm"))
+    _, alone = run_lift(builder, splits, lists, None, config, arms=("with_llm",))
+    _, baseline = run_lift(builder, splits, lists, None, config, arms=("without_llm",))
+    order = ["arm", "seed", "row"]
+    assert pl.concat([baseline, alone]).sort(order).equals(together.sort(order))
+    with pytest.raises(ValueError, match="subset"):
+        run_lift(builder, splits, lists, None, config, arms=("treatment",))

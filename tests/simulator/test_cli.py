@@ -24,13 +24,15 @@ def test_ab_writes_its_stage_and_skips_when_complete(run_dir):
     first = runner.invoke(app, arguments)
     assert first.exit_code == 0, first.output
     assert "Return on ad spend (primary)" in first.output
-    # the SRM line comes before the metric table; the tiny world's 600 users split by the hash pass it
-    assert first.output.index("Sample-ratio check (SRM): users per arm") < first.output.index("| Arm | Metric")
+    # the SRM line comes before the metric table; the paired design replays the tiny world's 600 users per arm
+    assert first.output.index("Sample-ratio check (SRM): users per arm 600 / 600") < first.output.index("| Arm | Metric")
+    assert "A/A check (200 re-randomisations of the control arm replayed with another seed" in first.output
     comparisons = pl.read_parquet(run_dir / "ab" / "comparisons.parquet")
     assert set(comparisons["arm"]) == {"llm_generator"}
     record = RunFolder(run_dir).stage_record("ab")
     srm = record["summary"]["srm"]
-    assert sum(srm["users"]) == 600 and srm["expected_shares"] == [0.5, 0.5] and srm["is_mismatch"] is False
+    assert srm["users"] == [600, 600] and srm["design"] == "paired" and srm["is_mismatch"] is False
+    assert record["summary"]["aa"]["roas"]["tests"] == 200
     assert set(record["summary"]["roas_change"]["llm_generator"]) >= {"p_value_adjusted", "is_underpowered"}
     again = runner.invoke(app, arguments)
     assert again.exit_code == 0 and RunFolder(run_dir).stage_record("ab")["finished_at"] == record["finished_at"]
@@ -40,7 +42,7 @@ def test_sweep_writes_plots(run_dir):
     result = CliRunner().invoke(app, ["sweep", "--quota", "0,10", "--run", str(run_dir), "--stack", "baseline",
                                       "--set", "simulation.days=1", "--set", "design=paired", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "Sample-ratio check (SRM): not applicable to the paired design" in result.output
+    assert "Sample-ratio check (SRM): users per arm 600 / 600; the paired design" in result.output
     assert RunFolder(run_dir).stage_record("sweep")["summary"]["srm"]["users"] == [600, 600]
     assert pl.read_parquet(run_dir / "sweep" / "sweep.parquet")["quota"].to_list() == [0, 10]
     assert (run_dir / "plots" / "sweep_roas.png").exists()

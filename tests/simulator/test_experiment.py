@@ -5,8 +5,8 @@ import pytest
 from blending.blend import BlendConfig
 from simulator.config import ArmConfig, ExperimentConfig, SimulationConfig
 from simulator.engine import simulate
-from simulator.experiment import (aa_check, adjust_p_values, assign_arms, concentration_quota, concentration_tests,
-                                  pre_period_covariates, run_ab, run_sweep, sweep_arms)
+from simulator.experiment import (aa_check, aa_false_positive_rates, adjust_p_values, assign_arms, concentration_quota,
+                                  concentration_tests, pre_period_covariates, run_ab, run_sweep, sweep_arms)
 from simulator.report import ab_markdown, plot_sweep, sweep_markdown
 from synthetic_data.config_io import ConfigError
 
@@ -29,7 +29,7 @@ def test_pre_period_covariates_cover_every_user(tiny_world):
 
 
 def test_ab_split_runs_each_arm_on_its_users(tiny_world, tiny_stack):
-    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2))
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2), design="split")
     result = run_ab(config, tiny_world, tiny_stack)
     users = {name: set(r.user_metrics["user_id"].to_list()) for name, r in result.results.items()}
     assert not users["control"] & users["llm_on"]
@@ -65,7 +65,7 @@ def test_ab_split_runs_each_arm_on_its_users(tiny_world, tiny_stack):
 def test_arm_whose_treatment_spend_is_below_its_mde_is_not_measuring(tiny_world, tiny_stack):
     """300 users a day per arm: the planned MDE on RoAS is about +100%, the LLM source takes about half
     of the treatment arm's spend, so even doubling RoAS on that spend could not be seen."""
-    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2))
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2), design="split")
     result = run_ab(config, tiny_world, tiny_stack)
     treated = result.arms.filter(pl.col("arm") == "llm_on").row(0, named=True)
     roas = result.comparisons.filter(pl.col("metric") == "roas").row(0, named=True)
@@ -124,18 +124,27 @@ def test_arm_whose_treatment_source_serves_nothing_is_flagged_in_the_stage_summa
     assert "retrieved nothing (quota 0, or no candidates)" in funnel and (tmp_path / "plots" / "ab_funnel.png").exists()
 
 
-def test_aa_resplits_are_not_significant_more_often_than_alpha(tiny_world, tiny_stack):
+@pytest.mark.parametrize("design", ["split", "paired"])
+def test_aa_rerandomisations_are_not_significant_more_often_than_alpha(tiny_world, tiny_stack, design):
+    """Split: re-splits of the control arm's users; paired: sign flips between the control arm and its replay
+    with another seed. Either way the changes are noise (p-values spread over (0, 1)), rejected about alpha."""
     config = ExperimentConfig(arms=(CONTROL, CONTROL.__class__("same", CONTROL.blend)),
-                              simulation=SimulationConfig(days=2, seed=4))
+                              simulation=SimulationConfig(days=2, seed=4), design=design)
     market = simulate(tiny_world, tiny_stack, CONTROL.blend, tiny_world.users["user_id"].to_numpy(),
                       config.simulation)
-    p_values = aa_check(market, pre_period_covariates(tiny_world, 28), config, n_splits=40)
-    rate = (p_values["p_value"].drop_nans() < 0.05).mean()
+    p_values = aa_check(config, tiny_world, tiny_stack, market, pre_period_covariates(tiny_world, 28), n_splits=40)
+    tested = p_values["p_value"].drop_nans()
+    assert (p_values["relative_change"].drop_nans() != 0).mean() > 0.9  # a replay with the same draws gives 0
+    assert tested.len() == 240 and 0.35 < tested.mean() < 0.65, tested.mean()
+    rate = (tested < 0.05).mean()
     assert rate <= 0.12, rate  # 240 correlated tests at alpha = 5%
+    rates = aa_false_positive_rates(p_values, 0.05)
+    assert rates["all"]["rate"] == pytest.approx(rate) and rates["roas"]["tests"] == 40
+    assert rates["roas"]["low"] <= rates["roas"]["rate"] <= rates["roas"]["high"]
 
 
 def test_sweep_replays_the_same_users_in_every_quota_by_default(tiny_world, tiny_stack, tmp_path):
-    config = ExperimentConfig(arms=(TREATMENT, CONTROL), simulation=SimulationConfig(days=1, seed=5))
+    config = ExperimentConfig(arms=(TREATMENT, CONTROL), simulation=SimulationConfig(days=1, seed=5), design="split")
     assert config.design == "split"  # the A/B's design; the sweep's is its own and paired unless told
     table, result = run_sweep(config, tiny_world, tiny_stack, "llm", [0, 10, 30])
     assert table["quota"].to_list() == [0, 10, 30]
@@ -170,7 +179,7 @@ def test_sweep_replays_the_same_users_in_every_quota_by_default(tiny_world, tiny
     paths = plot_sweep(table, "llm", tmp_path)
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     text = sweep_markdown(table, "llm", paths, result.srm, tmp_path)
-    assert "sweep_roas" in text and "not applicable to the paired design" in text.split("| quota")[0]
+    assert "sweep_roas" in text and "the paired design replays every user" in text.split("| quota")[0]
     assert f"Design `paired`: every quota replayed the same {tiny_world.users.height:,} users" in text
     assert "Exposure of arm `llm_quota_30`: its treatment source(s) `llm` reached" in text
     assert "not measuring" not in text
@@ -347,7 +356,7 @@ def test_aa_experiments_with_identical_arms_over_seeds(tiny_world, tiny_stack):
     """Whole A/A experiments (split design, identical arms): about 5% significant at the 5% level."""
     p_values = []
     for seed in range(20):
-        config = ExperimentConfig(arms=(CONTROL, ArmConfig("same", CONTROL.blend)), salt=seed,
+        config = ExperimentConfig(arms=(CONTROL, ArmConfig("same", CONTROL.blend)), salt=seed, design="split",
                                   simulation=SimulationConfig(days=1, seed=seed))
         comparisons = run_ab(config, tiny_world, tiny_stack).comparisons
         p_values += comparisons.filter(pl.col("metric") == "roas")["p_value"].to_list()
@@ -362,4 +371,4 @@ def test_example_experiment_file_loads():
     path = Path(__file__).parents[2] / "simulator" / "experiments" / "llm_generator.toml"
     config = load_config(ExperimentConfig, path=path)
     assert [arm.blend.quotas["llm_advertiser"] for arm in config.arms] == [0, 25]
-    assert (config.design, config.sweep_design) == ("split", "paired")
+    assert (config.design, config.sweep_design) == ("paired", "paired")

@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -143,6 +143,16 @@ def test_bisection_on_known_curves():
     assert not isinstance(error.value, UnreachableRecall)
 
 
+def test_clamped_target_outside_the_reachable_range_is_measured_at_the_nearest_end():
+    curve = lambda weight: {RECALL: 0.2 + 0.6 * weight}  # noqa: E731
+    above = calibrate(curve, OracleConfig(q=1.0, clamp=True))
+    below = calibrate(curve, OracleConfig(q=0.0, clamp=True))
+    assert (above.weight, above.recall[RECALL]) == (1.0, 0.8) and (below.weight, below.recall[RECALL]) == (0.0, 0.2)
+    assert calibrate(curve, OracleConfig(q=0.5, tolerance=0.001, clamp=True)).weight == pytest.approx(0.5, abs=0.002)
+    with pytest.raises(UnreachableRecall):
+        calibrate(curve, OracleConfig(q=1.0))
+
+
 @pytest.mark.parametrize("field, value", [("q", 1.5), ("tolerance", 0.0), ("max_steps", 0)])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=f"'{field}'"):
@@ -181,3 +191,18 @@ def test_cli_writes_the_stage_and_skips_when_complete(wide_run, wide_world):
     assert RunFolder(wide_run).stage_record(stage.name)["finished_at"] == record["finished_at"]
     unreachable = runner.invoke(app, ["oracle", "--run", str(wide_run), "--q", "1.0", "--llm-preset", "nano"])
     assert unreachable.exit_code == 2 and "pure oracle" in unreachable.output
+
+
+def test_cli_all_users_covers_every_serving_user_and_clamps_to_the_pure_oracle(wide_run, wide_world):
+    """nano's serving sample is 10 users; --all-users lists every user who converted in the 90 days before
+    the world's last day (paper 3.2.1); --clamp measures the unreachable q = 1 at w = 1."""
+    result = CliRunner().invoke(app, ["oracle", "--run", str(wide_run), "--q", "1.0", "--users", "serving",
+                                      "--llm-preset", "nano", "--all-users", "--clamp"])
+    assert result.exit_code == 0, result.output
+    summary = RunFolder(wide_run).stage_record("oracle_q1_serving_all")["summary"]
+    last = wide_world.events["ts"].max()
+    converters = wide_world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
+                                          pl.col("ts") >= last.replace(hour=0, minute=0, second=0, microsecond=0)
+                                          - timedelta(days=89))["user_id"].n_unique()
+    assert summary["users"] == converters > 10
+    assert summary["weight"] == 1.0 and summary["recall_at_20"] == summary["ceiling_recall_at_20"]

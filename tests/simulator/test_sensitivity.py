@@ -5,7 +5,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from llm_predictor.cli import prediction_keys, resolve_config
 from simulator import sensitivity
+from simulator.oracle import ALL_USERS
 from llm_predictor.metrics import recall_at_k
 from simulator.cli import app
 from simulator.sensitivity import (AB_METRICS, SensitivityConfig, check_dose_response, finding, method_overrides,
@@ -61,7 +63,6 @@ def ab_stage(wide_run):
 
 
 def _v1_labels(world):
-    from llm_predictor.cli import resolve_config
     from llm_predictor.evaluate import evaluation_labels
 
     return evaluation_labels(world, resolve_config("small", None, None).eval.evaluation)["v1"]
@@ -73,7 +74,7 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     assert table["source"].to_list() == ["random_control", "oracle_q0.5", "oracle_q1", "recent"]
     assert table["kind"].to_list() == ["random", "oracle", "oracle", "method"] and table["q"].to_list()[1:3] == [0.5, 1]
     measured = table.filter(pl.col("status") == "measured")
-    assert measured["source"].to_list() == ["random_control", "oracle_q0.5", "recent"]
+    assert measured["source"].to_list() == ["random_control", "oracle_q0.5", "oracle_q1", "recent"]
     for metric in AB_METRICS:  # every A/B change with its interval, in percent
         assert measured[f"ab_{metric}"].is_finite().all()
         assert (measured[f"ab_{metric}_low"] <= measured[f"ab_{metric}_high"]).all()
@@ -81,7 +82,7 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     # Recall@20 measured the same way for each source: on the V1 eval labels its lists name
     labels = _v1_labels(world)
     rows = {row["source"]: row for row in measured.iter_rows(named=True)}
-    oracle_lists = pl.read_parquet(root / "oracle_q0.5_heldout" / "predictions.parquet")
+    oracle_lists = pl.read_parquet(root / "oracle_q0.5_heldout_all" / "predictions.parquet")
     assert rows["oracle_q0.5"]["recall_at_20"] == recall_at_k(oracle_lists, labels)[20]
     assert abs(rows["oracle_q0.5"]["recall_at_20"] - 0.5) <= 0.1
     random_lists = pl.read_parquet(root / "sensitivity" / "random_control" / "heldout.parquet")
@@ -91,19 +92,23 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     recent = pl.read_parquet(root / "recent" / "heldout.parquet")
     assert rows["recent"]["recall_at_20"] == recall_at_k(recent, labels.join(recent, on=["user_id", "anchor_date"],
                                                                               how="semi"))[20]
-    # q = 1 is above the pure oracle's Recall@20: skipped, naming that limit
-    skipped = table.filter(pl.col("source") == "oracle_q1").row(0, named=True)
+    # q = 1 is above the pure oracle's Recall@20: measured at w = 1 (clamp, the default), saying so
+    clamped = rows["oracle_q1"]
     ceiling = rows["oracle_q0.5"]["ceiling_recall_at_20"]
-    assert ceiling < 0.9 and skipped["status"] == "skipped"
-    assert "pure oracle" in skipped["reason"] and f"q <= {ceiling:.3f}" in skipped["reason"]
-    assert skipped["ab_roas"] is None and skipped["recall_at_20"] is None
-    # the report: findings, reachable range, skipped q, the table and the plot
+    assert ceiling < 0.9 and clamped["weight"] == 1.0 and clamped["recall_at_20"] == ceiling
+    assert "outside the reachable Recall@20 range" in clamped["reason"] and "w = 1" in clamped["reason"]
+    # the controls cover every serving user, not the LLM preset's sample of them
+    serving = pl.read_parquet(root / "oracle_q0.5_serving_all" / "predictions.parquet")
+    everyone = prediction_keys(world, resolve_config("small", None, ALL_USERS), "serving")
+    assert serving["user_id"].n_unique() == everyone.height > prediction_keys(
+        world, resolve_config("small", None, ["serving_max_users=50"]), "serving").height == 50
+    # the report: findings, reachable range, the clamped q, the table and the plot
     assert (root / "plots" / "sensitivity_ab.png").stat().st_size > 10_000
     assert "![sensitivity_ab](plots/sensitivity_ab.png)" in report
-    assert "- Return on ad spend (change, %): 1 oracle point(s) measured: too few" in report
+    assert "- Return on ad spend (change, %): **" in report and "over 2 oracle points" in report
     assert f"to {ceiling:.3f} (lists ranked by the true response" in report and "`oracle_q1` (q = 1)" in report
     assert report.count("| oracle_q0.5 | oracle |") == 1 and "| recent | method |" in report
-    assert record["summary"]["rows"] == {"measured": 3, "skipped": 1}
+    assert record["summary"]["rows"] == {"measured": 4}
     assert record["summary"]["checks"][0]["metric"] == "ab_roas"
 
 
