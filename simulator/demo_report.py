@@ -277,10 +277,12 @@ def ab_rows(run: RunFolder) -> list[VerdictRow]:
 def dose_response_verdict(check: dict, top: str) -> tuple[str, str]:
     """(verdict, detail) of one dose-response check: the random control must be measured and cover 0, two oracle
     points are needed for a shape, and the best oracle point's interval must exclude 0 for the shape to say
-    anything."""
-    if check["control_covers_zero"] is False:
+    anything. A check against the random control's own arm (`ab_info_*`, sensitivity.information_columns) has
+    the control as its reference, so only the oracle points are judged."""
+    against_random = check["metric"].startswith("ab_info_")
+    if check["control_covers_zero"] is False and not against_random:
         return NOT_TRUSTWORTHY, "the random control's interval excludes 0"
-    if check["control_covers_zero"] is None:
+    if check["control_covers_zero"] is None and not against_random:
         return TOO_THIN, "no random control"
     if check["is_monotone"] is None:
         return TOO_THIN, f"{check['points']} oracle point(s)"
@@ -300,7 +302,7 @@ def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
                               else "no dose-response check in its record")]
     rows = []
     for check in record["summary"]["checks"]:
-        name = check["metric"].removeprefix("lift_").removeprefix("ab_")
+        name = check["metric"].removeprefix("lift_").removeprefix("ab_").removeprefix("info_")
         paper = f"effect to detect: {_paper(name)}" if name in PAPER_FIGURES else "no figure"
         row_use = f"Dose-response: {metric_label(check['metric'])} (issue #15)"
         if not check["points"]:
@@ -308,7 +310,9 @@ def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
             continue
         top = f"best oracle point `{check['top']}` {_interval(*check['top_interval'])}"
         shape = {None: "", True: "monotone over ", False: "not monotone over "}[check["is_monotone"]]
-        control = ("random control not measured" if check["control_interval"] is None else
+        control = ("each point against the random control's arm on the same users"
+                   if check["metric"].startswith("ab_info_") else
+                   "random control not measured" if check["control_interval"] is None else
                    f"random control {_interval(*check['control_interval'])} "
                    + ("covers 0" if check["control_covers_zero"] else "**excludes 0**"))
         rows.append(VerdictRow(row_use, f"{shape}{check['points']} oracle point(s); {top}", paper, control,

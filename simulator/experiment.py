@@ -238,9 +238,15 @@ def sample_ratio_check(config: ExperimentConfig, results: dict[str, SimulationRe
     return sample_ratio_mismatch(users, [1.0] * len(users))
 
 
+def user_table(result: SimulationResult, covariates: pl.DataFrame) -> pl.DataFrame:
+    """Per-user metrics of one arm with their pre-period covariates (0 for a user without pre-period
+    activity), in the arm's user order: what `compare` reads, column by column."""
+    return result.user_metrics.join(covariates, on="user_id", how="left", maintain_order="left").fill_null(0.0)
+
+
 def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Per-user metrics of one arm with their pre-period covariates, column by column."""
-    frame = result.user_metrics.join(covariates, on="user_id", how="left").fill_null(0.0)
+    """user_table as {column: array}."""
+    frame = user_table(result, covariates)
     return {name: frame[name].to_numpy() for name in frame.columns}
 
 

@@ -36,10 +36,11 @@ from ranking.llm_features import RANDOM_SOURCE, random_interest_lists, random_pr
 from ranking.pipeline import fit_builder, require_both_classes
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
-from simulator.experiment import run_ab
+from simulator.experiment import METRICS, pre_period_covariates, run_ab, user_table
 from simulator.oracle import ALL_USERS, KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
 from simulator.report import METRIC_LABELS
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
+from simulator.stats import compare
 from synthetic_data import schema
 from synthetic_data.config import WorldConfig
 from synthetic_data.config_io import ConfigError, from_dict, require, to_dict
@@ -55,6 +56,10 @@ AB_METRICS = ("roas", "conversions_per_user", "spend_per_user", "unique_advertis
               "advertiser_gini")
 STRING_COLUMNS = ("source", "kind", "status", "reason", "lift_reason", "ab_reason", "ab_treatment_check")
 METHOD_NAME = re.compile(r"\w+")  # a folder name and a config key
+# The A/B's treatment arm per user (experiment.user_table), kept so that every source's arm can be compared
+# with the random control's on the same users: the change the lists' information makes (information_columns)
+INFORMATION_USERS = "ab_users.parquet"
+INFORMATION_METRICS = ("roas", "conversions_per_user", "spend_per_user")
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,10 @@ class SensitivityConfig:
     llm_preset: str = "small"  # whose user sets (serving, heldout: sizes and sample seed) the lists cover
     stack: str = "baseline"  # the A/B's market: baseline (model-free) or trained (the run's models)
     objective: str = "clicks"  # the trained stack's two-tower objective
-    # The controls' coverage: True, the oracle's and the random control's lists cover every serving user and
-    # every held-out (eval-split) user, so q is the only thing that moves; False, the LLM preset's samples.
-    all_users: bool = True
+    # The user sets (serving: the A/B; heldout: Table 5) whose every user the oracle's and the random control's
+    # lists cover, so that q is the only thing that moves; a set not named gets the LLM preset's sample
+    # (Table 5 on every held-out user costs a DCN fit on ~10% of the impressions per source and seed).
+    all_users: tuple[str, ...] = ("serving", "heldout")
     # A q the oracle cannot reach is measured at the nearest end (w = 0 or 1) instead of being skipped.
     clamp: bool = True
     tolerance: float = 0.02  # the oracle's accepted |Recall@20 - q|
@@ -133,6 +139,8 @@ class SensitivityConfig:
                 "parts", f"choose one or both of {list(PARTS)}, got {list(self.parts)}")
         require(self.stack in STACK_SOURCES, "stack", f"must be one of {list(STACK_SOURCES)}, got {self.stack!r}")
         self.oracle(self.q_grid[0])  # OracleConfig's own checks of tolerance and max_steps
+        require(set(self.all_users) <= {"serving", "heldout"}, "all_users",
+                f"name user sets among serving and heldout, got {list(self.all_users)}")
         for name in self.methods:
             require(bool(METHOD_NAME.fullmatch(name)) and name != RANDOM_SOURCE and not name.startswith("oracle_q"),
                     "methods", f"name {name!r}: use letters, digits and '_', and not {RANDOM_SOURCE!r} "
@@ -150,10 +158,10 @@ class SensitivityConfig:
                 "experiment.arms", f"the treatment arm {arms[1].name!r} raises no source's quota over the control's: "
                 "it would serve no list")
 
-    def oracle(self, q: float) -> OracleConfig:
-        """The oracle's config at target q."""
+    def oracle(self, q: float, users: str = "heldout") -> OracleConfig:
+        """The oracle's config at target q for one user set (serving or heldout)."""
         return OracleConfig(q=q, tolerance=self.tolerance, max_steps=self.max_steps, seed=self.oracle_seed,
-                            clamp=self.clamp, all_users=self.all_users)
+                            clamp=self.clamp, all_users=users in self.all_users)
 
 
 @dataclass(frozen=True)
@@ -194,24 +202,24 @@ class StageInputs:
     def world_config(self) -> WorldConfig:
         return from_dict(WorldConfig, RunFolder(self.root).stage_record("world")["config"])
 
-    @cached_property
-    def llm_config(self):
+    def llm_config(self, users: str = "heldout"):
+        """The LLM preset's config, with every user of `users` when the config's `all_users` names it."""
         from llm_predictor.cli import resolve_config
 
-        return resolve_config(self.config.llm_preset, None, ALL_USERS if self.config.all_users else None)
+        return resolve_config(self.config.llm_preset, None, ALL_USERS if users in self.config.all_users else None)
 
     @cached_property
     def labels(self) -> pl.DataFrame:
         """The V1 eval labels: the oracle's calibration set and every source's Recall@20."""
         from llm_predictor.evaluate import evaluation_labels
 
-        return evaluation_labels(self.world, self.llm_config.eval.evaluation)["v1"]
+        return evaluation_labels(self.world, self.llm_config().eval.evaluation)["v1"]
 
     def keys(self, users: str) -> pl.DataFrame:
         """The (user_id, anchor_date) rows of `adsim llm predict --users <users>` (serving or heldout)."""
         from llm_predictor.cli import prediction_keys
 
-        return prediction_keys(self.world, self.llm_config, users).select(KEYS)
+        return prediction_keys(self.world, self.llm_config(users), users).select(KEYS)
 
     @cached_property
     def impressions(self) -> pl.DataFrame:
@@ -242,9 +250,10 @@ def recall_columns(predictions: pl.DataFrame, labels: pl.DataFrame) -> dict:
 def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
     """The oracle's lists at q (the `oracle_q<q>_{heldout,serving}` stages, reused when complete); its
     Recall@20 is the calibration's on every V1 label. Raises CalibrationError / UnreachableRecall."""
-    config, oracle = inputs.config, inputs.config.oracle(q)
+    config, oracle, serving_oracle = inputs.config, inputs.config.oracle(q), inputs.config.oracle(q, "serving")
     heldout, _ = oracle_stage(inputs.root, oracle, "heldout", config.llm_preset)
-    serving = oracle_stage(inputs.root, oracle, "serving", config.llm_preset)[0] if "ab" in config.parts else None
+    serving = (oracle_stage(inputs.root, serving_oracle, "serving", config.llm_preset)[0] if "ab" in config.parts
+               else None)
     folder = inputs.root / oracle.stage("heldout")
     columns = {"weight": heldout["weight"], "recall_at_20": heldout[RECALL],
                "recall_at_20_low": heldout[f"{RECALL}_low"], "recall_at_20_high": heldout[f"{RECALL}_high"],
@@ -255,7 +264,7 @@ def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
         columns["reason"] = (f"q = {q:g} is outside the reachable Recall@20 range [{heldout[f'floor_{RECALL}']:.3f}, "
                              f"{heldout[f'ceiling_{RECALL}']:.3f}]: measured at w = {heldout['weight']:g}")
     serving_lists = (None if serving is None else
-                     pl.read_parquet(inputs.root / oracle.stage("serving") / "predictions.parquet"))
+                     pl.read_parquet(inputs.root / serving_oracle.stage("serving") / "predictions.parquet"))
     return SourceLists(pl.read_parquet(folder / "predictions.parquet"), pl.read_parquet(folder / "interests.parquet"),
                        serving_lists, columns)
 
@@ -307,19 +316,20 @@ def measurable_tasks(splits: dict[str, pl.DataFrame], tasks: tuple[str, ...]) ->
     return tuple(kept), reasons
 
 
-def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, pl.DataFrame | None]:
+def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, dict[str, pl.DataFrame]]:
     """Table 5 with the source's held-out lists: `lift_<task>_<metric>` = the DCN's relative change (%) with
-    versus without the LLM features, `_low`/`_high` its 95% interval, `_p` its p-value; and the summary."""
+    versus without the LLM features, `_low`/`_high` its 95% interval, `_p` its p-value; and {"lift.parquet": the
+    summary}."""
     ranking = inputs.config.ranking
     logged = inputs.impressions
     if ranking.users == "predicted":
         logged = logged.join(lists.heldout.select("user_id").unique(), on="user_id", how="semi")
     if logged.is_empty():
-        return {"lift_reason": "no logged impression is of a user the held-out lists cover"}, None
+        return {"lift_reason": "no logged impression is of a user the held-out lists cover"}, {}
     splits = split_by_time(logged, ranking.features)
     tasks, reasons = measurable_tasks(splits, ranking.tasks)
     if not tasks:
-        return {"lift_reason": "; ".join(reasons)}, None
+        return {"lift_reason": "; ".join(reasons)}, {}
     _, scores = run_lift(inputs.builder, splits, lists.heldout, lists.interests, replace(ranking, tasks=tasks),
                          progress=progress, arms=("with_llm",))
     scores = pl.concat([inputs.without_llm_scores(splits, lists, tasks, progress), scores])
@@ -330,15 +340,16 @@ def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tup
         name = f"lift_{row['task']}_{row['metric']}"
         columns |= {name: row["change_pct"], f"{name}_low": row["ci_low"], f"{name}_high": row["ci_high"],
                     f"{name}_p": row["p_value"], f"lift_{row['task']}_test_positives": row["test_positives"]}
-    return columns, summary
+    return columns, {"lift.parquet": summary}
 
 
-def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, pl.DataFrame | None]:
+def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, dict[str, pl.DataFrame]]:
     """The A/B with the source's serving lists: `ab_<metric>` = the treatment arm's relative change (%) against
     the control, `_low`/`_high` its 95% interval, `_p` its p-value, the achieved MDE on RoAS and whether the
-    arm measured its treatment (experiment.treatment_check); and the comparisons."""
+    arm measured its treatment (experiment.treatment_check); and its tables: the comparisons and the treatment
+    arm's per-user metrics (INFORMATION_USERS, for information_columns)."""
     if lists.serving is None:
-        return {"ab_reason": "no serving lists given"}, None
+        return {"ab_reason": "no serving lists given"}, {}
     experiment = inputs.config.experiment
     result = run_ab(experiment, inputs.world, inputs.market(lists.serving), progress=progress)
     treatment = experiment.arms[1].name
@@ -353,7 +364,47 @@ def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple
     arm = result.arms.filter(pl.col("arm") == treatment).row(0, named=True)
     columns |= {"ab_is_treatment_measured": arm["is_treatment_measured"],
                 "ab_treatment_impressions": arm["treatment_impressions"], "ab_treatment_check": arm["treatment_check"]}
-    return columns, result.comparisons
+    users = user_table(result.results[treatment], pre_period_covariates(inputs.world, experiment.pre_period_days))
+    return columns, {"ab.parquet": result.comparisons, INFORMATION_USERS: users}
+
+
+def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.DataFrame) -> pl.DataFrame:
+    """Add `ab_info_<metric>` (with `_low`, `_high`, `_p`) to the measured rows: the source's treatment arm
+    against the random control's treatment arm, paired on the same users with common random numbers.
+
+    Against the control arm (the generator off), an A/B measures the generator's presence too: a quota of
+    random advertisers displaces other sources' candidates. Against the random control's arm, only what the
+    lists know moves the metric, so the random control is 0 by construction and the oracle's curve says how
+    much information is worth (the negative-control restatement of issue #15). Rows without a kept arm (no
+    A/B, a skipped q, measured before the arm was kept) get nulls.
+    """
+    folders = {source.name: run.root / source.stage for source in sources(config)}
+    reference_path = folders[RANDOM_SOURCE] / INFORMATION_USERS
+    if "ab" not in config.parts or not reference_path.exists():
+        return table
+    reference = pl.read_parquet(reference_path)
+    experiment = config.experiment
+    rng = np.random.default_rng([experiment.simulation.seed, experiment.salt, 1])
+    metrics = [metric for metric in METRICS if metric.name in INFORMATION_METRICS]
+    rows = []
+    for name in table.filter(pl.col("status") == "measured")["source"].to_list():
+        path = folders[name] / INFORMATION_USERS
+        if name == RANDOM_SOURCE or not path.exists():
+            continue
+        users = pl.read_parquet(path)
+        if not users["user_id"].equals(reference["user_id"]):
+            raise ValueError(f"{path}: the source's A/B arm replayed other users than the random control's; "
+                             "re-run with --force so every source runs the same paired design")
+        row: dict = {"source": name}
+        for metric in metrics:
+            comparison = compare(reference.to_dict(as_series=False), users.to_dict(as_series=False), metric,
+                                 paired=True, method=experiment.method, cuped=experiment.cuped,
+                                 alpha=experiment.alpha, bootstrap_samples=experiment.bootstrap_samples, rng=rng)
+            column = f"ab_info_{metric.name}"
+            row |= {column: comparison.relative_change * 100, f"{column}_low": comparison.ci_low * 100,
+                    f"{column}_high": comparison.ci_high * 100, f"{column}_p": comparison.p_value}
+        rows.append(row)
+    return table.join(pl.DataFrame(rows), on="source", how="left") if rows else table
 
 
 @dataclass(frozen=True)
@@ -378,7 +429,8 @@ def sources(config: SensitivityConfig) -> list[Source]:
     """The random control, one oracle source per q (ascending), then each method."""
     random = Source(RANDOM_SOURCE, "random", None, {"random_seed": config.random_seed}, random_lists,
                     keeps_lists=True)
-    oracles = [Source(config.oracle(q).source, "oracle", q, {"oracle": to_dict(config.oracle(q))},
+    oracles = [Source(config.oracle(q).source, "oracle", q, {"oracle": to_dict(config.oracle(q)),
+                                                               "serving": to_dict(config.oracle(q, "serving"))},
                       lambda inputs, q=q: oracle_lists(inputs, q)) for q in sorted(config.q_grid)]
     methods = [Source(name, "method", None, {"method": name, **{role: file_digest(path) for role, path
                                                                  in method.paths().items()}},
@@ -416,8 +468,9 @@ def measure_source(run: RunFolder, source: Source, shared: dict, inputs: StageIn
                        "serving.parquet": lists.serving}
         for part, measure in (("lift", lift_columns), ("ab", ab_columns)):
             if part in inputs.config.parts:
-                columns, tables[f"{part}.parquet"] = measure(inputs, lists, progress)
+                columns, part_tables = measure(inputs, lists, progress)
                 row |= columns
+                tables |= part_tables
     row["seconds"] = round(time.perf_counter() - started, 1)
     folder = run.stage_dir(source.stage)
     outputs = ["row.parquet", *[name for name, table in tables.items() if table is not None]]
@@ -472,9 +525,11 @@ def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
 
 
 def targeted_metrics(config: SensitivityConfig) -> list[str]:
-    """The metric each part's use targets: RoAS for the generator (A/B), ctcvr ΔPR-AUC for the features."""
+    """The metric each part's use targets: RoAS for the generator (A/B; against the generator off and against
+    the random control's lists, information_columns), ctcvr ΔPR-AUC for the features."""
     task = "ctcvr" if "ctcvr" in config.ranking.tasks else config.ranking.tasks[0]
-    return [{"lift": f"lift_{task}_pr_auc", "ab": "ab_roas"}[part] for part in config.parts]
+    return [metric for part in config.parts for metric in {"lift": [f"lift_{task}_pr_auc"],
+                                                            "ab": ["ab_roas", "ab_info_roas"]}[part]]
 
 
 def metric_label(metric: str) -> str:
@@ -482,6 +537,8 @@ def metric_label(metric: str) -> str:
     if metric.startswith("lift_"):
         task, name = metric.removeprefix("lift_").split("_", 1)
         return f"{task} {LIFT_METRICS[name]}"
+    if metric.startswith("ab_info_"):
+        return f"{METRIC_LABELS.get(metric.removeprefix('ab_info_'), metric)} against random lists"
     return METRIC_LABELS.get(metric.removeprefix("ab_"), metric)
 
 
@@ -495,7 +552,9 @@ def finding(check: DoseResponseCheck) -> str:
                  "(no later point's interval lies entirely below an earlier point's)")
     else:
         shape = f"**not monotone** over {check.points} oracle points: " + "; ".join(check.violations)
-    if check.control_interval is None:
+    if check.metric.startswith("ab_info_"):
+        control = "each point is the source's arm against the random control's arm on the same users"
+    elif check.control_interval is None:
         control = "the random control has no estimate"
     else:
         low, high = check.control_interval
@@ -534,7 +593,7 @@ def _recall_cell(row: dict) -> str:
 def metric_columns(table: pl.DataFrame, part: str) -> list[str]:
     """The part's change columns present in the table, in display order."""
     if part == "ab":
-        names = [f"ab_{metric}" for metric in AB_METRICS]
+        names = [f"ab_{metric}" for metric in AB_METRICS] + [f"ab_info_{metric}" for metric in INFORMATION_METRICS]
     else:
         tasks = sorted({column.split("_")[1] for column in table.columns if column.endswith("_test_positives")})
         names = [f"lift_{task}_{metric}" for task in tasks for metric in LIFT_METRICS]
@@ -684,7 +743,7 @@ def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = Tr
     inputs = StageInputs(run.root, config)
     rows = [measure_source(run, source, shared, inputs, progress, force)
             for source in tqdm(measured_sources, desc="dose-response sources", disable=not progress)]
-    table = pl.concat(rows, how="diagonal_relaxed")
+    table = information_columns(run, config, pl.concat(rows, how="diagonal_relaxed"))
     folder = run.stage_dir(STAGE)
     table.write_parquet(folder / "table.parquet")
     titles = {"lift": "Table 5 against predictor quality (DCN, with vs without)",

@@ -21,8 +21,14 @@ def test_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path):
     for title in PRODUCED:
         section = text.split(f"## {title}")[1].split("\n## ")[0]
         assert "_not produced" not in section, title
+    # issue #15: the multi-day A/B's SRM, A/A and MDE lines, and the dose-response plots
+    assert "Simulated 2 days, design `paired`" in text and "Sample-ratio check (SRM): users per arm" in text
+    assert "A/A check (200 re-randomisations" in text and "minimum detectable effect (MDE) on RoAS" in text
+    assert "![sensitivity_ab](plots/sensitivity_ab.png)" in text and "![sensitivity_lift](plots/sensitivity_lift.png)" in text
+    assert (run / "plots" / "sensitivity_ab.png").exists() and (run / "plots" / "sensitivity_lift.png").exists()
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert {"llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout", "ranking", "ab", "sweep"} <= set(stages)
+    assert {"llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout", "ranking", "ab", "sweep",
+            "sensitivity"} <= set(stages)
     finished = {name: record["finished_at"] for name, record in stages.items()}
     run_demo(run, world_preset="tiny", llm_preset="nano", quotas="0,5", quiet=True)
     again = json.loads((run / "manifest.json").read_text())["stages"]

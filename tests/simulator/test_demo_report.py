@@ -193,6 +193,21 @@ def test_dose_response_verdict_needs_a_detected_oracle_and_a_null_control(tmp_pa
            "findings" in (tmp_path / "report.md").read_text()
 
 
+def test_dose_response_against_random_lists_needs_no_control_interval(tmp_path):
+    """`ab_info_roas` compares each source's arm with the random control's arm: the control is the reference, so
+    a detected best oracle point is a measurement, not "no random control"."""
+    table = pl.DataFrame([{"source": f"oracle_q{index}", "kind": "oracle", "q": recall, "status": "measured",
+                           "recall_at_20": recall, "ab_info_roas": change, "ab_info_roas_low": low,
+                           "ab_info_roas_high": high}
+                          for index, (recall, change, low, high) in enumerate([(0.2, 0.5, -1.0, 2.0),
+                                                                               (0.9, 6.0, 3.0, 9.0)])])
+    check = check_dose_response(table, "ab_info_roas")
+    RunFolder(tmp_path).complete("sensitivity", {}, [], {"checks": [{**check.__dict__,
+                                                                     "violations": list(check.violations)}]})
+    assert verdict_of(tmp_path, "Dose-response: Return on ad spend against random lists") == (
+        "measured: monotone; best oracle point `oracle_q1` [+3.00%, +9.00%]")
+
+
 @pytest.mark.parametrize("flags, quota, expected", [
     ((True, True), 100, "measured: concentration quota 100"),
     ((False, True), None, "measured: no quota over-concentrates"),

@@ -109,7 +109,18 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     assert f"to {ceiling:.3f} (lists ranked by the true response" in report and "`oracle_q1` (q = 1)" in report
     assert report.count("| oracle_q0.5 | oracle |") == 1 and "| recent | method |" in report
     assert record["summary"]["rows"] == {"measured": 4}
-    assert record["summary"]["checks"][0]["metric"] == "ab_roas"
+    assert [check["metric"] for check in record["summary"]["checks"]] == ["ab_roas", "ab_info_roas"]
+    # each source's arm against the random control's arm on the same users (information_columns)
+    info = table.select("source", "ab_info_roas", "ab_info_roas_low", "ab_info_roas_high")
+    assert info.filter(pl.col("source") == "random_control")["ab_info_roas"].is_null().all()
+    others = info.filter(pl.col("source") != "random_control")
+    assert others["ab_info_roas"].is_finite().all() and (others["ab_info_roas_low"] <= others["ab_info_roas_high"]).all()
+    reference = pl.read_parquet(root / "sensitivity" / "random_control" / "ab_users.parquet")
+    oracle_arm = pl.read_parquet(root / "sensitivity" / "oracle_q1" / "ab_users.parquet")
+    ratio = lambda frame: frame["conversion_value"].sum() / frame["spend"].sum()  # noqa: E731
+    assert rows["oracle_q1"]["ab_roas"] is not None
+    assert info.filter(pl.col("source") == "oracle_q1")["ab_info_roas"].item() == pytest.approx(
+        (ratio(oracle_arm) / ratio(reference) - 1) * 100)
 
 
 def test_rerun_measures_only_the_new_q(ab_stage, wide_run, monkeypatch):
