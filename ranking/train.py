@@ -64,7 +64,7 @@ def predict_logits(model: DCNv2, table: FeatureTable, batch_size: int, use_bf16:
     return batched_logits(model.for_scoring(use_bf16), table, batch_size)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def batched_logits(model: DCNv2, table: FeatureTable, batch_size: int) -> np.ndarray:
     """Logits [rows, tasks] of `model` as it is, in batches of `batch_size` rows."""
     outputs = []

@@ -29,7 +29,7 @@ from retrieval.config import GeneratorConfig
 from retrieval.features import UserHistory
 from retrieval.index import ItemIndex
 from retrieval.requests import validate_requests
-from retrieval.train import TwoTowerRetriever
+from retrieval.train import SettledValues, TwoTowerRetriever
 from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, conform, empty, validate
 
 
@@ -49,25 +49,33 @@ def _candidates(request_id, item_id, advertiser_id, score, source: str) -> pl.Da
 
 
 class MainGenerator:
-    """Unfiltered two-tower ANN retrieval: the top-N catalog items for the user embedding."""
+    """Unfiltered two-tower ANN retrieval: the top-N catalog items for the user embedding.
+
+    A user past their last event in the history has a fixed vector, hence fixed top-N: it is
+    searched once and kept (a simulated day asks for the same users' top-N ~2.5 times each).
+    """
 
     source = "two_tower"
 
     def __init__(self, retriever: TwoTowerRetriever, index: ItemIndex, history: UserHistory,
                  config: GeneratorConfig):
         self.retriever, self.index, self.history, self.config = retriever, index, history, config
+        self._settled_top = SettledValues(history)
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
         validate_requests(requests)
         if requests.height == 0:
             return empty(CANDIDATES)
-        users = self.retriever.user_vectors(self.history, requests["user_id"].to_numpy(), requests["ts"])
-        scores, rows = self.index.search(users, self.config.main_top_n)
+        scores, rows = self._settled_top.values(requests["user_id"].to_numpy(), requests["ts"], self._search)
         found = rows >= 0
         request_row = np.nonzero(found)[0]
         items = self.retriever.items_
         return _candidates(requests["request_id"].to_numpy()[request_row], items.item_ids[rows[found]],
                            items.advertiser_ids[rows[found]], scores[found], self.source)
+
+    def _search(self, user_ids: np.ndarray, as_of: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N (scores, catalog rows) of each (user, as_of)'s vector."""
+        return self.index.search(self.retriever.user_vectors(self.history, user_ids, as_of), self.config.main_top_n)
 
 
 class LlmAdvertiserGenerator:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -47,7 +48,7 @@ class TwoTowerRetriever:
 
     def __init__(self, config: RetrievalConfig):
         self.config = config
-        self._settled_vectors: WeakKeyDictionary[UserHistory, SettledVectors] = WeakKeyDictionary()
+        self._settled_vectors: WeakKeyDictionary[UserHistory, SettledValues] = WeakKeyDictionary()
 
     def fit(self, events: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
             train_user_ids: pl.Series, before: datetime, impressions: pl.DataFrame | None = None,
@@ -139,19 +140,8 @@ class TwoTowerRetriever:
         A user's vector after their last event no longer changes, so it is kept per history: every
         generator and every simulated request of that user reuses it instead of embedding again.
         """
-        user_ids, dim = np.asarray(user_ids, dtype=np.int64), self.config.model.output_dim
-        settled = self._settled_vectors.setdefault(history, SettledVectors(history.user_ids, dim))
-        row = settled.row(user_ids)
-        is_settled = history.is_settled(user_ids, as_of) & (row >= 0)
-        is_new = np.flatnonzero(is_settled & ~settled.is_known[np.maximum(row, 0)])
-        missing, first = np.unique(row[is_new], return_index=True)  # embed each new user once
-        changing = np.flatnonzero(~is_settled)
-        embed = np.concatenate([is_new[first], changing])
-        embedded = self._embed(history, user_ids[embed], as_of.gather(embed))
-        settled.store(missing, embedded[:len(missing)])
-        vectors = np.empty((len(user_ids), dim), np.float32)
-        vectors[is_settled] = settled.vectors[row[is_settled]]
-        vectors[changing] = embedded[len(missing):]
+        settled = self._settled_vectors.setdefault(history, SettledValues(history))
+        vectors, = settled.values(user_ids, as_of, lambda users, times: (self._embed(history, users, times),))
         return vectors
 
     @torch.no_grad()
@@ -194,24 +184,48 @@ class TwoTowerRetriever:
         return retriever
 
 
-class SettledVectors:
-    """Vectors of users past their last event in one history, by the user's row in its sorted users."""
+class SettledValues:
+    """Per-user values computed from one history that no longer change once the user is past their
+    last event in it (a user vector, its top items): each is computed once per user and kept, by the
+    user's row in the history's sorted users; pairs of users with later events are computed afresh."""
 
-    def __init__(self, user_ids: np.ndarray, dim: int):
-        self.user_ids = user_ids
-        self.is_known = np.zeros(len(user_ids), dtype=bool)
-        self.vectors = np.zeros((len(user_ids), dim), np.float32)
+    def __init__(self, history: UserHistory):
+        self.history = history
+        self.is_known = np.zeros(len(history.user_ids), dtype=bool)
+        self.columns: tuple[np.ndarray, ...] = ()  # [users, ...] per value, allocated on the first store
 
-    def row(self, user_ids: np.ndarray) -> np.ndarray:
+    def values(self, user_ids: np.ndarray, as_of: pl.Series,
+               compute: Callable[[np.ndarray, pl.Series], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        """`compute(user_ids, as_of)` for every pair, calling it only for settled users not yet kept
+        (once each) and for pairs that are not settled. `compute` returns arrays with one row per pair."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        row = self._row(user_ids)
+        is_settled = self.history.is_settled(user_ids, as_of) & (row >= 0)
+        is_new = np.flatnonzero(is_settled & ~self.is_known[np.maximum(row, 0)])
+        missing, first = np.unique(row[is_new], return_index=True)  # compute each new user once
+        changing = np.flatnonzero(~is_settled)
+        compute_for = np.concatenate([is_new[first], changing])
+        computed = compute(user_ids[compute_for], as_of.gather(compute_for))
+        if not self.columns:
+            self.columns = tuple(np.zeros((len(self.is_known), *column.shape[1:]), column.dtype) for column in computed)
+        for column, values in zip(self.columns, computed):
+            column[missing] = values[:len(missing)]
+        self.is_known[missing] = True
+        result = []
+        for column, values in zip(self.columns, computed):
+            taken = np.empty((len(user_ids), *column.shape[1:]), column.dtype)
+            taken[is_settled] = column[row[is_settled]]
+            taken[changing] = values[len(missing):]
+            result.append(taken)
+        return tuple(result)
+
+    def _row(self, user_ids: np.ndarray) -> np.ndarray:
         """Each user's row, -1 for a user the history does not know."""
-        if len(self.user_ids) == 0:
+        known = self.history.user_ids
+        if len(known) == 0:
             return np.full(len(user_ids), -1, dtype=np.int64)
-        position = np.minimum(np.searchsorted(self.user_ids, user_ids), len(self.user_ids) - 1)
-        return np.where(self.user_ids[position] == user_ids, position, -1)
-
-    def store(self, rows: np.ndarray, vectors: np.ndarray) -> None:
-        self.vectors[rows] = vectors
-        self.is_known[rows] = True
+        position = np.minimum(np.searchsorted(known, user_ids), len(known) - 1)
+        return np.where(known[position] == user_ids, position, -1)
 
 
 def _catalog_rows(catalog_item_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 import simpy
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from blending.blend import BlendConfig, blend
@@ -31,6 +32,10 @@ SECONDS_PER_DAY = 86400.0
 USER_METRICS = ("requests", "impressions", "clicks", "spend", "conversions", "click_conversions",
                 "conversion_value")
 _NIGHTLY_EPSILON = 1e-3  # midnight runs just after the day's last batch tick
+# threads per numerical op (torch, faiss, BLAS) while a market runs: its batches are a few thousand
+# rows, too small to gain much from a second thread, and when another process shares the cores a
+# thread that waits for a descheduled partner at every op made the trained stack 3x slower
+SIMULATION_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -381,6 +386,7 @@ def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np
     started = time.perf_counter()
     for process in (traffic(), pacer(), nights(), conversion_tail()):
         env.process(process)
-    env.run()
+    with threadpool_limits(limits=SIMULATION_THREADS):
+        env.run()
     bar.close()
     return market.result(time.perf_counter() - started, config.days)

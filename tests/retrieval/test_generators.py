@@ -16,7 +16,7 @@ from retrieval.evaluate import evaluation_anchor, evaluation_requests, window_st
 from retrieval.generators import LlmAdvertiserGenerator, MainGenerator, PopularityGenerator
 from retrieval.index import ItemIndex
 from retrieval.requests import REQUESTS
-from retrieval.train import TwoTowerRetriever
+from retrieval.train import SettledValues, TwoTowerRetriever
 from synthetic_data.schema import CANDIDATES, PREDICTIONS, SchemaError, conform, validate
 
 from tests.retrieval.conftest import small_config
@@ -211,6 +211,51 @@ def test_user_vectors_reuse_settled_users_and_equal_embedding_each_row(fitted):
     np.testing.assert_allclose(vectors, retriever._embed(history, user_ids, as_of), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(vectors[:40], vectors[40:80])
     assert retriever.user_vectors(history, user_ids, as_of).tobytes() == vectors.tobytes()
+
+
+def test_settled_values_compute_each_settled_user_once_and_the_others_at_their_own_time(fitted):
+    history = fitted["history"]
+    requests = fitted["requests"].head(40)
+    user_ids, times = requests["user_id"].to_numpy(), requests["ts"]
+    earlier = times - timedelta(days=30)
+    assert history.is_settled(user_ids, times).all() and not history.is_settled(user_ids, earlier).all()
+    calls = []
+
+    def compute(users, as_of):  # a value that differs by time: a stale kept value would show
+        calls.append(len(users))
+        return users * 10**7 + as_of.dt.epoch("s").to_numpy() // 86400, users.astype(np.float32)[:, None]
+
+    settled = SettledValues(history)
+    first = settled.values(user_ids, times, compute)
+    again = settled.values(np.concatenate([user_ids, user_ids]), pl.concat([times + timedelta(days=2), earlier]),
+                           compute)
+    is_changing = ~history.is_settled(user_ids, earlier)
+    assert calls == [len(np.unique(user_ids)), int(is_changing.sum())]
+    np.testing.assert_array_equal(again[0][:40], first[0])  # settled: the kept value, not day + 2
+    expected_earlier = compute(user_ids, earlier)[0]
+    np.testing.assert_array_equal(again[0][40:][is_changing], expected_earlier[is_changing])
+    np.testing.assert_array_equal(again[0][40:][~is_changing], first[0][~is_changing])
+    np.testing.assert_array_equal(again[1][:, 0], np.concatenate([user_ids, user_ids]).astype(np.float32))
+
+
+def test_main_generator_keeps_settled_users_top_n_and_searches_the_others_afresh(fitted):
+    generator = _generator("main", fitted)
+    requests = fitted["requests"].head(30)
+    earlier = requests.with_columns(pl.col("ts") - timedelta(days=30), pl.col("request_id") + 10**6)
+    later = requests.with_columns(pl.col("ts") + timedelta(days=1), pl.col("request_id") + 2 * 10**6)
+    mixed = pl.concat([later, earlier])
+    generator.generate(requests)  # keeps the settled users' top-N
+    fresh = _generator("main", fitted).generate(mixed)
+    assert generator.generate(mixed).equals(fresh)
+    lists = fresh.group_by(pl.col("request_id") % 10**6, (pl.col("request_id") // 10**6).alias("copy")).agg(
+        pl.col("item_id").sort())
+    assert (lists.group_by("request_id").agg(pl.col("item_id").n_unique())["item_id"] > 1).any()  # earlier != later
+    retriever = fitted["retriever"]
+    vectors = retriever._embed(fitted["history"], earlier["user_id"].to_numpy(), earlier["ts"])
+    _, rows = fitted["index"].search(vectors, 50)
+    expected = retriever.items_.item_ids[rows[0]]
+    got = fresh.filter(pl.col("request_id") == earlier["request_id"][0])["item_id"].to_numpy()
+    assert set(got) == set(expected)
 
 
 def test_blending_a_smaller_quota_keeps_the_generators_own_first_items(fitted):
