@@ -13,6 +13,7 @@ import pytest
 from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
 from simulator.demo import LIST_METHOD
+from tests.simulator.test_sensitivity import dose_response_rows
 from simulator.demo_report import write_report
 from simulator.sensitivity import check_dose_response
 from synthetic_data.run_folder import RunFolder
@@ -164,14 +165,7 @@ def test_lift_whose_interval_cannot_resolve_the_papers_effect_is_too_thin(tmp_pa
 def _sensitivity(root, points: list[tuple[float, float, float, float]], control: tuple[float, float] | None) -> None:
     """A sensitivity stage whose summary holds check_dose_response's check of `ab_roas`, as the stage records it,
     and its report section."""
-    rows = [{"source": f"oracle_q{index}", "kind": "oracle", "q": recall, "status": "measured",
-             "recall_at_20": recall, "ab_roas": change, "ab_roas_low": low, "ab_roas_high": high}
-            for index, (recall, change, low, high) in enumerate(points)]
-    if control is not None:
-        rows.append({"source": "random_control", "kind": "random", "q": None, "status": "measured",
-                     "recall_at_20": 0.05, "ab_roas": sum(control) / 2, "ab_roas_low": control[0],
-                     "ab_roas_high": control[1]})
-    check = check_dose_response(pl.DataFrame(rows, schema_overrides={"q": pl.Float64}), "ab_roas")
+    check = check_dose_response(dose_response_rows(points, control), "ab_roas")
     run = RunFolder(root)
     (run.stage_dir("sensitivity") / "report.md").write_text("### Dose-response\n\nthe stage's findings\n")
     run.complete("sensitivity", {}, ["report.md"], {"checks": [{**check.__dict__, "violations": list(check.violations)}]})

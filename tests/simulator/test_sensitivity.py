@@ -147,7 +147,7 @@ def test_rerun_measures_only_the_new_q(ab_stage, wide_run, monkeypatch):
     assert again.exit_code == 0 and len(calls) == 1 and run.stage_record("sensitivity")["finished_at"] == stage
 
 
-def _rows(points: list[tuple[float, float, float, float]], control: tuple[float, float] | None) -> pl.DataFrame:
+def dose_response_rows(points: list[tuple[float, float, float, float]], control: tuple[float, float] | None) -> pl.DataFrame:
     """Hand-made table rows: oracle points (Recall@20, change, low, high), then an optional random control."""
     rows = [{"source": f"oracle_q{index}", "kind": "oracle", "q": recall, "status": "measured",
              "recall_at_20": recall, "ab_roas": change, "ab_roas_low": low, "ab_roas_high": high}
@@ -163,7 +163,7 @@ def _rows(points: list[tuple[float, float, float, float]], control: tuple[float,
 
 def test_monotone_within_intervals_when_no_later_interval_lies_below_an_earlier_one():
     # given out of order; ordered by Recall@20 the estimates dip (4 -> 3) but the intervals overlap
-    rows = _rows([(0.8, 3.0, 0.5, 6.0), (0.2, 0.0, -2.0, 2.0), (0.5, 4.0, 1.0, 7.0)], control=(-1.5, 1.0))
+    rows = dose_response_rows([(0.8, 3.0, 0.5, 6.0), (0.2, 0.0, -2.0, 2.0), (0.5, 4.0, 1.0, 7.0)], control=(-1.5, 1.0))
     check = check_dose_response(rows, "ab_roas")
     assert (check.points, check.is_monotone, check.violations) == (3, True, ())
     assert check.control_interval == (-1.5, 1.0) and check.control_covers_zero is True
@@ -174,7 +174,7 @@ def test_monotone_within_intervals_when_no_later_interval_lies_below_an_earlier_
 
 
 def test_not_monotone_names_each_point_whose_interval_lies_below_an_earlier_one():
-    rows = _rows([(0.2, 0.0, -1.0, 1.0), (0.5, 5.0, 3.0, 7.0), (0.8, -4.0, -6.0, -2.0)], control=(0.5, 2.0))
+    rows = dose_response_rows([(0.2, 0.0, -1.0, 1.0), (0.5, 5.0, 3.0, 7.0), (0.8, -4.0, -6.0, -2.0)], control=(0.5, 2.0))
     check = check_dose_response(rows, "ab_roas")
     assert check.is_monotone is False
     assert check.violations == ("oracle_q2 [-6.00, -2.00] lies entirely below oracle_q0 [-1.00, +1.00]",
@@ -185,11 +185,11 @@ def test_not_monotone_names_each_point_whose_interval_lies_below_an_earlier_one(
 
 
 def test_check_without_enough_points_or_control_says_so():
-    check = check_dose_response(_rows([(0.4, 1.0, -1.0, 3.0)], control=None), "ab_roas")
+    check = check_dose_response(dose_response_rows([(0.4, 1.0, -1.0, 3.0)], control=None), "ab_roas")
     assert (check.points, check.is_monotone, check.control_covers_zero) == (1, None, None)
     assert "too few to tell" in finding(check) and "the random control has no estimate" in finding(check)
     assert "[-1.00%, +3.00%], which covers 0: the positive control shows no effect" in finding(check)
-    unmeasured = check_dose_response(_rows([], control=None), "lift_ctcvr_pr_auc")  # a part that did not run
+    unmeasured = check_dose_response(dose_response_rows([], control=None), "lift_ctcvr_pr_auc")  # a part that did not run
     assert (unmeasured.points, unmeasured.is_monotone, unmeasured.top) == (0, None, None)
 
 
