@@ -375,8 +375,10 @@ def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.Dat
     Against the control arm (the generator off), an A/B measures the generator's presence too: a quota of
     random advertisers displaces other sources' candidates. Against the random control's arm, only what the
     lists know moves the metric, so the random control is 0 by construction and the oracle's curve says how
-    much information is worth (the negative-control restatement of issue #15). Rows without a kept arm (no
-    A/B, a skipped q, measured before the arm was kept) get nulls.
+    much information is worth. In the trained stack the ranker's LLM features read the source's lists in
+    both of its arms, so `ab_<metric>` is the generator's effect given those features, while `ab_info_<metric>`
+    is the lists' information through both uses (generator and ranker features). Rows without a kept arm
+    (no A/B, a skipped q, measured before the arm was kept) get nulls.
     """
     folders = {source.name: run.root / source.stage for source in sources(config)}
     reference_path = folders[RANDOM_SOURCE] / INFORMATION_USERS
