@@ -200,13 +200,10 @@ def _srm_check(srm: dict | None) -> str:
 
 
 def _aa_check(summary: dict) -> str:
-    """The A/A false-positive rate on RoAS of an ab summary (`aa`, with its Wilson interval; older runs record
-    only `aa_significant_rate` over all metrics)."""
+    """The A/A false-positive rate on RoAS of an ab summary (`aa`, with its Wilson interval)."""
     roas = (summary.get("aa") or {}).get("roas")
     if roas and roas.get("rate") is not None:
         return f"A/A rejects {roas['rate']:.1%} [{roas['low']:.1%}, {roas['high']:.1%}] on RoAS"
-    if summary.get("aa_significant_rate") is not None:
-        return f"A/A rejects {summary['aa_significant_rate']:.1%} of metric tests"
     return "A/A not measured"
 
 

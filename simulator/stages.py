@@ -28,6 +28,7 @@ from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
 from synthetic_data.schema import World
 
+
 def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
              progress: bool = True, force: bool = False) -> dict:
     """Run (or reuse) the A/B experiment; writes ab/{comparisons,arms,funnels,aa}.parquet, ab/report.md (with
