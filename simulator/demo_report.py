@@ -267,7 +267,11 @@ def ab_rows(run: RunFolder) -> list[VerdictRow]:
         return [_not_measured(use, _paper("roas"), "no `ab` stage" if record is None else "no RoAS result")]
     summary = record["summary"]
     intervals = _primary_intervals(run.root / "ab" / "comparisons.parquet")
-    return [ab_row(f"{use}, arm `{arm}`", result, summary.get("exposure", {}).get(arm), summary.get("srm"),
+    # what the generator served: the stack label names the predictions and the nightly re-inference, which
+    # replaces the lists of the users it re-infers from the second day on
+    stack = record.get("config", {}).get("stack")
+    served = f" (stack: {stack})" if stack else ""
+    return [ab_row(f"{use}, arm `{arm}`{served}", result, summary.get("exposure", {}).get(arm), summary.get("srm"),
                    intervals.get(arm), _aa_check(summary)) for arm, result in summary["roas_change"].items()]
 
 

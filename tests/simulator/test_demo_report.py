@@ -70,7 +70,8 @@ def _ab_stage(root, change: float, interval: tuple[float, float], mde: float, is
     pl.DataFrame({"arm": [arm, arm], "metric": ["roas", "ctr"], "is_primary": [True, False],
                   "ci_low": [interval[0], -0.5], "ci_high": [interval[1], 0.5]}
                  ).write_parquet(run.stage_dir("ab") / "comparisons.parquet")
-    run.complete("ab", {}, ["comparisons.parquet"], summary)
+    run.complete("ab", {"stack": "trained (predictions: llm.parquet; nightly re-inference: history)"},
+                 ["comparisons.parquet"], summary)
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -95,6 +96,9 @@ def test_ab_row_shows_mde_srm_and_exposure_beside_the_paper(tmp_path):
     assert ("MDE planned +13.00%, achieved +13.00%; SRM p = 0.6 (ok); A/A rejects 5.0% [1.4%, 16.5%] on RoAS; "
             "exposure 900 users") in row
     assert "(**flagged**)" in row
+    # the row names what the generator served: the predictions and the nightly re-inference
+    assert row.startswith("| Generator A/B: RoAS (Table 6), arm `llm_generator` (stack: trained (predictions: "
+                          "llm.parquet; nightly re-inference: history))")
     assert "Not measuring the treatment, so no result**: Generator A/B: RoAS (Table 6), arm `llm_generator`" in report
 
 
