@@ -145,8 +145,8 @@ def aa_markdown(rates: dict[str, dict], config: ExperimentConfig) -> str:
         return (f"{row['rate']:.1%} [{row['low']:.1%}, {row['high']:.1%}] of {row['tests']:,} tests"
                 + (f" ({row['untestable']} untestable)" if row["untestable"] else ""))
     return (f"A/A check ({config.aa_splits} re-randomisations of {how}, no treatment): raw p-value below alpha = "
-            f"{config.alpha} in {rate('all')} over all metrics, {rate(PRIMARY_METRIC)} on RoAS; a calibrated test gives "
-            f"{config.alpha:.0%}.")
+            f"{config.alpha} in {rate('all')} over the six ratio metrics, {rate(PRIMARY_METRIC)} on RoAS; a calibrated "
+            f"test gives {config.alpha:.0%}.")
 
 
 def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioCheck, title: str, note: str = "",

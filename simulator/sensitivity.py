@@ -54,7 +54,8 @@ LIFT_METRICS = {"log_loss": "Δ Loss", "auc": "Δ AUC", "pr_auc": "Δ PR-AUC"}  
 LIFT_MODEL, LIFT_COMPARISON = "dcn", "with_llm vs without_llm"  # Table 5's row: the market's ranker
 AB_METRICS = ("roas", "conversions_per_user", "spend_per_user", "unique_advertisers", "advertiser_entropy",
               "advertiser_gini")
-STRING_COLUMNS = ("source", "kind", "status", "reason", "lift_reason", "ab_reason", "ab_treatment_check")
+STRING_COLUMNS = ("source", "kind", "status", "reason", "lift_reason", "ab_reason", "ab_treatment_check",
+                  "ab_info_reason")
 METHOD_NAME = re.compile(r"\w+")  # a folder name and a config key
 # The A/B's treatment arm per user (experiment.user_table), kept so that every source's arm can be compared
 # with the random control's on the same users: the change the lists' information makes (information_columns)
@@ -362,7 +363,8 @@ def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple
         if row["metric"] == "roas":
             columns["ab_roas_mde"] = row["mde"] * 100
     arm = result.arms.filter(pl.col("arm") == treatment).row(0, named=True)
-    columns |= {"ab_is_treatment_measured": arm["is_treatment_measured"],
+    columns |= {"ab_serving_users": lists.serving["user_id"].n_unique(),
+                "ab_is_treatment_measured": arm["is_treatment_measured"],
                 "ab_treatment_impressions": arm["treatment_impressions"], "ab_treatment_check": arm["treatment_check"]}
     users = user_table(result.results[treatment], pre_period_covariates(inputs.world, experiment.pre_period_days))
     return columns, {"ab.parquet": result.comparisons, INFORMATION_USERS: users}
@@ -375,23 +377,30 @@ def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.Dat
     Against the control arm (the generator off), an A/B measures the generator's presence too: a quota of
     random advertisers displaces other sources' candidates. Against the random control's arm, only what the
     lists know moves the metric, so the random control is 0 by construction and the oracle's curve says how
-    much information is worth. In the trained stack the ranker's LLM features read the source's lists in
-    both of its arms, so `ab_<metric>` is the generator's effect given those features, while `ab_info_<metric>`
-    is the lists' information through both uses (generator and ranker features). Rows without a kept arm
-    (no A/B, a skipped q, measured before the arm was kept) get nulls.
+    much information is worth. A source whose serving lists cover another number of users than the random
+    control's is not compared (`ab_info_reason`): coverage, not content, would move the metric. In the
+    trained stack the ranker's LLM features read the source's lists in both of its arms, so `ab_<metric>` is
+    the generator's effect given those features, while `ab_info_<metric>` is the lists' information through
+    both uses (generator and ranker features). Rows without a kept arm (no A/B, a skipped q, measured before
+    the arm was kept) get nulls.
     """
     folders = {source.name: run.root / source.stage for source in sources(config)}
     reference_path = folders[RANDOM_SOURCE] / INFORMATION_USERS
-    if "ab" not in config.parts or not reference_path.exists():
+    if "ab" not in config.parts or not reference_path.exists() or "ab_serving_users" not in table.columns:
         return table
     reference = pl.read_parquet(reference_path)
     experiment = config.experiment
     rng = np.random.default_rng([experiment.simulation.seed, experiment.salt, 1])
     metrics = [metric for metric in METRICS if metric.name in INFORMATION_METRICS]
+    served = dict(table.filter(pl.col("status") == "measured").select("source", "ab_serving_users").rows())
     rows = []
-    for name in table.filter(pl.col("status") == "measured")["source"].to_list():
+    for name in served:
         path = folders[name] / INFORMATION_USERS
         if name == RANDOM_SOURCE or not path.exists():
+            continue
+        if served[name] != served[RANDOM_SOURCE]:  # the lists' coverage would move the metric, not their content
+            rows.append({"source": name, "ab_info_reason": f"its serving lists cover {served[name]:,} users, the "
+                         f"random control's {served[RANDOM_SOURCE]:,}"})
             continue
         users = pl.read_parquet(path)
         if not users["user_id"].equals(reference["user_id"]):
@@ -618,7 +627,9 @@ def results_markdown(table: pl.DataFrame, part: str) -> list[str]:
     notes = [f"- `{row['source']}`: {row[f'{part}_reason']}" for row in table.iter_rows(named=True)
              if row.get(f"{part}_reason")]
     notes += [f"- `{row['source']}`: **not measuring the treatment**: {row['ab_treatment_check']}"
-              for row in table.iter_rows(named=True) if row.get("ab_is_treatment_measured") is False]
+              for row in table.iter_rows(named=True) if part == "ab" and row.get("ab_is_treatment_measured") is False]
+    notes += [f"- `{row['source']}` against random lists: not compared, {row['ab_info_reason']}"
+              for row in table.iter_rows(named=True) if part == "ab" and row.get("ab_info_reason")]
     direction = ("Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the lists help the ranker." if part == "lift" else
                  "Each change is the treatment arm's (the generator serving the source's lists) against the control "
                  "arm's, with experiment.treatment_check's exposure flag.")

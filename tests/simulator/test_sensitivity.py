@@ -113,8 +113,12 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     # each source's arm against the random control's arm on the same users (information_columns)
     info = table.select("source", "ab_info_roas", "ab_info_roas_low", "ab_info_roas_high")
     assert info.filter(pl.col("source") == "random_control")["ab_info_roas"].is_null().all()
-    others = info.filter(pl.col("source") != "random_control")
-    assert others["ab_info_roas"].is_finite().all() and (others["ab_info_roas_low"] <= others["ab_info_roas_high"]).all()
+    oracles = info.filter(pl.col("source").str.starts_with("oracle"))  # the controls cover the same serving users
+    assert oracles["ab_info_roas"].is_finite().all() and (oracles["ab_info_roas_low"] <= oracles["ab_info_roas_high"]).all()
+    served = dict(table.select("source", "ab_serving_users").rows())
+    recent = table.filter(pl.col("source") == "recent").row(0, named=True)
+    assert served["oracle_q1"] == served["random_control"] != served["recent"]  # the method covers other users
+    assert recent["ab_info_roas"] is None and f"cover {served['recent']:,} users" in recent["ab_info_reason"]
     reference = pl.read_parquet(root / "sensitivity" / "random_control" / "ab_users.parquet")
     oracle_arm = pl.read_parquet(root / "sensitivity" / "oracle_q1" / "ab_users.parquet")
     ratio = lambda frame: frame["conversion_value"].sum() / frame["spend"].sum()  # noqa: E731
