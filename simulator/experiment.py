@@ -151,11 +151,12 @@ def treatment_check(exposure: dict, planned_roas_mde: float, achieved_roas_mde: 
     if exposure["treatment_impressions"] == 0:
         return False, reached
     mde = float(np.fmin(planned_roas_mde, achieved_roas_mde))  # NaN only when neither is estimable
-    spend = f"{reached}, {exposure['treatment_spend_share']:.1%} of the arm's spend"
+    # two decimals: a paired design's MDE is often under 1%, and "0.0% below +0.0%" would hide the comparison
+    spend = f"{reached}, {exposure['treatment_spend_share']:.2%} of the arm's spend"
     if exposure["treatment_spend_share"] < mde:  # False for a NaN MDE: only the first rule applies
-        return False, (f"{spend}, below its MDE on RoAS of {mde:+.1%}: even a 100% change on that spend could "
+        return False, (f"{spend}, below its MDE on RoAS of {mde:+.2%}: even a 100% change on that spend could "
                        f"not move RoAS by the MDE")
-    return True, f"{spend}, at least its MDE on RoAS of {mde:+.1%}"
+    return True, f"{spend}, at least its MDE on RoAS of {mde:+.2%}"
 
 
 def planned_mde(columns: dict[str, np.ndarray], treatment_users: dict[str, int],

@@ -372,3 +372,13 @@ def test_example_experiment_file_loads():
     config = load_config(ExperimentConfig, path=path)
     assert [arm.blend.quotas["llm_advertiser"] for arm in config.arms] == [0, 25]
     assert (config.design, config.sweep_design) == ("paired", "paired")
+
+
+def test_treatment_check_prints_small_shares_and_mdes_apart():
+    """A paired design's MDE is often under 1%: the check must not round 0.03% of spend and a 0.69% MDE to 0.0%."""
+    from simulator.experiment import treatment_check
+
+    exposure = {"treatment_sources": "llm", "treatment_users": 34, "treatment_impressions": 268,
+                "treatment_spend_share": 0.0003}
+    measured, check = treatment_check(exposure, planned_roas_mde=0.0788, achieved_roas_mde=0.0069)
+    assert measured is False and "0.03% of the arm's spend, below its MDE on RoAS of +0.69%" in check
