@@ -21,7 +21,7 @@ import polars as pl
 
 from simulator.demo import LIST_METHOD
 from simulator.power import achieved_mde
-from simulator.report import NOT_MEASURING, _percent, _save
+from simulator.report import NOT_MEASURING, _percent, save_figure
 from simulator.sensitivity import metric_label
 from synthetic_data.run_folder import RunFolder
 
@@ -421,7 +421,7 @@ def plot_losses(curves: dict[str, list[float]], path: Path) -> Path:
         axis.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3)
         axis.set(title=stage, xlabel="logged point", ylabel="training loss")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def llm_training_section(run: RunFolder) -> list[str]:

@@ -245,10 +245,14 @@ def user_table(result: SimulationResult, covariates: pl.DataFrame) -> pl.DataFra
     return result.user_metrics.join(covariates, on="user_id", how="left", maintain_order="left").fill_null(0.0)
 
 
-def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[str, np.ndarray]:
-    """user_table as {column: array}."""
-    frame = user_table(result, covariates)
+def table_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """A user_table as {column: array}, what `compare` reads."""
     return {name: frame[name].to_numpy() for name in frame.columns}
+
+
+def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[str, np.ndarray]:
+    """user_table of an arm as {column: array}."""
+    return table_columns(user_table(result, covariates))
 
 
 def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],

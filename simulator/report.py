@@ -115,7 +115,7 @@ def exposure_lines(arms: pl.DataFrame) -> list[str]:
 
 def power_lines(arms: pl.DataFrame, comparisons: pl.DataFrame, design: str, alpha: float) -> list[str]:
     """Per treatment arm, the MDE on RoAS planned before it ran and the MDE its result achieved."""
-    achieved = dict(comparisons.filter(pl.col("metric") == "roas").select("arm", "mde").rows())
+    achieved = dict(comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
     control = arms.filter(pl.col("is_control")).row(0, named=True)
     assumption = ("; paired design: the arms' per-user outcomes taken as uncorrelated, so the planned MDE is an "
                   "upper bound" if design == "paired" else "")
@@ -338,7 +338,7 @@ def plot_funnel(funnels: pl.DataFrame, path: Path) -> Path:
         axis.set_xticks(positions, STAGES, rotation=40, ha="right", fontsize=8)
         axis.set(title=f"funnel of {source}", ylabel="candidates (log; x = none)")
     axes[0][-1].legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
@@ -356,7 +356,7 @@ def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
     figure, axis = plt.subplots(figsize=(5, 3.5))
     _change_with_interval(axis, quota, table, "roas_")
     axis.set(xlabel=f"L0 quota of {source}", ylabel="RoAS change vs first quota (%)", title="RoAS")
-    paths.append(_save(figure, out_dir / "sweep_roas.png"))
+    paths.append(save_figure(figure, out_dir / "sweep_roas.png"))
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     is_concentrated = table["is_concentrated"].fill_null(False).to_numpy()
@@ -368,7 +368,7 @@ def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
                  title=f"advertiser {label} of impressions")
         if is_concentrated.any():
             axis.legend(fontsize=7)
-    paths.append(_save(figure, out_dir / "sweep_diversity.png"))
+    paths.append(save_figure(figure, out_dir / "sweep_diversity.png"))
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     sources = [c.removesuffix("_impressed_share") for c in table.columns if c.endswith("_impressed_share")]
@@ -378,7 +378,7 @@ def plot_sweep(table: pl.DataFrame, source: str, out_dir: Path) -> list[Path]:
     axes[0].set(xlabel=f"L0 quota of {source}", title="share of impressions")
     axes[1].set(xlabel=f"L0 quota of {source}", title="survival: impressed / retrieved")
     axes[0].legend(fontsize=7)
-    paths.append(_save(figure, out_dir / "sweep_survival.png"))
+    paths.append(save_figure(figure, out_dir / "sweep_survival.png"))
     return paths
 
 
@@ -397,8 +397,11 @@ def _change_with_interval(axis, quota: np.ndarray, table: pl.DataFrame, prefix: 
     return change
 
 
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
+def save_figure(figure, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Lay out `figure` within `rect` (figure fractions; room below for a figure legend), write it as a PNG at
+    `path` (creating its folder) and close it."""
+    figure.tight_layout(rect=rect)
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 

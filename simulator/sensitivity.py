@@ -36,9 +36,9 @@ from ranking.llm_features import RANDOM_SOURCE, random_interest_lists, random_pr
 from ranking.pipeline import fit_builder, require_both_classes
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
-from simulator.experiment import METRICS, pre_period_covariates, run_ab, user_table
+from simulator.experiment import METRICS, pre_period_covariates, run_ab, table_columns, user_table
 from simulator.oracle import ALL_USERS, KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
-from simulator.report import METRIC_LABELS
+from simulator.report import METRIC_LABELS, save_figure
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
 from simulator.stats import compare
 from synthetic_data import schema
@@ -223,6 +223,11 @@ class StageInputs:
         return prediction_keys(self.world, self.llm_config(users), users).select(KEYS)
 
     @cached_property
+    def covariates(self) -> pl.DataFrame:
+        """The A/B's CUPED covariates (experiment.pre_period_covariates), the same for every source."""
+        return pre_period_covariates(self.world, self.config.experiment.pre_period_days)
+
+    @cached_property
     def impressions(self) -> pl.DataFrame:
         return schema.validate(pl.read_parquet(self.root / IMPRESSIONS), schema.IMPRESSIONS, str(IMPRESSIONS))
 
@@ -366,7 +371,7 @@ def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple
     columns |= {"ab_serving_users": lists.serving["user_id"].n_unique(),
                 "ab_is_treatment_measured": arm["is_treatment_measured"],
                 "ab_treatment_impressions": arm["treatment_impressions"], "ab_treatment_check": arm["treatment_check"]}
-    users = user_table(result.results[treatment], pre_period_covariates(inputs.world, experiment.pre_period_days))
+    users = user_table(result.results[treatment], inputs.covariates)
     return columns, {"ab.parquet": result.comparisons, INFORMATION_USERS: users}
 
 
@@ -388,7 +393,7 @@ def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.Dat
     reference_path = folders[RANDOM_SOURCE] / INFORMATION_USERS
     if "ab" not in config.parts or not reference_path.exists() or "ab_serving_users" not in table.columns:
         return table
-    reference = pl.read_parquet(reference_path)
+    reference = table_columns(pl.read_parquet(reference_path))
     experiment = config.experiment
     rng = np.random.default_rng([experiment.simulation.seed, experiment.salt, 1])
     metrics = [metric for metric in METRICS if metric.name in INFORMATION_METRICS]
@@ -402,15 +407,14 @@ def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.Dat
             rows.append({"source": name, "ab_info_reason": f"its serving lists cover {served[name]:,} users, the "
                          f"random control's {served[RANDOM_SOURCE]:,}"})
             continue
-        users = pl.read_parquet(path)
-        if not users["user_id"].equals(reference["user_id"]):
+        users = table_columns(pl.read_parquet(path))
+        if not np.array_equal(users["user_id"], reference["user_id"]):
             raise ValueError(f"{path}: the source's A/B arm replayed other users than the random control's; "
                              "re-run with --force so every source runs the same paired design")
         row: dict = {"source": name}
         for metric in metrics:
-            comparison = compare(reference.to_dict(as_series=False), users.to_dict(as_series=False), metric,
-                                 paired=True, method=experiment.method, cuped=experiment.cuped,
-                                 alpha=experiment.alpha, bootstrap_samples=experiment.bootstrap_samples, rng=rng)
+            comparison = compare(reference, users, metric, paired=True, method=experiment.method,
+                                 cuped=experiment.cuped, alpha=experiment.alpha, bootstrap_samples=experiment.bootstrap_samples, rng=rng)
             column = f"ab_info_{metric.name}"
             row |= {column: comparison.relative_change * 100, f"{column}_low": comparison.ci_low * 100,
                     f"{column}_high": comparison.ci_high * 100, f"{column}_p": comparison.p_value}
@@ -711,11 +715,7 @@ def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path
     legend = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 0))
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, rect=(0, 0.06, 1, 1))
 
 
 def stage_config(run: RunFolder, config: SensitivityConfig) -> dict:
