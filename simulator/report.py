@@ -133,8 +133,9 @@ def _coverage_lines(coverage: dict | None) -> list[str]:
 
 
 def aa_markdown(rates: dict[str, dict], config: ExperimentConfig) -> str:
-    """The A/A line of an A/B: how it was re-randomised and its false-positive rates (experiment.aa_false_positive_rates),
-    over all metrics and on RoAS, with Wilson intervals; `alpha` is what a calibrated test gives."""
+    """The A/A line of an A/B: how it was re-randomised and its false-positive rates
+    (experiment.aa_false_positive_rates) over the six ratio metrics and on RoAS, with Wilson intervals;
+    `alpha` is what a calibrated test gives."""
     how = ("the control arm replayed with another seed on the same users, and per user a fair coin choosing which "
            "replay counts as control" if config.design == "paired" else "the control arm's users re-split in halves")
 

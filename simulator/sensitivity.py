@@ -414,7 +414,8 @@ def information_columns(run: RunFolder, config: SensitivityConfig, table: pl.Dat
         row: dict = {"source": name}
         for metric in metrics:
             comparison = compare(reference, users, metric, paired=True, method=experiment.method,
-                                 cuped=experiment.cuped, alpha=experiment.alpha, bootstrap_samples=experiment.bootstrap_samples, rng=rng)
+                                 cuped=experiment.cuped, alpha=experiment.alpha,
+                                 bootstrap_samples=experiment.bootstrap_samples, rng=rng)
             column = f"ab_info_{metric.name}"
             row |= {column: comparison.relative_change * 100, f"{column}_low": comparison.ci_low * 100,
                     f"{column}_high": comparison.ci_high * 100, f"{column}_p": comparison.p_value}
