@@ -8,6 +8,7 @@ from typing import Literal
 from synthetic_data.config_io import require
 
 TASKS = ("click", "ctcvr", "vtcvr")
+REFERENCE_MODELS = ("lightgbm", "logistic")  # RankingConfig.reference_models
 Task = Literal["click", "ctcvr", "vtcvr"]
 
 
@@ -94,7 +95,9 @@ class RankingConfig:
     tasks: tuple[str, ...] = ("ctcvr", "vtcvr")
     multi_task: bool = False  # one DCN with a head per task instead of one DCN per task
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    include_lightgbm: bool = True
+    # Table 5's reference rankers beside the DCN (the market's ranker), fitted and scored on the same rows:
+    # "lightgbm" (gradient-boosted trees) and "logistic" (ranking.linear: no crosses, no training seed)
+    reference_models: tuple[str, ...] = ("lightgbm",)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     dcn: DCNConfig = field(default_factory=DCNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -113,5 +116,8 @@ class RankingConfig:
                 f"choose one or more of {list(TASKS)}, got {list(self.tasks)}")
         require(len(set(self.tasks)) == len(self.tasks), "tasks", "must not repeat a task")
         require(len(self.seeds) >= 2, "seeds", "the lift's interval resamples training seeds: list >= 2")
+        require(set(self.reference_models) <= set(REFERENCE_MODELS)
+                and len(set(self.reference_models)) == len(self.reference_models), "reference_models",
+                f"choose distinct models of {list(REFERENCE_MODELS)} (or none: []), got {list(self.reference_models)}")
         require(self.bootstrap_replicates >= 100, "bootstrap_replicates", "use >= 100 for a 95% interval")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ranking.config import RankingConfig
 from ranking.features import FeatureBuilder, FeatureTable
 from ranking.gbdt import fit_lightgbm
+from ranking.linear import fit_logistic
 from ranking.llm_features import INTEREST_FEATURE, LLM_FEATURES, random_interest_lists, random_prediction_lists
 from ranking.metrics import evaluate, user_weighted_metrics
 from ranking.pipeline import task_groups
@@ -69,6 +70,7 @@ def run_lift(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictio
     shared = {arm: arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed=0)
               for arm in ("without_llm", "with_llm") if arm in arms}
     runs = [(seed, arm) for seed in config.seeds for arm in arms]
+    logistic: dict[str, dict[str, np.ndarray]] = {}  # arm -> probabilities per task
     for seed, arm in tqdm(runs, desc="lift runs", disable=not progress):
         tables = shared.get(arm) or arm_tables(builder, splits, predictions, interests, config.tasks, arm, seed)
         test = tables["test"]
@@ -77,9 +79,16 @@ def run_lift(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictio
             dcn = fit_dcn(tables["train"], tables["validation"], builder.vocab_sizes_, group, config.dcn,
                           config.train, seed)
             outputs.append(("dcn", len(dcn.history), dcn.probabilities(test)))
-        if config.include_lightgbm:
+        if "lightgbm" in config.reference_models:
             booster = fit_lightgbm(tables["train"], tables["validation"], tuple(config.tasks), config.lightgbm, seed)
             outputs.append(("lightgbm", None, booster.probabilities(test)))
+        if "logistic" in config.reference_models:  # no training seed: fitted once per arm's tables
+            if arm not in logistic:
+                fitted = fit_logistic(tables["train"], builder.vocab_sizes_, tuple(config.tasks))
+                logistic[arm] = fitted.probabilities(test)
+            outputs.append(("logistic", None, logistic[arm]))
+            if arm == "random_control":  # its lists, hence its tables, are drawn per seed
+                del logistic[arm]
         for model, epochs, probabilities_by_task in outputs:
             for task, probabilities in probabilities_by_task.items():
                 records.append({"seed": seed, "arm": arm, "model": model, "task": task, "epochs": epochs,

@@ -70,7 +70,7 @@ def train_ranker(world: World, impressions: pl.DataFrame, predictions: pl.DataFr
             metrics["dcn"][task] = {**evaluate(test.labels[task], calibrated[task]),
                                     "ece_before_calibration": expected_calibration_error(test.labels[task], raw)}
             metrics["dcn_history"][task] = model.history
-    if config.include_lightgbm:
+    if "lightgbm" in config.reference_models:
         booster = fit_lightgbm(tables["train"], tables["validation"], tuple(config.tasks), config.lightgbm, seed)
         metrics["lightgbm"] = _test_metrics(test, booster.probabilities(test))
     logistic = fit_logistic(tables["train"], builder.vocab_sizes_, tuple(config.tasks))

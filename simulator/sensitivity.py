@@ -38,6 +38,7 @@ from simulator.config import ExperimentConfig
 from simulator.engine import Stack
 from simulator.experiment import METRICS, pre_period_covariates, run_ab, table_columns, user_table
 from simulator.oracle import ALL_USERS, KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
+from simulator.power import achieved_mde
 from simulator.report import METRIC_LABELS, save_figure
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
 from simulator.stats import compare
@@ -52,15 +53,15 @@ STACK_SOURCES = {"baseline": BASELINE_SOURCES, "trained": TRAINED_SOURCES}
 IMPRESSIONS = Path("impressions") / "impressions.parquet"  # `adsim rank impressions`
 LIFT_METRICS = {"log_loss": "Δ Loss", "auc": "Δ AUC", "pr_auc": "Δ PR-AUC"}  # ranking.lift.METRICS
 LIFT_MODEL, LIFT_COMPARISON = "dcn", "with_llm vs without_llm"  # Table 5's row: the market's ranker
-AB_METRICS = ("roas", "conversions_per_user", "spend_per_user", "unique_advertisers", "advertiser_entropy",
-              "advertiser_gini")
+AB_METRICS = ("roas", "revenue_per_user", "conversions_per_user", "spend_per_user", "unique_advertisers",
+              "advertiser_entropy", "advertiser_gini")
 STRING_COLUMNS = ("source", "kind", "status", "reason", "lift_reason", "ab_reason", "ab_treatment_check",
                   "ab_info_reason")
 METHOD_NAME = re.compile(r"\w+")  # a folder name and a config key
 # The A/B's treatment arm per user (experiment.user_table), kept so that every source's arm can be compared
 # with the random control's on the same users: the change the lists' information makes (information_columns)
 INFORMATION_USERS = "ab_users.parquet"
-INFORMATION_METRICS = ("roas", "conversions_per_user", "spend_per_user")
+INFORMATION_METRICS = ("roas", "revenue_per_user", "conversions_per_user", "spend_per_user")
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,9 @@ def method_overrides(spec: str) -> list[str]:
 
 
 def _default_ranking() -> RankingConfig:
-    """Table 5 on the users the lists cover, DCN only (the market's ranker; LightGBM would double the cost)."""
-    return RankingConfig(include_lightgbm=False, users="predicted")
+    """Table 5 on the users the lists cover: the DCN (the market's ranker) beside logistic regression, which has
+    no training seed and fits in seconds (LightGBM would double the cost)."""
+    return RankingConfig(reference_models=("logistic",), users="predicted")
 
 
 def _default_experiment() -> ExperimentConfig:
@@ -541,11 +543,14 @@ def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
 
 
 def targeted_metrics(config: SensitivityConfig) -> list[str]:
-    """The metric each part's use targets: RoAS for the generator (A/B; against the generator off and against
-    the random control's lists, information_columns), ctcvr ΔPR-AUC for the features."""
+    """The metrics whose dose-response is checked: ctcvr ΔPR-AUC for the features (Table 5); for the generator
+    (A/B) the advertisers' conversion value per user, which its lists target (the oracle ranks advertisers by
+    the user's true expected conversion value), then RoAS, the paper's headline, against the generator off
+    and against the random control's lists (information_columns). RoAS also moves with what advertisers pay."""
     task = "ctcvr" if "ctcvr" in config.ranking.tasks else config.ranking.tasks[0]
-    return [metric for part in config.parts for metric in {"lift": [f"lift_{task}_pr_auc"],
-                                                            "ab": ["ab_roas", "ab_info_roas"]}[part]]
+    return [metric for part in config.parts
+            for metric in {"lift": [f"lift_{task}_pr_auc"], "ab": ["ab_revenue_per_user", "ab_roas", "ab_info_roas"]
+                           }[part]]
 
 
 def metric_label(metric: str) -> str:
@@ -579,9 +584,11 @@ def finding(check: DoseResponseCheck) -> str:
     top = ""
     if check.top_interval is not None:
         low, high = check.top_interval
+        mde = achieved_mde(low / 100, high / 100) * 100 if np.isfinite(low) and np.isfinite(high) else np.inf
         detected = ("lies above 0: the positive control's gain is detected" if low > 0 else
                     "lies below 0: the positive control loses" if high < 0 else
-                    "covers 0: the positive control shows no effect at this size, so the shape says little")
+                    f"covers 0: the positive control shows no effect at this size (achieved MDE {mde:+.2f}% at 80% "
+                    "power), so the shape says little")
         top = f"; the best oracle point, `{check.top}`, has [{low:+.2f}%, {high:+.2f}%], which {detected}"
     return f"- {label} (change, %): {shape}; {control}{top}."
 
@@ -641,6 +648,36 @@ def results_markdown(table: pl.DataFrame, part: str) -> list[str]:
     return lines + ["", direction, *notes, ""]
 
 
+def rankers_markdown(table: pl.DataFrame, folders: dict[str, Path]) -> list[str]:
+    """Table 5 per ranker: each measured source's with-versus-without change for every model its `lift.parquet`
+    holds (the DCN and `ranking.reference_models`), with the achieved MDE (80% power) of each interval. A stable
+    reference (logistic regression has no training seed) separates the lists' information from the DCN's
+    seed-to-seed noise."""
+    summaries = [pl.read_parquet(folders[name] / "lift.parquet").with_columns(source=pl.lit(name))
+                 for name in table.filter(pl.col("status") == "measured")["source"]
+                 if (folders[name] / "lift.parquet").exists()]
+    rows = (pl.concat(summaries, how="diagonal_relaxed").filter(pl.col("comparison") == LIFT_COMPARISON)
+            if summaries else pl.DataFrame())
+    if not rows.height:
+        return []
+    lines = ["**Table 5 per ranker: change with versus without the lists (%, 95% paired bootstrap interval; achieved "
+             "MDE at 80% power)**", "",
+             "| Source | Ranker | Task | Test positives / users | " + " | ".join(LIFT_METRICS.values()) + " |",
+             "|---|---|---|---|" + "---|" * len(LIFT_METRICS)]
+    for (source, model, task), group in rows.group_by("source", "model", "task", maintain_order=True):
+        cells = []
+        for metric in LIFT_METRICS:
+            row = group.filter(pl.col("metric") == metric).row(0, named=True)
+            low, high = row["ci_low"], row["ci_high"]
+            mde = achieved_mde(low / 100, high / 100) * 100 if np.isfinite(low) and np.isfinite(high) else np.inf
+            cells.append(f"{row['change_pct']:+.2f}% [{_bound(low)}, {_bound(high)}] (MDE {_bound(mde)})")
+        first = group.row(0, named=True)
+        lines.append(f"| {source} | {model} | {task} | {first['test_positives']:,} / {first['test_users']:,} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, "", "The DCN's interval crosses its training seeds' spread with the test users'; logistic "
+            "regression's is the test users' alone. Δ Loss < 0 and Δ AUC, Δ PR-AUC > 0 mean the lists help.", ""]
+
+
 def reachable_range(table: pl.DataFrame) -> str:
     """The oracle's reachable Recall@20 on the V1 eval labels, from its measured rows."""
     measured = table.filter((pl.col("kind") == "oracle") & (pl.col("status") == "measured"))
@@ -654,8 +691,9 @@ def reachable_range(table: pl.DataFrame) -> str:
 
 
 def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], plots: list[Path],
-                         relative_to: Path) -> str:
-    """The report: what was measured, the findings, the reachable range and skipped q, the tables, the plots."""
+                         relative_to: Path, folders: dict[str, Path]) -> str:
+    """The report: what was measured, the findings, the reachable range and skipped q, the tables (Table 5 per
+    ranker from each source's sub-stage in `folders`), the plots."""
     skipped, clamped = ([f"- `{row['source']}` (q = {row['q']:g}): {row['reason']}"
                          for row in table.filter((pl.col("status") == status) & pl.col("reason").is_not_null()
                                                  & (pl.col("kind") == "oracle")).iter_rows(named=True)]
@@ -668,7 +706,7 @@ def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], p
              *map(finding, checks), "", reachable_range(table), "",
              *(["Skipped:", "", *skipped, ""] if skipped else []),
              *(["Measured at an end of the reachable range:", "", *clamped, ""] if clamped else []),
-             *results_markdown(table, "lift"), *results_markdown(table, "ab")]
+             *results_markdown(table, "lift"), *rankers_markdown(table, folders), *results_markdown(table, "ab")]
     lines += [f"![{path.stem}]({path.relative_to(relative_to)})" for path in plots]
     return "\n".join(lines) + "\n"
 
@@ -766,7 +804,8 @@ def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = Tr
                                 run.root / "plots" / f"sensitivity_{part}.png")
              for part in config.parts if metric_columns(table, part)]
     checks = [check_dose_response(table, metric) for metric in targeted_metrics(config)]
-    (folder / "report.md").write_text(sensitivity_markdown(table, checks, plots, run.root))
+    folders = {source.name: run.root / source.stage for source in measured_sources}
+    (folder / "report.md").write_text(sensitivity_markdown(table, checks, plots, run.root, folders))
     summary = {"seconds": round(time.perf_counter() - started, 1),
                "rows": {status: int(count) for status, count in table["status"].value_counts().iter_rows()},
                "skipped": {row["source"]: row["reason"] for row in table.filter(pl.col("status") == "skipped")

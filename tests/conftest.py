@@ -57,5 +57,5 @@ def sparse_list_ranker(tiny_world, tiny_impressions, tiny_predictions):
 
     users = tiny_predictions["user_id"].unique().sort()
     few = tiny_predictions.filter(pl.col("user_id").is_in(users.sample(fraction=0.02, seed=0).implode()))
-    config = RankingConfig(include_lightgbm=False, train=TrainConfig(epochs=2))
+    config = RankingConfig(reference_models=(), train=TrainConfig(epochs=2))
     return train_ranker(tiny_world, tiny_impressions, few, None, config, seed=0)[0]

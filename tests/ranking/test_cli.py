@@ -14,7 +14,7 @@ from synthetic_data.run_folder import RunFolder
 from synthetic_data.schema import WORLD_TABLES
 
 SMALL = ["--set", "train.epochs=1", "--set", "features.validation_days=2", "--set", "features.test_days=3",
-         "--set", "include_lightgbm=false"]
+         "--set", "reference_models=[]"]
 
 
 def test_rank_commands_write_their_stages(tiny_world, tmp_path):

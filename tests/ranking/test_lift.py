@@ -132,7 +132,7 @@ def test_arms_trained_apart_score_as_when_trained_together(tiny_tables, tiny_imp
     are the same whether it ran alone or with the others (same seed, same rows)."""
     builder, splits, _ = tiny_tables
     splits = {name: table.head(3_000) for name, table in splits.items()}
-    config = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), train=TrainConfig(epochs=1), include_lightgbm=False)
+    config = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), train=TrainConfig(epochs=1), reference_models=())
     lists = _oracle_predictions(tiny_impressions)
     _, together = run_lift(builder, splits, lists, None, config, arms=("without_llm", "with_llm"))
     _, alone = run_lift(builder, splits, lists, None, config, arms=("with_llm",))
@@ -141,3 +141,20 @@ def test_arms_trained_apart_score_as_when_trained_together(tiny_tables, tiny_imp
     assert pl.concat([baseline, alone]).sort(order).equals(together.sort(order))
     with pytest.raises(ValueError, match="subset"):
         run_lift(builder, splits, lists, None, config, arms=("treatment",))
+
+
+def test_logistic_reference_is_fitted_once_per_arm_and_detects_planted_lists(tiny_tables, tiny_impressions):
+    """The logistic reference has no training seed: its with/without arms score identically on every seed, the
+    random control's (lists drawn per seed) do not, and on planted next-day conversion lists it beats both."""
+    builder, splits, _ = tiny_tables
+    splits = {name: table.head(20_000) for name, table in splits.items()}
+    config = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), train=TrainConfig(epochs=1), reference_models=("logistic",))
+    results, scores = run_lift(builder, splits, _oracle_predictions(tiny_impressions), None, config)
+    logistic = scores.filter(pl.col("model") == "logistic")
+    by_seed = {(arm, seed): frame.sort("row")["probability"]
+               for (arm, seed), frame in logistic.group_by("arm", "seed")}
+    for arm in ("with_llm", "without_llm"):
+        assert by_seed[(arm, 0)].equals(by_seed[(arm, 1)])
+    assert not by_seed[("random_control", 0)].equals(by_seed[("random_control", 1)])
+    auc = dict(results.filter(pl.col("model") == "logistic").group_by("arm").agg(pl.col("auc").mean()).rows())
+    assert auc["with_llm"] > max(auc["without_llm"], auc["random_control"]) + 0.02

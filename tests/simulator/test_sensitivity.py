@@ -109,7 +109,8 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     assert f"to {ceiling:.3f} (lists ranked by the true response" in report and "`oracle_q1` (q = 1)" in report
     assert report.count("| oracle_q0.5 | oracle |") == 1 and "| recent | method |" in report
     assert record["summary"]["rows"] == {"measured": 4}
-    assert [check["metric"] for check in record["summary"]["checks"]] == ["ab_roas", "ab_info_roas"]
+    checks = [check["metric"] for check in record["summary"]["checks"]]
+    assert checks == ["ab_revenue_per_user", "ab_roas", "ab_info_roas"]
     # each source's arm against the random control's arm on the same users (information_columns)
     info = table.select("source", "ab_info_roas", "ab_info_roas_low", "ab_info_roas_high")
     assert info.filter(pl.col("source") == "random_control")["ab_info_roas"].is_null().all()
@@ -247,7 +248,7 @@ def test_lift_part_measures_table5_per_source(wide_run, tmp_path):
     impressions, _ = generate_impressions(world, state, ImpressionConfig(n_days=20, requests_per_user_day=3.0))
     (root / "impressions").mkdir()
     impressions.write_parquet(root / "impressions" / "impressions.parquet")
-    ranking = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), include_lightgbm=False, users="predicted",
+    ranking = RankingConfig(tasks=("ctcvr",), seeds=(0, 1), reference_models=("logistic",), users="predicted",
                             bootstrap_replicates=200, train=TrainConfig(epochs=1),
                             dcn=DCNConfig(embedding_dim=4, cross_layers=1, cross_low_rank=4, deep_layers=(16,)))
     summary = sensitivity_stage(root, SensitivityConfig(q_grid=(0.6,), parts=("lift",), tolerance=0.1,
@@ -260,3 +261,12 @@ def test_lift_part_measures_table5_per_source(wide_run, tmp_path):
     assert table["lift_ctcvr_test_positives"].min() > 0
     assert summary["checks"][0]["metric"] == "lift_ctcvr_pr_auc" and summary["plots"] == ["plots/sensitivity_lift.png"]
     assert (root / "sensitivity" / "oracle_q0.6" / "lift.parquet").exists()
+    # Table 5 per ranker: the DCN and the reference logistic regression on the same rows, each with its MDE
+    lift = pl.read_parquet(root / "sensitivity" / "oracle_q0.6" / "lift.parquet")
+    assert sorted(lift["model"].unique()) == ["dcn", "logistic"]
+    report = (root / "sensitivity" / "report.md").read_text()
+    for source in ("random_control", "oracle_q0.6"):
+        assert f"| {source} | dcn | ctcvr |" in report and f"| {source} | logistic | ctcvr |" in report
+    logistic = lift.filter((pl.col("model") == "logistic") & (pl.col("metric") == "pr_auc")
+                           & (pl.col("comparison") == "with_llm vs without_llm")).row(0, named=True)
+    assert f"{logistic['change_pct']:+.2f}% [{logistic['ci_low']:+.2f}, {logistic['ci_high']:+.2f}] (MDE +" in report
