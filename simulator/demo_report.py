@@ -21,7 +21,7 @@ import polars as pl
 
 from simulator.demo import LIST_METHOD
 from simulator.power import achieved_mde
-from simulator.report import NOT_MEASURING, _percent, save_figure
+from simulator.report import NOT_MEASURING, percent, save_figure
 from simulator.sensitivity import metric_label
 from synthetic_data.run_folder import RunFolder
 
@@ -108,7 +108,7 @@ def _is_missing(value) -> bool:
 
 def _interval(low: float, high: float) -> str:
     """A change interval given in %, an infinite bound as unbounded."""
-    return f"[{_percent(low / 100)}, {_percent(high / 100)}]"
+    return f"[{percent(low / 100)}, {percent(high / 100)}]"
 
 
 def _share_cell(row: dict, k: int) -> str:
@@ -177,7 +177,7 @@ def lift_row(root: Path, task: str) -> VerdictRow:
     mde = achieved_mde(main["ci_low"] / 100, main["ci_high"] / 100) * 100 if is_bounded else math.inf
     positives = f"{main['test_positives']:,} test positives"
     undefined = main["undefined_replicates"]
-    checks = (f"{positives}, {main['test_users']:,} users, {main['seeds']} seeds; achieved MDE {_percent(mde / 100)}"
+    checks = (f"{positives}, {main['test_users']:,} users, {main['seeds']} seeds; achieved MDE {percent(mde / 100)}"
               + (f"; {undefined:,} of {main['replicates']:,} replicates without a positive" if undefined else ""))
     effect = f"{main['change_pct']:+.2f}% {_interval(main['ci_low'], main['ci_high'])}"
     if undefined:
@@ -187,7 +187,7 @@ def lift_row(root: Path, task: str) -> VerdictRow:
         return VerdictRow(use, measured, paper, checks, MEASURED, effect)
     if not mde <= figure.value:
         return VerdictRow(use, measured, paper, checks, TOO_THIN,
-                          f"{positives}: achieved MDE {_percent(mde / 100)} > the paper's {figure.value:+.2f}%")
+                          f"{positives}: achieved MDE {percent(mde / 100)} > the paper's {figure.value:+.2f}%")
     return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, no effect of the paper's size")
 
 
@@ -238,7 +238,7 @@ def ab_verdict(result: dict, srm: dict | None, effect: str, exposure: str) -> tu
     if result.get("is_significant"):
         return MEASURED, effect
     if _is_missing(mde) or mde * 100 > paper:
-        return TOO_THIN, f"achieved MDE {_percent(mde)} > the paper's {paper:+.2f}%"
+        return TOO_THIN, f"achieved MDE {percent(mde)} > the paper's {paper:+.2f}%"
     return MEASURED, f"{effect}, no effect of the paper's size"
 
 
@@ -246,14 +246,14 @@ def ab_row(use: str, result: dict, exposure: dict | None, srm: dict | None, inte
            aa: str) -> VerdictRow:
     """Table 6: one treatment arm's RoAS change (`roas_change` of the ab summary) with its interval, planned and
     achieved MDE, SRM, the A/A line `aa` and exposure, and the verdict of `ab_verdict`."""
-    effect = _percent(result["relative_change"]) + (f" [{_percent(interval[0])}, {_percent(interval[1])}]"
+    effect = percent(result["relative_change"]) + (f" [{percent(interval[0])}, {percent(interval[1])}]"
                                                     if interval else " [interval n/a]")
     p_value = result.get("p_value")
     measured = effect + ("" if _is_missing(p_value) else f" (p = {p_value:.2g})")
     planned = (exposure or {}).get("planned_roas_mde")
     reach = _reach(exposure)
     flag = {False: "**flagged**", True: "ok", None: "not checked"}[(exposure or {}).get("is_treatment_measured")]
-    checks = "; ".join([f"MDE planned {_percent(planned)}, achieved {_percent(result.get('mde'))}", _srm_check(srm),
+    checks = "; ".join([f"MDE planned {percent(planned)}, achieved {percent(result.get('mde'))}", _srm_check(srm),
                         aa, f"exposure {reach} ({flag})" if reach else "exposure not measured"])
     return VerdictRow(use, measured, _paper("roas"), checks,
                       *ab_verdict(result, srm, effect, f"its source reached {reach}" if reach else ""))

@@ -33,7 +33,9 @@ def _number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A relative change as a signed percentage with two decimals (0.0123 -> "+1.23%"); "n/a" for None or NaN,
+    "unbounded" for an infinite bootstrap bound."""
     if value is None or math.isnan(value):
         return "n/a"
     if math.isinf(value):  # a bootstrap bound with too many resamples where control's metric is zero
@@ -120,9 +122,9 @@ def power_lines(arms: pl.DataFrame, comparisons: pl.DataFrame, design: str, alph
     assumption = ("; paired design: the arms' per-user outcomes taken as uncorrelated, so the planned MDE is an "
                   "upper bound" if design == "paired" else "")
     return [f"Power ({POWER:.0%}, alpha {alpha}): minimum detectable effect (MDE) on RoAS of arm `{row['arm']}`: "
-            f"planned {_percent(row['planned_roas_mde'])} before it ran ({control['users']:,} control and "
+            f"planned {percent(row['planned_roas_mde'])} before it ran ({control['users']:,} control and "
             f"{row['users']:,} treatment users over {row['days']} simulated day(s), from the control arm's "
-            f"per-user variance of log RoAS{assumption}); achieved {_percent(achieved.get(row['arm']))} (from the "
+            f"per-user variance of log RoAS{assumption}); achieved {percent(achieved.get(row['arm']))} (from the "
             "result's interval)."
             for row in arms.filter(~pl.col("is_control")).iter_rows(named=True)] + [""]
 
@@ -168,8 +170,8 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
         metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
         lines.append(
             f"| {row['arm']} | {metric} | {_number(row['control'])} | "
-            f"{_number(row['treatment'])} | {_percent(row['relative_change'])} | "
-            f"[{_percent(row['ci_low'])}, {_percent(row['ci_high'])}] | {_percent(row['mde'])} | "
+            f"{_number(row['treatment'])} | {percent(row['relative_change'])} | "
+            f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}] | {percent(row['mde'])} | "
             f"{_number(row['p_value'], 3)} | "
             f"{_number(row['p_value_adjusted'], 3)} | "
             f"{verdict(row)} |")
@@ -200,11 +202,11 @@ def design_line(check: SampleRatioCheck, what: str) -> str:
 
 
 def _ci(row: dict, prefix: str) -> str:
-    return f"[{_percent(row[f'{prefix}ci_low'])}, {_percent(row[f'{prefix}ci_high'])}]"
+    return f"[{percent(row[f'{prefix}ci_low'])}, {percent(row[f'{prefix}ci_high'])}]"
 
 
 def _change(row: dict, prefix: str) -> str:
-    return f"{_percent(row[f'{prefix}change'])} {_ci(row, prefix)}"
+    return f"{percent(row[f'{prefix}change'])} {_ci(row, prefix)}"
 
 
 def _tested_change(row: dict, prefix: str) -> str:
@@ -272,7 +274,7 @@ def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: Sam
     for row in table.iter_rows(named=True):
         row["roas_verdict"] = "control" if row["is_control"] else verdict(row, "roas_")
         row["roas_ci"] = "" if row["is_control"] else _ci(row, "roas_")
-        cells = [_percent(row[c]) if c in percents else row[c] if c in ("roas_verdict", "roas_ci")
+        cells = [percent(row[c]) if c in percents else row[c] if c in ("roas_verdict", "roas_ci")
                  else _number(row.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", multiple_testing_note(alpha), "", *concentration_lines(table, source, alpha)]
