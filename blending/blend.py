@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from synthetic_data import schema
@@ -46,21 +47,72 @@ def blend(candidates: pl.DataFrame, config: BlendConfig) -> pl.DataFrame:
             f"candidates come from source(s) {sorted(unknown)} that have no quota; "
             f"add them to blend.quotas (e.g. blend.quotas.{sorted(unknown)[0]}=50) or drop them"
         )
-    quota = pl.col("source").replace_strict(config.quotas, return_dtype=pl.Int64)
-    source_order = pl.col("source").replace_strict({s: i for i, s in enumerate(sources)}, return_dtype=pl.Int64)
-    within_source = (pl.col("score").rank("ordinal", descending=True).over(["request_id", "source"]) - 1)
-    ranked = (
-        candidates.with_columns(within_source.cast(pl.Int64).alias("_rank"), quota.alias("_quota"),
-                                source_order.alias("_source_order"))
-        .filter(pl.col("_rank") < pl.col("_quota"))
-        .with_columns(((pl.col("_rank") + 0.5) / pl.col("_quota")).alias("_priority"))
-        .sort(["request_id", "_priority", "_source_order", "_rank"])
-        .unique(["request_id", "item_id"], keep="first", maintain_order=True)
-    )
-    per_advertiser = pl.int_range(pl.len()).over(["request_id", "advertiser_id"])
-    blended = ranked.filter(per_advertiser < config.max_per_advertiser)
-    position = pl.int_range(pl.len()).over("request_id").cast(pl.Int32)
-    blended = blended.with_columns(position.alias("blend_position"))
+    source_index = candidates["source"].replace_strict({s: i for i, s in enumerate(sources)},
+                                                       return_dtype=pl.Int64).to_numpy()
+    _, request_index = np.unique(candidates["request_id"].to_numpy(), return_inverse=True)
+    rows, position = blend_rows(request_index, source_index, candidates["score"].to_numpy(),
+                                candidates["item_id"].to_numpy(), candidates["advertiser_id"].to_numpy(), config)
+    return candidates[rows].select(*schema.CANDIDATES).with_columns(pl.Series("blend_position", position, pl.Int32))
+
+
+def blend_rows(request_index: np.ndarray, source_index: np.ndarray, score: np.ndarray, item_id: np.ndarray,
+               advertiser_id: np.ndarray, config: BlendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`blend` on arrays, one entry per candidate: the blended rows (indices, in blended order) and their
+    `blend_position`. `request_index` must order requests as their ids do (e.g. the rank of the request
+    id), `source_index` is the source's place in `config.quotas`. Cost: a few sorts of the rows."""
+    quotas = np.array(list(config.quotas.values()), dtype=np.int64)
+    rank = _rank_within_source(request_index, source_index, score)
+    kept = np.flatnonzero(rank < quotas[source_index])
+    slots = _slot_table(quotas)
+    ordered = kept[np.argsort(request_index[kept] * slots.size + slots.flat[
+        source_index[kept] * slots.shape[1] + rank[kept]], kind="stable")]
+    request = request_index[ordered]
+    _, first = np.unique(request * (int(item_id.max(initial=0)) + 1) + item_id[ordered], return_index=True)
+    ordered, request = ordered[np.sort(first)], request[np.sort(first)]  # an item's best copy only
+    advertiser_key = request * (int(advertiser_id.max(initial=0)) + 1) + advertiser_id[ordered]
+    by_advertiser = np.argsort(advertiser_key, kind="stable")
+    advertiser_rank = np.empty(ordered.size, dtype=np.int64)
+    advertiser_rank[by_advertiser] = rank_within_runs(advertiser_key[by_advertiser])
+    within_cap = advertiser_rank < config.max_per_advertiser
+    ordered, request = ordered[within_cap], request[within_cap]
+    position = rank_within_runs(request)
     if config.max_candidates:
-        blended = blended.filter(pl.col("blend_position") < config.max_candidates)
-    return blended.select([*schema.CANDIDATES, "blend_position"])
+        ordered, position = ordered[position < config.max_candidates], position[position < config.max_candidates]
+    return ordered, position
+
+
+def _rank_within_source(request_index: np.ndarray, source_index: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Each row's 0-based rank by descending score within its (request, source); ties keep the input
+    order (an ordinal rank). Generators hand rows sorted by request and descending score: no sort then."""
+    order = np.argsort(source_index, kind="stable")
+    request, source, ordered_score = request_index[order], source_index[order], score[order]
+    is_same_run = (request[1:] == request[:-1]) & (source[1:] == source[:-1])
+    is_sorted = np.all((source[1:] > source[:-1]) | (request[1:] > request[:-1])
+                       | (is_same_run & (ordered_score[1:] <= ordered_score[:-1])))
+    if not is_sorted:
+        order = np.lexsort((-score, request_index, source_index))
+        request, source = request_index[order], source_index[order]
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = rank_within_runs(request, source)
+    return rank
+
+
+def _slot_table(quotas: np.ndarray) -> np.ndarray:
+    """[sources, max quota]: the place of (source, rank) in the blended order of a request, which runs by
+    priority (rank + 0.5) / quota, then source order, then rank; entries at rank >= quota are unused."""
+    source, rank = np.divmod(np.arange(quotas.size * quotas.max(initial=1)), quotas.max(initial=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        priority = np.where(rank < quotas[source], (rank + 0.5) / quotas[source], np.inf)
+    table = np.empty(source.size, dtype=np.int64)
+    table[np.lexsort((rank, source, priority))] = np.arange(source.size)
+    return table.reshape(quotas.size, -1)
+
+
+def rank_within_runs(*keys: np.ndarray) -> np.ndarray:
+    """Position of each row within its run of rows with equal `keys` (rows with equal keys adjacent)."""
+    if keys[0].size == 0:
+        return np.zeros(0, dtype=np.int64)
+    is_start = np.ones(keys[0].size, dtype=bool)
+    is_start[1:] = np.any([key[1:] != key[:-1] for key in keys], axis=0)
+    starts = np.flatnonzero(is_start)
+    return np.arange(is_start.size) - starts[np.cumsum(is_start) - 1]

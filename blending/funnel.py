@@ -59,6 +59,12 @@ class FunnelLedger:
             self.advertiser_ids[np.minimum(advertiser_index, self.advertiser_ids.size - 1)] == advertisers)
         if not is_known.all():
             raise ValueError(f"funnel ledger does not know advertiser(s) {np.unique(advertisers[~is_known])[:5]}")
+        self.add(stage, source_index, advertiser_index, weights)
+
+    def add(self, stage: str, source_index: np.ndarray, advertiser_index: np.ndarray,
+            weights: np.ndarray | None = None) -> None:
+        """`record` for rows given as indices into `sources` and the sorted `advertiser_ids` (unchecked:
+        the simulator's hot path, whose indices come from the same tables)."""
         flat = source_index * self.advertiser_ids.size + advertiser_index
         counted = np.bincount(flat, weights=weights, minlength=len(self.sources) * self.advertiser_ids.size)
         self.counts_[STAGES.index(stage)] += np.rint(counted).astype(np.int64).reshape(len(self.sources), -1)

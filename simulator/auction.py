@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blending.blend import rank_within_runs
+
 
 def ecpm(is_roas: np.ndarray, bid: np.ndarray, target_roas: np.ndarray, price: np.ndarray,
          p_conversion: np.ndarray) -> np.ndarray:
@@ -30,14 +32,6 @@ class AuctionOutcome:
     is_winner: np.ndarray
     position: np.ndarray
     price: np.ndarray  # dollars per impression; 0 for losers
-
-
-def _rank_within_runs(*keys: np.ndarray) -> np.ndarray:
-    """Position of each row within its run of rows with equal `keys` (sorted so equal keys are adjacent)."""
-    is_start = np.ones(keys[0].size, dtype=bool)
-    is_start[1:] = np.any([key[1:] != key[:-1] for key in keys], axis=0)
-    starts = np.flatnonzero(is_start)
-    return np.arange(is_start.size) - starts[np.cumsum(is_start) - 1]
 
 
 def run_auction(group: np.ndarray, advertiser_id: np.ndarray, ecpm_values: np.ndarray, slots: np.ndarray,
@@ -62,16 +56,16 @@ def run_auction(group: np.ndarray, advertiser_id: np.ndarray, ecpm_values: np.nd
     # each advertiser keeps its best candidates per auction; the others are dropped before ranking
     by_advertiser = above_reserve[np.lexsort((above_reserve, -ecpm_values[above_reserve],
                                               advertiser_id[above_reserve], group[above_reserve]))]
-    own_rank = _rank_within_runs(group[by_advertiser], advertiser_id[by_advertiser])
+    own_rank = rank_within_runs(group[by_advertiser], advertiser_id[by_advertiser])
     participants = by_advertiser[own_rank < max_slots_per_advertiser]
     if participants.size == 0:
         return AuctionOutcome(is_winner, position, price)
     order = participants[np.lexsort((participants, -ecpm_values[participants], group[participants]))]
     sorted_group, sorted_advertiser, sorted_ecpm = group[order], advertiser_id[order], ecpm_values[order]
-    rank = _rank_within_runs(sorted_group)
+    rank = rank_within_runs(sorted_group)
     # the next participant of another advertiser is the first row after this row's run of the same
     # advertiser (runs are longer than one row only when max_slots_per_advertiser > 1)
-    is_run_start = _rank_within_runs(sorted_group, sorted_advertiser) == 0
+    is_run_start = rank_within_runs(sorted_group, sorted_advertiser) == 0
     run_starts = np.r_[np.flatnonzero(is_run_start), order.size]
     next_other = run_starts[np.cumsum(is_run_start)]
     clipped = np.minimum(next_other, order.size - 1)

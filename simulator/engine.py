@@ -17,7 +17,7 @@ import simpy
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from blending.blend import BlendConfig, blend
+from blending.blend import BlendConfig, blend_rows, rank_within_runs
 from blending.funnel import FunnelLedger
 from simulator import auction, pacing
 from simulator.attribution import draw_conversions
@@ -76,10 +76,44 @@ def top_advertisers(ranked: pl.DataFrame, rank_depth: int) -> pl.DataFrame:
     The depth counts advertisers, not candidates: an advertiser's other candidates go along (the
     auction enters its best by eCPM) but cannot push a rival, a potential price-setter, out.
     """
-    is_advertisers_first = pl.int_range(pl.len()).over("request_id", "advertiser_id") == 0
-    return (ranked.with_columns(is_advertisers_first.cum_sum().over("request_id").alias("_advertisers_so_far"))
-            .filter(pl.col("_advertisers_so_far").first().over("request_id", "advertiser_id") <= rank_depth)
-            .drop("_advertisers_so_far"))
+    return ranked.filter(pl.Series(is_within_rank_depth(ranked["request_id"].to_numpy(),
+                                                        ranked["advertiser_id"].to_numpy(), rank_depth)))
+
+
+def is_within_rank_depth(request: np.ndarray, advertiser: np.ndarray, rank_depth: int) -> np.ndarray:
+    """`top_advertisers` as a mask over rows given as arrays (each request's rows adjacent, in rank order)."""
+    if request.size == 0:
+        return np.zeros(0, dtype=bool)
+    is_request_start = np.r_[True, request[1:] != request[:-1]]
+    run = np.cumsum(is_request_start) - 1
+    key = run * (int(advertiser.max()) + 1) + advertiser
+    by_pair = np.argsort(key, kind="stable")
+    is_pair_start = rank_within_runs(key[by_pair]) == 0
+    first_row = np.empty(key.size, dtype=np.int64)  # the first row of each row's (request, advertiser)
+    first_row[by_pair] = by_pair[np.flatnonzero(is_pair_start)][np.cumsum(is_pair_start) - 1]
+    is_first = first_row == np.arange(key.size)
+    advertisers = np.cumsum(is_first)
+    request_start = np.flatnonzero(is_request_start)[run]
+    advertisers_so_far = advertisers - advertisers[request_start] + is_first[request_start]
+    return advertisers_so_far[first_row] <= rank_depth
+
+
+class Columns(dict[str, np.ndarray]):
+    """Parallel numpy columns of one batch's rows: the market's working table inside its hot loop."""
+
+    def take(self, index: np.ndarray) -> Columns:
+        return Columns({name: column[index] for name, column in self.items()})
+
+    @staticmethod
+    def concat(parts: list[Columns]) -> Columns:
+        return Columns({name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
+
+
+IMPRESSION_LOG = ("request_id", "user_id", "ts", "surface", "position", "item_id", "advertiser_id", "category_id",
+                  "source", "is_click", "dwell_seconds", "propensity", "price_paid", "ecpm", "ctcvr", "vtcvr",
+                  "p_click", "p_conversion", "p_view_conversion")
+CONVERSION_INPUT = ("request_id", "user_id", "ts", "item_id", "advertiser_id", "source", "is_click", "p_conversion",
+                    "p_view_conversion", "price")
 
 
 class Market:
@@ -96,8 +130,11 @@ class Market:
         self.bid = advertisers["bid"].to_numpy()
         self.target_roas = advertisers["target_roas"].fill_null(1.0).to_numpy()
         self.budget = advertisers["daily_budget"].to_numpy() * config.budget_share
-        self.items = world.items.select("item_id", "price", "brand_id", "category_id", "title")
+        self.items = world.items.select("item_id", "price", "brand_id", "category_id", "title").sort("item_id")
+        self.item_ids = self.items["item_id"].to_numpy()
+        self.slots = np.array([config.traffic.slots.get(surface, 0) for surface in schema.SURFACES], dtype=np.int64)
         source_names = [generator.source for generator in stack.generators]
+        self.source_names = pl.Series("source", source_names, pl.String)
         self.ledger = FunnelLedger(source_names, self.advertiser_ids)
         self.spend_today = np.zeros(self.advertiser_ids.size)
         self.pass_rates = np.ones(self.advertiser_ids.size)
@@ -117,147 +154,201 @@ class Market:
 
     # -- the request path -------------------------------------------------------------------
     def serve(self, requests: pl.DataFrame) -> None:
-        """Run a batch of requests through retrieval, blending, ranking, auction and the user."""
+        """Run a batch of requests through retrieval, blending, ranking, auction and the user.
+
+        The batch's rows stay numpy columns (`Columns`) between the steps; `request` indexes the
+        batch's requests, `served` the coalesced requests the models see.
+        """
         if requests.height == 0:
             return
-        seed = self.config.seed
         self.counters["requests"] += requests.height
         self.counters["batches"] += 1
-        self._add_to_users(requests["user_id"], "requests", np.ones(requests.height))
-        served, copies = self._coalesce(requests)
-        frames = []
-        for generator in self.stack.generators:
-            if self.blend_config.quotas.get(generator.source) == 0:
-                continue  # a source this arm switched off (quota 0) is not asked for candidates
-            started = time.perf_counter()
-            frames.append(schema.validate(generator.generate(served), schema.CANDIDATES,
-                                          f"candidates of {generator.source}").select(list(schema.CANDIDATES)))
-            self._time(f"generator {generator.source}", started)
-        candidates = pl.concat(frames) if frames else schema.empty(schema.CANDIDATES)
-        self.ledger.record("retrieved", candidates, self._copies_of(candidates, copies))
+        self._add_to_users(requests["user_id"].to_numpy(), "requests", np.ones(requests.height))
+        served_rows, representative = self._coalesce(requests)
+        served = requests[served_rows]
+        copies = np.bincount(representative, minlength=served_rows.size).astype(np.float64)
+        candidates = self._retrieve(served)
+        self.ledger.add("retrieved", candidates["source"], candidates["advertiser"], copies[candidates["served"]])
         started = time.perf_counter()
-        blended = blend(candidates, self.blend_config)
+        rows, position = blend_rows(candidates["request_rank"], candidates["quota_source"], candidates["score"],
+                                    candidates["item_id"], candidates["advertiser_id"], self.blend_config)
+        blended = candidates.take(rows)
+        blended["blend_position"] = position.astype(np.int32)
         self._time("blending", started)
-        self.ledger.record("blended", blended, self._copies_of(blended, copies))
-
-        advertiser = np.searchsorted(self.advertiser_ids, blended["advertiser_id"].to_numpy())
-        can_pay = self.is_active[advertiser] & pacing.has_budget(self.spend_today, self.budget)[advertiser]
-        scorable = blended.filter(pl.Series(can_pay)).join(served, on="request_id", how="left")
-        if scorable.height == 0:
+        self.ledger.add("blended", blended["source"], blended["advertiser"], copies[blended["served"]])
+        can_pay = self.is_active & pacing.has_budget(self.spend_today, self.budget)
+        scorable = blended.take(np.flatnonzero(can_pay[blended["advertiser"]]))
+        if scorable["item_id"].size == 0:
             return
         started = time.perf_counter()
-        scores = self.stack.scorer.score(scorable)
+        scores = self.stack.scorer.score(self._scorer_input(scorable, served))
         self._time("scorer", started)
-        # every coalesced request gets the candidates and scores of its representative, then its own
-        # pacing coin (an advertiser takes part in an auction with its pass rate)
-        eligible = (scorable.select(pl.col("request_id").alias("representative_id"), "item_id", "advertiser_id",
-                                    "source", "score", "blend_position")
-                    .with_columns(ctcvr=scores["ctcvr"].cast(pl.Float64), vtcvr=scores["vtcvr"].cast(pl.Float64))
-                    .join(copies, on="representative_id").join(requests, on="request_id", how="left"))
-        advertiser = np.searchsorted(self.advertiser_ids, eligible["advertiser_id"].to_numpy())
-        passes = uniforms(seed, "pacing", eligible["request_id"].to_numpy(), self.advertiser_ids[advertiser])
-        eligible = (eligible.with_columns(pl.Series("pass_rate", self.pass_rates[advertiser]))
-                    .filter(pl.Series(passes < self.pass_rates[advertiser])))
-        by_prediction = (eligible.with_columns((pl.col("ctcvr") + pl.col("vtcvr")).alias("p_conversion_predicted"))
-                         .sort(["request_id", "p_conversion_predicted", "blend_position", "item_id"],
-                               descending=[False, True, False, False]))  # ties: blending order, then item
-        ranked = (top_advertisers(by_prediction, self.config.auction.rank_depth)
-                  .join(self.items.select("item_id", "price"), on="item_id", how="left"))
-        self.ledger.record("ranked", ranked)
-        self._auction(ranked)
+        scorable["ctcvr"] = scores["ctcvr"].cast(pl.Float64).to_numpy()
+        scorable["vtcvr"] = scores["vtcvr"].cast(pl.Float64).to_numpy()
+        served_ids = served["request_id"].to_numpy()
+        ranked = self._rank(scorable, requests, np.searchsorted(np.sort(served_ids), served_ids[representative]))
+        self.ledger.add("ranked", ranked["source"], ranked["advertiser"])
+        self._auction(ranked, requests)
 
-    def _auction(self, ranked: pl.DataFrame) -> None:
+    def _retrieve(self, served: pl.DataFrame) -> Columns:
+        """Every source's candidates for the served requests; a source this arm switched off (quota 0)
+        is not asked. `request_rank` orders the rows' requests by id, as blending does."""
+        served_ids = served["request_id"].to_numpy()
+        by_id = np.argsort(served_ids)
+        parts = []
+        for index, generator in enumerate(self.stack.generators):
+            if self.blend_config.quotas.get(generator.source) == 0:
+                continue
+            started = time.perf_counter()
+            frame = schema.validate(generator.generate(served), schema.CANDIDATES, f"candidates of {generator.source}")
+            self._time(f"generator {generator.source}", started)
+            parts.append(self._columns(frame, index, served_ids[by_id], by_id))
+        return Columns.concat(parts) if parts else self._columns(schema.empty(schema.CANDIDATES), 0,
+                                                                 served_ids[by_id], by_id)
+
+    def _columns(self, candidates: pl.DataFrame, source: int, sorted_ids: np.ndarray, by_id: np.ndarray) -> Columns:
+        """The candidates of the stack's `source`-th generator as columns. Raises ValueError for rows of
+        another source, of a source without a quota, of requests not asked for or unknown advertisers."""
+        name = self.stack.generators[source].source
+        if name not in self.blend_config.quotas:
+            raise ValueError(f"candidates come from source(s) ['{name}'] that have no quota; "
+                             f"add them to blend.quotas (e.g. blend.quotas.{name}=50) or drop them")
+        request_id, advertiser_id = candidates["request_id"].to_numpy(), candidates["advertiser_id"].to_numpy()
+        request_rank = np.minimum(np.searchsorted(sorted_ids, request_id), max(sorted_ids.size - 1, 0))
+        advertiser = np.minimum(np.searchsorted(self.advertiser_ids, advertiser_id), self.advertiser_ids.size - 1)
+        if not ((candidates["source"] == name).all() and (sorted_ids[request_rank] == request_id).all()
+                and (self.advertiser_ids[advertiser] == advertiser_id).all()):
+            raise ValueError(f"candidates of {name} name another source, a request they were not asked for or "
+                             f"an advertiser the world does not have")
+        rows = np.ones(candidates.height, dtype=np.int64)
+        return Columns(request_rank=request_rank, served=by_id[request_rank], item_id=candidates["item_id"].to_numpy(),
+                       advertiser_id=advertiser_id, advertiser=advertiser, score=candidates["score"].to_numpy(),
+                       source=rows * source, quota_source=rows * list(self.blend_config.quotas).index(name))
+
+    def _scorer_input(self, scorable: Columns, served: pl.DataFrame) -> pl.DataFrame:
+        """The scorer's table: CANDIDATES, `blend_position` and the columns of each row's request."""
+        candidates = pl.DataFrame({
+            "request_id": served["request_id"].to_numpy()[scorable["served"]], "item_id": scorable["item_id"],
+            "advertiser_id": scorable["advertiser_id"], "source": self.source_names.gather(scorable["source"]),
+            "score": scorable["score"], "blend_position": scorable["blend_position"]})
+        return pl.concat([candidates, served.drop("request_id")[scorable["served"]]], how="horizontal")
+
+    def _rank(self, scorable: Columns, requests: pl.DataFrame, representative_rank: np.ndarray) -> Columns:
+        """Each request's candidates (its representative's) that pass pacing, by predicted conversion
+        (ties: blending order), within the rank depth; requests by id. `representative_rank[r]` is the
+        `request_rank` of the served request whose candidates request row r takes."""
+        scorable["p_conversion_predicted"] = scorable["ctcvr"] + scorable["vtcvr"]
+        ordered = scorable.take(np.lexsort((scorable["blend_position"], -scorable["p_conversion_predicted"],
+                                            scorable["request_rank"])))
+        request_id = requests["request_id"].to_numpy()
+        by_id = np.argsort(request_id)
+        starts = np.searchsorted(ordered["request_rank"], representative_rank[by_id])
+        counts = np.searchsorted(ordered["request_rank"], representative_rank[by_id], side="right") - starts
+        gather = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(starts, counts)
+        eligible = ordered.take(gather)
+        eligible["request"] = np.repeat(by_id, counts)
+        eligible["request_id"] = request_id[eligible["request"]]
+        # each request's own pacing coin: an advertiser takes part in an auction with its pass rate
+        eligible["pass_rate"] = self.pass_rates[eligible["advertiser"]]
+        passes = uniforms(self.config.seed, "pacing", eligible["request_id"],
+                          self.advertiser_ids[eligible["advertiser"]]) < eligible["pass_rate"]
+        eligible = eligible.take(np.flatnonzero(passes))
+        ranked = eligible.take(np.flatnonzero(is_within_rank_depth(
+            eligible["request_id"], eligible["advertiser_id"], self.config.auction.rank_depth)))
+        ranked["price"] = self.items["price"].to_numpy()[np.searchsorted(self.item_ids, ranked["item_id"])]
+        return ranked
+
+    def _auction(self, ranked: Columns, requests: pl.DataFrame) -> None:
         config, seed = self.config, self.config.seed
-        advertiser = np.searchsorted(self.advertiser_ids, ranked["advertiser_id"].to_numpy())
+        advertiser = ranked["advertiser"]
         values = auction.ecpm(self.is_roas[advertiser], self.bid[advertiser], self.target_roas[advertiser],
-                              ranked["price"].to_numpy(), ranked["p_conversion_predicted"].to_numpy())
-        slots = ranked["surface"].cast(pl.String).replace_strict(config.traffic.slots, return_dtype=pl.Int64).to_numpy()
-        outcome = auction.run_auction(ranked["request_id"].to_numpy(), ranked["advertiser_id"].to_numpy(), values,
-                                      slots, config.auction.reserve_ecpm, config.auction.max_slots_per_advertiser)
-        winners = (ranked.with_columns(pl.Series("position", outcome.position, pl.Int16),
-                                       pl.Series("price_paid", outcome.price), pl.Series("ecpm", values))
-                   .filter(pl.Series(outcome.is_winner)))
-        self.ledger.record("won_auction", winners)
-        request_id, item_id = winners["request_id"].to_numpy(), winners["item_id"].to_numpy()
-        position = winners["position"].to_numpy()
-        view_probability = config.feedback.view_decay ** position
-        is_seen = uniforms(seed, "view", request_id, item_id) < view_probability
+                              ranked["price"], ranked["p_conversion_predicted"])
+        slots = self.slots[requests["surface"].to_physical().to_numpy()[ranked["request"]]]
+        outcome = auction.run_auction(ranked["request_id"], ranked["advertiser_id"], values, slots,
+                                      config.auction.reserve_ecpm, config.auction.max_slots_per_advertiser)
+        ranked.update(position=outcome.position.astype(np.int16), price_paid=outcome.price, ecpm=values)
+        winners = ranked.take(np.flatnonzero(outcome.is_winner))
+        self.ledger.add("won_auction", winners["source"], winners["advertiser"])
+        view_probability = config.feedback.view_decay ** winners["position"]
+        is_seen = uniforms(seed, "view", winners["request_id"], winners["item_id"]) < view_probability
         # the logging propensity of an impression given its ranking: passing pacing, then being seen
-        shown = (winners.with_columns((pl.col("pass_rate") * pl.Series(view_probability)).alias("propensity"))
-                 .filter(pl.Series(is_seen)))
-        self.ledger.record("impressed", shown)
-        if shown.height == 0:
+        winners["propensity"] = winners["pass_rate"] * view_probability
+        shown = winners.take(np.flatnonzero(is_seen))
+        self.ledger.add("impressed", shown["source"], shown["advertiser"])
+        if shown["request"].size == 0:
             return
+        shown["user_id"] = requests["user_id"].to_numpy()[shown["request"]]
         self._charge(shown)
-        self._respond(shown)
+        self._respond(shown, requests)
 
-    def _charge(self, shown: pl.DataFrame) -> None:
-        advertiser = np.searchsorted(self.advertiser_ids, shown["advertiser_id"].to_numpy())
-        price = shown["price_paid"].to_numpy()
+    def _charge(self, shown: Columns) -> None:
+        price = shown["price_paid"]
         before = self.spend_today.copy()
-        np.add.at(self.spend_today, advertiser, price)
+        np.add.at(self.spend_today, shown["advertiser"], price)
         self.counters["overspend"] += float(
             (np.maximum(self.spend_today - self.budget, 0) - np.maximum(before - self.budget, 0)).sum())
-        self._add_to_users(shown["user_id"], "impressions", np.ones(shown.height))
+        self._add_to_users(shown["user_id"], "impressions", np.ones(price.size))
         self._add_to_users(shown["user_id"], "spend", price)
 
-    def _respond(self, shown: pl.DataFrame) -> None:
+    def _respond(self, shown: Columns, requests: pl.DataFrame) -> None:
         """Clicks from the true (position-biased) rates, dwell, and the conversions they cause."""
         seed = self.config.seed
-        request_id, item_id = shown["request_id"].to_numpy(), shown["item_id"].to_numpy()
+        request_id, item_id = shown["request_id"], shown["item_id"]
         started = time.perf_counter()
         rates = self.stack.response.true_rates(
-            shown["user_id"].to_numpy(), item_id, shown["surface"].to_physical().to_numpy(),
-            shown["position"].to_numpy(), shown["day"].to_numpy().astype("datetime64[D]"))
+            shown["user_id"], item_id, requests["surface"].to_physical().to_numpy()[shown["request"]],
+            shown["position"], requests["day"].to_numpy()[shown["request"]].astype("datetime64[D]"))
         self._time("true response", started)
         is_click = uniforms(seed, "click", request_id, item_id) < rates.p_click
         dwell = np.where(is_click, np.exp(rates.dwell_log_mean + rates.dwell_log_sd
                                           * normals(seed, "dwell", request_id, item_id)), 0.0)
-        shown = shown.with_columns(pl.Series("is_click", is_click), pl.Series("dwell_seconds", dwell, pl.Float32),
-                                   pl.Series("p_click", rates.p_click), pl.Series("p_conversion", rates.p_conversion),
-                                   pl.Series("p_view_conversion", rates.p_view_conversion))
-        clicked = shown.filter(pl.col("is_click"))
-        self.ledger.record("clicked", clicked)
-        self._add_to_users(clicked["user_id"], "clicks", np.ones(clicked.height))
-        self.impression_log.append(shown.join(self.items.select("item_id", "category_id"), on="item_id", how="left")
-                                   .select("request_id", "user_id", "ts", "surface", "position", "item_id",
-                                           "advertiser_id", "category_id", "source", "is_click", "dwell_seconds",
-                                           "propensity", "price_paid", "ecpm", "ctcvr", "vtcvr", "p_click",
-                                           "p_conversion", "p_view_conversion"))
-        self.day_events.append(clicked.select("user_id", "ts", "item_id", "advertiser_id",
-                                              pl.lit("engagement").alias("kind"), pl.lit(None, pl.Float64).alias("value")))
-        conversions = draw_conversions(shown.select("request_id", "user_id", "ts", "item_id", "advertiser_id", "source",
-                                                    "is_click", "p_conversion", "p_view_conversion", "price"),
-                                        self.config.feedback, seed)
+        clicked = np.flatnonzero(is_click)
+        self.ledger.add("clicked", shown["source"][clicked], shown["advertiser"][clicked])
+        self._add_to_users(shown["user_id"][clicked], "clicks", np.ones(clicked.size))
+        gathered = pl.DataFrame({"ts": requests["ts"], "surface": requests["surface"]})[shown["request"]]
+        columns = {
+            **{name: shown[name] for name in ("request_id", "user_id", "item_id", "advertiser_id", "price_paid",
+                                              "ecpm", "ctcvr", "vtcvr", "propensity", "price")},
+            "ts": gathered["ts"], "surface": gathered["surface"], "position": shown["position"],
+            "category_id": self.items["category_id"].to_numpy()[np.searchsorted(self.item_ids, item_id)],
+            "source": self.source_names.gather(shown["source"]), "is_click": is_click,
+            "dwell_seconds": dwell.astype(np.float32), "p_click": rates.p_click, "p_conversion": rates.p_conversion,
+            "p_view_conversion": rates.p_view_conversion}
+        self.impression_log.append(pl.DataFrame({name: columns[name] for name in IMPRESSION_LOG}))
+        self.day_events.append(pl.DataFrame({
+            "user_id": shown["user_id"][clicked], "ts": gathered["ts"].gather(clicked),
+            "item_id": item_id[clicked], "advertiser_id": shown["advertiser_id"][clicked],
+            "kind": pl.repeat("engagement", clicked.size, eager=True),
+            "value": pl.repeat(None, clicked.size, dtype=pl.Float64, eager=True)}))
+        conversions = draw_conversions(pl.DataFrame({name: columns[name] for name in CONVERSION_INPUT}),
+                                       self.config.feedback, seed)
         self.pending = conversions if self.pending is None else pl.concat([self.pending, conversions])
 
-    def _coalesce(self, requests: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The requests to run through the models and, per request, its representative.
+    def _coalesce(self, requests: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of the requests to run through the models and, per request, its representative's
+        place among them.
 
         With `coalesce_requests`, requests of one user on one day with the same surface and context
-        share retrieval and ranking (exact while the models read the user's history by day).
+        share retrieval and ranking (exact while the models read the user's history by day); the first
+        of them represents them.
         """
+        rows = np.arange(requests.height)
         if not self.config.coalesce_requests:
-            return requests, requests.select("request_id", pl.col("request_id").alias("representative_id"))
-        signature = ["user_id", "day", "surface", pl.col("query_category_id").fill_null(-1),
-                     pl.col("context_item_id").fill_null(-1)]
-        keyed = requests.with_columns(pl.col("request_id").first().over(signature).alias("representative_id"))
-        served = requests.filter(pl.col("request_id") == keyed["representative_id"])
-        return served, keyed.select("request_id", "representative_id")
-
-    @staticmethod
-    def _copies_of(rows: pl.DataFrame, copies: pl.DataFrame) -> np.ndarray:
-        """How many requests each row (of a representative request) stands for."""
-        multiplicity = copies.group_by("representative_id").len()
-        return (rows.select(pl.col("request_id").alias("representative_id"))
-                .join(multiplicity, on="representative_id", how="left", maintain_order="left")["len"]
-                .to_numpy().astype(np.float64))
+            return rows, rows
+        signature = [requests[name].to_physical().fill_null(-1).to_numpy()
+                     for name in ("context_item_id", "query_category_id", "surface", "day", "user_id")]
+        order = np.lexsort(signature)  # stable: each group's first row is its earliest
+        is_start = rank_within_runs(*(key[order] for key in signature)) == 0
+        first = np.empty(rows.size, dtype=np.int64)
+        first[order] = order[np.flatnonzero(is_start)][np.cumsum(is_start) - 1]
+        served_rows = np.flatnonzero(first == rows)
+        return served_rows, np.searchsorted(served_rows, first)
 
     def _time(self, component: str, started: float) -> None:
         self.seconds[component] = self.seconds.get(component, 0.0) + time.perf_counter() - started
 
-    def _add_to_users(self, user_ids: pl.Series, metric: str, amounts: np.ndarray) -> None:
-        np.add.at(self.totals[metric], np.searchsorted(self.user_ids, user_ids.to_numpy()), amounts)
+    def _add_to_users(self, user_ids: np.ndarray, metric: str, amounts: np.ndarray) -> None:
+        np.add.at(self.totals[metric], np.searchsorted(self.user_ids, user_ids), amounts)
 
     # -- other processes' steps ------------------------------------------------------------
     def deliver_conversions(self, now: np.datetime64) -> None:
@@ -273,11 +364,13 @@ class Market:
         attributed = arrived.filter(pl.col("is_attributed"))
         self.counters["unattributed_conversions"] += arrived.height - attributed.height
         self.ledger.record("converted", attributed)
-        self._add_to_users(attributed["user_id"], "conversions", np.ones(attributed.height))
-        self._add_to_users(attributed["user_id"], "click_conversions", attributed["is_click_through"].to_numpy() * 1.0)
-        self._add_to_users(attributed["user_id"], "conversion_value", attributed["value"].to_numpy())
-        self.day_events.append(attributed.select("user_id", pl.col("arrival_ts").alias("ts"), "item_id", "advertiser_id",
-                                                 pl.lit("attributed_conversion").alias("kind"), "value"))
+        users = attributed["user_id"].to_numpy()
+        self._add_to_users(users, "conversions", np.ones(attributed.height))
+        self._add_to_users(users, "click_conversions", attributed["is_click_through"].to_numpy() * 1.0)
+        self._add_to_users(users, "conversion_value", attributed["value"].to_numpy())
+        self.day_events.append(attributed.select("user_id", pl.col("arrival_ts").alias("ts"), "item_id",
+                                                 "advertiser_id", pl.lit("attributed_conversion").alias("kind"),
+                                                 "value"))
 
     def pace(self, day_fraction: float) -> None:
         self.pass_rates = pacing.next_pass_rates(self.pass_rates, self.spend_today, self.budget, day_fraction,
