@@ -19,6 +19,7 @@ Requests follow `retrieval.requests.REQUESTS` (request_id, user_id, ts). Generat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -30,7 +31,10 @@ from retrieval.features import UserHistory
 from retrieval.index import ItemIndex
 from retrieval.requests import validate_requests
 from retrieval.train import SettledValues, TwoTowerRetriever
-from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, conform, empty, validate
+from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, empty, validate
+
+
+DAY_RANGE = 1 << 17  # days since 1970 fit below this for the next two centuries
 
 
 class CandidateGenerator(Protocol):
@@ -41,11 +45,19 @@ class CandidateGenerator(Protocol):
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame: ...
 
 
-def _candidates(request_id, item_id, advertiser_id, score, source: str) -> pl.DataFrame:
-    frame = pl.DataFrame({"request_id": request_id, "item_id": item_id,
-                          "advertiser_id": advertiser_id, "score": score})
-    return conform(frame.with_columns(source=pl.lit(source)).select(list(CANDIDATES)),
-                   CANDIDATES, "candidates").sort(["request_id", "score"], descending=[False, True])
+def _candidates(request_id: np.ndarray, item_id: np.ndarray, advertiser_id: np.ndarray, score: np.ndarray,
+                source: str) -> pl.DataFrame:
+    """A CANDIDATES table from rows already in its order: by request id, then descending score."""
+    return pl.DataFrame({"request_id": np.asarray(request_id, dtype=np.int64),
+                         "item_id": np.asarray(item_id, dtype=np.int32),
+                         "advertiser_id": np.asarray(advertiser_id, dtype=np.int32),
+                         "source": pl.repeat(source, len(request_id), dtype=pl.String, eager=True),
+                         "score": np.asarray(score, dtype=np.float32)})
+
+
+def _by_request_id(requests: pl.DataFrame) -> np.ndarray:
+    """The request rows in request-id order (the order of a CANDIDATES table)."""
+    return np.argsort(requests["request_id"].to_numpy(), kind="stable")
 
 
 class MainGenerator:
@@ -67,15 +79,59 @@ class MainGenerator:
         if requests.height == 0:
             return empty(CANDIDATES)
         scores, rows = self._settled_top.values(requests["user_id"].to_numpy(), requests["ts"], self._search)
+        by_id = _by_request_id(requests)
+        scores, rows = scores[by_id], rows[by_id]  # faiss ranks each row best first
         found = rows >= 0
-        request_row = np.nonzero(found)[0]
         items = self.retriever.items_
-        return _candidates(requests["request_id"].to_numpy()[request_row], items.item_ids[rows[found]],
-                           items.advertiser_ids[rows[found]], scores[found], self.source)
+        return _candidates(requests["request_id"].to_numpy()[by_id][np.nonzero(found)[0]],
+                           items.item_ids[rows[found]], items.advertiser_ids[rows[found]], scores[found], self.source)
 
     def _search(self, user_ids: np.ndarray, as_of: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """Top-N (scores, catalog rows) of each (user, as_of)'s vector."""
         return self.index.search(self.retriever.user_vectors(self.history, user_ids, as_of), self.config.main_top_n)
+
+
+@dataclass(frozen=True)
+class PredictedAdvertisers:
+    """A PREDICTIONS table indexed for serving: its (user, anchor) lists by key, each list's resolved
+    advertisers (an advertiser listed twice keeps its best rank) in rank order, and per list the rows
+    without an advertiser and the repeats that were dropped."""
+
+    list_keys: np.ndarray  # sorted: user_id * DAY_RANGE + anchor day (days since 1970)
+    starts: np.ndarray  # each list's first advertiser row, then the row count
+    rank: np.ndarray  # per advertiser row
+    advertiser_id: np.ndarray  # per advertiser row (int64)
+    unresolved: np.ndarray  # per list: rows whose advertiser is null
+    duplicates: np.ndarray  # per list: resolved rows that repeat an advertiser of the list
+
+    @classmethod
+    def build(cls, predictions: pl.DataFrame) -> PredictedAdvertisers:
+        key = (predictions["user_id"].to_numpy().astype(np.int64) * DAY_RANGE
+               + predictions["anchor_date"].cast(pl.Int32).to_numpy())
+        rank = predictions["rank"].to_numpy().astype(np.int64)
+        advertiser = predictions["advertiser_id"].fill_null(-1).to_numpy().astype(np.int64)
+        order = np.lexsort((rank, key))
+        key, rank, advertiser = key[order], rank[order], advertiser[order]
+        list_keys, list_of_row = np.unique(key, return_inverse=True)
+        is_resolved = advertiser >= 0
+        is_kept = np.zeros(key.size, dtype=bool)  # an advertiser's first (best-ranked) row of each list
+        is_kept[np.unique(list_of_row * (advertiser.max(initial=0) + 2) + advertiser + 1, return_index=True)[1]] = True
+        is_kept &= is_resolved
+        lists = list_keys.size
+        kept_per_list = np.bincount(list_of_row[is_kept], minlength=lists)
+        return cls(list_keys=list_keys, starts=np.r_[0, np.cumsum(kept_per_list)], rank=rank[is_kept],
+                   advertiser_id=advertiser[is_kept],
+                   unresolved=np.bincount(list_of_row[~is_resolved], minlength=lists),
+                   duplicates=np.bincount(list_of_row[is_resolved], minlength=lists) - kept_per_list)
+
+    def latest_lists(self, user_ids: np.ndarray, days: np.ndarray, max_age_days: int) -> np.ndarray:
+        """Each (user, serve day)'s latest list anchored before the day and at most `max_age_days` before
+        it (-1 where there is none)."""
+        at = np.searchsorted(self.list_keys, user_ids * DAY_RANGE + days) - 1
+        candidate = self.list_keys[np.maximum(at, 0)] if self.list_keys.size else np.zeros(0, np.int64)
+        is_usable = ((at >= 0) & (candidate // DAY_RANGE == user_ids)
+                     & (days - candidate % DAY_RANGE <= max_age_days)) if self.list_keys.size else at >= 0
+        return np.where(is_usable, at, -1)
 
 
 class LlmAdvertiserGenerator:
@@ -91,57 +147,55 @@ class LlmAdvertiserGenerator:
         self.stats_ = {"requests": 0, "requests_with_prediction": 0, "unresolved_predictions": 0,
                        "duplicate_advertisers": 0, "advertisers_without_items": 0, "candidates": 0}
 
-    def _pairs(self, requests: pl.DataFrame) -> pl.DataFrame:
-        """(request, rank, advertiser) rows from each request's latest usable prediction."""
-        anchors = self.predictions.select("user_id", "anchor_date").unique().sort("anchor_date")
-        served = (
-            requests.with_columns(serve_date=pl.col("ts").dt.date()).sort("serve_date")
-            .join_asof(anchors, left_on="serve_date", right_on="anchor_date", by="user_id",
-                       strategy="backward", allow_exact_matches=False, check_sortedness=False)
-            .filter((pl.col("serve_date") - pl.col("anchor_date")).dt.total_days()
-                    <= self.config.max_prediction_age_days)
-        )
-        pairs = served.join(self.predictions.select("user_id", "anchor_date", "rank", "advertiser_id"),
-                            on=["user_id", "anchor_date"])
-        unresolved = pairs.filter(pl.col("advertiser_id").is_null()).height
-        resolved = pairs.drop_nulls("advertiser_id").sort("request_id", "rank")
-        deduplicated = resolved.unique(["request_id", "advertiser_id"], keep="first", maintain_order=True)
-        self.stats_["unresolved_predictions"] += unresolved
-        self.stats_["duplicate_advertisers"] += resolved.height - deduplicated.height
-        self.stats_["requests_with_prediction"] += served.height
-        return deduplicated
+    @property
+    def predictions(self) -> pl.DataFrame:
+        return self._predictions
+
+    @predictions.setter
+    def predictions(self, predictions: pl.DataFrame) -> None:
+        """Serve `predictions` from now on (the nightly job appends fresh lists); indexed once here."""
+        self._predictions = predictions
+        self._lists = PredictedAdvertisers.build(predictions)
+
+    def _pairs(self, requests: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(request row, rank, advertiser) of each advertiser of each request's latest usable list, by
+        request id then rank."""
+        lists = self._lists
+        by_id = _by_request_id(requests)
+        latest = lists.latest_lists(requests["user_id"].to_numpy().astype(np.int64)[by_id],
+                                    requests["ts"].dt.date().cast(pl.Int32).to_numpy()[by_id],
+                                    self.config.max_prediction_age_days)
+        served, latest = by_id[latest >= 0], latest[latest >= 0]
+        self.stats_["unresolved_predictions"] += int(lists.unresolved[latest].sum())
+        self.stats_["duplicate_advertisers"] += int(lists.duplicates[latest].sum())
+        self.stats_["requests_with_prediction"] += served.size
+        counts = lists.starts[latest + 1] - lists.starts[latest]
+        rows = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(
+            lists.starts[latest], counts)
+        return np.repeat(served, counts), lists.rank[rows], lists.advertiser_id[rows]
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
         validate_requests(requests)
         self.stats_["requests"] += requests.height
-        pairs = self._pairs(requests)
-        if pairs.height == 0:
+        request_of_pair, rank, advertiser = self._pairs(requests)
+        if rank.size == 0:
             return empty(CANDIDATES)
-        served = pairs.select("request_id", "user_id", "ts").unique("request_id", maintain_order=True)
-        users = self.retriever.user_vectors(self.history, served["user_id"].to_numpy(), served["ts"])
-        query_of_pair = pairs.join(served.with_row_index("query"), on="request_id", how="left",
-                                   maintain_order="left")["query"]
-        advertiser = pairs["advertiser_id"].to_numpy().astype(np.int64)
-        matches = self.index.search_advertisers(users, query_of_pair.to_numpy(), advertiser,
-                                                self.config.l0_quota)
-        self.stats_["advertisers_without_items"] += int(
-            len(advertiser) - len(np.unique(matches.pair)))
+        is_first_pair = np.r_[True, request_of_pair[1:] != request_of_pair[:-1]]
+        served, query_of_pair = request_of_pair[is_first_pair], np.cumsum(is_first_pair) - 1
+        users = self.retriever.user_vectors(self.history, requests["user_id"].to_numpy()[served],
+                                            requests["ts"].gather(served))
+        matches = self.index.search_advertisers(users, query_of_pair, advertiser, self.config.l0_quota)
+        self.stats_["advertisers_without_items"] += int(len(advertiser) - len(np.unique(matches.pair)))
+        query, pair_rank = query_of_pair[matches.pair], rank[matches.pair]
+        priority = (matches.position + 1) * pair_rank
+        order = np.lexsort((-matches.score, pair_rank, priority, query))
+        place = np.arange(order.size) - np.searchsorted(query[order], query[order])  # within the request
+        chosen, place = order[place < self.config.l0_quota], place[place < self.config.l0_quota]
+        self.stats_["candidates"] += chosen.size
         items = self.retriever.items_
-        rank = pairs["rank"].to_numpy()[matches.pair]
-        chosen = (
-            pl.DataFrame({
-                "request_id": pairs["request_id"].to_numpy()[matches.pair],
-                "priority": (matches.position + 1) * rank, "rank": rank, "score": matches.score,
-                "item_id": items.item_ids[matches.item_row],
-                "advertiser_id": items.advertiser_ids[matches.item_row],
-            })
-            .sort(["request_id", "priority", "rank", "score"], descending=[False, False, False, True])
-            .group_by("request_id", maintain_order=True).head(self.config.l0_quota)
-            .with_columns(order_score=1.0 / (1 + pl.int_range(pl.len()).over("request_id")))
-        )
-        self.stats_["candidates"] += chosen.height
-        return _candidates(chosen["request_id"], chosen["item_id"], chosen["advertiser_id"],
-                           chosen["order_score"], self.source)
+        item_rows = matches.item_row[chosen]
+        return _candidates(requests["request_id"].to_numpy()[served][query[chosen]], items.item_ids[item_rows],
+                           items.advertiser_ids[item_rows], 1.0 / (1 + place), self.source)
 
 
 class PopularityGenerator:
@@ -178,6 +232,8 @@ class PopularityGenerator:
         if self.config.popularity_max_user_events >= 0:
             history = self.history.features(requests["user_id"].to_numpy(), requests["ts"]).history_events
             requests = requests.filter(pl.Series(history <= self.config.popularity_max_user_events))
-        served = requests.select("request_id").join(self.popular_, how="cross")
-        return _candidates(served["request_id"], served["item_id"], served["advertiser_id"],
-                           served["score"], self.source)
+        request_id = requests["request_id"].to_numpy()[_by_request_id(requests)]
+        popular = {name: np.tile(self.popular_[name].to_numpy(), request_id.size)
+                   for name in ("item_id", "advertiser_id", "score")}  # every request: the same list, best first
+        return _candidates(np.repeat(request_id, self.popular_.height), popular["item_id"], popular["advertiser_id"],
+                           popular["score"], self.source)

@@ -131,30 +131,31 @@ class ItemIndex:
         """Exact top-k items of each pair's advertiser for each pair's query.
 
         Pairs are grouped by advertiser so that each advertiser's sub-index (its contiguous block of
-        vectors) is scored once, by one matrix product with all the queries that ask for it.
+        vectors) is scored once, by one matrix product with all the queries that ask for it (in chunks of
+        at most `SCORE_CHUNK` scores). The top-k of the pairs of same-sized blocks are then selected in one
+        call: a row's selection depends on that row alone, so the result is the same as block by block.
         """
         advertiser_of_pair = np.asarray(advertiser_of_pair)
         block = np.clip(np.searchsorted(self.block_advertisers_, advertiser_of_pair), 0,
                         len(self.block_advertisers_) - 1)
         wanted = np.flatnonzero(self.block_advertisers_[block] == advertiser_of_pair)
-        wanted = wanted[np.argsort(block[wanted], kind="stable")]
+        wanted = wanted[np.lexsort((block[wanted], self.block_sizes_[block[wanted]]))]  # by size, then block
         blocks, group_starts = np.unique(block[wanted], return_index=True)
+        order = np.argsort(group_starts)
         parts: list[tuple[np.ndarray, ...]] = []
-        for block_index, group in zip(blocks, np.split(wanted, group_starts[1:])):
-            start, size = self.block_starts_[block_index], self.block_sizes_[block_index]
-            vectors = self.block_vectors_[start:start + size]
-            take = min(k, size)
+        window: list[tuple[int, np.ndarray]] = []  # (block, pairs) pieces of one block size, scored together
+        for block_index, group in zip(blocks[order], np.split(wanted, np.sort(group_starts)[1:])):
+            size = self.block_sizes_[block_index]
             rows_per_chunk = max(1, SCORE_CHUNK // size)
             for chunk_start in range(0, len(group), rows_per_chunk):
                 pairs = group[chunk_start:chunk_start + rows_per_chunk]
-                scores = queries[query_of_pair[pairs]] @ vectors.T
-                top = (np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < size
-                       else np.broadcast_to(np.arange(size), scores.shape))
-                top_scores = np.take_along_axis(scores, top, axis=1)
-                order = np.argsort(-top_scores, axis=1, kind="stable")
-                item_rows = self.block_rows_[start + np.take_along_axis(top, order, 1)].ravel()
-                parts.append((np.repeat(pairs, take), item_rows, np.take_along_axis(top_scores, order, 1).ravel(),
-                              np.tile(np.arange(take), len(pairs))))
+                if window and (self.block_sizes_[window[0][0]] != size
+                               or sum(len(piece) for _, piece in window) + len(pairs) > rows_per_chunk):
+                    parts.append(self._top_items(window, queries, query_of_pair, k))
+                    window = []
+                window.append((block_index, pairs))
+        if window:
+            parts.append(self._top_items(window, queries, query_of_pair, k))
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return AdvertiserMatches(empty, empty, np.zeros(0, dtype=np.float32), empty)
@@ -162,6 +163,29 @@ class ItemIndex:
         order = np.argsort(pair, kind="stable")
         return AdvertiserMatches(pair=pair[order], item_row=item_row[order],
                                  score=score[order].astype(np.float32), position=position[order])
+
+    def _top_items(self, window: list[tuple[int, np.ndarray]], queries: np.ndarray, query_of_pair: np.ndarray,
+                   k: int) -> tuple[np.ndarray, ...]:
+        """(pair, catalog row, score, position) of the top-k items of each pair of `window`'s pieces
+        (a block and the pairs that ask for it, every block of one size), best first."""
+        size = int(self.block_sizes_[window[0][0]])
+        pairs = np.concatenate([piece for _, piece in window])
+        scores = np.empty((len(pairs), size), dtype=np.result_type(queries, self.block_vectors_))
+        row = 0
+        for block_index, piece in window:
+            start = self.block_starts_[block_index]
+            scores[row:row + len(piece)] = queries[query_of_pair[piece]] @ self.block_vectors_[start:start + size].T
+            row += len(piece)
+        take = min(k, size)
+        top = (np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < size
+               else np.broadcast_to(np.arange(size), scores.shape))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        block_start = np.repeat([self.block_starts_[block_index] for block_index, _ in window],
+                                [len(piece) for _, piece in window])
+        item_rows = self.block_rows_[block_start[:, None] + np.take_along_axis(top, order, 1)].ravel()
+        return (np.repeat(pairs, take), item_rows, np.take_along_axis(top_scores, order, 1).ravel(),
+                np.tile(np.arange(take), len(pairs)))
 
     def search_with_selector(self, query: np.ndarray, allowed_rows: np.ndarray,
                              k: int) -> tuple[np.ndarray, np.ndarray]:
