@@ -111,8 +111,10 @@ def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: Se
 
 
 @app.command("sweep")
-def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; the first is the control")] = "0,25,50,100,200",
-          source: Annotated[Optional[str], typer.Option(help="the source whose quota is swept (default: the LLM generator)")] = None,
+def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; the first is the control")
+                           ] = "0,25,50,100,200",
+          source: Annotated[Optional[str], typer.Option(help="the source whose quota is swept (default: the LLM "
+                                                             "generator)")] = None,
           run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: SetOption = None,
           stack: StackOption = "trained", predictions: PredictionsOption = None,
           objective: ObjectiveOption = "clicks", nightly: NightlyOption = "history",
@@ -138,7 +140,8 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
 def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eval labels, in [0, 1]")],
            run: RunOption = Path("runs/demo"),
            users: Annotated[str, typer.Option(help="whose lists: serving, heldout or eval, the user sets of "
-                                                   "`adsim llm predict --users`")] = "serving",
+                                                   "`adsim llm predict --users`, or everyone (every user at "
+                                                   "every label anchor: Table 5 at the world's size)")] = "serving",
            llm_preset: Annotated[str, typer.Option(help="the LLM preset whose user sets (sizes, sample seed) "
                                                         "the lists cover")] = "small",
            tolerance: Annotated[Optional[float], typer.Option(help="accepted |Recall@20 - q| (default 0.02)")] = None,
@@ -194,8 +197,8 @@ def sensitivity(run: RunOption = Path("runs/demo"),
                     help="the LLM preset whose serving and heldout user sets the lists cover (default small)")] = None,
                 config: Annotated[Optional[Path], typer.Option(help="sensitivity TOML (any SensitivityConfig field, "
                                                                      "with its ranking and experiment tables)")] = None,
-                set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: e.g. "
-                                                                  "tolerance=0.05, experiment.simulation.days=1")] = None,
+                set_: Annotated[Optional[list[str]], typer.Option(
+                    "--set", help="override a field: e.g. tolerance=0.05, experiment.simulation.days=1")] = None,
                 force: Annotated[bool, typer.Option(help="re-measure every source even if complete")] = False,
                 quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
     """Dose-response (issue #15): Table 5 and the A/B against Recall@20 for the oracle at each q, the random

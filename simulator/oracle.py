@@ -32,6 +32,10 @@ KEYS = ["user_id", "anchor_date"]
 RECALL = f"recall_at_{N_ADVERTISERS}"  # the calibrated metric: Recall@20, the list's length
 # LLM-config overrides under which `prediction_keys` returns every serving and held-out user, not a sample
 ALL_USERS = [f"{name}_max_users={2**31 - 1}" for name in ("serving", "heldout")]
+# A user set only a control may have: its lists read no label, so train-split users' lists leak nothing,
+# while an LLM's lists for the users it trained on would (`adsim llm predict` has no such set).
+EVERYONE = "everyone"
+EVERYONE_HELP = "every user of the world at every label anchor (Table 5 at the world's size; controls only)"
 PAIRS_PER_CHUNK = 1 << 20  # (list, item) rates scored at once: bounds the response model's arrays
 
 
@@ -268,13 +272,27 @@ def oracle_predictions(world: World, state: ResponseState, requests: pl.DataFram
     return predictions, truth_interests(state, world, requested), calibration
 
 
+def everyone_keys(world: World) -> pl.DataFrame:
+    """(user_id, anchor_date) of every user at every label anchor, sorted: the `everyone` user set."""
+    anchors = world.labels.select("anchor_date").unique()
+    return world.users.select("user_id").join(anchors, how="cross").sort(KEYS)
+
+
+def user_keys(world: World, llm_config, users: str) -> pl.DataFrame:
+    """The (user_id, anchor_date) rows of a user set: `adsim llm predict --users` for its sets, or EVERYONE."""
+    from llm_predictor.cli import prediction_keys
+
+    return everyone_keys(world) if users == EVERYONE else prediction_keys(world, llm_config, users).select(KEYS)
+
+
 def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: str,
                  force: bool = False) -> tuple[dict, bool]:
     """`adsim oracle`: write `<run>/oracle_q<q>_<users>/{predictions,interests}.parquet` for the users
     `adsim llm predict --users <users> --preset <llm_preset>` predicts (every user of the set with
-    `config.all_users`), w calibrated on the V1 eval labels. Returns (the stage summary, whether it was skipped as complete). Raises FileNotFoundError
-    without a world stage, ConfigError for an unknown user set or preset, CalibrationError."""
-    from llm_predictor.cli import PREDICT_USERS, prediction_keys, resolve_config
+    `config.all_users`), or EVERYONE, w calibrated on the V1 eval labels. Returns (the stage summary,
+    whether it was skipped as complete). Raises FileNotFoundError without a world stage, ConfigError for
+    an unknown user set or preset, CalibrationError."""
+    from llm_predictor.cli import PREDICT_USERS, resolve_config
     from llm_predictor.evaluate import evaluation_labels
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, to_dict
@@ -286,8 +304,8 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
     world_record = run.stage_record("world")
     if world_record is None:
         raise FileNotFoundError(f"{run.root / 'world'} has no stage record: run `adsim world --out {run.root}` first")
-    if users not in PREDICT_USERS:
-        raise ConfigError(f"config field 'users': {users!r} is not one of {sorted(PREDICT_USERS)}")
+    if users not in PREDICT_USERS and users != EVERYONE:
+        raise ConfigError(f"config field 'users': {users!r} is not one of {sorted([*PREDICT_USERS, EVERYONE])}")
     llm_config = resolve_config(llm_preset, None, ALL_USERS if config.all_users else None)
     stage = config.stage(users)
     stage_config = {"upstream": world_record["config_hash"], "oracle": to_dict(config), "users": users,
@@ -302,7 +320,7 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
     world = load_world(run.root / "world")
     state = build_response_state(world, date.fromisoformat(world_config.start_date),
                                  world_config.users.drift_period_days)
-    requests = prediction_keys(world, llm_config, users)
+    requests = user_keys(world, llm_config, users)
     labels = evaluation_labels(world, llm_config.eval.evaluation)["v1"]
     predictions, interests, calibration = oracle_predictions(world, state, requests, labels, config)
     directory = run.stage_dir(stage)

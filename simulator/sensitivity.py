@@ -37,7 +37,8 @@ from ranking.pipeline import fit_builder, require_both_classes
 from simulator.config import ExperimentConfig
 from simulator.engine import Stack
 from simulator.experiment import METRICS, pre_period_covariates, run_ab, table_columns, user_table
-from simulator.oracle import ALL_USERS, KEYS, RECALL, CalibrationError, OracleConfig, oracle_stage
+from simulator.oracle import (ALL_USERS, EVERYONE, EVERYONE_HELP, KEYS, RECALL, CalibrationError, OracleConfig,
+                              oracle_stage, user_keys)
 from simulator.power import achieved_mde
 from simulator.report import METRIC_LABELS, save_figure
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
@@ -124,6 +125,11 @@ class SensitivityConfig:
     # lists cover, so that q is the only thing that moves; a set not named gets the LLM preset's sample
     # (Table 5 on every held-out user costs a DCN fit on ~10% of the impressions per source and seed).
     all_users: tuple[str, ...] = ("serving", "heldout")
+    # Whose impressions the controls' Table 5 runs on: "heldout" (the eval-split users, where an LLM's lists
+    # cannot leak labels: the controls then share the methods' rows) or "everyone" (every user at every label
+    # anchor: about 10x the test positives on the demo world, so the positive control can be detected; a DCN
+    # fit then takes about a minute on 2 cores). A method's Table 5 always runs on its own held-out lists.
+    lift_users: str = "heldout"
     # A q the oracle cannot reach is measured at the nearest end (w = 0 or 1) instead of being skipped.
     clamp: bool = True
     tolerance: float = 0.02  # the oracle's accepted |Recall@20 - q|
@@ -144,6 +150,8 @@ class SensitivityConfig:
         self.oracle(self.q_grid[0])  # OracleConfig's own checks of tolerance and max_steps
         require(set(self.all_users) <= {"serving", "heldout"}, "all_users",
                 f"name user sets among serving and heldout, got {list(self.all_users)}")
+        require(self.lift_users in ("heldout", EVERYONE), "lift_users",
+                f"must be 'heldout' or {EVERYONE!r} ({EVERYONE_HELP}), got {self.lift_users!r}")
         for name in self.methods:
             require(bool(METHOD_NAME.fullmatch(name)) and name != RANDOM_SOURCE and not name.startswith("oracle_q"),
                     "methods", f"name {name!r}: use letters, digits and '_', and not {RANDOM_SOURCE!r} "
@@ -162,7 +170,7 @@ class SensitivityConfig:
                 "it would serve no list")
 
     def oracle(self, q: float, users: str = "heldout") -> OracleConfig:
-        """The oracle's config at target q for one user set (serving or heldout)."""
+        """The oracle's config at target q for one user set (serving, heldout or everyone)."""
         return OracleConfig(q=q, tolerance=self.tolerance, max_steps=self.max_steps, seed=self.oracle_seed,
                             clamp=self.clamp, all_users=users in self.all_users)
 
@@ -219,10 +227,8 @@ class StageInputs:
         return evaluation_labels(self.world, self.llm_config().eval.evaluation)["v1"]
 
     def keys(self, users: str) -> pl.DataFrame:
-        """The (user_id, anchor_date) rows of `adsim llm predict --users <users>` (serving or heldout)."""
-        from llm_predictor.cli import prediction_keys
-
-        return prediction_keys(self.world, self.llm_config(users), users).select(KEYS)
+        """The (user_id, anchor_date) rows of a user set (serving, heldout or everyone; oracle.user_keys)."""
+        return user_keys(self.world, self.llm_config(users), users)
 
     @cached_property
     def covariates(self) -> pl.DataFrame:
@@ -258,11 +264,12 @@ def recall_columns(predictions: pl.DataFrame, labels: pl.DataFrame) -> dict:
 def oracle_lists(inputs: StageInputs, q: float) -> SourceLists:
     """The oracle's lists at q (the `oracle_q<q>_{heldout,serving}` stages, reused when complete); its
     Recall@20 is the calibration's on every V1 label. Raises CalibrationError / UnreachableRecall."""
-    config, oracle, serving_oracle = inputs.config, inputs.config.oracle(q), inputs.config.oracle(q, "serving")
-    heldout, _ = oracle_stage(inputs.root, oracle, "heldout", config.llm_preset)
+    config = inputs.config
+    oracle, serving_oracle = config.oracle(q, config.lift_users), config.oracle(q, "serving")
+    heldout, _ = oracle_stage(inputs.root, oracle, config.lift_users, config.llm_preset)
     serving = (oracle_stage(inputs.root, serving_oracle, "serving", config.llm_preset)[0] if "ab" in config.parts
                else None)
-    folder = inputs.root / oracle.stage("heldout")
+    folder = inputs.root / oracle.stage(config.lift_users)
     columns = {"weight": heldout["weight"], "recall_at_20": heldout[RECALL],
                "recall_at_20_low": heldout[f"{RECALL}_low"], "recall_at_20_high": heldout[f"{RECALL}_high"],
                "recall_labels": inputs.labels.height, "recall_coverage": 1.0,
@@ -282,7 +289,7 @@ def random_lists(inputs: StageInputs) -> SourceLists:
     row draws them) and N_INTERESTS uniform category names per (user, anchor) of the held-out, serving
     and V1 label keys, drawn once (the same lists whichever parts run), so its Recall@20 is measured on
     every V1 label."""
-    serving_keys, heldout_keys = inputs.keys("serving"), inputs.keys("heldout")
+    serving_keys, heldout_keys = inputs.keys("serving"), inputs.keys(inputs.config.lift_users)
     keys = pl.concat([heldout_keys, serving_keys, inputs.labels.select(KEYS)]).unique().sort(KEYS)
     ranks = pl.DataFrame({"rank": np.arange(1, N_ADVERTISERS + 1)}, schema={"rank": pl.Int32})
     template = schema.conform(keys.join(ranks, how="cross").with_columns(
@@ -769,7 +776,8 @@ def stage_config(run: RunFolder, config: SensitivityConfig) -> dict:
         if not impressions.exists():
             raise FileNotFoundError(f"{impressions} is missing: run `adsim rank impressions --run {run.root}` first "
                                     "(or --parts ab)")
-        shared |= {"ranking": to_dict(config.ranking), "impressions": file_digest(impressions)}
+        shared |= {"ranking": to_dict(config.ranking), "impressions": file_digest(impressions),
+                   "lift_users": config.lift_users}
     if "ab" in config.parts:
         shared |= {"experiment": to_dict(config.experiment), "stack": config.stack}
         if config.stack == "trained":

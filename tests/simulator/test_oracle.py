@@ -206,3 +206,23 @@ def test_cli_all_users_covers_every_serving_user_and_clamps_to_the_pure_oracle(w
                                           - timedelta(days=89))["user_id"].n_unique()
     assert summary["users"] == converters > 10
     assert summary["weight"] == 1.0 and summary["recall_at_20"] == summary["ceiling_recall_at_20"]
+
+
+def test_cli_everyone_lists_every_user_at_every_label_anchor(wide_run, wide_world):
+    """`--users everyone` (a control's user set, Table 5 at the world's size) covers every user of the world, train
+    split included, at every label anchor, with the lists of the V1 eval labels the ones calibrated."""
+    result = CliRunner().invoke(app, ["oracle", "--run", str(wide_run), "--q", "0.6", "--tolerance", "0.1",
+                                      "--users", "everyone", "--llm-preset", "nano"])
+    assert result.exit_code == 0, result.output
+    stage = wide_run / "oracle_q0.6_everyone"
+    predictions = pl.read_parquet(stage / "predictions.parquet")
+    keys = predictions.select(KEYS).unique()
+    anchors = wide_world.labels["anchor_date"].n_unique()
+    assert keys.height == wide_world.users.height * anchors and predictions.height == 20 * keys.height
+    assert keys["user_id"].n_unique() == wide_world.users.height
+    v1 = wide_world.labels.join(wide_world.splits.filter(pl.col("split") == "eval"), on="user_id", how="semi")
+    v1 = v1.filter(pl.col("in_v1") & (pl.col("anchor_date") == v1["anchor_date"].max()))
+    summary = RunFolder(wide_run).stage_record(stage.name)["summary"]
+    assert recall_at_k(predictions, v1)[20] == summary["recall_at_20"]
+    bad = CliRunner().invoke(app, ["oracle", "--run", str(wide_run), "--q", "0.6", "--users", "nobody"])
+    assert bad.exit_code == 2 and "everyone" in bad.output

@@ -202,6 +202,7 @@ def test_check_without_enough_points_or_control_says_so():
     (["q_grid=[0.5, 1.5]"], "q_grid"), (["q_grid=[0.5, 0.5]"], "q_grid"), (["parts=['lift', 'auction']"], "parts"),
     (["stack=cloud"], "stack"), (["tolerance=0.0"], "tolerance"), (["methods.random_control.heldout='x'"], "methods"),
     (["stack=trained"], "experiment.arms"),  # the default arms name the baseline stack's sources
+    (["lift_users=nobody"], "lift_users"),
 ])
 def test_config_names_the_bad_field(overrides, field):
     with pytest.raises(ConfigError, match=f"'{field}'"):
@@ -230,11 +231,14 @@ def test_cli_exits_2_on_a_bad_method_or_a_missing_world(tmp_path):
 
 
 @pytest.mark.slow
-def test_lift_part_measures_table5_per_source(wide_run, tmp_path):
-    """Table 5 per source on the wide tiny world (tens of seconds: 2 seeds x 3 arms of a small DCN per source)."""
+@pytest.mark.parametrize("lift_users", ["heldout", "everyone"])
+def test_lift_part_measures_table5_per_source(wide_run, tmp_path, lift_users):
+    """Table 5 per source on the wide tiny world (tens of seconds: 2 seeds x 3 arms of a small DCN per source), on
+    the held-out users' impressions or on everyone's."""
     from datetime import date
 
     from ranking.config import DCNConfig, RankingConfig, TrainConfig
+    from ranking.features import split_by_time
     from synthetic_data.impressions import ImpressionConfig, generate_impressions
     from synthetic_data.presets import preset
     from synthetic_data.response import build_response_state
@@ -252,7 +256,7 @@ def test_lift_part_measures_table5_per_source(wide_run, tmp_path):
                             bootstrap_replicates=200, train=TrainConfig(epochs=1),
                             dcn=DCNConfig(embedding_dim=4, cross_layers=1, cross_low_rank=4, deep_layers=(16,)))
     summary = sensitivity_stage(root, SensitivityConfig(q_grid=(0.6,), parts=("lift",), tolerance=0.1,
-                                                        ranking=ranking), progress=False)
+                                                        ranking=ranking, lift_users=lift_users), progress=False)
     table = pl.read_parquet(root / "sensitivity" / "table.parquet")
     assert table["source"].to_list() == ["random_control", "oracle_q0.6"] and summary["rows"] == {"measured": 2}
     for metric in ("log_loss", "auc", "pr_auc"):
@@ -263,6 +267,11 @@ def test_lift_part_measures_table5_per_source(wide_run, tmp_path):
     assert (root / "sensitivity" / "oracle_q0.6" / "lift.parquet").exists()
     # Table 5 per ranker: the DCN and the reference logistic regression on the same rows, each with its MDE
     lift = pl.read_parquet(root / "sensitivity" / "oracle_q0.6" / "lift.parquet")
+    # the rows: the held-out (eval-split) users' impressions, or every user's
+    test = split_by_time(impressions, ranking.features)["test"]
+    if lift_users == "heldout":
+        test = test.join(world.splits.filter(pl.col("split") == "eval"), on="user_id", how="semi")
+    assert (lift["test_users"] == test["user_id"].n_unique()).all()
     assert sorted(lift["model"].unique()) == ["dcn", "logistic"]
     report = (root / "sensitivity" / "report.md").read_text()
     for source in ("random_control", "oracle_q0.6"):
