@@ -8,6 +8,7 @@ join the indexed lists through `update_predictions`.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,16 +90,19 @@ class Ranker:
         return {"trained_users_with_list_share": trained, "served_users_with_list_share": served,
                 "coverage_ratio": ratio, "is_mismatch": bool(not ratio <= MAX_COVERAGE_RATIO)}
 
-    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+    def score(self, candidates: pl.DataFrame, executor: Executor | None = None) -> pl.DataFrame:
         """`request_id, item_id, p_<task>` per candidate row; rows need `SCORING_COLUMNS`.
 
         Without a `position` column candidates are scored at the top slot (0): the auction applies
-        position effects after it has placed them.
+        position effects after it has placed them. With an `executor`, the models (one per task) score
+        the featurised rows concurrently, each as it would alone.
         """
         if "position" not in candidates.columns:
             candidates = candidates.with_columns(position=pl.lit(0, dtype=pl.Int16))
         table = self.builder.transform(candidates, self.lists_)
-        probabilities = {task: values for model in self.models for task, values in model.probabilities(table).items()}
+        outputs = (executor.map if executor is not None else map)(lambda model: model.probabilities(table),
+                                                                  self.models)
+        probabilities = {task: values for output in outputs for task, values in output.items()}
         return candidates.select("request_id", "item_id").with_columns(
             pl.Series(f"p_{task}", values, dtype=pl.Float32) for task, values in probabilities.items())
 

@@ -4,12 +4,15 @@ every stage): the world's true response, candidate generators, the scorer, the n
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from simulator.baselines import AdvertiserFilterGenerator, HistoryScorer, PopularityGenerator, history_predictions
-from simulator.engine import Stack
+from simulator.engine import SIMULATION_THREADS, Stack
 from simulator.nightly import LlmPredictor, NightlyRefresh, history_predictor
 from simulator.protocols import NightlyJob
 from simulator.world_response import WorldResponse
@@ -99,18 +102,20 @@ class RankerScorer:
 
     A candidate's scores are kept until its day ends (or the predictions change): the ranker reads
     the history by day and scores at the top slot, so a user's candidate on a surface scores the same
-    all day, and about half of a day's candidate rows repeat an earlier one.
+    all day, and about half of a day's candidate rows repeat an earlier one. The models (ctcvr, vtcvr)
+    score concurrently, each on one thread as in the rest of the market, so the scores are the same.
     """
 
     KEYS = ("user_id", "day", "surface", "item_id")
 
     def __init__(self, ranker):
         self.ranker = ranker
+        self._executor = ThreadPoolExecutor(max_workers=2, initializer=threadpool_limits,
+                                            initargs=(SIMULATION_THREADS, "openmp"))
         self._forget()
 
     def _forget(self) -> None:
-        self.scored_ = pl.DataFrame(schema={"user_id": pl.Int64, "day": pl.Date, "surface": schema.Surface,
-                                            "item_id": pl.Int32, "ctcvr": pl.Float64, "vtcvr": pl.Float64})
+        self.kept_: dict[int, ScoreTable] = {}  # per day: (user, surface, item) -> ctcvr, vtcvr
 
     def update_predictions(self, predictions: pl.DataFrame) -> None:
         self.ranker.update_predictions(predictions)
@@ -120,20 +125,108 @@ class RankerScorer:
         self.ranker.reset_predictions()
         self._forget()
 
+    @property
+    def scored_(self) -> pl.DataFrame:
+        """The kept scores as a table: `KEYS`, ctcvr, vtcvr."""
+        kept = [(day, *table.items()) for day, table in self.kept_.items()]
+        keys = np.concatenate([np.zeros(0, np.int64), *(keys for _, keys, _ in kept)])
+        scores = np.concatenate([np.zeros((0, 2)), *(scores for _, _, scores in kept)])
+        days = np.concatenate([np.zeros(0, np.int32), *(np.full(keys.size, day, np.int32) for day, keys, _ in kept)])
+        return pl.DataFrame({"user_id": keys >> 33, "day": pl.Series(days).cast(pl.Date),
+                             "surface": pl.Series(schema.SURFACES, dtype=schema.Surface).gather((keys >> 31) & 3),
+                             "item_id": (keys & (2**31 - 1)).astype(np.int32), "ctcvr": scores[:, 0],
+                             "vtcvr": scores[:, 1]})
+
     def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
-        keys = list(self.KEYS)
-        keyed = candidates.with_columns(pl.col("ts").dt.date().alias("day"), pl.col("surface").cast(schema.Surface))
-        if self.scored_.height and self.scored_["day"].min() < keyed["day"].min():
-            self.scored_ = self.scored_.filter(pl.col("day") >= keyed["day"].min())  # past days are over
-        known = self.scored_.filter(pl.col("user_id").is_in(keyed["user_id"].unique().implode()))
-        unscored = (keyed.join(known.select(keys), on=keys, how="anti").unique(keys, maintain_order=True))
-        if unscored.height:
-            scores = self.ranker.score(unscored.select("request_id", "user_id", "ts", "surface", "item_id"))
-            fresh = unscored.select(keys).with_columns(pl.Series("ctcvr", scores["p_ctcvr"], pl.Float64),
-                                                       pl.Series("vtcvr", scores["p_vtcvr"], pl.Float64))
-            self.scored_ = pl.concat([self.scored_, fresh], rechunk=False)
-            known = pl.concat([known, fresh])
-        return keyed.select(keys).join(known, on=keys, how="left", maintain_order="left").select("ctcvr", "vtcvr")
+        if candidates.height == 0:
+            return pl.DataFrame(schema={"ctcvr": pl.Float64, "vtcvr": pl.Float64})
+        day = candidates["ts"].dt.date().cast(pl.Int32).to_numpy()
+        key = _score_key(candidates)
+        self.kept_ = {kept_day: table for kept_day, table in self.kept_.items() if kept_day >= day.min()}
+        days = np.unique(day)
+        scores = np.empty((key.size, 2))
+        unscored = []  # per day: (its table, rows of keys not kept, the first row of each new key, each row's key)
+        for today in days:
+            rows = np.arange(key.size) if days.size == 1 else np.flatnonzero(day == today)
+            table = self.kept_[int(today)] = self.kept_.get(int(today)) or ScoreTable()
+            is_kept, kept_scores = table.get(key[rows])
+            scores[rows[is_kept]] = kept_scores
+            new_rows = rows[~is_kept]
+            _, first, inverse = np.unique(key[new_rows], return_index=True, return_inverse=True)
+            unscored.append((table, new_rows, new_rows[first], inverse))
+        first_rows = np.sort(np.concatenate([first for _, _, first, _ in unscored]))
+        if first_rows.size:  # scored in one call, in the rows' order
+            rows = candidates.select("request_id", "user_id", "ts", pl.col("surface").cast(schema.Surface),
+                                     "item_id")[first_rows]
+            fresh = self.ranker.score(rows, executor=self._executor)
+            fresh_scores = np.column_stack([fresh["p_ctcvr"].cast(pl.Float64).to_numpy(),
+                                            fresh["p_vtcvr"].cast(pl.Float64).to_numpy()])
+            for table, new_rows, first, inverse in unscored:
+                new_scores = fresh_scores[np.searchsorted(first_rows, first)]
+                scores[new_rows] = new_scores[inverse]
+                table.add(key[first], new_scores)
+        return pl.DataFrame({"ctcvr": scores[:, 0], "vtcvr": scores[:, 1]})
+
+
+class ScoreTable:
+    """A hash table (open addressing, linear probing) from non-negative int64 keys to rows of floats,
+    looked up and filled a whole array at a time: each call costs its keys, not the table's size."""
+
+    def __init__(self, capacity: int = 1 << 20, width: int = 2):
+        if capacity & (capacity - 1):
+            raise ValueError(f"a ScoreTable's capacity is a power of two, got {capacity}")
+        self.keys = np.full(capacity, -1, dtype=np.int64)  # -1: an empty slot
+        self.values = np.zeros((capacity, width))
+        self.size = 0
+
+    def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each key is held, and the values of those that are (in `keys` order)."""
+        slot = self._slots(keys)
+        is_held = self.keys[slot] == keys
+        return is_held, self.values[slot[is_held]]
+
+    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Hold distinct keys that are not held yet, with their value rows."""
+        if 2 * (self.size + keys.size) > self.keys.size:
+            held = self.keys >= 0
+            grown = ScoreTable(1 << (2 * (self.size + keys.size)).bit_length(), self.values.shape[1])
+            grown.add(self.keys[held], self.values[held])
+            self.keys, self.values = grown.keys, grown.values
+        pending = np.arange(keys.size)
+        while pending.size:  # keys probing to one empty slot: one is written, the others probe on
+            slot = self._slots(keys[pending])
+            self.keys[slot] = keys[pending]
+            is_written = self.keys[slot] == keys[pending]
+            self.values[slot[is_written]] = values[pending[is_written]]
+            pending = pending[~is_written]
+        self.size += keys.size
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held keys and their values."""
+        held = self.keys >= 0
+        return self.keys[held], self.values[held]
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's slot: where it is held, else the empty slot that ends its probe."""
+        bits = self.keys.size.bit_length() - 1
+        slot = ((keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)).astype(np.int64)
+        pending = np.arange(keys.size)
+        while pending.size:
+            found = self.keys[slot[pending]]
+            pending = pending[(found != keys[pending]) & (found >= 0)]
+            slot[pending] = (slot[pending] + 1) & (self.keys.size - 1)
+        return slot
+
+
+def _score_key(candidates: pl.DataFrame) -> np.ndarray:
+    """(user, surface, item) of each row packed in one int64 (user_id < 2**30, item_id < 2**31)."""
+    user = candidates["user_id"].to_numpy().astype(np.int64)
+    item = candidates["item_id"].to_numpy().astype(np.int64)
+    if user.size and (user.min() < 0 or user.max() >= 2**30 or item.min() < 0 or item.max() >= 2**31):
+        raise ValueError("the ranker's score cache packs user_id < 2**30 and item_id < 2**31 (non-negative); "
+                         "renumber users or items")
+    surface = candidates["surface"].cast(schema.Surface).to_physical().to_numpy().astype(np.int64)
+    return (user << 33) | (surface << 31) | item
 
 
 def trained_stack(run: Path, world: World, world_config: WorldConfig, predictions: pl.DataFrame,
@@ -163,7 +256,8 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
               "ranking": f"adsim rank train --run {run}"}
     for stage, command in needed.items():
         if folder.stage_record(stage) is None:
-            raise FileNotFoundError(f"{folder.root / stage} is missing: run `{command}` first (or use --stack baseline)")
+            raise FileNotFoundError(f"{folder.root / stage} is missing: run `{command}` first "
+                                    f"(or use --stack baseline)")
     index_config = from_dict(IndexConfig, folder.stage_record(f"retrieval_index_{objective}")["config"]["index"])
     retriever = TwoTowerRetriever.load(folder.root / f"retrieval_train_{objective}" / "model.pt", world.items)
     index = ItemIndex.load(folder.root / f"retrieval_index_{objective}", index_config)

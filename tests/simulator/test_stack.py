@@ -36,7 +36,7 @@ class CountingRanker:
     def __init__(self):
         self.rows_scored, self.updates = 0, 0
 
-    def score(self, candidates):
+    def score(self, candidates, executor=None):
         self.rows_scored += candidates.height
         value = (pl.col("user_id") * 7 + pl.col("item_id") * 3 + pl.col("surface").to_physical()
                  + pl.col("ts").dt.day()).cast(pl.Float32)  # whole numbers: exact whatever the batch
