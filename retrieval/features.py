@@ -266,14 +266,14 @@ class UserHistory:
         """Whether each (user, as_of) comes after all the user's events: its features no longer change."""
         _require_timestamps(as_of)
         start, count, total = self._sequences["history_events"].before(np.asarray(user_ids, dtype=np.int64),
-                                                                       as_of.dt.epoch("us").to_numpy())
+                                                                       as_of.cast(pl.Int64).to_numpy())
         return count == total
 
     def features(self, user_ids: np.ndarray, as_of: pl.Series) -> UserFeatures:
         """User-tower inputs of each (user, as_of) pair, from events strictly before as_of."""
         _require_timestamps(as_of)
         user_ids = np.asarray(user_ids, dtype=np.int64)
-        times = as_of.dt.epoch("us").to_numpy()
+        times = as_of.cast(pl.Int64).to_numpy()
         config = self.config
         limits = {
             "recent_items": config.max_recent_items,

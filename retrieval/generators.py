@@ -35,6 +35,7 @@ from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTI
 
 
 DAY_RANGE = 1 << 17  # days since 1970 fit below this for the next two centuries
+MICROSECONDS_PER_DAY = 86_400_000_000  # request times are UTC microseconds: day = time // this
 
 
 class CandidateGenerator(Protocol):
@@ -51,7 +52,7 @@ def _candidates(request_id: np.ndarray, item_id: np.ndarray, advertiser_id: np.n
     return pl.DataFrame({"request_id": np.asarray(request_id, dtype=np.int64),
                          "item_id": np.asarray(item_id, dtype=np.int32),
                          "advertiser_id": np.asarray(advertiser_id, dtype=np.int32),
-                         "source": pl.repeat(source, len(request_id), dtype=pl.String, eager=True),
+                         "source": pl.Series([source], dtype=pl.String).new_from_index(0, len(request_id)),
                          "score": np.asarray(score, dtype=np.float32)})
 
 
@@ -163,7 +164,7 @@ class LlmAdvertiserGenerator:
         lists = self._lists
         by_id = _by_request_id(requests)
         latest = lists.latest_lists(requests["user_id"].to_numpy().astype(np.int64)[by_id],
-                                    requests["ts"].dt.date().cast(pl.Int32).to_numpy()[by_id],
+                                    requests["ts"].cast(pl.Int64).to_numpy()[by_id] // MICROSECONDS_PER_DAY,
                                     self.config.max_prediction_age_days)
         served, latest = by_id[latest >= 0], latest[latest >= 0]
         self.stats_["unresolved_predictions"] += int(lists.unresolved[latest].sum())

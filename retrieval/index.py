@@ -144,16 +144,17 @@ class ItemIndex:
         order = np.argsort(group_starts)
         parts: list[tuple[np.ndarray, ...]] = []
         window: list[tuple[int, np.ndarray]] = []  # (block, pairs) pieces of one block size, scored together
+        window_rows = 0
         for block_index, group in zip(blocks[order], np.split(wanted, np.sort(group_starts)[1:])):
             size = self.block_sizes_[block_index]
             rows_per_chunk = max(1, SCORE_CHUNK // size)
             for chunk_start in range(0, len(group), rows_per_chunk):
                 pairs = group[chunk_start:chunk_start + rows_per_chunk]
-                if window and (self.block_sizes_[window[0][0]] != size
-                               or sum(len(piece) for _, piece in window) + len(pairs) > rows_per_chunk):
+                if window and (self.block_sizes_[window[0][0]] != size or window_rows + len(pairs) > rows_per_chunk):
                     parts.append(self._top_items(window, queries, query_of_pair, k))
-                    window = []
+                    window, window_rows = [], 0
                 window.append((block_index, pairs))
+                window_rows += len(pairs)
         if window:
             parts.append(self._top_items(window, queries, query_of_pair, k))
         if not parts:

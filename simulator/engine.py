@@ -318,8 +318,8 @@ class Market:
         self.day_events.append(pl.DataFrame({
             "user_id": shown["user_id"][clicked], "ts": gathered["ts"].gather(clicked),
             "item_id": item_id[clicked], "advertiser_id": shown["advertiser_id"][clicked],
-            "kind": pl.repeat("engagement", clicked.size, eager=True),
-            "value": pl.repeat(None, clicked.size, dtype=pl.Float64, eager=True)}))
+            "kind": pl.Series(["engagement"]).new_from_index(0, clicked.size),
+            "value": pl.Series([None], dtype=pl.Float64).new_from_index(0, clicked.size)}))
         conversions = draw_conversions(pl.DataFrame({name: columns[name] for name in CONVERSION_INPUT}),
                                        self.config.feedback, seed)
         self.pending = conversions if self.pending is None else pl.concat([self.pending, conversions])
@@ -335,8 +335,9 @@ class Market:
         rows = np.arange(requests.height)
         if not self.config.coalesce_requests:
             return rows, rows
-        signature = [requests[name].to_physical().fill_null(-1).to_numpy()
-                     for name in ("context_item_id", "query_category_id", "surface", "day", "user_id")]
+        signature = [column.to_numpy() for column in requests.select(
+            pl.col(name).to_physical().fill_null(-1) for name in ("context_item_id", "query_category_id", "surface",
+                                                                  "day", "user_id"))]
         order = np.lexsort(signature)  # stable: each group's first row is its earliest
         is_start = rank_within_runs(*(key[order] for key in signature)) == 0
         first = np.empty(rows.size, dtype=np.int64)
@@ -355,11 +356,11 @@ class Market:
         """Conversions whose arrival time has come: attribute them (or count them unattributed)."""
         if self.pending is None or self.pending.height == 0:
             return
-        now_literal = pl.lit(now).cast(schema.UTC_TS)
-        arrived = self.pending.filter(pl.col("arrival_ts") <= now_literal)
-        self.pending = self.pending.filter(pl.col("arrival_ts") > now_literal)
-        if arrived.height == 0:
+        has_arrived = self.pending["arrival_ts"].cast(pl.Int64).to_numpy() <= np.datetime64(now, "us").astype(np.int64)
+        if not has_arrived.any():
             return
+        arrived = self.pending.filter(pl.Series(has_arrived))
+        self.pending = self.pending.filter(pl.Series(~has_arrived))
         self.conversion_log.append(arrived)
         attributed = arrived.filter(pl.col("is_attributed"))
         self.counters["unattributed_conversions"] += arrived.height - attributed.height
