@@ -6,13 +6,19 @@ two-tower generators and DCN ranker). Goal: >= 10,000 requests/s for the trained
 2-core CPU machine (issue 15).
 
 `--baseline-src DIR` compares against other code in the same run: DIR is a checkout of the
-reference commit (`git worktree add /tmp/simbase 6d0daf4`); the same measurement runs in
+reference commit (`git worktree add /tmp/simbase f882f10`); the same measurement runs in
 subprocesses, alternately on DIR's code and on this checkout's, and one table gives min/median
 requests/s of each, their ratio and whether both simulated the same impressions, clicks,
 conversions and spend. Measured on the demo world's trained stack (1 day, 80,146 requests, LLM
-quota 25) against 6d0daf4, with other jobs loading the 2 cores: 301 vs 2,890 requests/s median over
-3 rounds (ratio 8.8, mostly one thread per op); both held to one thread (OMP_NUM_THREADS=1): 3,491 vs
-4,171 (ratio 1.20). Outputs identical. The 10,000 goal is not reached (README, "Simulator").
+quota 25, OMP_NUM_THREADS=1, 3 rounds) against f882f10 (the request path on polars), with another
+engineer's jobs loading the 2 cores (load average 2.2 before, 3.5 after): 4,222 vs 7,183 requests/s
+median (ratio 1.68, min 1.68, max 1.71); outputs identical in every run (and, checked apart, the
+whole impression, conversion, user and advertiser-day tables and the funnel ledger). Where the
+11.5 s of one simulated day went (seconds, f882f10 -> now, same load): scorer 5.5 -> 5.5 (two DCN
+forwards of ~4,300 new rows per batch, ~3.5 s even on an idle second core; featurising ~1 s),
+engine (traffic, auction, ledger, attribution) 4.8 -> 2.2, llm_advertiser generator 3.2 -> 1.2,
+blending 2.7 -> 0.7, two_tower generator 1.9 -> 1.5 (mostly each user's first vector and faiss
+search), true response 0.3 -> 0.3. The 10,000 goal (8.0 s) is not reached (README, "Simulator").
 
 Run: `python benchmarks/bench_simulator.py [--preset demo] [--days 1]`, or
 `python benchmarks/bench_simulator.py --run runs/demo [--baseline-src /tmp/simbase]` after
@@ -87,8 +93,8 @@ def measure(args: argparse.Namespace) -> tuple[dict, str]:
         stack_label = f"{args.preset} world, baseline stack"
     setup_seconds = time.perf_counter() - started
     users = world.users["user_id"].to_numpy()
-    result = engine.simulate(world, stack, blend, users, SimulationConfig(days=args.days, batch_seconds=args.batch_seconds),
-                             progress=not args.json)
+    result = engine.simulate(world, stack, blend, users,
+                             SimulationConfig(days=args.days, batch_seconds=args.batch_seconds), progress=not args.json)
     summary = result.summary
     totals = result.user_metrics.drop("user_id").sum().row(0, named=True)
     figures = {
