@@ -1,11 +1,13 @@
 from datetime import date
 from types import SimpleNamespace
 
+import numpy as np
 import polars as pl
+import pytest
 
 from blending.blend import BlendConfig
 from simulator.config import ArmConfig
-from simulator.stack import PredictionFeed, RankerScorer, largest_quotas
+from simulator.stack import PredictionFeed, RankerScorer, ScoreTable, largest_quotas
 from synthetic_data import schema
 
 
@@ -74,6 +76,8 @@ def test_ranker_scorer_keeps_a_days_scores_and_forgets_them_with_the_day_or_new_
     next_day = _candidates([(6, 10, 3, "home_feed", 5)])
     assert scorer.score(next_day)["ctcvr"].to_list() != scores["ctcvr"].to_list()[1:2]
     assert scorer.scored_["day"].unique().to_list() == [date(2026, 3, 3)]  # the past day is dropped
+    kept = scorer.scored_.row(0, named=True)  # the packed (user, surface, item) key unpacks to the row scored
+    assert (kept["user_id"], kept["surface"], kept["item_id"], kept["ctcvr"]) == (10, "home_feed", 5, 10 * 7 + 5 * 3 + 3)
     scorer.update_predictions(_predictions([(10, date(2026, 3, 3), 1, 1)]))
     assert ranker.updates == 1 and scorer.scored_.height == 0
 
@@ -101,3 +105,28 @@ def test_a_listed_advertiser_source_wins_auctions_through_the_trained_ranker(tin
     funnel = result.ledger.table().filter(pl.col("stage") == "won_auction")
     wins = dict(funnel.select("source", "count").rows())
     assert wins["llm"] > 0.1 * wins["all"]
+
+
+def test_score_table_holds_what_a_dict_holds_through_collisions_and_growth():
+    """The ranker's day cache is an open-addressing hash table filled a batch at a time: after batches of keys
+    that collide in a tiny table and make it grow, it answers exactly as a dict of the same pairs."""
+    rng = np.random.default_rng(0)
+    table, reference = ScoreTable(capacity=8), {}
+    for _ in range(20):
+        keys = rng.integers(0, 2**62, size=rng.integers(1, 300))
+        keys[: keys.size // 3] = rng.integers(0, 50, size=keys.size // 3)  # small keys collide in the low slots
+        keys = np.unique(keys)
+        is_held, _ = table.get(keys)
+        new = keys[~is_held]
+        values = rng.random((new.size, 2))
+        table.add(new, values)
+        reference.update({int(key): tuple(row) for key, row in zip(new, values)})
+        asked = np.concatenate([keys, rng.integers(0, 2**62, size=50)])
+        is_held, held = table.get(asked)
+        assert is_held.tolist() == [int(key) in reference for key in asked]
+        assert held.tolist() == [list(reference[int(key)]) for key in asked if int(key) in reference]
+    keys, values = table.items()
+    assert table.size == len(reference) == keys.size and table.keys.size > 8
+    assert {int(key): tuple(row) for key, row in zip(keys, values)} == reference
+    with pytest.raises(ValueError, match="power of two"):
+        ScoreTable(capacity=12)
