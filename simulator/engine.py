@@ -49,6 +49,9 @@ class Stack:
     # the market's list coverage beside the ranker's LLM features' training coverage
     # (`ranking.scoring.Ranker.coverage_check`); empty for a scorer without LLM features
     llm_feature_coverage: dict = field(default_factory=dict)
+    # the users whose serving lists the market starts with: the A/B's served slice (paper Table 6 reports
+    # its opt-in slice), fixed before any arm runs; None for a stack without lists
+    served_users: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

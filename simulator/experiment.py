@@ -57,6 +57,7 @@ class ExperimentResult:
     summaries (with exposure, planned MDE on RoAS and the flag), funnels, the sample-ratio check and raw results."""
 
     comparisons: pl.DataFrame
+    served: pl.DataFrame  # the comparisons on the served slice (no diversity rows); empty without one
     arms: pl.DataFrame
     funnels: pl.DataFrame
     srm: SampleRatioCheck
@@ -175,8 +176,8 @@ def planned_mde(columns: dict[str, np.ndarray], treatment_users: dict[str, int],
 
 def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], funnels: dict[str, pl.DataFrame],
                planned_roas_mde: dict[str, float], achieved_roas_mde: dict[str, float]) -> pl.DataFrame:
-    """One row per arm (`funnels`: each arm's ledger table): arm_summary, arm_exposure to its treatment sources, the planned MDE on RoAS and
-    treatment_check's flag and reason (null flag and NaN MDE for the control)."""
+    """One row per arm (`funnels`: each arm's ledger table): arm_summary, arm_exposure to its treatment sources,
+    the planned MDE on RoAS and treatment_check's flag and reason (null flag and NaN MDE for the control)."""
     sources = treatment_sources(config)
     rows = []
     for name, result in results.items():
@@ -220,13 +221,16 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
                           f"({arm_users.size} control and {users_of[name].size} treatment users over "
                           f"{config.simulation.days} simulated day(s))")
     tested = compare_arms(config, results, columns)
+    served = served_comparisons(config, results, columns, stack.served_users)
     achieved = dict(tested.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
     funnel_of = {name: result.ledger.table() for name, result in results.items()}
     arms = arms_table(config, results, funnel_of, planned, achieved)
     comparisons = adjust_p_values(tested.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
                                               maintain_order="left"), config.alpha)
     funnels = pl.concat([funnel.with_columns(pl.lit(name).alias("arm")) for name, funnel in funnel_of.items()])
-    return ExperimentResult(comparisons=comparisons, arms=arms, funnels=funnels,
+    served = (adjust_p_values(served.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
+                                          maintain_order="left"), config.alpha) if served.height else served)
+    return ExperimentResult(comparisons=comparisons, served=served, arms=arms, funnels=funnels,
                             srm=sample_ratio_check(config, results), results=results)
 
 
@@ -256,10 +260,10 @@ def _user_columns(result: SimulationResult, covariates: pl.DataFrame) -> dict[st
 
 
 def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
-                 columns: dict[str, dict[str, np.ndarray]]) -> pl.DataFrame:
+                 columns: dict[str, dict[str, np.ndarray]], diversity: bool = True) -> pl.DataFrame:
     """One row per (treatment arm, metric): control and treatment values, relative change, CI, p-value
-    and achieved MDE (`mde`, at POWER), from each arm's _user_columns (`columns`); run_ab adds the arm's
-    exposure flag and adjust_p_values."""
+    and achieved MDE (`mde`, at POWER), from each arm's _user_columns (`columns`), the advertiser-diversity
+    rows too with `diversity`; run_ab adds the arm's exposure flag and adjust_p_values."""
     names = list(results)
     control = columns[names[0]]
     rng = np.random.default_rng([config.simulation.seed, config.salt])
@@ -269,13 +273,26 @@ def compare_arms(config: ExperimentConfig, results: dict[str, SimulationResult],
         comparisons = [(compare(control, treatment, metric, paired=config.design == "paired", method=config.method,
                                 cuped=config.cuped, alpha=config.alpha, bootstrap_samples=config.bootstrap_samples,
                                 rng=rng), config.method) for metric in METRICS]
-        comparisons += [(comparison, "bootstrap") for comparison in compare_diversity(
-            results[names[0]], results[name], paired=config.design == "paired", alpha=config.alpha,
-            samples=config.bootstrap_samples, rng=rng)]
+        if diversity:
+            comparisons += [(comparison, "bootstrap") for comparison in compare_diversity(
+                results[names[0]], results[name], paired=config.design == "paired", alpha=config.alpha,
+                samples=config.bootstrap_samples, rng=rng)]
         rows += [{"arm": name, "control_arm": names[0], **comparison.__dict__, "method": method,
                   "mde": achieved_mde(comparison.ci_low, comparison.ci_high, config.alpha)}
                  for comparison, method in comparisons]
     return pl.DataFrame(rows)
+
+
+def served_comparisons(config: ExperimentConfig, results: dict[str, SimulationResult],
+                       columns: dict[str, dict[str, np.ndarray]], served_users: np.ndarray | None) -> pl.DataFrame:
+    """compare_arms on the served slice: each arm's users whose serving lists the market started with (a
+    pre-treatment set, so both arms' slices are comparable; in the paired design the same users). The ratio
+    metrics only: the diversity bootstrap is the whole market's. Empty without served users."""
+    if served_users is None or not np.size(served_users):
+        return pl.DataFrame()
+    sliced = {name: {column: values[np.isin(arm["user_id"], served_users)] for column, values in arm.items()}
+              for name, arm in columns.items()}
+    return compare_arms(config, results, sliced, diversity=False)
 
 
 def adjust_p_values(comparisons: pl.DataFrame, alpha: float) -> pl.DataFrame:

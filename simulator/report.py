@@ -163,8 +163,26 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
     lines += [srm_line(srm), "", design_line(srm, "arm"), "", *_coverage_lines(coverage),
               *power_lines(arms, comparisons, srm.design, alpha),
               *exposure_lines(arms.sort("is_treatment_measured", nulls_last=True, maintain_order=True)),
-              (f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | MDE ({POWER:.0%} power) "
-               "| p-value | Holm p-value | Verdict |"), "|---|---|---|---|---|---|---|---|---|---|"]
+              *comparison_table(comparisons, alpha), "", multiple_testing_note(alpha)]
+    lines += ["", ("Per arm (advertiser diversity over impressions; survival = impressed / retrieved; treatment_*: "
+                   "what the sources whose quota the arm raises reached, the control's own exposure to them beside "
+                   "it):"), ""]
+    survival = [c for c in arms.columns if c.endswith(("_survival", "_impressed_share"))]
+    header = ["arm", "users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
+              "unique_advertisers", "advertiser_entropy", "advertiser_gini", *survival, *EXPOSURE_COLUMNS,
+              "planned_roas_mde"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in arms.iter_rows(named=True):
+        lines.append("| " + " | ".join(str(row[c]) if isinstance(row[c], str) else _number(row[c]) for c in header)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(comparisons: pl.DataFrame, alpha: float) -> list[str]:
+    """Markdown rows per (arm, metric), primary first: control and treatment values, relative change, CI,
+    achieved MDE, raw and Holm-adjusted p-values and the verdict."""
+    lines = [(f"| Arm | Metric | Control | Treatment | Relative change | {1 - alpha:.0%} CI | MDE ({POWER:.0%} power) "
+              "| p-value | Holm p-value | Verdict |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for row in comparisons.sort("is_primary", descending=True, maintain_order=True).iter_rows(named=True):
         role = "primary" if row["is_primary"] else "secondary"
         metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
@@ -175,17 +193,20 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
             f"{_number(row['p_value'], 3)} | "
             f"{_number(row['p_value_adjusted'], 3)} | "
             f"{verdict(row)} |")
-    lines += ["", multiple_testing_note(alpha)]
-    lines += ["", ("Per arm (advertiser diversity over impressions; survival = impressed / retrieved; treatment_*: "
-                   "what the sources whose quota the arm raises reached, the control's own exposure to them beside "
-                   "it):"), ""]
-    survival = [c for c in arms.columns if c.endswith(("_survival", "_impressed_share"))]
-    header = ["arm", "users", "requests", "impressions", "spend", "conversion_value", "roas", "ctr", "cvr",
-              "unique_advertisers", "advertiser_entropy", "advertiser_gini", *survival, *EXPOSURE_COLUMNS,
-              "planned_roas_mde"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in arms.iter_rows(named=True):
-        lines.append("| " + " | ".join(str(row[c]) if isinstance(row[c], str) else _number(row[c]) for c in header) + " |")
+    return lines
+
+
+def served_markdown(served: pl.DataFrame, served_users: int, all_users: int, alpha: float) -> str:
+    """The served slice (paper Table 6's opt-in slice): the ratio metrics on the users whose serving lists the
+    market started with, in both arms; empty without a slice."""
+    if not served.height:
+        return ""
+    lines = [f"#### The served slice: {served_users:,} of {all_users:,} users", "",
+             ("The users whose serving lists the market started with (fixed before any arm ran, so each arm's "
+              "slice holds the same kind of user; users the nightly job adds later are outside it). Their change "
+              "is diluted less than the whole market's; so is their interval narrow only if the slice is large. "
+              "The verdicts use Holm's adjustment within this table."), "",
+             *comparison_table(served, alpha)]
     return "\n".join(lines) + "\n"
 
 

@@ -47,12 +47,18 @@ def load_predictions(path: Path | None, world: World) -> tuple[pl.DataFrame, str
     return schema.validate(pl.read_parquet(path), schema.PREDICTIONS, str(path)), str(path)
 
 
+def served_users(predictions: pl.DataFrame) -> np.ndarray:
+    """The sorted ids of the users a PREDICTIONS table lists advertisers for: the market's served slice."""
+    return np.sort(predictions.filter(pl.col("advertiser_id").is_not_null())["user_id"].unique().to_numpy())
+
+
 def baseline_stack(world: World, world_config: WorldConfig, predictions: pl.DataFrame,
                    nightly: NightlyJob | None = None) -> Stack:
     """The model-free stack: popularity + predicted-advertiser generators, history scorer, true response."""
     return Stack(generators=(PopularityGenerator(world, source=BASELINE_SOURCES[0]),
                              AdvertiserFilterGenerator(world, predictions, source=BASELINE_SOURCES[1])),
-                 scorer=HistoryScorer(world), response=WorldResponse.from_world(world, world_config), nightly=nightly)
+                 scorer=HistoryScorer(world), response=WorldResponse.from_world(world, world_config), nightly=nightly,
+                 served_users=served_users(predictions))
 
 
 TRAINED_SOURCES = ("two_tower", "popularity", "llm_advertiser")  # main, cold-start, LLM generator
@@ -279,4 +285,5 @@ def trained_stack(run: Path, world: World, world_config: WorldConfig, prediction
                       else predictions.join(trained_keys.unique(), on=["user_id", "anchor_date"], how="anti"))
     return Stack(generators=generators, scorer=RankerScorer(ranker),
                  response=WorldResponse.from_world(world, world_config), nightly=nightly,
-                 llm_feature_coverage=ranker.coverage_check(world.users["user_id"].to_numpy()))
+                 llm_feature_coverage=ranker.coverage_check(world.users["user_id"].to_numpy()),
+                 served_users=served_users(predictions))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import polars as pl
 
 from blending.funnel import largest_losses
@@ -22,7 +23,7 @@ from simulator.engine import Stack
 from simulator.experiment import (ExperimentResult, aa_check, aa_false_positive_rates, concentration_quota,
                                   pre_period_covariates, run_ab, run_sweep)
 from simulator.report import (EXPOSURE_COLUMNS, aa_markdown, ab_markdown, funnel_markdown, plot_funnel, plot_sweep,
-                              sweep_markdown)
+                              served_markdown, sweep_markdown)
 from simulator.stats import SampleRatioCheck
 from synthetic_data.config_io import to_dict
 from synthetic_data.run_folder import RunFolder
@@ -38,6 +39,7 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
         return run.stage_record("ab")["summary"]
     started = time.perf_counter()
     result = run_ab(experiment, world, stack, progress=progress)
+    served = 0 if stack.served_users is None else int(np.size(stack.served_users))
     control = result.results[experiment.arms[0].name]
     aa = aa_check(experiment, world, stack, control, pre_period_covariates(world, experiment.pre_period_days),
                   experiment.aa_splits, progress=progress)
@@ -46,6 +48,7 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     result.comparisons.write_parquet(folder / "comparisons.parquet")
     result.arms.write_parquet(folder / "arms.parquet")
     result.funnels.write_parquet(folder / "funnels.parquet")
+    result.served.write_parquet(folder / "served.parquet")
     aa.write_parquet(folder / "aa.parquet")
     days = experiment.simulation.days
     note = (f"Simulated {days} day{'s' if days != 1 else ''}, design `{experiment.design}`, "
@@ -55,12 +58,18 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
     (folder / "report.md").write_text(ab_markdown(result.comparisons, result.arms, result.srm,
                                                   "Offline A/B (Table 6 analogue)", note, experiment.alpha,
                                                   stack.llm_feature_coverage)
+                                      + "\n" + served_markdown(result.served, served, world.users.height,
+                                                               experiment.alpha)
                                       + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
     summary = {"seconds": round(time.perf_counter() - started, 1), "aa": aa_rates,
+               "served_users": served, "served_roas_change": (
+                   _by_arm(result.served.filter(pl.col("is_primary")), ("relative_change", "ci_low", "ci_high", "mde",
+                                                                        "p_value", "is_significant"))
+                   if result.served.height else {}),
                "requests": sum(r.summary["requests"] for r in result.results.values()),
                **_result_summary(result, stack), "plots": [str(funnel_plot)]}
-    run.complete("ab", config, ["comparisons.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"],
-                 summary)
+    outputs = ["comparisons.parquet", "served.parquet", "arms.parquet", "funnels.parquet", "aa.parquet", "report.md"]
+    run.complete("ab", config, outputs, summary)
     return summary
 
 

@@ -382,3 +382,32 @@ def test_treatment_check_prints_small_shares_and_mdes_apart():
                 "treatment_spend_share": 0.0003}
     measured, check = treatment_check(exposure, planned_roas_mde=0.0788, achieved_roas_mde=0.0069)
     assert measured is False and "0.03% of the arm's spend, below its MDE on RoAS of +0.69%" in check
+
+
+def test_served_slice_compares_the_listed_users_of_each_arm(tiny_world, tiny_stack, tmp_path):
+    """Paper Table 6 reports its opt-in slice: the comparisons on the users whose serving lists the market started
+    with are those of the arms' per-user metrics restricted to them, in the stage's table, report and summary."""
+    from dataclasses import replace
+
+    from simulator.stages import ab_stage
+    from synthetic_data.run_folder import RunFolder
+
+    served = np.sort(tiny_world.users["user_id"].to_numpy())[::3]
+    stack = replace(tiny_stack, served_users=served)
+    config = ExperimentConfig(arms=(CONTROL, TREATMENT), simulation=SimulationConfig(days=1, seed=2))
+    result = run_ab(config, tiny_world, stack)
+    assert result.served["metric"].to_list() == result.comparisons["metric"].to_list()[:6]  # ratio metrics only
+    roas = result.served.filter(pl.col("metric") == "roas").row(0, named=True)
+    for arm, column in ((CONTROL.name, "control"), (TREATMENT.name, "treatment")):
+        users = result.results[arm].user_metrics.filter(pl.col("user_id").is_in(served))
+        assert users.height == served.size
+        assert roas[column] == pytest.approx(users["conversion_value"].sum() / users["spend"].sum())
+    whole = result.comparisons.filter(pl.col("metric") == "roas").row(0, named=True)
+    assert roas["control"] != whole["control"] and roas["arm_users"] == served.size < whole["arm_users"]
+    summary = ab_stage(RunFolder(tmp_path), config, tiny_world, stack, "baseline, a third served", progress=False)
+    assert summary["served_users"] == served.size
+    assert summary["served_roas_change"][TREATMENT.name]["relative_change"] == pytest.approx(roas["relative_change"])
+    assert pl.read_parquet(tmp_path / "ab" / "served.parquet").height == 6
+    assert f"#### The served slice: {served.size:,} of {tiny_world.users.height:,} users" in (
+        tmp_path / "ab" / "report.md").read_text()
+    assert run_ab(config, tiny_world, tiny_stack).served.height == 0  # no lists: no slice
