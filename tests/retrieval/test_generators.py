@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blending.blend import BlendConfig, blend
@@ -122,6 +122,7 @@ def test_main_generator_is_the_exact_two_tower_top_n(fitted):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(quota=st.integers(1, 40),
        lists=st.lists(st.lists(st.integers(1, 45), min_size=1, max_size=25), min_size=1, max_size=12))
+@example(quota=1, lists=[[41]])  # only an advertiser without items: no candidate at all
 def test_llm_generator_stays_inside_the_filter_and_the_quota(fitted, quota, lists):
     """Any predicted lists (repeats, advertisers without items: ids 41-45) and any quota."""
     requests = fitted["requests"].head(len(lists))
@@ -132,7 +133,8 @@ def test_llm_generator_stays_inside_the_filter_and_the_quota(fitted, quota, list
     candidates = generator.generate(requests)
     allowed = predictions.select(pl.col("user_id").alias("request_id"), "advertiser_id")
     assert candidates.join(allowed, on=["request_id", "advertiser_id"], how="anti").height == 0
-    assert candidates.group_by("request_id").len()["len"].max() <= quota
+    assert dict(candidates.schema) == CANDIDATES  # an empty result keeps the contract
+    assert (candidates.group_by("request_id").len()["len"].max() or 0) <= quota
     has_items = [any(a <= 40 for a in advertisers) for advertisers in lists]
     assert candidates["request_id"].n_unique() == sum(has_items)
 
