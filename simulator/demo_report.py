@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -96,7 +98,8 @@ def _not_measured(use: str, paper: str, reason: str) -> VerdictRow:
 
 
 def _paper(*keys: str) -> str:
-    """The paper's figures of `keys` after their source, e.g. `Table 3, V1, 1-advertiser prompt: SFT 0.501, +GRPO 0.683`."""
+    """The paper's figures of `keys` after their source, e.g. `Table 3, V1, 1-advertiser prompt: SFT 0.501,
+    +GRPO 0.683`."""
     figures = [PAPER_FIGURES[key] for key in keys]
     values = ", ".join(f"{f.label} {f.value:.3f}" if f.unit == "" else f"{f.value:+.2f}%" for f in figures)
     return f"{'; '.join(dict.fromkeys(f.source for f in figures))}: {values}"
@@ -455,6 +458,21 @@ def _demote_headings(markdown: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
+IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")
+
+
+def rebase_links(markdown: str, folder: Path, root: Path) -> str:
+    """A stage report's relative image links (relative to its own `folder`) made relative to `root`, where
+    the run's report embeds it."""
+    def rebase(match: re.Match) -> str:
+        target = match.group(2)
+        if "://" in target or os.path.isabs(target):
+            return match.group(0)
+        return match.group(1) + os.path.relpath(os.path.normpath(folder / target), root) + match.group(3)
+
+    return IMAGE_LINK.sub(rebase, markdown)
+
+
 def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[str] = ()) -> Path:
     """Write `<root>/report.md` from the stage outputs found in the run folder (and
     `<root>/plots/llm_training_loss.png` when an LLM stage logged losses); returns the report's path."""
@@ -469,7 +487,7 @@ def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[
     for title, relative, is_expected in SECTIONS:
         path = root / relative
         if path.exists():
-            parts += [f"## {title}", "", _demote_headings(path.read_text()), ""]
+            parts += [f"## {title}", "", _demote_headings(rebase_links(path.read_text(), path.parent, root)), ""]
         elif is_expected:
             parts += [f"## {title}", "", f"_not produced: {relative} is missing_", ""]
     appendix = ["## Appendix", "", "### Stage timings", "",

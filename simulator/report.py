@@ -4,6 +4,7 @@ source and arm, and the sweep's over-concentration section (paper 4.5.1)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +301,7 @@ def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: Sam
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", multiple_testing_note(alpha), "", *concentration_lines(table, source, alpha)]
     for path in plots:
-        shown = path.relative_to(relative_to) if relative_to else path
+        shown = os.path.relpath(path, relative_to) if relative_to else path
         lines.append(f"![{path.stem}]({shown})")
     return "\n".join(lines) + "\n"
 
@@ -328,7 +329,7 @@ def funnel_markdown(funnels: pl.DataFrame, plot: Path, relative_to: Path | None 
         lines.append("")
     lines += ["What removes candidates at each step: "
               + "; ".join(f"{PARENT_STAGE[stage]} -> {stage}: {cause}" for stage, cause in LOSS_CAUSES.items()) + ".",
-              "", f"![{plot.stem}]({plot.relative_to(relative_to) if relative_to else plot})", ""]
+              "", f"![{plot.stem}]({os.path.relpath(plot, relative_to) if relative_to else plot})", ""]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ recorded as skipped with the measured limit.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -714,7 +715,7 @@ def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], p
              *(["Skipped:", "", *skipped, ""] if skipped else []),
              *(["Measured at an end of the reachable range:", "", *clamped, ""] if clamped else []),
              *results_markdown(table, "lift"), *rankers_markdown(table, folders), *results_markdown(table, "ab")]
-    lines += [f"![{path.stem}]({path.relative_to(relative_to)})" for path in plots]
+    lines += [f"![{path.stem}]({os.path.relpath(path, relative_to)})" for path in plots]
     return "\n".join(lines) + "\n"
 
 
@@ -813,7 +814,7 @@ def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = Tr
              for part in config.parts if metric_columns(table, part)]
     checks = [check_dose_response(table, metric) for metric in targeted_metrics(config)]
     folders = {source.name: run.root / source.stage for source in measured_sources}
-    (folder / "report.md").write_text(sensitivity_markdown(table, checks, plots, run.root, folders))
+    (folder / "report.md").write_text(sensitivity_markdown(table, checks, plots, folder, folders))
     summary = {"seconds": round(time.perf_counter() - started, 1),
                "rows": {status: int(count) for status, count in table["status"].value_counts().iter_rows()},
                "skipped": {row["source"]: row["reason"] for row in table.filter(pl.col("status") == "skipped")

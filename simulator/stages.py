@@ -60,7 +60,7 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
                                                   stack.llm_feature_coverage)
                                       + "\n" + served_markdown(result.served, served, world.users.height,
                                                                experiment.alpha)
-                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
+                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, folder))
     summary = {"seconds": round(time.perf_counter() - started, 1), "aa": aa_rates,
                "served_users": served, "served_roas_change": (
                    _by_arm(result.served.filter(pl.col("is_primary")), ("relative_change", "ci_low", "ci_high", "mde",
@@ -87,9 +87,9 @@ def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stac
     result.funnels.write_parquet(folder / "funnels.parquet")
     plots = plot_sweep(table, source, run.stage_dir("plots"))
     funnel_plot = plot_funnel(result.funnels, run.stage_dir("plots") / "sweep_funnel.png")
-    (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=run.root,
+    (folder / "report.md").write_text(sweep_markdown(table, source, plots, result.srm, relative_to=folder,
                                                      alpha=experiment.alpha, coverage=stack.llm_feature_coverage)
-                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, run.root))
+                                      + "\n" + funnel_markdown(result.funnels, funnel_plot, folder))
     summary = {"seconds": round(time.perf_counter() - started, 1), **_result_summary(result, stack),
                "concentration_quota": concentration_quota(table), "plots": [str(p) for p in [*plots, funnel_plot]]}
     run.complete("sweep", config, ["sweep.parquet", "funnels.parquet", "report.md"], summary)

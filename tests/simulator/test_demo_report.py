@@ -14,7 +14,7 @@ from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
 from simulator.demo import LIST_METHOD
 from tests.simulator.test_sensitivity import dose_response_rows
-from simulator.demo_report import write_report
+from simulator.demo_report import rebase_links, write_report
 from simulator.sensitivity import check_dose_response
 from synthetic_data.run_folder import RunFolder
 
@@ -238,3 +238,14 @@ def test_llm_losses_are_a_linked_plot_and_a_table_in_the_appendix(tmp_path):
     assert "| **total** | 830.0 |" in appendix
     assert "8.6, 4.0" not in report and "'losses'" not in report  # no dumped lists or dicts
     assert report.index("## Verdict") < report.index("## The world") < report.index("## Appendix")
+
+
+def test_stage_links_are_rebased_from_the_stage_folder_to_the_run_root(tmp_path):
+    """A stage report links its plots relative to its own folder (so it renders where it is); embedded in the
+    run's report.md the same links must resolve from the run's root. Absolute paths and URLs stay as they are."""
+    stage = tmp_path / "sweep"
+    text = ("![sweep_funnel](../plots/sweep_funnel.png) and ![local](table.png) "
+            "![abs](/tmp/x.png) ![web](https://example.org/a.png) [a link](../plots/not_an_image.png)")
+    assert rebase_links(text, stage, tmp_path) == (
+        "![sweep_funnel](plots/sweep_funnel.png) and ![local](sweep/table.png) "
+        "![abs](/tmp/x.png) ![web](https://example.org/a.png) [a link](../plots/not_an_image.png)")

@@ -204,7 +204,8 @@ def test_sweep_stage_in_the_split_design_knob(tiny_world, tiny_stack, tmp_path):
     text = (tmp_path / "sweep" / "report.md").read_text()
     assert "Design `split`: each quota ran on its own hash-assigned share" in text
     assert text.index("#### Over-concentration per quota") < text.index("#### Funnel per source")
-    assert "![sweep_funnel](plots/sweep_funnel.png)" in text and (tmp_path / "plots" / "sweep_funnel.png").exists()
+    assert "![sweep_funnel](../plots/sweep_funnel.png)" in text  # relative to the stage's own folder
+    assert (tmp_path / "sweep" / "../plots/sweep_funnel.png").exists()
     with pytest.raises(ConfigError, match="sweep_design"):
         ExperimentConfig(sweep_design="crossover")
 

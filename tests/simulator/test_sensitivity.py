@@ -104,7 +104,7 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
         world, resolve_config("small", None, ["serving_max_users=50"]), "serving").height == 50
     # the report: findings, reachable range, the clamped q, the table and the plot
     assert (root / "plots" / "sensitivity_ab.png").stat().st_size > 10_000
-    assert "![sensitivity_ab](plots/sensitivity_ab.png)" in report
+    assert "![sensitivity_ab](../plots/sensitivity_ab.png)" in report  # resolves from sensitivity/report.md
     assert "- Return on ad spend (change, %): **" in report and "over 2 oracle points" in report
     assert f"to {ceiling:.3f} (lists ranked by the true response" in report and "`oracle_q1` (q = 1)" in report
     assert report.count("| oracle_q0.5 | oracle |") == 1 and "| recent | method |" in report
