@@ -293,7 +293,7 @@ def dose_response_verdict(check: dict, top: str) -> tuple[str, str]:
     low, high = check["top_interval"]
     if low <= 0 <= high:
         return TOO_THIN, "the best oracle point's interval covers 0"
-    return MEASURED, f"{'monotone' if check['is_monotone'] else 'not monotone'}; {top}"
+    return MEASURED, f"{'rises monotonically' if check['is_monotone'] else 'does not rise monotonically'}; {top}"
 
 
 def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
@@ -313,7 +313,8 @@ def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
             rows.append(_not_measured(row_use, paper, "no oracle point measured"))
             continue
         top = f"best oracle point `{check['top']}` {_interval(*check['top_interval'])}"
-        shape = {None: "", True: "monotone over ", False: "not monotone over "}[check["is_monotone"]]
+        shape = {None: "", True: "rises monotonically over ", False: "does not rise monotonically over "
+                 }[check["is_monotone"]]
         control = ("each point against the random control's arm on the same users"
                    if check["metric"].startswith("ab_info_") else
                    "random control not measured" if check["control_interval"] is None else

@@ -156,7 +156,8 @@ def treatment_check(exposure: dict, planned_roas_mde: float, achieved_roas_mde: 
     spend = f"{reached}, {exposure['treatment_spend_share']:.2%} of the arm's spend"
     if exposure["treatment_spend_share"] < mde:  # False for a NaN MDE: only the first rule applies
         return False, (f"{spend}, below its MDE on RoAS of {mde:+.2%}: even a 100% change on that spend could "
-                       f"not move RoAS by the MDE")
+                       f"not move RoAS by the MDE; what the arm's other rows show is the quota's displacement of "
+                       f"other sources' candidates, not what the treatment source's own impressions did")
     return True, f"{spend}, at least its MDE on RoAS of {mde:+.2%}"
 
 

@@ -243,13 +243,19 @@ def concentration_lines(table: pl.DataFrame, source: str, alpha: float) -> list[
     sources = [c.removesuffix("_impressed_share") for c in table.columns if c.endswith("_impressed_share")]
     tests = 2 * table.filter(~pl.col("is_control")).height
     quota = concentration_quota(table)
+    flagged = table.filter(pl.col("is_treatment_measured").eq(False))["quota"].to_list()
+    left_out = (f" Quota(s) {', '.join(map(str, flagged))} are left out: their arms do not measure the treatment, "
+                "so a change there is the quota's displacement of other sources, not the source's concentration."
+                if flagged else "")
     if quota is None:
         named = (f"No quota concentrated advertisers: no entropy drop or Gini rise against quota "
-                 f"{table.filter(pl.col('is_control'))['quota'][0]} was significant.")
+                 f"{table.filter(pl.col('is_control'))['quota'][0]} was significant in an arm measuring its "
+                 f"treatment.{left_out}")
     else:
         row = table.filter(pl.col("quota") == quota).row(0, named=True)
         named = (f"**Advertiser diversity first drops significantly at quota {quota}** of `{source}`: entropy "
-                 f"{_tested_change(row, 'advertiser_entropy_')}, Gini {_tested_change(row, 'advertiser_gini_')}.")
+                 f"{_tested_change(row, 'advertiser_entropy_')}, Gini {_tested_change(row, 'advertiser_gini_')}."
+                 f"{left_out}")
     header = ["quota", *[f"{s} share of impressions" for s in sources], "advertisers", "entropy",
               f"entropy change [{1 - alpha:.0%} CI]", "entropy Holm p", "Gini", f"Gini change [{1 - alpha:.0%} CI]",
               "Gini Holm p", *[f"{s} survival" for s in sources], "verdict"]
@@ -260,6 +266,7 @@ def concentration_lines(table: pl.DataFrame, source: str, alpha: float) -> list[
                    [_change(row, "advertiser_entropy_"), _number(row["advertiser_entropy_p_value_adjusted"], 3),
                     _change(row, "advertiser_gini_"), _number(row["advertiser_gini_p_value_adjusted"], 3)])
         verdict_cell = ("control" if row["is_control"] else
+                        "not measuring the treatment" if row["is_treatment_measured"] is False else
                         "concentrated" if row["is_concentrated"] else "no significant concentration")
         cells = [str(row["quota"]), *[_share(row[f"{s}_impressed_share"]) for s in sources],
                  _number(row["unique_advertisers"]), _number(row["advertiser_entropy"]), changes[0], changes[1],

@@ -553,12 +553,12 @@ def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
 def targeted_metrics(config: SensitivityConfig) -> list[str]:
     """The metrics whose dose-response is checked: ctcvr ΔPR-AUC for the features (Table 5); for the generator
     (A/B) the advertisers' conversion value per user, which its lists target (the oracle ranks advertisers by
-    the user's true expected conversion value), then RoAS, the paper's headline, against the generator off
+    the user's true expected conversion value), then RoAS, the paper's headline, each against the generator off
     and against the random control's lists (information_columns). RoAS also moves with what advertisers pay."""
     task = "ctcvr" if "ctcvr" in config.ranking.tasks else config.ranking.tasks[0]
     return [metric for part in config.parts
-            for metric in {"lift": [f"lift_{task}_pr_auc"], "ab": ["ab_revenue_per_user", "ab_roas", "ab_info_roas"]
-                           }[part]]
+            for metric in {"lift": [f"lift_{task}_pr_auc"],
+                           "ab": ["ab_revenue_per_user", "ab_roas", "ab_info_revenue_per_user", "ab_info_roas"]}[part]]
 
 
 def metric_label(metric: str) -> str:
@@ -577,10 +577,11 @@ def finding(check: DoseResponseCheck) -> str:
     if check.is_monotone is None:
         shape = f"{check.points} oracle point(s) measured: too few to tell whether it is monotone"
     elif check.is_monotone:
-        shape = (f"**monotone within its 95% intervals** over {check.points} oracle points ordered by Recall@20 "
-                 "(no later point's interval lies entirely below an earlier point's)")
+        shape = (f"**rises monotonically within its 95% intervals** over {check.points} oracle points ordered by "
+                 "Recall@20 (no later point's interval lies entirely below an earlier point's)")
     else:
-        shape = f"**not monotone** over {check.points} oracle points: " + "; ".join(check.violations)
+        shape = (f"**does not rise monotonically** over {check.points} oracle points (it falls where a better "
+                 "predictor's interval lies entirely below a worse one's): " + "; ".join(check.violations))
     if check.metric.startswith("ab_info_"):
         control = "each point is the source's arm against the random control's arm on the same users"
     elif check.control_interval is None:

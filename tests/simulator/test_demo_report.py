@@ -177,7 +177,7 @@ def _sensitivity(root, points: list[tuple[float, float, float, float]], control:
 
 @pytest.mark.parametrize("points, control, expected", [
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 6.0, 3.0, 9.0)], (-1.0, 1.0),
-     "measured: monotone; best oracle point `oracle_q1` [+3.00%, +9.00%]"),
+     "measured: rises monotonically; best oracle point `oracle_q1` [+3.00%, +9.00%]"),
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 1.0, -1.0, 3.0)], (-1.0, 1.0),
      "too thin to say (the best oracle point's interval covers 0)"),
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 6.0, 3.0, 9.0)], (0.5, 2.0),
@@ -203,7 +203,7 @@ def test_dose_response_against_random_lists_needs_no_control_interval(tmp_path):
     RunFolder(tmp_path).complete("sensitivity", {}, [], {"checks": [{**check.__dict__,
                                                                      "violations": list(check.violations)}]})
     assert verdict_of(tmp_path, "Dose-response: Return on ad spend against random lists") == (
-        "measured: monotone; best oracle point `oracle_q1` [+3.00%, +9.00%]")
+        "measured: rises monotonically; best oracle point `oracle_q1` [+3.00%, +9.00%]")
 
 
 @pytest.mark.parametrize("flags, quota, expected", [

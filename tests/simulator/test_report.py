@@ -84,6 +84,7 @@ def test_concentration_section_names_the_first_concentrated_quota():
 
     table = pl.DataFrame({
         "quota": [0, 25, 100], "is_control": [True, False, False], "is_concentrated": [None, False, True],
+        "is_treatment_measured": [None, True, True],
         "main_impressed_share": [1.0, 0.8, 0.5], "llm_impressed_share": [0.0, 0.2, 0.5],
         "main_survival": [0.1, 0.08, 0.05], "llm_survival": [float("nan"), 0.02, 0.03],
         "unique_advertisers": [30, 31, 20], "advertiser_entropy": [2.5, 2.6, 2.0], "advertiser_gini": [0.7, 0.68, 0.8],
@@ -98,4 +99,12 @@ def test_concentration_section_names_the_first_concentrated_quota():
                              "| concentrated |")
     assert "over all 4 entropy and Gini tests of the sweep" in lines[-2]
     calm = concentration_lines(table.with_columns(pl.lit(False).alias("is_concentrated")), "llm", alpha=0.05)
-    assert calm[2] == "No quota concentrated advertisers: no entropy drop or Gini rise against quota 0 was significant."
+    assert calm[2] == ("No quota concentrated advertisers: no entropy drop or Gini rise against quota 0 was "
+                       "significant in an arm measuring its treatment.")
+    # an arm flagged as not measuring its treatment is named as left out, and its row says so
+    flagged = concentration_lines(table.with_columns(pl.lit(False).alias("is_concentrated"),
+                                                     pl.Series("is_treatment_measured", [None, False, True])),
+                                  "llm", alpha=0.05)
+    assert flagged[2].endswith("Quota(s) 25 are left out: their arms do not measure the treatment, so a change there "
+                               "is the quota's displacement of other sources, not the source's concentration.")
+    assert flagged[7].endswith("| not measuring the treatment |")

@@ -110,7 +110,7 @@ def test_stage_writes_one_row_per_source_and_q_with_recall_and_ab_changes(ab_sta
     assert report.count("| oracle_q0.5 | oracle |") == 1 and "| recent | method |" in report
     assert record["summary"]["rows"] == {"measured": 4}
     checks = [check["metric"] for check in record["summary"]["checks"]]
-    assert checks == ["ab_revenue_per_user", "ab_roas", "ab_info_roas"]
+    assert checks == ["ab_revenue_per_user", "ab_roas", "ab_info_revenue_per_user", "ab_info_roas"]
     # each source's arm against the random control's arm on the same users (information_columns)
     info = table.select("source", "ab_info_roas", "ab_info_roas_low", "ab_info_roas_high")
     assert info.filter(pl.col("source") == "random_control")["ab_info_roas"].is_null().all()
@@ -172,7 +172,7 @@ def test_monotone_within_intervals_when_no_later_interval_lies_below_an_earlier_
     check = check_dose_response(rows, "ab_roas")
     assert (check.points, check.is_monotone, check.violations) == (3, True, ())
     assert check.control_interval == (-1.5, 1.0) and check.control_covers_zero is True
-    assert "**monotone within its 95% intervals** over 3 oracle points" in finding(check)
+    assert "**rises monotonically within its 95% intervals** over 3 oracle points" in finding(check)
     assert "[-1.50%, +1.00%] covers 0" in finding(check)
     assert (check.top, check.top_interval) == ("oracle_q0", (0.5, 6.0))  # the point of highest Recall@20
     assert "`oracle_q0`, has [+0.50%, +6.00%], which lies above 0" in finding(check)
@@ -185,7 +185,7 @@ def test_not_monotone_names_each_point_whose_interval_lies_below_an_earlier_one(
     assert check.violations == ("oracle_q2 [-6.00, -2.00] lies entirely below oracle_q0 [-1.00, +1.00]",
                                 "oracle_q2 [-6.00, -2.00] lies entirely below oracle_q1 [+3.00, +7.00]")
     assert check.control_covers_zero is False and "**excludes 0**" in finding(check)
-    assert "**not monotone** over 3 oracle points" in finding(check)
+    assert "**does not rise monotonically** over 3 oracle points" in finding(check)
     assert "`oracle_q2`, has [-6.00%, -2.00%], which lies below 0" in finding(check)
 
 
