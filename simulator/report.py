@@ -205,7 +205,7 @@ def served_markdown(served: pl.DataFrame, served_users: int, all_users: int, alp
     lines = [f"#### The served slice: {served_users:,} of {all_users:,} users", "",
              ("The users whose serving lists the market started with (fixed before any arm ran, so each arm's "
               "slice holds the same kind of user; users the nightly job adds later are outside it). Their change "
-              "is diluted less than the whole market's; so is their interval narrow only if the slice is large. "
+              "is diluted less than the whole market's, but their interval is wide unless the slice is large. "
               "The verdicts use Holm's adjustment within this table."), "",
              *comparison_table(served, alpha)]
     return "\n".join(lines) + "\n"
