@@ -29,8 +29,11 @@ METRIC_LABELS = {
 
 
 def _number(value: float | None, digits: int = 4) -> str:
+    """`digits` significant digits; a whole number of 10,000 or more in full with separators (20,000, not 2e+04)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if abs(value) >= 1e4 and float(value).is_integer():
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 

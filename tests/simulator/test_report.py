@@ -108,3 +108,10 @@ def test_concentration_section_names_the_first_concentrated_quota():
     assert flagged[2].endswith("Quota(s) 25 are left out: their arms do not measure the treatment, so a change there "
                                "is the quota's displacement of other sources, not the source's concentration.")
     assert flagged[7].endswith("| not measuring the treatment |")
+
+
+def test_counts_print_in_full_and_rates_to_four_significant_digits():
+    from simulator.report import _number
+
+    assert (_number(20000.0), _number(159_600), _number(2.5), _number(0.087891), _number(None)) == (
+        "20,000", "159,600", "2.5", "0.08789", "n/a")
