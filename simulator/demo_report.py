@@ -455,8 +455,11 @@ def llm_training_section(run: RunFolder) -> list[str]:
 
 
 def _demote_headings(markdown: str) -> str:
-    """Nest a stage's own headings under the report's section heading."""
-    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+    """Nest a stage's own headings under the report's section heading (##): its top level becomes ###."""
+    levels = [len(line) - len(line.lstrip("#")) for line in markdown.splitlines() if line.startswith("#")]
+    shift = 3 - min(levels, default=3)
+    return "\n".join(("#" * (len(line) - len(line.lstrip("#")) + shift) + line.lstrip("#")) if line.startswith("#")
+                     else line for line in markdown.splitlines())
 
 
 IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")

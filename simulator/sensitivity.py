@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -737,7 +738,11 @@ def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path
               "method": ("s", "tab:red", "method")}
     for axis, metric in zip(axes.ravel(), metrics):
         shown = measured.filter(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan()).sort("recall_at_20")
-        finite = np.concatenate([shown[f"{metric}{end}"].to_numpy() for end in ("", "_low", "_high")])
+        # the panel spans the controls' intervals and every estimate: a method's interval on a few labels can be
+        # hundreds of points wide, and it is drawn to the edge rather than flattening the controls' curve
+        controls = shown.filter(pl.col("kind") != "method")
+        finite = np.concatenate([shown[metric].to_numpy(), *(controls[f"{metric}{end}"].to_numpy()
+                                                              for end in ("_low", "_high"))])
         finite = finite[np.isfinite(finite)]
         edge = (finite.min(), finite.max()) if finite.size else (-1.0, 1.0)
         for kind, (style, color, label) in styles.items():
@@ -757,7 +762,8 @@ def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path
                     axis.annotate(name, (recall, value), textcoords="offset points", xytext=(4, 4), fontsize=7)
         axis.axhline(0, color="grey", lw=0.8)
         better = " (< 0: better)" if metric.endswith("log_loss") else ""
-        axis.set(xlabel="Recall@20 (V1 eval labels)", ylabel="change (%)", title=metric_label(metric) + better)
+        axis.set(xlabel="Recall@20 (V1 eval labels)", ylabel="change (%)")
+        axis.set_title(textwrap.fill(metric_label(metric) + better, 34), fontsize=9)
     for axis in axes.ravel()[len(metrics):]:
         axis.set_visible(False)
     legend = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}

@@ -14,7 +14,7 @@ from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
 from simulator.demo import LIST_METHOD
 from tests.simulator.test_sensitivity import dose_response_rows
-from simulator.demo_report import rebase_links, write_report
+from simulator.demo_report import _demote_headings, rebase_links, write_report
 from simulator.sensitivity import check_dose_response
 from synthetic_data.run_folder import RunFolder
 
@@ -187,7 +187,7 @@ def _sensitivity(root, points: list[tuple[float, float, float, float]], control:
 def test_dose_response_verdict_needs_a_detected_oracle_and_a_null_control(tmp_path, points, control, expected):
     _sensitivity(tmp_path, points, control)
     assert verdict_of(tmp_path, "Dose-response: Return on ad spend") == expected
-    assert "## Dose-response: how good must the predictor be? (issue #15)\n\n#### Dose-response\n\nthe stage's " \
+    assert "## Dose-response: how good must the predictor be? (issue #15)\n\n### Dose-response\n\nthe stage's " \
            "findings" in (tmp_path / "report.md").read_text()
 
 
@@ -249,3 +249,9 @@ def test_stage_links_are_rebased_from_the_stage_folder_to_the_run_root(tmp_path)
     assert rebase_links(text, stage, tmp_path) == (
         "![sweep_funnel](plots/sweep_funnel.png) and ![local](sweep/table.png) "
         "![abs](/tmp/x.png) ![web](https://example.org/a.png) [a link](../plots/not_an_image.png)")
+
+
+def test_a_stage_report_nests_one_level_under_its_section_whatever_its_top_heading():
+    assert _demote_headings("# Top\ntext\n## Sub") == "### Top\ntext\n#### Sub"
+    assert _demote_headings("### Top\n#### Sub") == "### Top\n#### Sub"
+    assert _demote_headings("no heading") == "no heading"
