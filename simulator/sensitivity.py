@@ -619,8 +619,10 @@ def _cell(row: dict, metric: str) -> str:
 def _recall_cell(row: dict) -> str:
     if row.get("recall_at_20") is None or np.isnan(row["recall_at_20"]):
         return "n/a (no V1 label listed)"
-    return (f"{row['recall_at_20']:.3f} [{row['recall_at_20_low']:.3f}, {row['recall_at_20_high']:.3f}] "
-            f"({int(row['recall_labels'])} labels)")
+    labels, coverage = int(row["recall_labels"]), row.get("recall_coverage")
+    counted = (f"{labels} of {round(labels / coverage):,} V1 labels: those its held-out lists cover"
+               if coverage is not None and 0 < coverage < 1 else f"{labels} labels")
+    return f"{row['recall_at_20']:.3f} [{row['recall_at_20_low']:.3f}, {row['recall_at_20_high']:.3f}] ({counted})"
 
 
 def metric_columns(table: pl.DataFrame, part: str) -> list[str]:

@@ -279,3 +279,12 @@ def test_lift_part_measures_table5_per_source(wide_run, tmp_path, lift_users):
     logistic = lift.filter((pl.col("model") == "logistic") & (pl.col("metric") == "pr_auc")
                            & (pl.col("comparison") == "with_llm vs without_llm")).row(0, named=True)
     assert f"{logistic['change_pct']:+.2f}% [{logistic['ci_low']:+.2f}, {logistic['ci_high']:+.2f}] (MDE +" in report
+
+
+def test_recall_cell_says_how_many_v1_labels_a_method_covers():
+    from simulator.sensitivity import _recall_cell
+
+    row = {"recall_at_20": 0.207, "recall_at_20_low": 0.098, "recall_at_20_high": 0.384, "recall_labels": 29}
+    assert _recall_cell({**row, "recall_coverage": 29 / 440}) == (
+        "0.207 [0.098, 0.384] (29 of 440 V1 labels: those its held-out lists cover)")
+    assert _recall_cell({**row, "recall_coverage": 1.0}) == "0.207 [0.098, 0.384] (29 labels)"
