@@ -771,7 +771,7 @@ def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path
     legend = {label: handle for axis in axes.ravel() for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 0))
     figure.suptitle(title)
-    return save_figure(figure, path, rect=(0, 0.06, 1, 1))
+    return save_figure(figure, path, rect=(0, 0.3 / figure.get_size_inches()[1], 1, 1))  # 0.3 in for the legend
 
 
 def stage_config(run: RunFolder, config: SensitivityConfig) -> dict:
