@@ -22,7 +22,7 @@ from typing import NamedTuple
 import polars as pl
 
 from simulator.demo import LIST_METHOD
-from simulator.power import achieved_mde
+from simulator.power import achieved_mde_percent
 from simulator.report import NOT_MEASURING, percent, save_figure
 from simulator.sensitivity import metric_label
 from synthetic_data.run_folder import RunFolder
@@ -176,8 +176,7 @@ def lift_row(root: Path, task: str) -> VerdictRow:
     measured = "; ".join([f"LLM lists {_lift_cell(main)}",
                           *([f"LLM vs random lists {_lift_cell(random)}"] if random else []),
                           *([f"most-recent lists {_lift_cell(recent)}"] if recent else [])])
-    is_bounded = math.isfinite(main["ci_low"]) and math.isfinite(main["ci_high"])
-    mde = achieved_mde(main["ci_low"] / 100, main["ci_high"] / 100) * 100 if is_bounded else math.inf
+    mde = achieved_mde_percent(main["ci_low"], main["ci_high"])
     positives = f"{main['test_positives']:,} test positives"
     undefined = main["undefined_replicates"]
     checks = (f"{positives}, {main['test_users']:,} users, {main['seeds']} seeds; achieved MDE {percent(mde / 100)}"

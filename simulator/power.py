@@ -77,3 +77,11 @@ def log_standard_error_from_interval(ci_low: float, ci_high: float, alpha: float
 def achieved_mde(ci_low: float, ci_high: float, alpha: float = 0.05, power: float = POWER) -> float:
     """Relative MDE a finished comparison had, from its 1 - alpha interval (see log_standard_error_from_interval)."""
     return relative_mde(log_standard_error_from_interval(ci_low, ci_high, alpha), alpha, power)
+
+
+def achieved_mde_percent(ci_low: float, ci_high: float, alpha: float = 0.05, power: float = POWER) -> float:
+    """achieved_mde for an interval given in percent (Table 5's and the dose-response's), in percent; inf when a
+    bound is unbounded or undefined."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return float("inf")
+    return achieved_mde(ci_low / 100, ci_high / 100, alpha, power) * 100

@@ -41,7 +41,7 @@ from simulator.engine import Stack
 from simulator.experiment import METRICS, pre_period_covariates, run_ab, table_columns, user_table
 from simulator.oracle import (ALL_USERS, EVERYONE, EVERYONE_HELP, KEYS, RECALL, CalibrationError, OracleConfig,
                               oracle_stage, user_keys)
-from simulator.power import achieved_mde
+from simulator.power import achieved_mde_percent
 from simulator.report import METRIC_LABELS, save_figure
 from simulator.stack import BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, trained_stack
 from simulator.stats import compare
@@ -594,7 +594,7 @@ def finding(check: DoseResponseCheck) -> str:
     top = ""
     if check.top_interval is not None:
         low, high = check.top_interval
-        mde = achieved_mde(low / 100, high / 100) * 100 if np.isfinite(low) and np.isfinite(high) else np.inf
+        mde = achieved_mde_percent(low, high)
         detected = ("lies above 0: the positive control's gain is detected" if low > 0 else
                     "lies below 0: the positive control loses" if high < 0 else
                     f"covers 0: the positive control shows no effect at this size (achieved MDE {mde:+.2f}% at 80% "
@@ -681,7 +681,7 @@ def rankers_markdown(table: pl.DataFrame, folders: dict[str, Path]) -> list[str]
         for metric in LIFT_METRICS:
             row = group.filter(pl.col("metric") == metric).row(0, named=True)
             low, high = row["ci_low"], row["ci_high"]
-            mde = achieved_mde(low / 100, high / 100) * 100 if np.isfinite(low) and np.isfinite(high) else np.inf
+            mde = achieved_mde_percent(low, high)
             cells.append(f"{row['change_pct']:+.2f}% [{_bound(low)}, {_bound(high)}] (MDE {_bound(mde)})")
         first = group.row(0, named=True)
         lines.append(f"| {source} | {model} | {task} | {first['test_positives']:,} / {first['test_users']:,} | "

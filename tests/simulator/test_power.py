@@ -66,3 +66,11 @@ def test_a_true_effect_of_the_planned_mde_is_detected_with_80_percent_power():
         achieved.append(achieved_mde(result.ci_low, result.ci_high))
     assert 0.73 <= np.mean(detected) <= 0.87, np.mean(detected)  # 80% +- 3.5 binomial standard errors
     assert np.median(achieved) == pytest.approx(planned, rel=0.05)
+
+
+def test_achieved_mde_in_percent_matches_the_fractional_one_and_is_infinite_when_unbounded():
+    from simulator.power import achieved_mde, achieved_mde_percent
+
+    assert achieved_mde_percent(-11.39, 27.28) == pytest.approx(achieved_mde(-0.1139, 0.2728) * 100)
+    assert achieved_mde_percent(-5.0, float("inf")) == float("inf")
+    assert achieved_mde_percent(float("nan"), 3.0) == float("inf")
