@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from synthetic_data import schema
+from synthetic_data.arrays import rank_within_runs
 from synthetic_data.config_io import require
 
 
@@ -107,12 +108,3 @@ def _slot_table(quotas: np.ndarray) -> np.ndarray:
     table[np.lexsort((rank, source, priority))] = np.arange(source.size)
     return table.reshape(quotas.size, -1)
 
-
-def rank_within_runs(*keys: np.ndarray) -> np.ndarray:
-    """Position of each row within its run of rows with equal `keys` (rows with equal keys adjacent)."""
-    if keys[0].size == 0:
-        return np.zeros(0, dtype=np.int64)
-    is_start = np.ones(keys[0].size, dtype=bool)
-    is_start[1:] = np.any([key[1:] != key[:-1] for key in keys], axis=0)
-    starts = np.flatnonzero(is_start)
-    return np.arange(is_start.size) - starts[np.cumsum(is_start) - 1]

@@ -82,13 +82,12 @@ def run_lift(builder: FeatureBuilder, splits: dict[str, pl.DataFrame], predictio
         if "lightgbm" in config.reference_models:
             booster = fit_lightgbm(tables["train"], tables["validation"], tuple(config.tasks), config.lightgbm, seed)
             outputs.append(("lightgbm", None, booster.probabilities(test)))
-        if "logistic" in config.reference_models:  # no training seed: fitted once per arm's tables
-            if arm not in logistic:
-                fitted = fit_logistic(tables["train"], builder.vocab_sizes_, tuple(config.tasks))
-                logistic[arm] = fitted.probabilities(test)
-            outputs.append(("logistic", None, logistic[arm]))
-            if arm == "random_control":  # its lists, hence its tables, are drawn per seed
-                del logistic[arm]
+        if "logistic" in config.reference_models:  # no training seed: fitted once per shared arm's tables
+            probabilities = logistic.get(arm) or fit_logistic(tables["train"], builder.vocab_sizes_,
+                                                              tuple(config.tasks)).probabilities(test)
+            if arm in shared:  # the random control's lists, hence its tables, are drawn per seed
+                logistic[arm] = probabilities
+            outputs.append(("logistic", None, probabilities))
         for model, epochs, probabilities_by_task in outputs:
             for task, probabilities in probabilities_by_task.items():
                 records.append({"seed": seed, "arm": arm, "model": model, "task": task, "epochs": epochs,

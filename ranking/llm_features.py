@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from synthetic_data.arrays import offsets_within
 from synthetic_data.names import normalise_name
 from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, conform, validate
 
@@ -204,7 +205,7 @@ def random_prediction_lists(predictions: pl.DataFrame, advertiser_ids: np.ndarra
         drawn.append(np.argsort(keys, axis=1)[:, :max_length])
     order = np.concatenate(drawn) if drawn else np.zeros((0, 0), dtype=np.int64)
     list_index = np.repeat(np.arange(len(lists)), lengths)
-    rank = np.arange(len(list_index)) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
+    rank = offsets_within(lengths) + 1
     chosen = np.asarray(advertiser_ids)[order[list_index, rank - 1]]
     return conform(pl.DataFrame({
         "user_id": lists["user_id"].to_numpy()[list_index],

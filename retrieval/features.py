@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from retrieval.config import FeatureConfig
+from synthetic_data.arrays import ragged_ranges
 from synthetic_data.schema import EVENTS, ITEMS, USERS, SchemaError, validate
 
 SEARCH_KINDS = ("onsite_search", "offsite_search")
@@ -214,8 +215,7 @@ class _Sequence:
         start, count, _ = self.before(user_ids, times)
         first = self.value_starts[start + np.maximum(count - limit, 0)]
         lengths = self.value_starts[start + count] - first
-        gather = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(first, lengths)
-        return self.values[gather], lengths
+        return self.values[ragged_ranges(first, lengths)], lengths
 
 
 def _require_timestamps(as_of: pl.Series) -> None:

@@ -31,6 +31,7 @@ from retrieval.features import UserHistory
 from retrieval.index import ItemIndex
 from retrieval.requests import validate_requests
 from retrieval.train import SettledValues, TwoTowerRetriever
+from synthetic_data.arrays import ragged_ranges, rank_within_runs
 from synthetic_data.schema import CANDIDATES, CONVERSION_KINDS, EVENTS, PREDICTIONS, empty, validate
 
 
@@ -171,8 +172,7 @@ class LlmAdvertiserGenerator:
         self.stats_["duplicate_advertisers"] += int(lists.duplicates[latest].sum())
         self.stats_["requests_with_prediction"] += served.size
         counts = lists.starts[latest + 1] - lists.starts[latest]
-        rows = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(
-            lists.starts[latest], counts)
+        rows = ragged_ranges(lists.starts[latest], counts)
         return np.repeat(served, counts), lists.rank[rows], lists.advertiser_id[rows]
 
     def generate(self, requests: pl.DataFrame) -> pl.DataFrame:
@@ -190,7 +190,7 @@ class LlmAdvertiserGenerator:
         query, pair_rank = query_of_pair[matches.pair], rank[matches.pair]
         priority = (matches.position + 1) * pair_rank
         order = np.lexsort((-matches.score, pair_rank, priority, query))
-        place = np.arange(order.size) - np.searchsorted(query[order], query[order])  # within the request
+        place = rank_within_runs(query[order])  # within the request
         chosen, place = order[place < self.config.l0_quota], place[place < self.config.l0_quota]
         self.stats_["candidates"] += chosen.size
         items = self.retriever.items_

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blending.blend import rank_within_runs
+from synthetic_data.arrays import rank_within_runs
 
 
 def ecpm(is_roas: np.ndarray, bid: np.ndarray, target_roas: np.ndarray, price: np.ndarray,

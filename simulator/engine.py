@@ -17,7 +17,7 @@ import simpy
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from blending.blend import BlendConfig, blend_rows, rank_within_runs
+from blending.blend import BlendConfig, blend_rows
 from blending.funnel import FunnelLedger
 from simulator import auction, pacing
 from simulator.attribution import draw_conversions
@@ -26,6 +26,7 @@ from simulator.protocols import CandidateGenerator, NightlyJob, PredictionConsum
 from simulator.random_streams import normals, uniforms
 from simulator.traffic import TrafficTables, day_requests, day_start, traffic_tables
 from synthetic_data import schema
+from synthetic_data.arrays import first_rows, ragged_ranges
 from synthetic_data.schema import World
 
 SECONDS_PER_DAY = 86400.0
@@ -89,12 +90,8 @@ def is_within_rank_depth(request: np.ndarray, advertiser: np.ndarray, rank_depth
         return np.zeros(0, dtype=bool)
     is_request_start = np.r_[True, request[1:] != request[:-1]]
     run = np.cumsum(is_request_start) - 1
-    key = run * (int(advertiser.max()) + 1) + advertiser
-    by_pair = np.argsort(key, kind="stable")
-    is_pair_start = rank_within_runs(key[by_pair]) == 0
-    first_row = np.empty(key.size, dtype=np.int64)  # the first row of each row's (request, advertiser)
-    first_row[by_pair] = by_pair[np.flatnonzero(is_pair_start)][np.cumsum(is_pair_start) - 1]
-    is_first = first_row == np.arange(key.size)
+    first_row = first_rows(advertiser, run)  # the first row of each row's (request, advertiser)
+    is_first = first_row == np.arange(first_row.size)
     advertisers = np.cumsum(is_first)
     request_start = np.flatnonzero(is_request_start)[run]
     advertisers_so_far = advertisers - advertisers[request_start] + is_first[request_start]
@@ -247,8 +244,7 @@ class Market:
         by_id = np.argsort(request_id)
         starts = np.searchsorted(ordered["request_rank"], representative_rank[by_id])
         counts = np.searchsorted(ordered["request_rank"], representative_rank[by_id], side="right") - starts
-        gather = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(starts, counts)
-        eligible = ordered.take(gather)
+        eligible = ordered.take(ragged_ranges(starts, counts))
         eligible["request"] = np.repeat(by_id, counts)
         eligible["request_id"] = request_id[eligible["request"]]
         # each request's own pacing coin: an advertiser takes part in an auction with its pass rate
@@ -341,10 +337,7 @@ class Market:
         signature = [column.to_numpy() for column in requests.select(
             pl.col(name).to_physical().fill_null(-1) for name in ("context_item_id", "query_category_id", "surface",
                                                                   "day", "user_id"))]
-        order = np.lexsort(signature)  # stable: each group's first row is its earliest
-        is_start = rank_within_runs(*(key[order] for key in signature)) == 0
-        first = np.empty(rows.size, dtype=np.int64)
-        first[order] = order[np.flatnonzero(is_start)][np.cumsum(is_start) - 1]
+        first = first_rows(*signature)  # each group's earliest request represents it
         served_rows = np.flatnonzero(first == rows)
         return served_rows, np.searchsorted(served_rows, first)
 

@@ -18,6 +18,7 @@ from scipy import stats
 from simulator.config import TrafficConfig
 from simulator.protocols import REQUESTS
 from simulator.random_streams import uniforms
+from synthetic_data.arrays import offsets_within
 from synthetic_data import schema
 from synthetic_data.schema import World
 
@@ -81,7 +82,7 @@ def day_requests(tables: TrafficTables, user_ids: np.ndarray, start: date, day_i
     rate = config.sessions_per_user_day * tables.activity[position]
     sessions = poisson_quantile(uniforms(seed, "sessions", user_ids, day_key), rate)
     session_user = np.repeat(user_ids, sessions)
-    session_index = np.arange(session_user.size) - np.repeat(np.cumsum(sessions) - sessions, sessions)
+    session_index = offsets_within(sessions)
     session_second = uniforms(seed, "session_time", session_user, day_key, session_index) * 86400.0
 
     surfaces = list(config.surface_mix)
@@ -94,7 +95,7 @@ def day_requests(tables: TrafficTables, user_ids: np.ndarray, start: date, day_i
 
     request_user = np.repeat(session_user, n_requests)
     request_session = np.repeat(session_index, n_requests)
-    step = np.arange(request_user.size) - np.repeat(np.cumsum(n_requests) - n_requests, n_requests)
+    step = offsets_within(n_requests)
     second = np.minimum(np.repeat(session_second, n_requests) + step * config.seconds_between_requests, 86399.0)
     surface = np.array(surfaces)[np.repeat(surface_code, n_requests)]
     order = np.lexsort((step, request_session, request_user))  # sequence number per user-day
