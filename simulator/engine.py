@@ -8,6 +8,7 @@ is one market (an arm) over its users; every random draw is keyed (CRN, simulato
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -109,6 +110,18 @@ class Columns(dict[str, np.ndarray]):
         return Columns({name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """A batch after `Market.retrieve`: its requests, the coalesced requests the models see (`served`),
+    each request's representative among them, and the candidates before and after blending."""
+
+    requests: pl.DataFrame
+    served: pl.DataFrame
+    representative: np.ndarray  # [requests] -> row of `served`
+    candidates: Columns
+    blended: Columns
+
+
 IMPRESSION_LOG = ("request_id", "user_id", "ts", "surface", "position", "item_id", "advertiser_id", "category_id",
                   "source", "is_click", "dwell_seconds", "propensity", "price_paid", "ecpm", "ctcvr", "vtcvr",
                   "p_click", "p_conversion", "p_view_conversion")
@@ -153,28 +166,41 @@ class Market:
         self.seconds: dict[str, float] = {}  # wall seconds per stack component
 
     # -- the request path -------------------------------------------------------------------
-    def serve(self, requests: pl.DataFrame) -> None:
-        """Run a batch of requests through retrieval, blending, ranking, auction and the user.
+    def retrieve(self, requests: pl.DataFrame) -> Retrieved | None:
+        """The steps of a batch that read no market state: coalescing, every source's candidates and
+        blending. None for an empty batch.
 
-        The batch's rows stay numpy columns (`Columns`) between the steps; `request` indexes the
-        batch's requests, `served` the coalesced requests the models see.
+        Generators and blending read only the requests and their own state, which changes between
+        days (`update_predictions`, `reset_predictions`), so `simulate` runs this for the next batch
+        of a day while the current one is ranked and auctioned. Nothing here writes the market.
         """
         if requests.height == 0:
-            return
-        self.counters["requests"] += requests.height
-        self.counters["batches"] += 1
-        self._add_to_users(requests["user_id"].to_numpy(), "requests", np.ones(requests.height))
+            return None
         served_rows, representative = self._coalesce(requests)
         served = requests[served_rows]
-        copies = np.bincount(representative, minlength=served_rows.size).astype(np.float64)
         candidates = self._retrieve(served)
-        self.ledger.add("retrieved", candidates["source"], candidates["advertiser"], copies[candidates["served"]])
         started = time.perf_counter()
         rows, position = blend_rows(candidates["request_rank"], candidates["quota_source"], candidates["score"],
                                     candidates["item_id"], candidates["advertiser_id"], self.blend_config)
         blended = candidates.take(rows)
         blended["blend_position"] = position.astype(np.int32)
         self._time("blending", started)
+        return Retrieved(requests, served, representative, candidates, blended)
+
+    def serve(self, batch: Retrieved | None) -> None:
+        """Run a retrieved batch (`retrieve`) through pacing, ranking, the auction and the user.
+
+        The batch's rows stay numpy columns (`Columns`) between the steps; `request` indexes the
+        batch's requests, `served` the coalesced requests the models see.
+        """
+        if batch is None:
+            return
+        requests, served, candidates, blended = batch.requests, batch.served, batch.candidates, batch.blended
+        self.counters["requests"] += requests.height
+        self.counters["batches"] += 1
+        self._add_to_users(requests["user_id"].to_numpy(), "requests", np.ones(requests.height))
+        copies = np.bincount(batch.representative, minlength=served.height).astype(np.float64)
+        self.ledger.add("retrieved", candidates["source"], candidates["advertiser"], copies[candidates["served"]])
         self.ledger.add("blended", blended["source"], blended["advertiser"], copies[blended["served"]])
         can_pay = self.is_active & pacing.has_budget(self.spend_today, self.budget)
         scorable = blended.take(np.flatnonzero(can_pay[blended["advertiser"]]))
@@ -186,7 +212,7 @@ class Market:
         scorable["ctcvr"] = scores["ctcvr"].cast(pl.Float64).to_numpy()
         scorable["vtcvr"] = scores["vtcvr"].cast(pl.Float64).to_numpy()
         served_ids = served["request_id"].to_numpy()
-        ranked = self._rank(scorable, requests, np.searchsorted(np.sort(served_ids), served_ids[representative]))
+        ranked = self._rank(scorable, requests, np.searchsorted(np.sort(served_ids), served_ids[batch.representative]))
         self.ledger.add("ranked", ranked["source"], ranked["advertiser"])
         self._auction(ranked, requests)
 
@@ -449,14 +475,21 @@ def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np
             requests = day_requests(tables, market.user_ids, start, day_index, config.traffic, config.seed)
             offsets = ((requests["ts"].dt.replace_time_zone(None).to_numpy() - origin)
                        / np.timedelta64(1, "s")).astype(np.float64)
-            day_end = (day_index + 1) * SECONDS_PER_DAY
-            tick = day_index * SECONDS_PER_DAY
-            while tick < day_end:
-                window_start, tick = tick, min(tick + config.batch_seconds, day_end)
+            day_end, ticks = (day_index + 1) * SECONDS_PER_DAY, [day_index * SECONDS_PER_DAY]
+            while ticks[-1] < day_end:
+                ticks.append(min(ticks[-1] + config.batch_seconds, day_end))
+            batches = [requests[np.flatnonzero((offsets >= window_start) & (offsets < tick))]
+                       for window_start, tick in zip(ticks, ticks[1:])]
+            # the day's first batch is retrieved at its tick, after midnight updated the generators; each
+            # later one while its predecessor is ranked and auctioned (`Market.retrieve` reads no market state)
+            ahead = None
+            for index, tick in enumerate(ticks[1:]):
                 yield env.timeout(tick - env.now)
                 market.deliver_conversions(clock(env.now))
-                batch = np.flatnonzero((offsets >= window_start) & (offsets < tick))
-                market.serve(requests[batch] if batch.size else requests.clear())
+                batch = ahead.result() if ahead is not None else market.retrieve(batches[index])
+                ahead = (retriever.submit(market.retrieve, batches[index + 1]) if index + 1 < len(batches)
+                         else None)
+                market.serve(batch)
             bar.update(1)
 
     def pacer():
@@ -476,7 +509,9 @@ def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np
     started = time.perf_counter()
     for process in (traffic(), pacer(), nights(), conversion_tail()):
         env.process(process)
-    with threadpool_limits(limits=SIMULATION_THREADS):
+    with (threadpool_limits(limits=SIMULATION_THREADS),
+          ThreadPoolExecutor(max_workers=1, initializer=threadpool_limits,
+                             initargs=(SIMULATION_THREADS, "openmp")) as retriever):
         env.run()
     bar.close()
     return market.result(time.perf_counter() - started, config.days)

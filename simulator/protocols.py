@@ -27,7 +27,12 @@ REQUESTS = {
 
 
 class CandidateGenerator(Protocol):
-    """A retrieval source: candidates (schema.CANDIDATES, column `source` = its `source`) for a batch."""
+    """A retrieval source: candidates (schema.CANDIDATES, column `source` = its `source`) for a batch.
+
+    Its answer may depend only on the requests and on its own state, and that state may change only
+    between days (`update_predictions`, `reset_predictions`): the market asks for a day's next batch
+    on another thread while the current one is auctioned (simulator/engine.py, `Market.retrieve`).
+    """
 
     source: str
 
