@@ -15,6 +15,7 @@ import polars as pl
 from ranking.config import FeatureConfig
 from ranking.llm_features import PredictedLists
 from synthetic_data.schema import CONVERSION_KINDS, EVENT_KINDS, SURFACES
+from synthetic_data.arrays import window_counts
 
 SPARSE_FEATURES = ("user_id", "item_id", "advertiser_id", "brand_id", "category_id", "parent_category_id",
                    "surface", "position", "age", "gender", "user_state")
@@ -54,8 +55,7 @@ def _codes(values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
 
 
 def _window_counts(sorted_keys: np.ndarray, pair: np.ndarray, first_day: np.ndarray, end_day: np.ndarray):
-    base = pair.astype(np.int64) * _DAY_RANGE
-    return np.searchsorted(sorted_keys, base + end_day) - np.searchsorted(sorted_keys, base + first_day)
+    return window_counts(sorted_keys, pair.astype(np.int64) * _DAY_RANGE, first_day, end_day)
 
 
 class FeatureBuilder:

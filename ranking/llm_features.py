@@ -40,7 +40,12 @@ def _interest_matches(interests: pl.DataFrame, categories: pl.DataFrame) -> pl.D
 
 
 def _days(dates: pl.Series) -> np.ndarray:
-    return dates.cast(pl.Int32).to_numpy().astype(np.int64)
+    return dates.to_physical().to_numpy().astype(np.int64)
+
+
+def _ids(values: pl.Series) -> np.ndarray:
+    """int64 IDs, -1 for null (a series without nulls skips polars' fill: this runs per scoring batch)."""
+    return (values if values.null_count() == 0 else values.fill_null(-1)).to_numpy().astype(np.int64)
 
 
 def _sorted(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -140,11 +145,11 @@ class PredictedLists:
 
     def features(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Feature columns aligned with `rows` (user_id, date, advertiser_id, category_id, parent_id)."""
-        list_id = self._latest_list(rows["user_id"].fill_null(-1).to_numpy().astype(np.int64), _days(rows["date"]))
+        list_id = self._latest_list(_ids(rows["user_id"]), _days(rows["date"]))
         has_list = list_id >= 0
 
         def in_list(keys: np.ndarray, values: np.ndarray, column: str) -> np.ndarray:
-            ids = rows[column].fill_null(-1).to_numpy().astype(np.int64)
+            ids = _ids(rows[column])
             return _lookup(keys, values, list_id * ID_RANGE + ids, has_list & (ids >= 0))
 
         rank = in_list(self.advertiser_keys, self.advertiser_ranks, "advertiser_id")

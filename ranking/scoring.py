@@ -8,7 +8,6 @@ join the indexed lists through `update_predictions`.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,21 +89,25 @@ class Ranker:
         return {"trained_users_with_list_share": trained, "served_users_with_list_share": served,
                 "coverage_ratio": ratio, "is_mismatch": bool(not ratio <= MAX_COVERAGE_RATIO)}
 
-    def score(self, candidates: pl.DataFrame, executor: Executor | None = None) -> pl.DataFrame:
+    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """`request_id, item_id, p_<task>` per candidate row; rows need `SCORING_COLUMNS`.
 
         Without a `position` column candidates are scored at the top slot (0): the auction applies
-        position effects after it has placed them. With an `executor`, the models (one per task) score
-        the featurised rows concurrently, each as it would alone.
+        position effects after it has placed them.
         """
-        if "position" not in candidates.columns:
-            candidates = candidates.with_columns(position=pl.lit(0, dtype=pl.Int16))
-        table = self.builder.transform(candidates, self.lists_)
-        outputs = (executor.map if executor is not None else map)(lambda model: model.probabilities(table),
-                                                                  self.models)
-        probabilities = {task: values for output in outputs for task, values in output.items()}
+        probabilities = self.table_probabilities(self.featurise(candidates))
         return candidates.select("request_id", "item_id").with_columns(
             pl.Series(f"p_{task}", values, dtype=pl.Float32) for task, values in probabilities.items())
+
+    def featurise(self, candidates: pl.DataFrame) -> FeatureTable:
+        """The features `score` scores (position 0 where the rows have none)."""
+        if "position" not in candidates.columns:
+            candidates = candidates.with_columns(position=pl.lit(0, dtype=pl.Int16))
+        return self.builder.transform(candidates, self.lists_)
+
+    def table_probabilities(self, table: FeatureTable) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per task ([rows] float64) of featurised rows (`featurise`)."""
+        return {task: values for model in self.models for task, values in model.probabilities(table).items()}
 
     def save(self, path: Path) -> Path:
         torch.save(self, path)

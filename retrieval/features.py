@@ -252,10 +252,10 @@ class UserHistory:
                                           token_ids.list.len().fill_null(0).to_numpy().astype(np.int64)),
             "history_events": _Sequence.of(events, np.zeros(len(events), dtype=np.int64)),
         }
-        self._profile = users.select(
-            "user_id", *[_string_index(users[name], vocabulary.profile_values[name]).alias(name)
-                         for name in PROFILE_FIELDS]
-        )
+        by_user = users.sort("user_id")
+        self._profile_users = by_user["user_id"].to_numpy().astype(np.int64)
+        self._profile = {name: _string_index(by_user[name], vocabulary.profile_values[name]).to_numpy()
+                         for name in PROFILE_FIELDS}  # [users sorted by id] 1-based codes, 0: unknown
         # Row 0 (unknown item) has a zero content vector.
         self._content = np.vstack([np.zeros((1, items.content.shape[1]), np.float32),
                                    items.content[np.argsort(items.item_ids)]])
@@ -282,11 +282,10 @@ class UserHistory:
             "search_tokens": config.max_recent_searches,
         }
         sparse = {name: self._sequences[name].recent(user_ids, times, limit) for name, limit in limits.items()}
-        profile = (pl.DataFrame({"user_id": user_ids})
-                   .join(self._profile, on="user_id", how="left", maintain_order="left"))
+        row = _index_of(self._profile_users, user_ids)  # 0: a user the table does not know
         ones = np.ones(len(user_ids), dtype=np.int64)
         for name in PROFILE_FIELDS:
-            sparse[name] = (profile[name].fill_null(0).to_numpy().astype(np.int64), ones)
+            sparse[name] = (np.concatenate([[0], self._profile[name]])[row].astype(np.int64), ones)
         _, history, _ = self._sequences["history_events"].before(user_ids, times)
         return UserFeatures(sparse=sparse, content=self._mean_content(*sparse["recent_items"]),
                             history_events=history.astype(np.int64))

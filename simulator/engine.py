@@ -7,8 +7,10 @@ is one market (an arm) over its users; every random draw is keyed (CRN, simulato
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -38,6 +40,9 @@ _NIGHTLY_EPSILON = 1e-3  # midnight runs just after the day's last batch tick
 # rows, too small to gain much from a second thread, and when another process shares the cores a
 # thread that waits for a descheduled partner at every op made the trained stack 3x slower
 SIMULATION_THREADS = 1
+# batches of a day retrieved ahead of the one being auctioned: more than one evens out batches
+# where retrieval and the request path take turns being the slower
+LOOKAHEAD_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,17 @@ def is_within_rank_depth(request: np.ndarray, advertiser: np.ndarray, rank_depth
     return advertisers_so_far[first_row] <= rank_depth
 
 
+def _lookahead_thread() -> None:
+    """Set up the thread that retrieves the next batch: one thread per op, and a lower scheduling
+    priority (nice +10) so that it takes the core the request path leaves idle instead of slowing
+    the scorer's two model threads, which the current batch waits for."""
+    threadpool_limits(SIMULATION_THREADS, "openmp")
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    except (AttributeError, OSError):  # no per-thread priorities here: the lookahead still overlaps
+        pass
+
+
 class Columns(dict[str, np.ndarray]):
     """Parallel numpy columns of one batch's rows: the market's working table inside its hot loop."""
 
@@ -113,13 +129,16 @@ class Columns(dict[str, np.ndarray]):
 @dataclass(frozen=True)
 class Retrieved:
     """A batch after `Market.retrieve`: its requests, the coalesced requests the models see (`served`),
-    each request's representative among them, and the candidates before and after blending."""
+    each request's representative among them, the candidates before and after blending, the
+    scorer's input and what the scorer prepared ahead."""
 
     requests: pl.DataFrame
     served: pl.DataFrame
     representative: np.ndarray  # [requests] -> row of `served`
     candidates: Columns
     blended: Columns
+    scorer_input: pl.DataFrame  # the blended rows as the scorer reads them (`Market._scorer_input`)
+    prepared: object = None  # the scorer's `prepare` of `scorer_input`, where it has one
 
 
 IMPRESSION_LOG = ("request_id", "user_id", "ts", "surface", "position", "item_id", "advertiser_id", "category_id",
@@ -185,7 +204,11 @@ class Market:
         blended = candidates.take(rows)
         blended["blend_position"] = position.astype(np.int32)
         self._time("blending", started)
-        return Retrieved(requests, served, representative, candidates, blended)
+        started = time.perf_counter()
+        scorer_input = self._scorer_input(blended, served)
+        prepared = self.stack.scorer.prepare(scorer_input) if hasattr(self.stack.scorer, "prepare") else None
+        self._time("scorer, ahead", started)
+        return Retrieved(requests, served, representative, candidates, blended, scorer_input, prepared)
 
     def serve(self, batch: Retrieved | None) -> None:
         """Run a retrieved batch (`retrieve`) through pacing, ranking, the auction and the user.
@@ -203,11 +226,14 @@ class Market:
         self.ledger.add("retrieved", candidates["source"], candidates["advertiser"], copies[candidates["served"]])
         self.ledger.add("blended", blended["source"], blended["advertiser"], copies[blended["served"]])
         can_pay = self.is_active & pacing.has_budget(self.spend_today, self.budget)
-        scorable = blended.take(np.flatnonzero(can_pay[blended["advertiser"]]))
-        if scorable["item_id"].size == 0:
+        paying = np.flatnonzero(can_pay[blended["advertiser"]])
+        if paying.size == 0:
             return
         started = time.perf_counter()
-        scores = self.stack.scorer.score(self._scorer_input(scorable, served))
+        scorable = blended.take(paying) if paying.size < blended["item_id"].size else Columns(blended)
+        scorer_input = batch.scorer_input[paying] if paying.size < blended["item_id"].size else batch.scorer_input
+        scores = (self.stack.scorer.score(scorer_input) if batch.prepared is None
+                  else self.stack.scorer.score(scorer_input, batch.prepared))
         self._time("scorer", started)
         scorable["ctcvr"] = scores["ctcvr"].cast(pl.Float64).to_numpy()
         scorable["vtcvr"] = scores["vtcvr"].cast(pl.Float64).to_numpy()
@@ -264,8 +290,8 @@ class Market:
         (ties: blending order), within the rank depth; requests by id. `representative_rank[r]` is the
         `request_rank` of the served request whose candidates request row r takes."""
         scorable["p_conversion_predicted"] = scorable["ctcvr"] + scorable["vtcvr"]
-        ordered = scorable.take(np.lexsort((scorable["blend_position"], -scorable["p_conversion_predicted"],
-                                            scorable["request_rank"])))
+        # rows come by request in blending order, which the stable sort keeps among equal predictions
+        ordered = scorable.take(np.lexsort((-scorable["p_conversion_predicted"], scorable["request_rank"])))
         request_id = requests["request_id"].to_numpy()
         by_id = np.argsort(request_id)
         starts = np.searchsorted(ordered["request_rank"], representative_rank[by_id])
@@ -480,15 +506,17 @@ def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np
                 ticks.append(min(ticks[-1] + config.batch_seconds, day_end))
             batches = [requests[np.flatnonzero((offsets >= window_start) & (offsets < tick))]
                        for window_start, tick in zip(ticks, ticks[1:])]
-            # the day's first batch is retrieved at its tick, after midnight updated the generators; each
-            # later one while its predecessor is ranked and auctioned (`Market.retrieve` reads no market state)
-            ahead = None
+            # the day's first batch is retrieved at its tick, after midnight updated the generators; the
+            # next LOOKAHEAD_BATCHES while earlier ones are ranked and auctioned (`Market.retrieve` reads
+            # no market state), in order on one thread
+            ahead: dict[int, Future] = {}
             for index, tick in enumerate(ticks[1:]):
                 yield env.timeout(tick - env.now)
                 market.deliver_conversions(clock(env.now))
-                batch = ahead.result() if ahead is not None else market.retrieve(batches[index])
-                ahead = (retriever.submit(market.retrieve, batches[index + 1]) if index + 1 < len(batches)
-                         else None)
+                batch = ahead.pop(index).result() if index in ahead else market.retrieve(batches[index])
+                for later in range(index + 1, min(index + 1 + LOOKAHEAD_BATCHES, len(batches))):
+                    if later not in ahead:
+                        ahead[later] = retriever.submit(market.retrieve, batches[later])
                 market.serve(batch)
             bar.update(1)
 
@@ -510,8 +538,7 @@ def simulate(world: World, stack: Stack, blend_config: BlendConfig, user_ids: np
     for process in (traffic(), pacer(), nights(), conversion_tail()):
         env.process(process)
     with (threadpool_limits(limits=SIMULATION_THREADS),
-          ThreadPoolExecutor(max_workers=1, initializer=threadpool_limits,
-                             initargs=(SIMULATION_THREADS, "openmp")) as retriever):
+          ThreadPoolExecutor(max_workers=1, initializer=_lookahead_thread) as retriever):
         env.run()
     bar.close()
     return market.result(time.perf_counter() - started, config.days)

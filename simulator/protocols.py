@@ -49,6 +49,17 @@ class Scorer(Protocol):
     def score(self, candidates: pl.DataFrame) -> pl.DataFrame: ...
 
 
+class PreparingScorer(Scorer, Protocol):
+    """A scorer with work it can do ahead: `prepare` gets a batch's blended candidates (the rows
+    `score` will get are among them, fewer where an advertiser is out of budget) on the market's
+    lookahead thread, before the current batch's auction, so it may read no market state; `score`
+    then gets its result as `prepared`. Its answers must equal those of `score` alone."""
+
+    def prepare(self, candidates: pl.DataFrame) -> object: ...
+
+    def score(self, candidates: pl.DataFrame, prepared: object = None) -> pl.DataFrame: ...
+
+
 @dataclass(frozen=True)
 class TrueRates:
     """Hidden response of users to shown ads (never shown to a model), aligned with the request."""

@@ -4,21 +4,24 @@ every stage): the world's true response, candidate generators, the scorer, the n
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
 
 from simulator.baselines import AdvertiserFilterGenerator, HistoryScorer, PopularityGenerator, history_predictions
-from simulator.engine import SIMULATION_THREADS, Stack
+from simulator.engine import Stack
 from simulator.nightly import LlmPredictor, NightlyRefresh, history_predictor
 from simulator.protocols import NightlyJob
 from simulator.world_response import WorldResponse
 from synthetic_data import schema
 from synthetic_data.config import WorldConfig
 from synthetic_data.schema import World
+
+if TYPE_CHECKING:
+    from ranking.features import FeatureTable
 
 BASELINE_SOURCES = ("main", "llm")  # main: category popularity; llm: items of predicted advertisers
 
@@ -109,19 +112,19 @@ class RankerScorer:
     A candidate's scores are kept until its day ends (or the predictions change): the ranker reads
     the history by day and scores at the top slot, so a user's candidate on a surface scores the same
     all day, and about half of a day's candidate rows repeat an earlier one. The models (ctcvr, vtcvr)
-    score concurrently, each on one thread as in the rest of the market, so the scores are the same.
+    score one after the other on the market's thread, while the market's lookahead thread retrieves
+    and featurises the next batches (`prepare`) on the other core.
     """
 
     KEYS = ("user_id", "day", "surface", "item_id")
 
     def __init__(self, ranker):
         self.ranker = ranker
-        self._executor = ThreadPoolExecutor(max_workers=2, initializer=threadpool_limits,
-                                            initargs=(SIMULATION_THREADS, "openmp"))
         self._forget()
 
     def _forget(self) -> None:
         self.kept_: dict[int, ScoreTable] = {}  # per day: (user, surface, item) -> ctcvr, vtcvr
+        self.seen_: dict[int, ScoreTable] = {}  # per day: the keys `prepare` featurised (a set: no values)
 
     def update_predictions(self, predictions: pl.DataFrame) -> None:
         self.ranker.update_predictions(predictions)
@@ -143,18 +146,43 @@ class RankerScorer:
                              "item_id": (keys & (2**31 - 1)).astype(np.int32), "ctcvr": scores[:, 0],
                              "vtcvr": scores[:, 1]})
 
-    def score(self, candidates: pl.DataFrame) -> pl.DataFrame:
+    def prepare(self, candidates: pl.DataFrame) -> PreparedFeatures | None:
+        """The features of the candidates whose (user, surface, item) it has not seen today, for `score`.
+
+        Called on the market's lookahead thread with a batch's blended candidates before the current
+        batch's auction (`Market.retrieve`): features read only the day's history and lists, not the
+        market, so the rows `score` will meet for the first time are featurised ahead. A key seen
+        today is either scored already or belonged to an advertiser out of budget (and is featurised
+        by `score` if it ever comes back). The record of seen keys is this thread's alone.
+        """
+        if candidates.height == 0:
+            return None
+        day, key = _score_day(candidates), _score_key(candidates)
+        self.seen_ = {seen_day: seen for seen_day, seen in self.seen_.items() if seen_day >= day.min()}
+        first_seen = []
+        for today in np.unique(day):
+            rows = np.flatnonzero(day == today)
+            seen = self.seen_[int(today)] = self.seen_.get(int(today)) or ScoreTable(width=0)
+            new_rows = rows[~seen.get(key[rows])[0]]
+            _, first = np.unique(key[new_rows], return_index=True)
+            seen.add(key[new_rows[first]], np.zeros((first.size, 0)))
+            first_seen.append(new_rows[first])
+        rows = np.sort(np.concatenate(first_seen))
+        return PreparedFeatures(day[rows], key[rows], self.ranker.featurise(_scoring_rows(candidates, rows)))
+
+    def score(self, candidates: pl.DataFrame, prepared: PreparedFeatures | None = None) -> pl.DataFrame:
+        """Scores of `candidates` (rows in order): kept ones from today's table, new ones from the
+        models, in one call, with the features `prepare` made where it has them all."""
         if candidates.height == 0:
             return pl.DataFrame(schema={"ctcvr": pl.Float64, "vtcvr": pl.Float64})
-        day = candidates["ts"].dt.date().cast(pl.Int32).to_numpy()
-        key = _score_key(candidates)
+        day, key = _score_day(candidates), _score_key(candidates)
         self.kept_ = {kept_day: table for kept_day, table in self.kept_.items() if kept_day >= day.min()}
         days = np.unique(day)
         scores = np.empty((key.size, 2))
         unscored = []  # per day: (its table, rows of keys not kept, the first row of each new key, each row's key)
         for today in days:
             rows = np.arange(key.size) if days.size == 1 else np.flatnonzero(day == today)
-            table = self.kept_[int(today)] = self.kept_.get(int(today)) or ScoreTable()
+            table = self.kept_[int(today)] = self.kept_.get(int(today)) or ScoreTable(dtype=np.float32)
             is_kept, kept_scores = table.get(key[rows])
             scores[rows[is_kept]] = kept_scores
             new_rows = rows[~is_kept]
@@ -162,11 +190,11 @@ class RankerScorer:
             unscored.append((table, new_rows, new_rows[first], inverse))
         first_rows = np.sort(np.concatenate([first for _, _, first, _ in unscored]))
         if first_rows.size:  # scored in one call, in the rows' order
-            rows = candidates.select("request_id", "user_id", "ts", pl.col("surface").cast(schema.Surface),
-                                     "item_id")[first_rows]
-            fresh = self.ranker.score(rows, executor=self._executor)
-            fresh_scores = np.column_stack([fresh["p_ctcvr"].cast(pl.Float64).to_numpy(),
-                                            fresh["p_vtcvr"].cast(pl.Float64).to_numpy()])
+            features = prepared.table_of(day[first_rows], key[first_rows]) if prepared is not None else None
+            if features is None:
+                features = self.ranker.featurise(_scoring_rows(candidates, first_rows))
+            fresh = self.ranker.table_probabilities(features)
+            fresh_scores = np.column_stack([fresh["ctcvr"], fresh["vtcvr"]]).astype(np.float32)  # as `Ranker.score`
             for table, new_rows, first, inverse in unscored:
                 new_scores = fresh_scores[np.searchsorted(first_rows, first)]
                 scores[new_rows] = new_scores[inverse]
@@ -174,15 +202,37 @@ class RankerScorer:
         return pl.DataFrame({"ctcvr": scores[:, 0], "vtcvr": scores[:, 1]})
 
 
+@dataclass(frozen=True)
+class PreparedFeatures:
+    """Features made ahead by `RankerScorer.prepare`: one row per (day, key)."""
+
+    day: np.ndarray  # [rows] days since the epoch
+    key: np.ndarray  # [rows] `_score_key`
+    table: FeatureTable
+
+    def table_of(self, day: np.ndarray, key: np.ndarray) -> FeatureTable | None:
+        """The feature rows of these (day, key) pairs, in their order; None if any is missing."""
+        index = np.empty(key.size, dtype=np.int64)
+        for today in np.unique(day):
+            held = np.flatnonzero(self.day == today)
+            held = held[np.argsort(self.key[held])]
+            wanted = np.flatnonzero(day == today)
+            at = np.minimum(np.searchsorted(self.key[held], key[wanted]), held.size - 1)
+            if held.size == 0 or not (self.key[held[at]] == key[wanted]).all():
+                return None
+            index[wanted] = held[at]
+        return self.table.rows(index)
+
+
 class ScoreTable:
     """A hash table (open addressing, linear probing) from non-negative int64 keys to rows of floats,
     looked up and filled a whole array at a time: each call costs its keys, not the table's size."""
 
-    def __init__(self, capacity: int = 1 << 20, width: int = 2):
+    def __init__(self, capacity: int = 1 << 20, width: int = 2, dtype: type = np.float64):
         if capacity & (capacity - 1):
             raise ValueError(f"a ScoreTable's capacity is a power of two, got {capacity}")
         self.keys = np.full(capacity, -1, dtype=np.int64)  # -1: an empty slot
-        self.values = np.zeros((capacity, width))
+        self.values = np.zeros((capacity, width), dtype=dtype)
         self.size = 0
 
     def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +245,7 @@ class ScoreTable:
         """Hold distinct keys that are not held yet, with their value rows."""
         if 2 * (self.size + keys.size) > self.keys.size:
             held = self.keys >= 0
-            grown = ScoreTable(1 << (2 * (self.size + keys.size)).bit_length(), self.values.shape[1])
+            grown = ScoreTable(1 << (2 * (self.size + keys.size)).bit_length(), self.values.shape[1], self.values.dtype)
             grown.add(self.keys[held], self.values[held])
             self.keys, self.values = grown.keys, grown.values
         pending = np.arange(keys.size)
@@ -222,6 +272,16 @@ class ScoreTable:
             pending = pending[(found != keys[pending]) & (found >= 0)]
             slot[pending] = (slot[pending] + 1) & (self.keys.size - 1)
         return slot
+
+
+def _score_day(candidates: pl.DataFrame) -> np.ndarray:
+    """Each row's day (days since the epoch): the scores' and the features' lifetime."""
+    return candidates["ts"].dt.date().cast(pl.Int32).to_numpy()
+
+
+def _scoring_rows(candidates: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    """The columns the ranker's features read, of `rows`."""
+    return candidates.select("request_id", "user_id", "ts", pl.col("surface").cast(schema.Surface), "item_id")[rows]
 
 
 def _score_key(candidates: pl.DataFrame) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from synthetic_data.arrays import window_counts
 from synthetic_data.config_io import require
 from synthetic_data.schema import CONVERSION_KINDS, SURFACES, World
 
@@ -119,8 +120,7 @@ def _is_member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def count_in_window(sorted_keys: np.ndarray, pair_keys: np.ndarray, first_day: np.ndarray,
                     end_day: np.ndarray) -> np.ndarray:
     """Events of each pair with day in [first_day, end_day), from sorted pair*day-range+day keys."""
-    base = pair_keys.astype(np.int64) * _DAY_RANGE + _DAY_OFFSET
-    return (np.searchsorted(sorted_keys, base + end_day) - np.searchsorted(sorted_keys, base + first_day))
+    return window_counts(sorted_keys, pair_keys.astype(np.int64) * _DAY_RANGE + _DAY_OFFSET, first_day, end_day)
 
 
 def day_index(ts: pl.Series | pl.Expr, start_date: date) -> pl.Expr | pl.Series:
