@@ -38,23 +38,7 @@ def first_rows(*keys: np.ndarray) -> np.ndarray:
     return first
 
 
-def searchsorted_in_order(haystack: np.ndarray, needles: np.ndarray, side: str = "left") -> np.ndarray:
-    """np.searchsorted(haystack, needles, side), with the needles visited in sorted order: the same
-    answer, 2-6x faster on haystacks of millions of keys (each search starts near the last one, in cache)."""
-    needles = np.asarray(needles)
-    if needles.size < 2:
-        return np.searchsorted(haystack, needles, side)
-    order = np.argsort(needles)
-    found = np.empty(needles.size, dtype=np.int64)
-    found[order] = np.searchsorted(haystack, needles[order], side)
-    return found
-
-
 def window_counts(sorted_keys: np.ndarray, base: np.ndarray, first: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Keys in [base + first, base + end) per row, from sorted `sorted_keys`: events of a pair in a day
     window when keys are pair * day range + day and `base` is pair * day range."""
-    order = np.argsort(base + end)
-    counts = np.empty(order.size, dtype=np.int64)
-    counts[order] = (np.searchsorted(sorted_keys, (base + end)[order])
-                     - np.searchsorted(sorted_keys, (base + first)[order]))
-    return counts
+    return np.searchsorted(sorted_keys, base + end) - np.searchsorted(sorted_keys, base + first)
