@@ -54,8 +54,9 @@ def run_auction(group: np.ndarray, advertiser_id: np.ndarray, ecpm_values: np.nd
     price = np.zeros(n, dtype=np.float64)
     above_reserve = np.flatnonzero(ecpm_values >= reserve_ecpm)
     # each advertiser keeps its best candidates per auction; the others are dropped before ranking
-    by_advertiser = above_reserve[np.lexsort((above_reserve, -ecpm_values[above_reserve],
-                                              advertiser_id[above_reserve], group[above_reserve]))]
+    # (np.lexsort is stable: ties keep the rows' order)
+    by_advertiser = above_reserve[np.lexsort((-ecpm_values[above_reserve], advertiser_id[above_reserve],
+                                              group[above_reserve]))]
     own_rank = rank_within_runs(group[by_advertiser], advertiser_id[by_advertiser])
     participants = by_advertiser[own_rank < max_slots_per_advertiser]
     if participants.size == 0:

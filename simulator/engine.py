@@ -289,23 +289,25 @@ class Market:
         """Each request's candidates (its representative's) that pass pacing, by predicted conversion
         (ties: blending order), within the rank depth; requests by id. `representative_rank[r]` is the
         `request_rank` of the served request whose candidates request row r takes."""
-        scorable["p_conversion_predicted"] = scorable["ctcvr"] + scorable["vtcvr"]
+        predicted = scorable["ctcvr"] + scorable["vtcvr"]
         # rows come by request in blending order, which the stable sort keeps among equal predictions
-        ordered = scorable.take(np.lexsort((-scorable["p_conversion_predicted"], scorable["request_rank"])))
+        order = np.lexsort((-predicted, scorable["request_rank"]))
         request_id = requests["request_id"].to_numpy()
         by_id = np.argsort(request_id)
-        starts = np.searchsorted(ordered["request_rank"], representative_rank[by_id])
-        counts = np.searchsorted(ordered["request_rank"], representative_rank[by_id], side="right") - starts
-        eligible = ordered.take(ragged_ranges(starts, counts))
-        eligible["request"] = np.repeat(by_id, counts)
-        eligible["request_id"] = request_id[eligible["request"]]
+        sorted_rank = scorable["request_rank"][order]
+        starts = np.searchsorted(sorted_rank, representative_rank[by_id])
+        counts = np.searchsorted(sorted_rank, representative_rank[by_id], side="right") - starts
+        rows, request = order[ragged_ranges(starts, counts)], np.repeat(by_id, counts)  # one per request's candidate
         # each request's own pacing coin: an advertiser takes part in an auction with its pass rate
-        eligible["pass_rate"] = self.pass_rates[eligible["advertiser"]]
-        passes = uniforms(self.config.seed, "pacing", eligible["request_id"],
-                          self.advertiser_ids[eligible["advertiser"]]) < eligible["pass_rate"]
-        eligible = eligible.take(np.flatnonzero(passes))
-        ranked = eligible.take(np.flatnonzero(is_within_rank_depth(
-            eligible["request_id"], eligible["advertiser_id"], self.config.auction.rank_depth)))
+        pass_rate = self.pass_rates[scorable["advertiser"][rows]]
+        passes = np.flatnonzero(uniforms(self.config.seed, "pacing", request_id[request],
+                                         self.advertiser_ids[scorable["advertiser"][rows]]) < pass_rate)
+        rows, request, pass_rate = rows[passes], request[passes], pass_rate[passes]
+        kept = np.flatnonzero(is_within_rank_depth(request_id[request], scorable["advertiser_id"][rows],
+                                                   self.config.auction.rank_depth))
+        ranked = scorable.take(rows[kept])
+        ranked.update(p_conversion_predicted=predicted[rows[kept]], request=request[kept],
+                      request_id=request_id[request[kept]], pass_rate=pass_rate[kept])
         ranked["price"] = self.items["price"].to_numpy()[np.searchsorted(self.item_ids, ranked["item_id"])]
         return ranked
 
