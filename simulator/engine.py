@@ -3,6 +3,9 @@
 SimPy owns time and order - batch ticks, pacing updates, conversion arrivals, the nightly LLM
 job - and each tick hands a whole batch of requests to polars/numpy/torch. One `simulate` call
 is one market (an arm) over its users; every random draw is keyed (CRN, simulator/random_streams).
+The steps of a batch that read no market state (retrieval, blending, the ranker's features) run
+for the day's next batches on a second thread while the current one is ranked and auctioned
+(`Market.retrieve`, `Market.serve`): the same outcomes as one batch at a time, on both cores.
 """
 
 from __future__ import annotations
