@@ -48,6 +48,7 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
 
     from simulator.config import ExperimentConfig
     from simulator.experiment import sweep_arms
+    from simulator.plugins import with_plugins
     from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, load_predictions,
                                  nightly_job, trained_arms, trained_stack)
     from synthetic_data.config import WorldConfig
@@ -88,6 +89,10 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
             market_stack = baseline_stack(world_tables, world_config, predictions_table, job)
             label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label}"
         label += f"; nightly re-inference: {nightly})"
+        market_stack = with_plugins(market_stack, experiment.plugins, world_tables)
+        label += "".join(f"; plug-in {kind}: {path}" for kind, path in (
+            *(("generator", path) for path in experiment.plugins.generators), ("scorer", experiment.plugins.scorer),
+            ("response", experiment.plugins.response), ("nightly", experiment.plugins.nightly)) if path)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error

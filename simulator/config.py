@@ -138,6 +138,24 @@ def _default_arms() -> tuple[ArmConfig, ...]:
 
 
 @dataclass(frozen=True)
+class PluginConfig:
+    """Import paths (`package.module:attribute`) of a team's components; empty: the stack's own."""
+
+    generators: tuple[str, ...] = ()  # extra candidate sources; each arm's blend.quotas gives their `source` a quota
+    scorer: str = ""  # replaces the stack's ranker (ctcvr, vtcvr per candidate)
+    response: str = ""  # replaces the world's true response (a what-if user)
+    nightly: str = ""  # replaces the nightly re-inference (the predictor the market re-runs each midnight)
+
+    def __post_init__(self):
+        for name, path in (*((f"plugins.generators[{i}]", p) for i, p in enumerate(self.generators)),
+                           ("plugins.scorer", self.scorer), ("plugins.response", self.response),
+                           ("plugins.nightly", self.nightly)):
+            module, _, attribute = path.partition(":")
+            require(not path or (bool(module) and attribute.isidentifier()), name,
+                    f"{path!r} is not an import path 'package.module:attribute' (e.g. 'mypkg.cg:MyGenerator')")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """An A/B (or A/B/n) experiment; the first arm is the control. `design` is the A/B's, `sweep_design`
     the L0 quota sweep's; both are paired by default: every arm replays the same users with common random
@@ -155,6 +173,7 @@ class ExperimentConfig:
     pre_period_days: int = 28  # days of world events before the experiment used as CUPED covariates
     alpha: float = 0.05
     aa_splits: int = 200  # A/A re-randomisations at the A/B's size (experiment.aa_check)
+    plugins: PluginConfig = field(default_factory=PluginConfig)  # a team's own components (simulator/plugins.py)
 
     def __post_init__(self):
         require(len(self.arms) >= 2, "arms", "an experiment needs at least two arms (the first is control)")
