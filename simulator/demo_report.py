@@ -67,7 +67,7 @@ SECTIONS = (
     ("Conversion models with LLM features (paper Table 5)", "ranking_eval/table5.md", True),
     ("Conversion models with most-recent-advertiser lists of the same users (Table 5 control)",
      "ranking_eval_recent/table5.md", True),
-    ("Online A/B on the simulated market (paper Table 6)", "ab/report.md", True),
+    ("Offline A/B on the simulated market (the paper's online A/B, Table 6)", "ab/report.md", True),
     ("L0 quota sweep of the LLM candidate generator (paper 4.5.1)", "sweep/report.md", True),
     ("Dose-response: how good must the predictor be? (issue #15)", "sensitivity/report.md", False),
 )
@@ -170,7 +170,12 @@ def lift_row(root: Path, task: str) -> VerdictRow:
     cells = _lift_cells(root / "ranking_eval" / "lift_summary.parquet", task)
     main = cells.get("with_llm vs without_llm")
     if main is None:
-        return _not_measured(use, paper, f"no DCN {task} row in `ranking_eval/lift_summary.parquet`")
+        path = root / "ranking_eval" / "lift_summary.parquet"
+        measured_tasks = sorted(set(pl.read_parquet(path)["task"])) if path.exists() else []
+        reason = (f"the lift ran for {', '.join(measured_tasks)} only (the demo's held-out users have too few {task} "
+                  f"positives to split; on every user see docs/sensitivity.md)" if measured_tasks else
+                  f"no DCN {task} row in `ranking_eval/lift_summary.parquet`")
+        return _not_measured(use, paper, reason)
     random = cells.get("with_llm vs random_control")
     recent = _lift_cells(root / "ranking_eval_recent" / "lift_summary.parquet", task).get("with_llm vs without_llm")
     measured = "; ".join([f"LLM lists {_lift_cell(main)}",
@@ -292,7 +297,14 @@ def dose_response_verdict(check: dict, top: str) -> tuple[str, str]:
     low, high = check["top_interval"]
     if low <= 0 <= high:
         return TOO_THIN, "the best oracle point's interval covers 0"
-    return MEASURED, f"{'rises monotonically' if check['is_monotone'] else 'does not rise monotonically'}; {top}"
+    return MEASURED, f"{dose_response_shape(check)}; {top}"
+
+
+def dose_response_shape(check: dict) -> str:
+    """A recorded check's shape in words: a rise needs no significant fall and estimates that rise."""
+    if not check["is_monotone"]:
+        return "does not rise monotonically"
+    return "rises monotonically" if check.get("estimates_rise", True) else "shows no rise (estimates do not rise)"
 
 
 def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
@@ -312,8 +324,7 @@ def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
             rows.append(_not_measured(row_use, paper, "no oracle point measured"))
             continue
         top = f"best oracle point `{check['top']}` {_interval(*check['top_interval'])}"
-        shape = {None: "", True: "rises monotonically over ", False: "does not rise monotonically over "
-                 }[check["is_monotone"]]
+        shape = "" if check["is_monotone"] is None else f"{dose_response_shape(check)} over "
         control = ("each point against the random control's arm on the same users"
                    if check["metric"].startswith("ab_info_") else
                    "random control not measured" if check["control_interval"] is None else
@@ -453,12 +464,18 @@ def llm_training_section(run: RunFolder) -> list[str]:
     return lines or ["_no LLM stages_", ""]
 
 
-def _demote_headings(markdown: str) -> str:
-    """Nest a stage's own headings under the report's section heading (##): its top level becomes ###."""
-    levels = [len(line) - len(line.lstrip("#")) for line in markdown.splitlines() if line.startswith("#")]
+def _nest_under_section(markdown: str) -> str:
+    """A stage's report under the report's section heading (##): its own title, when it opens with one, gives
+    way to the section's, and its other headings nest below (their top level becomes ###)."""
+    lines = markdown.strip("\n").splitlines()
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    levels = [len(line) - len(line.lstrip("#")) for line in lines if line.startswith("#")]
     shift = 3 - min(levels, default=3)
     return "\n".join(("#" * (len(line) - len(line.lstrip("#")) + shift) + line.lstrip("#")) if line.startswith("#")
-                     else line for line in markdown.splitlines())
+                     else line for line in lines)
 
 
 IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)(\))")
@@ -490,7 +507,7 @@ def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[
     for title, relative, is_expected in SECTIONS:
         path = root / relative
         if path.exists():
-            parts += [f"## {title}", "", _demote_headings(rebase_links(path.read_text(), path.parent, root)), ""]
+            parts += [f"## {title}", "", _nest_under_section(rebase_links(path.read_text(), path.parent, root)), ""]
         elif is_expected:
             parts += [f"## {title}", "", f"_not produced: {relative} is missing_", ""]
     appendix = ["## Appendix", "", "### Stage timings", "",

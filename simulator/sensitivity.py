@@ -524,6 +524,9 @@ class DoseResponseCheck:
     control_covers_zero: bool | None
     top: str | None = None  # the oracle point of highest Recall@20
     top_interval: tuple[float, float] | None = None
+    estimates: tuple[float, ...] = ()  # the oracle points' estimates, ordered by Recall@20
+    # whether each estimate is at least the one before: monotone within the intervals is only a rise if they are
+    estimates_rise: bool | None = None
 
 
 def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
@@ -548,7 +551,9 @@ def check_dose_response(table: pl.DataFrame, metric: str) -> DoseResponseCheck:
                              control_interval=interval,
                              control_covers_zero=None if interval is None else interval[0] <= 0 <= interval[1],
                              top=names[-1] if names else None,
-                             top_interval=(float(low[-1]), float(high[-1])) if names else None)
+                             top_interval=(float(low[-1]), float(high[-1])) if names else None,
+                             estimates=tuple(float(value) for value in points[metric]),
+                             estimates_rise=None if points.height < 2 else bool(np.all(np.diff(points[metric]) >= 0)))
 
 
 def targeted_metrics(config: SensitivityConfig) -> list[str]:
@@ -572,14 +577,22 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric.removeprefix("ab_"), metric)
 
 
+def _estimates(check: DoseResponseCheck) -> str:
+    return ", ".join(f"{value:+.2f}%" for value in check.estimates)
+
+
 def finding(check: DoseResponseCheck) -> str:
     """The check as one markdown bullet, whatever it found."""
     label = metric_label(check.metric)
     if check.is_monotone is None:
         shape = f"{check.points} oracle point(s) measured: too few to tell whether it is monotone"
-    elif check.is_monotone:
+    elif check.is_monotone and check.estimates_rise:
         shape = (f"**rises monotonically within its 95% intervals** over {check.points} oracle points ordered by "
-                 "Recall@20 (no later point's interval lies entirely below an earlier point's)")
+                 "Recall@20 (no later point's interval lies entirely below an earlier point's, and each estimate is "
+                 f"at least the one before: {_estimates(check)})")
+    elif check.is_monotone:
+        shape = (f"**shows no rise**: over {check.points} oracle points ordered by Recall@20 no later point's "
+                 f"interval lies entirely below an earlier point's, but the estimates do not rise ({_estimates(check)})")
     else:
         shape = (f"**does not rise monotonically** over {check.points} oracle points (it falls where a better "
                  "predictor's interval lies entirely below a worse one's): " + "; ".join(check.violations))
@@ -726,7 +739,8 @@ def sensitivity_markdown(table: pl.DataFrame, checks: list[DoseResponseCheck], p
 def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path: Path) -> Path:
     """One PNG: a panel per metric of its change (%) against Recall@20, 95% intervals on both axes; the
     oracle's points joined by a line, the random control as a grey cross, each method as a labelled square
-    with a dotted line at its Recall@20. An unbounded interval side is drawn to the panel's edge."""
+    with a dotted line at its Recall@20. An interval side beyond the panel (a method's, or unbounded) is drawn
+    to its edge with an arrowhead, and a method's label then gives its whole interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -758,10 +772,14 @@ def plot_dose_response(table: pl.DataFrame, metrics: list[str], title: str, path
             axis.hlines(y, group["recall_at_20_low"].to_numpy(), group["recall_at_20_high"].to_numpy(), color=color,
                         lw=1)
             axis.plot(x, y, style, color=color, label=label, markersize=7)
+            low, high = group[f"{metric}_low"].to_numpy(), group[f"{metric}_high"].to_numpy()
+            for ends, beyond, marker in ((low, low < edge[0], "v"), (high, high > edge[1], "^")):
+                axis.plot(x[beyond], np.clip(ends[beyond], *edge), marker, color=color, markersize=5)  # runs on
             if kind == "method":
-                for name, recall, value in zip(group["source"], x, y):
-                    axis.axvline(recall, color="tab:red", lw=0.8, ls=":")
-                    axis.annotate(name, (recall, value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                for name, recall, value, row_low, row_high in zip(group["source"], x, y, low, high):
+                    axis.axvline(recall, color="tab:red", lw=0.8, ls=":", alpha=0.5)
+                    off = "" if edge[0] <= row_low and row_high <= edge[1] else f"\n[{row_low:+.1f}, {row_high:+.1f}]"
+                    axis.annotate(name + off, (recall, value), textcoords="offset points", xytext=(4, 4), fontsize=7)
         axis.axhline(0, color="grey", lw=0.8)
         better = " (< 0: better)" if metric.endswith("log_loss") else ""
         axis.set(xlabel="Recall@20 (V1 eval labels)", ylabel="change (%)")

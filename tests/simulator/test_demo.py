@@ -10,7 +10,7 @@ import pytest
 from simulator.demo import run_demo
 
 PRODUCED = ("Advertiser prediction on V0 and V1", "Feature ablation", "Retrieval: two-tower objectives",
-            "Online A/B on the simulated market", "L0 quota sweep")
+            "Offline A/B on the simulated market", "L0 quota sweep")
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
 from simulator.demo import LIST_METHOD
 from tests.simulator.test_sensitivity import dose_response_rows
-from simulator.demo_report import _demote_headings, rebase_links, write_report
+from simulator.demo_report import _nest_under_section, rebase_links, write_report
 from simulator.sensitivity import check_dose_response
 from synthetic_data.run_folder import RunFolder
 
@@ -149,7 +149,8 @@ def test_lift_with_an_interval_above_zero_is_measured(tmp_path):
     _lift(tmp_path, positives=20)
     verdict = verdict_of(tmp_path, "Ranking features: ctcvr")
     assert re.fullmatch(r"measured: \+[\d.]+% \[\+[\d.]+%, \+[\d.]+%\]", verdict), verdict
-    assert verdict_of(tmp_path, "Ranking features: vtcvr").startswith("not measured (no DCN vtcvr row")
+    assert verdict_of(tmp_path, "Ranking features: vtcvr").startswith(
+        "not measured (the lift ran for ctcvr only (the demo's held-out users have too few vtcvr positives")
 
 
 def test_lift_without_a_positive_in_some_replicates_is_too_thin(tmp_path):
@@ -178,6 +179,8 @@ def _sensitivity(root, points: list[tuple[float, float, float, float]], control:
 @pytest.mark.parametrize("points, control, expected", [
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 6.0, 3.0, 9.0)], (-1.0, 1.0),
      "measured: rises monotonically; best oracle point `oracle_q1` [+3.00%, +9.00%]"),
+    ([(0.2, 8.0, 5.0, 11.0), (0.9, 6.0, 3.0, 9.0)], (-1.0, 1.0),  # overlapping intervals, falling estimates
+     "measured: shows no rise (estimates do not rise); best oracle point `oracle_q1` [+3.00%, +9.00%]"),
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 1.0, -1.0, 3.0)], (-1.0, 1.0),
      "too thin to say (the best oracle point's interval covers 0)"),
     ([(0.2, 0.0, -1.0, 1.0), (0.9, 6.0, 3.0, 9.0)], (0.5, 2.0),
@@ -187,7 +190,7 @@ def _sensitivity(root, points: list[tuple[float, float, float, float]], control:
 def test_dose_response_verdict_needs_a_detected_oracle_and_a_null_control(tmp_path, points, control, expected):
     _sensitivity(tmp_path, points, control)
     assert verdict_of(tmp_path, "Dose-response: Return on ad spend") == expected
-    assert "## Dose-response: how good must the predictor be? (issue #15)\n\n### Dose-response\n\nthe stage's " \
+    assert "## Dose-response: how good must the predictor be? (issue #15)\n\nthe stage's " \
            "findings" in (tmp_path / "report.md").read_text()
 
 
@@ -251,7 +254,8 @@ def test_stage_links_are_rebased_from_the_stage_folder_to_the_run_root(tmp_path)
         "![abs](/tmp/x.png) ![web](https://example.org/a.png) [a link](../plots/not_an_image.png)")
 
 
-def test_a_stage_report_nests_one_level_under_its_section_whatever_its_top_heading():
-    assert _demote_headings("# Top\ntext\n## Sub") == "### Top\ntext\n#### Sub"
-    assert _demote_headings("### Top\n#### Sub") == "### Top\n#### Sub"
-    assert _demote_headings("no heading") == "no heading"
+def test_a_stage_report_nests_under_its_section_which_replaces_its_own_title():
+    assert _nest_under_section("# Top\n\ntext\n## Sub\n### Deep") == "text\n### Sub\n#### Deep"
+    assert _nest_under_section("### Top\n#### Sub") == "### Sub"
+    assert _nest_under_section("text first\n# Heading") == "text first\n### Heading"
+    assert _nest_under_section("no heading") == "no heading"

@@ -172,8 +172,14 @@ def test_monotone_within_intervals_when_no_later_interval_lies_below_an_earlier_
     check = check_dose_response(rows, "ab_roas")
     assert (check.points, check.is_monotone, check.violations) == (3, True, ())
     assert check.control_interval == (-1.5, 1.0) and check.control_covers_zero is True
-    assert "**rises monotonically within its 95% intervals** over 3 oracle points" in finding(check)
+    # no interval lies below an earlier one, but the estimates dip: that is no rise, and it says so
+    assert check.estimates == (0.0, 4.0, 3.0) and check.estimates_rise is False
+    assert "**shows no rise**" in finding(check) and "(+0.00%, +4.00%, +3.00%)" in finding(check)
     assert "[-1.50%, +1.00%] covers 0" in finding(check)
+    rising = check_dose_response(dose_response_rows([(0.2, 0.0, -2.0, 2.0), (0.5, 3.0, 0.5, 6.0),
+                                                     (0.8, 4.0, 1.0, 7.0)], control=(-1.5, 1.0)), "ab_roas")
+    assert rising.estimates_rise is True
+    assert "**rises monotonically within its 95% intervals** over 3 oracle points" in finding(rising)
     assert (check.top, check.top_interval) == ("oracle_q0", (0.5, 6.0))  # the point of highest Recall@20
     assert "`oracle_q0`, has [+0.50%, +6.00%], which lies above 0" in finding(check)
 
