@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow bench install install-vllm install-distributed clean
+.PHONY: demo test test-slow bench bench-check install install-vllm install-distributed clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+bench-check: $(STAMP)
+	$(BIN)/adsim bench check --suite ci --out bench.json
 
 install-distributed: $(STAMP)
 	$(PIP) '.[distributed]'

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from benchmarks.cli import app as bench_app
 from llm_predictor.cli import app as llm_app
 from ranking.cli import app as rank_app
 from retrieval.cli import app as retrieval_app
@@ -22,6 +23,7 @@ app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(rank_app, name="rank")
 app.command("demo")(demo)
 app.add_typer(real_app, name="real")
+app.add_typer(bench_app, name="bench")
 
 RunOption = Annotated[Path, typer.Option(help="run folder holding world/ (e.g. from `adsim world --out`)")]
 ConfigOption = Annotated[Optional[Path], typer.Option(help="experiment TOML (arms, simulation, design, method)")]
