@@ -25,7 +25,9 @@ KINDS = ("quality", "speed")
 # machine's timings move by tens of percent.
 FALSE_ALARM = 0.05
 MIN_RUNS = 4  # fewer runs leave the t quantile, hence the tolerance, too wide to catch anything
-MIN_SPEED_TOLERANCE = 0.35  # relative
+# relative; a clean clone's CI run after the test suite measured world and market speed 21-24% below
+# baselines recorded back-to-back on the same machine: 0.45 leaves room for that and still fails a 2x slowdown
+MIN_SPEED_TOLERANCE = 0.45
 MIN_QUALITY_TOLERANCE = 0.01  # absolute, in the metric's own unit
 
 
