@@ -4,7 +4,8 @@
 market's): the world's generation speed, the non-LLM predictors' Recall@K on the V1 eval labels, and
 an A/B of the model-free stack (its advertiser-list generator off versus on, one paired day) with its
 A/A check, funnel, advertiser diversity, the scorer's ctcvr AUC on the control arm's impressions, and
-the market's requests/s. Speed is stated per second of a reference workload timed in the same run
+the market's requests/s; and the DCN ranker trained on the world's logged impressions (test AUC and
+PR-AUC per task, candidates scored per second). Speed is stated per second of a reference workload timed in the same run
 (`reference_seconds`), so a slower or busier machine shifts both alike. `SuiteHooks` lets a test plant
 a regression (a scorer returning shuffled scores, a predictor answering with popularity) without
 touching the stack."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,30 +34,41 @@ class SuiteHooks:
     scorer: Callable[[object], object] = lambda scorer: scorer  # wraps the stack's scorer
     # (method, its predictions, every method's so far) -> the predictions measured for it
     predictions: Callable[[str, pl.DataFrame, dict], pl.DataFrame] = lambda method, table, others: table
+    # wraps the trained ranker's scoring of featurised rows (Ranker.table_probabilities)
+    dcn_scoring: Callable[[Callable], Callable] = lambda score: score
 
 
 def reference_seconds(repeats: int = 5) -> float:
     """Median seconds of a fixed workload: a bf16 matrix product and a numpy sort, as the stack's own work
     mixes dense math and array shuffling; one thread."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     left = torch.randn(384, 384, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     keys = np.random.default_rng(0).random(400_000)
     timings = []
-    with threadpool_limits(1), torch.inference_mode():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for _ in range(repeats):
-                started = time.perf_counter()
-                for _ in range(20):
-                    left @ left
-                np.sort(keys)
-                timings.append(time.perf_counter() - started)
-        finally:
-            torch.set_num_threads(previous)
+    with _one_thread(), torch.inference_mode():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(20):
+                left @ left
+            np.sort(keys)
+            timings.append(time.perf_counter() - started)
     return float(np.median(timings))
+
+
+@contextmanager
+def _one_thread():
+    """torch, BLAS and OpenMP held to one thread."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def measure(suite: str, seed: int = 0, hooks: SuiteHooks = SuiteHooks()) -> list[Measurement]:
@@ -98,6 +111,8 @@ def _ci(seed: int, hooks: SuiteHooks) -> list[Measurement]:
         for k, recall in recall_at_k(predicted[method], labels, eval_config.ks).items():
             out.append(Measurement(f"predictor_{method}_recall_at_{k}", recall, "quality", "higher", "V1 labels"))
 
+    out += _ranking(world, world_config, seed, hooks, speed)
+
     stack = baseline_stack(world, world_config, load_predictions(None, world)[0])
     stack = replace(stack, scorer=hooks.scorer(stack.scorer))
     experiment = ExperimentConfig(simulation=SimulationConfig(days=1, seed=seed), aa_splits=AA_SPLITS)
@@ -126,4 +141,38 @@ def _ci(seed: int, hooks: SuiteHooks) -> list[Measurement]:
         out.append(Measurement(f"funnel_{source}_impressed_per_retrieved",
                                counts.get((source, "impressed"), 0) / max(counts.get((source, "retrieved"), 0), 1),
                                "quality", "both", "share"))
+    return out
+
+
+def _ranking(world, world_config, seed: int, hooks: SuiteHooks, speed: Callable) -> list[Measurement]:
+    """The DCN ranker trained (2 epochs, `seed`) on two weeks of logged impressions with most-recent-advertiser
+    lists as its LLM features: test AUC and PR-AUC per task, and its scoring speed on the test rows."""
+    from datetime import date
+
+    from ranking.config import RankingConfig, TrainConfig
+    from ranking.features import split_by_time
+    from ranking.pipeline import train_ranker
+    from ranking.recency_predictions import recent_advertiser_predictions
+    from synthetic_data.impressions import ImpressionConfig, generate_impressions
+    from synthetic_data.response import build_response_state
+
+    state = build_response_state(world, date.fromisoformat(world_config.start_date),
+                                 world_config.users.drift_period_days)
+    impressions, _ = generate_impressions(world, state, ImpressionConfig(n_days=14, requests_per_user_day=2.0))
+    lists = recent_advertiser_predictions(world.events, world.advertisers,
+                                          world.labels["anchor_date"].unique().to_list(), 10)
+    config = RankingConfig(reference_models=(), train=TrainConfig(epochs=2))
+    ranker, metrics = train_ranker(world, impressions, lists, None, config, seed=seed)
+    out = [Measurement(f"ranking_dcn_{task}_{name}", float(metrics["dcn"][task][name]), "quality", "higher",
+                       "test impressions") for task in config.tasks for name in ("auc", "pr_auc")]
+    table = ranker.builder.transform(split_by_time(impressions, config.features)["test"], ranker.lists_)
+    score = hooks.dcn_scoring(ranker.table_probabilities)
+    score(table)  # built once: the bf16 scoring copy
+    timings = []
+    with _one_thread():  # as the reference workload
+        for _ in range(3):
+            started = time.perf_counter()
+            score(table)
+            timings.append(time.perf_counter() - started)
+    speed("dcn_candidates_per_second", len(table), min(timings), "candidates")
     return out
