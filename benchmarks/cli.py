@@ -76,9 +76,10 @@ def check(suite: SuiteOption = "ci", seed: SeedOption = 0,
           baselines: Annotated[Path | None, typer.Option(help="recorded baselines (default benchmarks/baselines/"
                                                              "<suite>.json)")] = None,
           out: Annotated[Path, typer.Option(help="where to write the verdicts (JSON)")] = Path("bench.json")) -> None:
-    """Run the suite and compare it with the baselines; exit 1 if any metric regressed."""
+    """Run the suite and compare it with the baselines; exit 1 if any metric regressed. Each check's values are
+    appended to <out>_history.jsonl beside --out, and from the second run on <out>_trend.png plots them."""
+    from benchmarks.harness import append_history, plot_trend, read_baselines
     from benchmarks.harness import check as check_run
-    from benchmarks.harness import read_baselines
 
     console = Console()
     try:
@@ -97,6 +98,10 @@ def check(suite: SuiteOption = "ci", seed: SeedOption = 0,
     console.print(table)
     out.write_text(json.dumps({"suite": suite, "seed": seed, "verdicts": [asdict(v) for v in verdicts]},
                               indent=1) + "\n")
+    runs = append_history(out.with_name(f"{out.stem}_history.jsonl"), seed, verdicts)
+    if len(runs) >= 2:
+        console.print(f"trend over {len(runs)} runs: "
+                      f"{plot_trend(runs, recorded, out.with_name(f'{out.stem}_trend.png'))}")
     regressions = [verdict.name for verdict in verdicts if verdict.is_regression]
     if regressions:
         console.print(f"[red]{len(regressions)} regression(s):[/red] {', '.join(regressions)}; wrote {out}")

@@ -136,3 +136,49 @@ def read_baselines(path: Path) -> dict[str, Baseline]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `adsim bench record` first")
     return {row["name"]: Baseline(**row) for row in json.loads(path.read_text())["metrics"]}
+
+
+def append_history(path: Path, seed: int, verdicts: list[Verdict]) -> list[dict]:
+    """Add a check's values to the JSON-lines history at `path`; returns every run recorded there."""
+    with path.open("a") as history:
+        history.write(json.dumps({"seed": seed, "values": {v.name: v.now for v in verdicts}}) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_trend(runs: list[dict], baselines: dict[str, Baseline], path: Path) -> Path:
+    """One PNG: each metric's value over the recorded check runs as a share of its baseline, with its
+    tolerance band (quality bands in the metric's unit, scaled the same way)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = sorted(baselines)
+    columns = 4
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.2 * rows), squeeze=False)
+    for axis, name in zip(axes.ravel(), names):
+        baseline = baselines[name]
+        scale = abs(baseline.value) or 1.0
+        band = baseline.tolerance if baseline.kind == "speed" else baseline.tolerance / scale
+        values = [run["values"].get(name, float("nan")) / scale for run in runs]
+        finite = [value for value in values if value == value] + [1 - band, 1 + band]
+        margin = 0.1 * (max(finite) - min(finite)) + 1e-9
+        # the allowed band: open on the better side (drawn to the panel's data)
+        axis.axhspan(1 - band if baseline.direction != "lower" else min(finite) - margin,
+                     1 + band if baseline.direction != "higher" else max(finite) + margin,
+                     color="tab:green", alpha=0.15)
+        axis.plot(range(1, len(values) + 1), values, "-o", markersize=3)
+        axis.axhline(1, color="grey", lw=0.8)
+        axis.set_title(name, fontsize=7)
+        axis.tick_params(labelsize=6)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis in axes.ravel()[len(names):]:
+        axis.set_visible(False)
+    figure.suptitle("adsim bench check: value / baseline per run (green: within tolerance)", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

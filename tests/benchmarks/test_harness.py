@@ -98,3 +98,18 @@ def test_planted_regressions_fail_the_check_naming_their_metrics_and_another_see
         regressed = {v["name"] for v in verdicts if v["is_regression"]}
         assert any(name.startswith(expected) for name in regressed), regressed
         assert not regressed & {"world_users_per_second", "predictor_popularity_recall_at_1"}
+
+
+def test_each_check_joins_the_history_and_two_runs_draw_a_trend(tmp_path):
+    from benchmarks.harness import append_history, plot_trend
+
+    baselines = record(_runs([0.50, 0.51, 0.52, 0.51], [0.05] * 4, [0.10] * 4, [100.0] * 4))
+    history = tmp_path / "bench_history.jsonl"
+    first = append_history(history, 0, check(baselines, _run(recall=0.5, fpr=0.05, roas_change=0.1,
+                                                             requests_per_second=90.0)))
+    runs = append_history(history, 1, check(baselines, _run(recall=0.4, fpr=0.05, roas_change=0.1,
+                                                            requests_per_second=95.0)))
+    assert len(first) == 1 and [run["seed"] for run in runs] == [0, 1]
+    assert runs[1]["values"]["recall"] == 0.4 and runs[1]["values"]["requests_per_second"] == 95.0
+    png = plot_trend(runs, baselines, tmp_path / "bench_trend.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
