@@ -254,8 +254,9 @@ class UserHistory:
         }
         by_user = users.sort("user_id")
         self._profile_users = by_user["user_id"].to_numpy().astype(np.int64)
-        self._profile = {name: _string_index(by_user[name], vocabulary.profile_values[name]).to_numpy()
-                         for name in PROFILE_FIELDS}  # [users sorted by id] 1-based codes, 0: unknown
+        # per field, [1 + users sorted by id]: row 0 (an unknown user) and each user's 1-based code, 0: unknown
+        self._profile = {name: np.concatenate([[0], _string_index(by_user[name], vocabulary.profile_values[name])
+                                               .to_numpy()]).astype(np.int64) for name in PROFILE_FIELDS}
         # Row 0 (unknown item) has a zero content vector.
         self._content = np.vstack([np.zeros((1, items.content.shape[1]), np.float32),
                                    items.content[np.argsort(items.item_ids)]])
@@ -285,7 +286,7 @@ class UserHistory:
         row = _index_of(self._profile_users, user_ids)  # 0: a user the table does not know
         ones = np.ones(len(user_ids), dtype=np.int64)
         for name in PROFILE_FIELDS:
-            sparse[name] = (np.concatenate([[0], self._profile[name]])[row].astype(np.int64), ones)
+            sparse[name] = (self._profile[name][row], ones)
         _, history, _ = self._sequences["history_events"].before(user_ids, times)
         return UserFeatures(sparse=sparse, content=self._mean_content(*sparse["recent_items"]),
                             history_events=history.astype(np.int64))

@@ -108,9 +108,9 @@ def is_within_rank_depth(request: np.ndarray, advertiser: np.ndarray, rank_depth
 
 
 def _lookahead_thread() -> None:
-    """Set up the thread that retrieves the next batch: one thread per op, and a lower scheduling
-    priority (nice +10) so that it takes the core the request path leaves idle instead of slowing
-    the scorer's two model threads, which the current batch waits for."""
+    """Set up the thread that retrieves the next batches: one thread per op, and a lower scheduling
+    priority (nice +10) so that the market's thread, whose ranking and auction every batch waits for,
+    keeps its core when anything else wants one."""
     threadpool_limits(SIMULATION_THREADS, "openmp")
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + 10)
@@ -233,8 +233,10 @@ class Market:
         if paying.size == 0:
             return
         started = time.perf_counter()
-        scorable = blended.take(paying) if paying.size < blended["item_id"].size else Columns(blended)
-        scorer_input = batch.scorer_input[paying] if paying.size < blended["item_id"].size else batch.scorer_input
+        if paying.size < blended["item_id"].size:
+            scorable, scorer_input = blended.take(paying), batch.scorer_input[paying]
+        else:  # every advertiser can pay (most batches): no copy
+            scorable, scorer_input = Columns(blended), batch.scorer_input
         scores = (self.stack.scorer.score(scorer_input) if batch.prepared is None
                   else self.stack.scorer.score(scorer_input, batch.prepared))
         self._time("scorer", started)

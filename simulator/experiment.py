@@ -226,12 +226,14 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
     achieved = dict(tested.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
     funnel_of = {name: result.ledger.table() for name, result in results.items()}
     arms = arms_table(config, results, funnel_of, planned, achieved)
-    comparisons = adjust_p_values(tested.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
-                                              maintain_order="left"), config.alpha)
+    flags = arms.select("arm", "is_treatment_measured")
+
+    def flagged(table: pl.DataFrame) -> pl.DataFrame:  # each arm's exposure flag, then Holm within the table
+        return adjust_p_values(table.join(flags, on="arm", how="left", maintain_order="left"), config.alpha)
+
     funnels = pl.concat([funnel.with_columns(pl.lit(name).alias("arm")) for name, funnel in funnel_of.items()])
-    served = (adjust_p_values(served.join(arms.select("arm", "is_treatment_measured"), on="arm", how="left",
-                                          maintain_order="left"), config.alpha) if served.height else served)
-    return ExperimentResult(comparisons=comparisons, served=served, arms=arms, funnels=funnels,
+    return ExperimentResult(comparisons=flagged(tested), served=flagged(served) if served.height else served,
+                            arms=arms, funnels=funnels,
                             srm=sample_ratio_check(config, results), results=results)
 
 
@@ -291,8 +293,8 @@ def served_comparisons(config: ExperimentConfig, results: dict[str, SimulationRe
     metrics only: the diversity bootstrap is the whole market's. Empty without served users."""
     if served_users is None or not np.size(served_users):
         return pl.DataFrame()
-    sliced = {name: {column: values[np.isin(arm["user_id"], served_users)] for column, values in arm.items()}
-              for name, arm in columns.items()}
+    masks = {name: np.isin(arm["user_id"], served_users) for name, arm in columns.items()}
+    sliced = {name: {column: values[masks[name]] for column, values in arm.items()} for name, arm in columns.items()}
     return compare_arms(config, results, sliced, diversity=False)
 
 

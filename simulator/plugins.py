@@ -24,13 +24,14 @@ from synthetic_data.config_io import ConfigError
 from synthetic_data.schema import World
 
 
-# each kind of component: its protocol and the members a component needs (protocols.py has their contracts)
-_KINDS = {
-    "generators": (CandidateGenerator, ("source", "generate")),
-    "scorer": (Scorer, ("score",)),
-    "response": (ResponseModel, ("true_rates",)),
-    "nightly": (NightlyJob, ("__call__", "reset")),
-}
+_PROTOCOLS = {"generators": CandidateGenerator, "scorer": Scorer, "response": ResponseModel, "nightly": NightlyJob}
+
+
+def protocol_members(protocol: type) -> tuple[list[str], list[str]]:
+    """A protocol's attributes (annotated) and methods (`__call__` included), read off simulator/protocols.py."""
+    methods = [name for name, value in vars(protocol).items()
+               if callable(value) and (not name.startswith("_") or name == "__call__")]
+    return list(getattr(protocol, "__annotations__", {})), methods
 
 
 def load_component(path: str, world: World, kind: str, field: str) -> object:
@@ -39,7 +40,8 @@ def load_component(path: str, world: World, kind: str, field: str) -> object:
     Raises ConfigError naming `field` (e.g. plugins.scorer) when the module or attribute is missing,
     the factory fails, or the component lacks one of its protocol's members.
     """
-    protocol, members = _KINDS[kind]
+    protocol = _PROTOCOLS[kind]
+    attributes, methods = protocol_members(protocol)
     module_name, _, attribute = path.partition(":")
     if str(Path.cwd()) not in sys.path:  # a project's own packages, as `python -m` would see them
         sys.path.append(str(Path.cwd()))
@@ -56,11 +58,11 @@ def load_component(path: str, world: World, kind: str, field: str) -> object:
         component = factory(world)
     except Exception as error:
         raise ConfigError(f"{field}: {path}(world) failed: {type(error).__name__}: {error}") from error
-    missing = [name for name in members if not callable(getattr(component, name, None))
-               and not (name == "source" and isinstance(getattr(component, name, None), str))]
+    missing = ([name for name in attributes if not hasattr(component, name)]
+               + [name for name in methods if not callable(getattr(component, name, None))])
     if missing:
         raise ConfigError(f"{field}: {path} made a {type(component).__name__} without {missing}; a "
-                          f"{protocol.__name__} needs {list(members)} (simulator/protocols.py: "
+                          f"{protocol.__name__} needs {attributes + methods} (simulator/protocols.py: "
                           f"{inspect.getdoc(protocol).splitlines()[0]})")
     return component
 

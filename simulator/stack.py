@@ -4,6 +4,7 @@ every stage): the world's true response, candidate generators, the scorer, the n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,15 +159,10 @@ class RankerScorer:
         if candidates.height == 0:
             return None
         day, key = _score_day(candidates), _score_key(candidates)
-        self.seen_ = {seen_day: seen for seen_day, seen in self.seen_.items() if seen_day >= day.min()}
         first_seen = []
-        for today in np.unique(day):
-            rows = np.flatnonzero(day == today)
-            seen = self.seen_[int(today)] = self.seen_.get(int(today)) or ScoreTable(width=0)
-            new_rows = rows[~seen.get(key[rows])[0]]
-            _, first = np.unique(key[new_rows], return_index=True)
-            seen.add(key[new_rows[first]], np.zeros((first.size, 0)))
-            first_seen.append(new_rows[first])
+        for seen, _, _, _, first, _ in _keys_by_day(self.seen_, day, key, lambda: ScoreTable(width=0)):
+            seen.add(key[first], np.zeros((first.size, 0)))
+            first_seen.append(first)
         rows = np.sort(np.concatenate(first_seen))
         return PreparedFeatures(day[rows], key[rows], self.ranker.featurise(_scoring_rows(candidates, rows)))
 
@@ -176,18 +172,12 @@ class RankerScorer:
         if candidates.height == 0:
             return pl.DataFrame(schema={"ctcvr": pl.Float64, "vtcvr": pl.Float64})
         day, key = _score_day(candidates), _score_key(candidates)
-        self.kept_ = {kept_day: table for kept_day, table in self.kept_.items() if kept_day >= day.min()}
-        days = np.unique(day)
         scores = np.empty((key.size, 2))
         unscored = []  # per day: (its table, rows of keys not kept, the first row of each new key, each row's key)
-        for today in days:
-            rows = np.arange(key.size) if days.size == 1 else np.flatnonzero(day == today)
-            table = self.kept_[int(today)] = self.kept_.get(int(today)) or ScoreTable(dtype=np.float32)
-            is_kept, kept_scores = table.get(key[rows])
-            scores[rows[is_kept]] = kept_scores
-            new_rows = rows[~is_kept]
-            _, first, inverse = np.unique(key[new_rows], return_index=True, return_inverse=True)
-            unscored.append((table, new_rows, new_rows[first], inverse))
+        for table, kept_rows, kept_scores, new_rows, first, inverse in _keys_by_day(
+                self.kept_, day, key, lambda: ScoreTable(dtype=np.float32)):
+            scores[kept_rows] = kept_scores
+            unscored.append((table, new_rows, first, inverse))
         first_rows = np.sort(np.concatenate([first for _, _, first, _ in unscored]))
         if first_rows.size:  # scored in one call, in the rows' order
             features = prepared.table_of(day[first_rows], key[first_rows]) if prepared is not None else None
@@ -272,6 +262,22 @@ class ScoreTable:
             pending = pending[(found != keys[pending]) & (found >= 0)]
             slot[pending] = (slot[pending] + 1) & (self.keys.size - 1)
         return slot
+
+
+def _keys_by_day(tables: dict[int, ScoreTable], day: np.ndarray, key: np.ndarray, new_table: Callable[[], ScoreTable]):
+    """Per day of the rows, with its table in `tables` (made by `new_table` for a new day; earlier days are
+    dropped): (the table, the rows whose key it holds, their values, the rows it does not hold, the first
+    of those rows per distinct key, each of those rows' index among the distinct keys)."""
+    for past in [past for past in tables if past < day.min()]:
+        del tables[past]
+    days = np.unique(day)
+    for today in days:
+        rows = np.arange(key.size) if days.size == 1 else np.flatnonzero(day == today)
+        table = tables[int(today)] = tables.get(int(today)) or new_table()
+        is_held, values = table.get(key[rows])
+        new_rows = rows[~is_held]
+        _, first, inverse = np.unique(key[new_rows], return_index=True, return_inverse=True)
+        yield table, rows[is_held], values, new_rows, new_rows[first], inverse
 
 
 def _score_day(candidates: pl.DataFrame) -> np.ndarray:
