@@ -24,7 +24,7 @@ import polars as pl
 from simulator.demo import LIST_METHOD
 from simulator.power import achieved_mde_percent
 from simulator.report import NOT_MEASURING, percent, save_figure
-from simulator.sensitivity import metric_label
+from simulator.sensitivity import check_dose_response, metric_label
 from synthetic_data.run_folder import RunFolder
 
 
@@ -307,6 +307,18 @@ def dose_response_shape(check: dict) -> str:
     return "rises monotonically" if check.get("estimates_rise", True) else "shows no rise (estimates do not rise)"
 
 
+def recorded_checks(run: RunFolder) -> list[dict]:
+    """The dose-response checks of the `sensitivity` record, each re-read from `sensitivity/table.parquet` when the
+    run has it, so that a record written before a check gained a field (`estimates_rise`) reads as today's check
+    of the same measurements; the record's own dicts without the table."""
+    checks = run.stage_record("sensitivity")["summary"]["checks"]
+    path = run.root / "sensitivity" / "table.parquet"
+    if not path.exists():
+        return checks
+    table = pl.read_parquet(path)
+    return [{**check, **check_dose_response(table, check["metric"]).__dict__} for check in checks]
+
+
 def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
     """The dose-response checks of `sensitivity/` (issue #15): one row per targeted metric; the random control
     must cover 0, and the best oracle point's interval must exclude 0 for the shape to say anything."""
@@ -316,7 +328,7 @@ def dose_response_rows(run: RunFolder) -> list[VerdictRow]:
         return [_not_measured(use, "no figure", "no `sensitivity` stage: run `adsim sensitivity`" if record is None
                               else "no dose-response check in its record")]
     rows = []
-    for check in record["summary"]["checks"]:
+    for check in recorded_checks(run):
         name = check["metric"].removeprefix("lift_").removeprefix("ab_").removeprefix("info_")
         paper = f"effect to detect: {_paper(name)}" if name in PAPER_FIGURES else "no figure"
         row_use = f"Dose-response: {metric_label(check['metric'])} (issue #15)"
@@ -438,17 +450,31 @@ def plot_losses(curves: dict[str, list[float]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def _llm_training_summaries(run: RunFolder) -> dict[str, dict]:
+    """{stage: summary} of the LLM training stages the run completed."""
+    records = {stage: run.stage_record(stage) for stage in LLM_TRAINING_STAGES}
+    return {stage: record["summary"] for stage, record in records.items() if record is not None}
+
+
 def llm_training_section(run: RunFolder) -> list[str]:
     """The LLM stages' loss curves (plots/llm_training_loss.png) and one table row per training stage, then one
     per prediction stage; empty without LLM stages."""
-    records = {stage: run.stage_record(stage) for stage in LLM_TRAINING_STAGES}
-    trained = {stage: record["summary"] for stage, record in records.items() if record is not None}
+    trained = _llm_training_summaries(run)
     lines = []
     curves = {f"{stage} ({_value(summary, 'steps', ',')} steps)": summary["losses"]
               for stage, summary in trained.items() if summary.get("losses")}
     if curves:
         plot = plot_losses(curves, run.root / "plots" / "llm_training_loss.png")
         lines += [f"![llm_training_loss]({plot.relative_to(run.root)})", ""]
+    return lines + llm_training_tables(run)  # a plot means a training stage, so the tables are never empty
+
+
+def llm_training_tables(run: RunFolder) -> list[str]:
+    """One table row per LLM training stage (steps, first and last loss, tokens/s, seconds), then one per
+    prediction stage (users, prompts, parse, exact-count and unmapped rates, seconds), read from their stage
+    records; `_no LLM stages_` without any."""
+    trained = _llm_training_summaries(run)
+    lines = []
     if trained:
         lines += [*_markdown_table(["stage", "steps", "first loss", "last loss", "tokens/s", "seconds"], [
             [f"`{stage}`", _value(s, "steps", ","), _value(s, "first_loss", ".3f"), _value(s, "last_loss", ".3f"),

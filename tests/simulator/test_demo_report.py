@@ -209,6 +209,19 @@ def test_dose_response_against_random_lists_needs_no_control_interval(tmp_path):
         "measured: rises monotonically; best oracle point `oracle_q1` [+3.00%, +9.00%]")
 
 
+def test_a_check_recorded_before_estimates_rise_is_reread_from_the_sensitivity_table(tmp_path):
+    """A run recorded before the check gained `estimates_rise` (make demo at bfc4471) must not read falling
+    estimates as a rise: with `sensitivity/table.parquet` present the verdict re-reads the check from it."""
+    table = dose_response_rows([(0.2, 8.0, 5.0, 11.0), (0.9, 6.0, 3.0, 9.0)], (-1.0, 1.0))  # overlapping, falling
+    check = check_dose_response(table, "ab_roas").__dict__
+    old = {key: value for key, value in check.items() if key not in ("estimates", "estimates_rise")}
+    run = RunFolder(tmp_path)
+    table.write_parquet(run.stage_dir("sensitivity") / "table.parquet")
+    run.complete("sensitivity", {}, [], {"checks": [{**old, "violations": list(old["violations"])}]})
+    assert verdict_of(tmp_path, "Dose-response: Return on ad spend") == (
+        "measured: shows no rise (estimates do not rise); best oracle point `oracle_q1` [+3.00%, +9.00%]")
+
+
 @pytest.mark.parametrize("flags, quota, expected", [
     ((True, True), 100, "measured: concentration quota 100"),
     ((False, True), None, "measured: no quota over-concentrates"),
