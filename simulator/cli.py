@@ -238,5 +238,22 @@ def sensitivity(run: RunOption = Path("runs/demo"),
     console.print(f"sensitivity done in {summary['seconds']} s; wrote {run / 'sensitivity'} and {run / 'plots'}")
 
 
+@app.command("results")
+def results(run: RunOption = Path("runs/demo"),
+            out: Annotated[Path, typer.Option(help="the page whose generated part is (re)written")]
+            = Path("docs/results.md")) -> None:
+    """docs/results.md's generated part from a run folder's records (issue #16); the rest of the page is kept."""
+    from rich.console import Console
+
+    from simulator.results_page import write_results_page
+
+    console = Console()
+    try:
+        write_results_page(run, out)
+    except (FileNotFoundError, ValueError) as error:  # MissingRecordError names each missing file and its command
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    console.print(f"wrote the generated part of {out} from the records of {run}")
+
 if __name__ == "__main__":
     app()
