@@ -126,7 +126,7 @@ def _nano_train(steps: int, batch_size: int = 4) -> dict:
 
 # `full` is the class defaults (the scale measured on a GPU); `small`, the default, is the same model
 # with the training and evaluation budget cut to fit the demo in 30 minutes on 2 CPU cores (greedy list
-# decoding, fewer steps and users; the whole demo measured 15.8 min with it, README); `nano` is for tests.
+# decoding, fewer steps and users; the whole demo measured 15.8 min with it, docs/results.md); `nano` is for tests.
 PRESETS: dict[str, dict] = {
     "full": {},
     "small": {

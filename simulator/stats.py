@@ -27,7 +27,7 @@ from synthetic_data.intervals import bootstrap_interval
 # metric's synthetic A/A false-positive rate at alpha = 0.05 exceeds 7%, for the delta method and
 # the bootstrap alike (RoAS with 9-18 converters: 7.8-8.2%; with 4: 13.2% delta, 9.0% bootstrap);
 # the comparisons that pass both reject 5.3-5.7% at 200-300 users per arm
-# (benchmarks/bench_aa_calibration.py; the table is in the README).
+# (benchmarks/bench_aa_calibration.py; the table is in docs/results.md, A/A calibration).
 MIN_ARM_USERS = 200
 MIN_NONZERO_USERS = 30
 SRM_ALPHA = 0.001  # the usual sample-ratio-mismatch threshold: flag at p < 0.001
