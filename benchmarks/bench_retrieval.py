@@ -62,7 +62,8 @@ def synthetic_catalog(items: int, seed: int) -> tuple[np.ndarray, np.ndarray, np
     sizes = rng.lognormal(0.0, 1.0, advertisers)
     advertiser_ids = rng.choice(advertisers, items, p=sizes / sizes.sum()).astype(np.int64)
     categories = rng.normal(size=(50, DIM)).astype(np.float32)
-    centers = categories[rng.integers(0, 50, advertisers)] + 0.8 * rng.normal(size=(advertisers, DIM)).astype(np.float32)
+    centers = (categories[rng.integers(0, 50, advertisers)]
+               + 0.8 * rng.normal(size=(advertisers, DIM)).astype(np.float32))
     vectors = np.empty((items, DIM), dtype=np.float32)
     for start in range(0, items, 1 << 18):
         chunk = slice(start, start + (1 << 18))
@@ -157,7 +158,7 @@ def bench_size(items: int, queries_count: int, kinds: list[str], seed: int) -> l
             rows.append((f"{items:,}", f"{FILTER_ADVERTISERS} advertisers",
                          f"per-advertiser, batch of {queries_count}", "(same)", f"{per_query:.3f} mean", "-", "-",
                          "1.000"))
-        del index
+        index = None  # freed before the next kind's build (the closures above read it)
     console.print(f"{items:,} items, {counts.size:,} advertisers; a {FILTER_ADVERTISERS}-advertiser filter "
                   f"admits {filtered_items:,.0f} items on average")
     return rows

@@ -33,8 +33,10 @@ def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: 
             "tokens_per_second": tokens / seconds, "share_of_bf16_ceiling": flops / seconds / ceiling}
 
 
-def training_rows(model, batch_size: int, seq_len: int, steps: int, generator) -> list[dict]:
-    """AdamW steps on random tokens in fp32 and in bf16 autocast; FLOPs = 6 x params x tokens."""
+def training_rows(model, batch_size: int, seq_len: int, steps: int, generator,
+                  precisions: tuple[bool, ...] = (False, True)) -> list[dict]:
+    """AdamW steps on random tokens in each of `precisions` (False: fp32, True: bf16 autocast);
+    FLOPs = 6 x params x tokens."""
     import torch
 
     params = parameter_count(model)
@@ -42,7 +44,7 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator) -
     ids = torch.randint(2, model.config.vocab_size, (batch_size, seq_len), generator=generator)
     rows = []
     model.train()
-    for is_bf16 in (False, True):
+    for is_bf16 in precisions:
         for step in range(steps + 1):  # the first step warms up and is not timed
             if step == 1:
                 started = time.perf_counter()
@@ -60,8 +62,8 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator) -
 
 def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator) -> list[dict]:
     """Generated tokens/s (returned sequences only) as the backend decodes (`serving_settings`: bf16
-    weights, eager attention on CPU); beam search with `generate`'s own prefill (once per beam) and with the prompt cache
-    `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
+    weights, eager attention on CPU); beam search with `generate`'s own prefill (once per beam) and with the
+    prompt cache `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
     beam plus the prefill (2 x params per token)."""
     import copy
 
