@@ -20,6 +20,11 @@ ConfigOption = Annotated[Path | None, typer.Option(
     "--config", help="an experiment TOML read over the suite's market scenario: your arms and `plugins` "
                      "(docs/plugins.md)")]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="experiment override section.field=value")]
+TABLE_WIDTH = 132  # a CI log is not a terminal: rich's default of 80 columns would cut the figures short
+
+
+def _console() -> Console:
+    return Console(width=max(Console().width, TABLE_WIDTH))
 
 
 def _baselines_path(suite: str, path: Path | None) -> Path:
@@ -55,7 +60,7 @@ def _measure(suite: str, seed: int, experiment, console: Console):
 def run(suite: SuiteOption = "ci", seed: SeedOption = 0, config: ConfigOption = None, set_: SetOption = None,
         out: Annotated[Path, typer.Option(help="where to write the measurements (JSON)")] = Path("bench.json")) -> None:
     """Measure a suite once and print its figures."""
-    console = Console()
+    console = _console()
     measurements = _measure(suite, seed, _experiment(config, set_, console), console)
     table = Table(title=f"adsim bench run --suite {suite} --seed {seed}")
     for column in ("metric", "value", "kind", "better", "unit"):
@@ -81,7 +86,7 @@ def record(suite: SuiteOption = "ci",
     from benchmarks.harness import write_baselines
     from synthetic_data.config_io import to_dict
 
-    console = Console()
+    console = _console()
     experiment = _experiment(config, set_, console)
     try:
         seed_list = [int(seed) for seed in seeds.split(",") if seed.strip()]
@@ -106,7 +111,7 @@ def check(suite: SuiteOption = "ci", seed: SeedOption = 0,
     from benchmarks.harness import check as check_run
     from synthetic_data.config_io import to_dict
 
-    console = Console()
+    console = _console()
     path = _baselines_path(suite, baselines)
     experiment = _experiment(config, set_, console)
     try:
