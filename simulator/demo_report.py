@@ -114,7 +114,7 @@ def _interval(low: float, high: float) -> str:
     return f"[{percent(low / 100)}, {percent(high / 100)}]"
 
 
-def _share_cell(row: dict, k: int) -> str:
+def share_cell(row: dict, k: int) -> str:
     return f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
 
 
@@ -133,13 +133,13 @@ def recall_row(root: Path) -> VerdictRow:
         return _not_measured(use, paper, f"no V1 result of the served method `{LIST_METHOD}`")
     shown = [(f"`{LIST_METHOD}` (served)", served)] + [(f"`{name}`", methods[name]) for name in
                                                        ("most_recent", "popularity") if name in methods]
-    measured = "; ".join(f"{name} R@20 {_share_cell(row, 20)}, R@1 {_share_cell(row, 1)}" for name, row in shown)
+    measured = "; ".join(f"{name} R@20 {share_cell(row, 20)}, R@1 {share_cell(row, 1)}" for name, row in shown)
     checks = f"{served['n_labels']:,} V1 labels; Wilson intervals"
-    effect = f"R@20 {_share_cell(served, 20)}"
+    effect = f"R@20 {share_cell(served, 20)}"
     baseline = methods.get("most_recent")
     if baseline is None:
         return VerdictRow(use, measured, paper, checks, MEASURED, effect)
-    versus = f"the most-recent baseline's {_share_cell(baseline, 20)}"
+    versus = f"the most-recent baseline's {share_cell(baseline, 20)}"
     if served["recall_at_20_high"] < baseline["recall_at_20_low"]:
         return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, below {versus}")
     if served["recall_at_20_low"] > baseline["recall_at_20_high"]:
@@ -392,7 +392,7 @@ def lessons(rows: list[VerdictRow]) -> list[str]:
     return lines
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(row) + " |" for row in rows]]
 
@@ -405,7 +405,7 @@ def verdict_section(run: RunFolder, unmeasured: list[str]) -> list[str]:
              "checks that decide whether it says anything (labels, test positives and MDE at 80% power, "
              "sample-ratio mismatch, the treatment's exposure; the A/A rate is shown beside them) and the verdict "
              "they give. The sections below hold the full tables; timings and LLM training are in the appendix."), "",
-            *_markdown_table(["Use", "This run", "Paper", "Checks", "Verdict"],
+            *markdown_rows(["Use", "This run", "Paper", "Checks", "Verdict"],
                              [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
             "", *lessons(rows), "",
             *([f"Not measured (the data were too thin; the demo log gives the error): {', '.join(unmeasured)}.", ""]
@@ -417,8 +417,8 @@ def _world_section(run: RunFolder) -> str:
     if record is None:
         return "_world stage missing_"
     summary = record["summary"]
-    rows = _markdown_table(["table", "rows"], [[name, f"{count:,}"] for name, count in summary["rows"].items()])
-    coverage = _markdown_table(["anchor date", "labelled users", "share", "V0", "V1"], [
+    rows = markdown_rows(["table", "rows"], [[name, f"{count:,}"] for name, count in summary["rows"].items()])
+    coverage = markdown_rows(["anchor date", "labelled users", "share", "V0", "V1"], [
         [c["anchor_date"], f"{c['labelled_users']:,}", f"{c['share_of_users']:.1%}", f"{c['v0']:,}", f"{c['v1']:,}"]
         for c in summary["label_coverage"]])
     mix = ", ".join(f"{k} {v:.1%}" for k, v in summary["conversion_mechanism_mix"].items())
@@ -476,13 +476,13 @@ def llm_training_tables(run: RunFolder) -> list[str]:
     trained = _llm_training_summaries(run)
     lines = []
     if trained:
-        lines += [*_markdown_table(["stage", "steps", "first loss", "last loss", "tokens/s", "seconds"], [
+        lines += [*markdown_rows(["stage", "steps", "first loss", "last loss", "tokens/s", "seconds"], [
             [f"`{stage}`", _value(s, "steps", ","), _value(s, "first_loss", ".3f"), _value(s, "last_loss", ".3f"),
              _value(s, "tokens_per_second", ",.0f"), _value(s, "seconds", ".1f")] for stage, s in trained.items()]), ""]
     predicted = {path.parent.name: json.loads(path.read_text())["summary"]
                  for path in sorted(run.root.glob("llm_predict_*/stage.json"))}
     if predicted:
-        lines += [*_markdown_table(["prediction stage", "users", "prompts", "parse rate", "exact-count rate",
+        lines += [*markdown_rows(["prediction stage", "users", "prompts", "parse rate", "exact-count rate",
                                     "unmapped rate", "seconds"], [
             [f"`{stage}`", _value(s, "users", ","), _value(s, "prompts", ","), _value(s, "parse_rate", ".1%"),
              _value(s, "exact_count_rate", ".1%"), _value(s, "unmapped_rate", ".1%"), _value(s, "seconds", ".1f")]
@@ -537,7 +537,7 @@ def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[
         elif is_expected:
             parts += [f"## {title}", "", f"_not produced: {relative} is missing_", ""]
     appendix = ["## Appendix", "", "### Stage timings", "",
-                *_markdown_table(["stage", "seconds"], [[name, f"{seconds:.1f}"] for name, seconds in timings]
+                *markdown_rows(["stage", "seconds"], [[name, f"{seconds:.1f}"] for name, seconds in timings]
                                  + [["**total**", f"{sum(s for _, s in timings):.1f}"]]), "",
                 "### LLM training and predictions", "", *llm_training_section(run)]
     shown = "\n".join(parts + appendix)

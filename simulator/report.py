@@ -28,7 +28,7 @@ METRIC_LABELS = {
 }
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def number_cell(value: float | None, digits: int = 4) -> str:
     """`digits` significant digits; a whole number of 10,000 or more in full with separators (20,000, not 2e+04)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -177,7 +177,7 @@ def ab_markdown(comparisons: pl.DataFrame, arms: pl.DataFrame, srm: SampleRatioC
               "planned_roas_mde"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in arms.iter_rows(named=True):
-        lines.append("| " + " | ".join(str(row[c]) if isinstance(row[c], str) else _number(row[c]) for c in header)
+        lines.append("| " + " | ".join(str(row[c]) if isinstance(row[c], str) else number_cell(row[c]) for c in header)
                      + " |")
     return "\n".join(lines) + "\n"
 
@@ -191,11 +191,11 @@ def comparison_table(comparisons: pl.DataFrame, alpha: float) -> list[str]:
         role = "primary" if row["is_primary"] else "secondary"
         metric = f"{METRIC_LABELS.get(row['metric'], row['metric'])} ({role})"
         lines.append(
-            f"| {row['arm']} | {metric} | {_number(row['control'])} | "
-            f"{_number(row['treatment'])} | {percent(row['relative_change'])} | "
+            f"| {row['arm']} | {metric} | {number_cell(row['control'])} | "
+            f"{number_cell(row['treatment'])} | {percent(row['relative_change'])} | "
             f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}] | {percent(row['mde'])} | "
-            f"{_number(row['p_value'], 3)} | "
-            f"{_number(row['p_value_adjusted'], 3)} | "
+            f"{number_cell(row['p_value'], 3)} | "
+            f"{number_cell(row['p_value_adjusted'], 3)} | "
             f"{verdict(row)} |")
     return lines
 
@@ -226,17 +226,17 @@ def design_line(check: SampleRatioCheck, what: str) -> str:
             "independent user sets.")
 
 
-def _ci(row: dict, prefix: str) -> str:
+def interval_cell(row: dict, prefix: str) -> str:
     return f"[{percent(row[f'{prefix}ci_low'])}, {percent(row[f'{prefix}ci_high'])}]"
 
 
 def _change(row: dict, prefix: str) -> str:
-    return f"{percent(row[f'{prefix}change'])} {_ci(row, prefix)}"
+    return f"{percent(row[f'{prefix}change'])} {interval_cell(row, prefix)}"
 
 
 def _tested_change(row: dict, prefix: str) -> str:
     """A change with its interval and Holm p-value, e.g. `-12.00% [-20.00%, -4.00%] (Holm p = 0.01)`."""
-    return f"{_change(row, prefix)} (Holm p = {_number(row[f'{prefix}p_value_adjusted'], 3)})"
+    return f"{_change(row, prefix)} (Holm p = {number_cell(row[f'{prefix}p_value_adjusted'], 3)})"
 
 
 def concentration_lines(table: pl.DataFrame, source: str, alpha: float) -> list[str]:
@@ -266,14 +266,14 @@ def concentration_lines(table: pl.DataFrame, source: str, alpha: float) -> list[
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         changes = (["", "", "", ""] if row["is_control"] else
-                   [_change(row, "advertiser_entropy_"), _number(row["advertiser_entropy_p_value_adjusted"], 3),
-                    _change(row, "advertiser_gini_"), _number(row["advertiser_gini_p_value_adjusted"], 3)])
+                   [_change(row, "advertiser_entropy_"), number_cell(row["advertiser_entropy_p_value_adjusted"], 3),
+                    _change(row, "advertiser_gini_"), number_cell(row["advertiser_gini_p_value_adjusted"], 3)])
         verdict_cell = ("control" if row["is_control"] else
                         "not measuring the treatment" if row["is_treatment_measured"] is False else
                         "concentrated" if row["is_concentrated"] else "no significant concentration")
         cells = [str(row["quota"]), *[_share(row[f"{s}_impressed_share"]) for s in sources],
-                 _number(row["unique_advertisers"]), _number(row["advertiser_entropy"]), changes[0], changes[1],
-                 _number(row["advertiser_gini"]), changes[2], changes[3],
+                 number_cell(row["unique_advertisers"]), number_cell(row["advertiser_entropy"]), changes[0], changes[1],
+                 number_cell(row["advertiser_gini"]), changes[2], changes[3],
                  *[_share(row[f"{s}_survival"]) for s in sources], verdict_cell]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", (f"Diversity is over each quota's impressions, after blending's de-duplication: Shannon entropy "
@@ -305,9 +305,9 @@ def sweep_markdown(table: pl.DataFrame, source: str, plots: list[Path], srm: Sam
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.iter_rows(named=True):
         row["roas_verdict"] = "control" if row["is_control"] else verdict(row, "roas_")
-        row["roas_ci"] = "" if row["is_control"] else _ci(row, "roas_")
+        row["roas_ci"] = "" if row["is_control"] else interval_cell(row, "roas_")
         cells = [percent(row[c]) if c in percents else row[c] if c in ("roas_verdict", "roas_ci")
-                 else _number(row.get(c)) for c in columns]
+                 else number_cell(row.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", multiple_testing_note(alpha), "", *concentration_lines(table, source, alpha)]
     for path in plots:

@@ -21,10 +21,10 @@ from ranking.lift import lift_markdown
 from retrieval.config import OBJECTIVES
 from retrieval.evaluate import compare_objectives, markdown_table
 from simulator.demo import LIST_METHOD
-from simulator.demo_report import (_markdown_table, _share_cell, lessons, llm_training_tables, recorded_checks,
+from simulator.demo_report import (lessons, llm_training_tables, markdown_rows, recorded_checks, share_cell,
                                    verdict_rows)
-from simulator.report import (_ci, _number, comparison_table, coverage_line, exposure_lines, percent, power_lines,
-                              srm_line, verdict)
+from simulator.report import (comparison_table, coverage_line, exposure_lines, interval_cell, number_cell, percent,
+                              power_lines, srm_line, verdict)
 from simulator.sensitivity import (check_dose_response, finding, rankers_markdown, reachable_range,
                                    results_markdown)
 from simulator.stats import SampleRatioCheck
@@ -98,7 +98,7 @@ def verdict_lines(run: Path) -> list[str]:
     """report.md's verdict table and the lessons drawn from it (simulator.demo_report)."""
     rows = verdict_rows(RunFolder(run))
     return ["### Verdict", "",
-            *_markdown_table(["Use", "This run", "Paper", "Checks", "Verdict"],
+            *markdown_rows(["Use", "This run", "Paper", "Checks", "Verdict"],
                              [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
             "", *lessons(rows), ""]
 
@@ -116,7 +116,7 @@ def timing_lines(run: Path) -> list[str]:
             (f"The world: {rows.get('users', 0):,} users, {rows.get('advertisers', 0):,} advertisers, "
              f"{rows.get('events', 0):,} events. Seconds each stage recorded (a stage without a record of its time "
              f"is left out, so the sum is below the demo's wall time):"), "",
-            *_markdown_table(["stage", "seconds"], [[f"`{record['stage']}`", f"{record['summary']['seconds']:,.1f}"]
+            *markdown_rows(["stage", "seconds"], [[f"`{record['stage']}`", f"{record['summary']['seconds']:,.1f}"]
                                                    for record in timed] + [["**sum**", f"{total:,.1f}"]]), ""]
 
 
@@ -125,8 +125,8 @@ def recall_lines(run: Path) -> list[str]:
     is in report.md)."""
     table = pl.read_parquet(run / "llm_eval" / "results.parquet").filter(pl.col("eval_set") == "v1")
     return ["### Advertiser prediction on V1 (paper Table 3)", "",
-            *_markdown_table(["method", "labels", "Recall@1", "Recall@5", "Recall@20"],
-                             [[f"`{row['method']}`", f"{row['n_labels']:,}", *[_share_cell(row, k) for k in (1, 5, 20)]]
+            *markdown_rows(["method", "labels", "Recall@1", "Recall@5", "Recall@20"],
+                             [[f"`{row['method']}`", f"{row['n_labels']:,}", *[share_cell(row, k) for k in (1, 5, 20)]]
                               for row in table.iter_rows(named=True)]),
             "", "[low, high]: Wilson score interval of the share of labels hit (95%).", ""]
 
@@ -191,9 +191,9 @@ def sweep_lines(run: Path) -> list[str]:
     config = record["config"]
     table = pl.read_parquet(run / "sweep" / "sweep.parquet")
     rows = [[str(row["quota"]),
-             "control" if row["is_control"] else f"{percent(row['roas_change'])} {_ci(row, 'roas_')}",
-             percent(row["roas_mde"]), _number(row["treatment_users"]), f"{row['treatment_spend_share']:.2%}",
-             _number(row["advertiser_entropy"]), "control" if row["is_control"] else verdict(row, "roas_")]
+             "control" if row["is_control"] else f"{percent(row['roas_change'])} {interval_cell(row, 'roas_')}",
+             percent(row["roas_mde"]), number_cell(row["treatment_users"]), f"{row['treatment_spend_share']:.2%}",
+             number_cell(row["advertiser_entropy"]), "control" if row["is_control"] else verdict(row, "roas_")]
             for row in table.iter_rows(named=True)]
     quota = record["summary"].get("concentration_quota")
     header = ["quota", "RoAS change [95% CI]", "achieved MDE", "treatment users", "treatment spend share",
@@ -202,7 +202,7 @@ def sweep_lines(run: Path) -> list[str]:
             (f"Source `{config.get('source')}`, quotas {', '.join(map(str, config['quotas']))}, "
              f"{config['experiment']['simulation']['days']} simulated day(s), design "
              f"`{config['experiment']['sweep_design']}`."), "",
-            *_markdown_table(header, rows), "",
+            *markdown_rows(header, rows), "",
             ("Over-concentration: " + (f"quota {quota} is the first whose advertiser diversity drops significantly."
                                        if quota is not None else "no quota's advertiser diversity drops significantly "
                                        "in an arm measuring its treatment.")), ""]

@@ -111,7 +111,7 @@ def test_concentration_section_names_the_first_concentrated_quota():
 
 
 def test_counts_print_in_full_and_rates_to_four_significant_digits():
-    from simulator.report import _number
+    from simulator.report import number_cell
 
-    assert (_number(20000.0), _number(159_600), _number(2.5), _number(0.087891), _number(None)) == (
+    assert (number_cell(20000.0), number_cell(159_600), number_cell(2.5), number_cell(0.087891), number_cell(None)) == (
         "20,000", "159,600", "2.5", "0.08789", "n/a")
