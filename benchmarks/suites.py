@@ -162,7 +162,7 @@ def _llm(world, clock: Clock) -> list[Measurement]:
     from transformers.utils import logging as transformers_logging
 
     from llm_predictor.backends import TransformersBackend
-    from llm_predictor.cli import LLMConfig
+    from llm_predictor.config import LLMConfig
     from llm_predictor.decoding import DecodingConfig
     from llm_predictor.evaluate import EvalConfig, evaluation_requests
     from llm_predictor.model import build_model

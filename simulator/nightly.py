@@ -57,7 +57,8 @@ class LlmPredictor:
     def __init__(self, run: Path, world: World, preset: str = "small", method: str = "grpo_constrained",
                  max_users: int = 100, seed: int = 0):
         from llm_predictor.backends import make_backend
-        from llm_predictor.cli import model_dir, trained_config
+        from llm_predictor.config import trained_config
+        from llm_predictor.stages import model_dir
         from synthetic_data.run_folder import RunFolder
 
         self.folder, self.world, self.method = RunFolder(run), world, method
@@ -71,7 +72,7 @@ class LlmPredictor:
         self.counts_: dict[str, int] = {}
 
     def __call__(self, day: date, user_ids: np.ndarray, events: pl.DataFrame) -> pl.DataFrame:
-        from llm_predictor.cli import predict_users
+        from llm_predictor.stages import predict_users
 
         chosen = np.sort(np.random.default_rng([self.seed, day.toordinal()]).permutation(user_ids)[:self.max_users])
         keys = pl.DataFrame({"user_id": chosen, "anchor_date": [day] * len(chosen)},

@@ -280,7 +280,7 @@ def everyone_keys(world: World) -> pl.DataFrame:
 
 def user_keys(world: World, llm_config, users: str) -> pl.DataFrame:
     """The (user_id, anchor_date) rows of a user set: `adsim llm predict --users` for its sets, or EVERYONE."""
-    from llm_predictor.cli import prediction_keys
+    from llm_predictor.stages import prediction_keys
 
     return everyone_keys(world) if users == EVERYONE else prediction_keys(world, llm_config, users).select(KEYS)
 
@@ -292,7 +292,8 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
     `config.all_users`), or EVERYONE, w calibrated on the V1 eval labels. Returns (the stage summary,
     whether it was skipped as complete). Raises FileNotFoundError without a world stage, ConfigError for
     an unknown user set or preset, CalibrationError."""
-    from llm_predictor.cli import PREDICT_USERS, resolve_config
+    from llm_predictor.config import resolve_config
+    from llm_predictor.stages import PREDICT_USERS
     from llm_predictor.evaluate import evaluation_labels
     from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, to_dict

@@ -217,7 +217,7 @@ class StageInputs:
 
     def llm_config(self, users: str = "heldout"):
         """The LLM preset's config, with every user of `users` when the config's `all_users` names it."""
-        from llm_predictor.cli import resolve_config
+        from llm_predictor.config import resolve_config
 
         return resolve_config(self.config.llm_preset, None, ALL_USERS if users in self.config.all_users else None)
 

@@ -83,7 +83,7 @@ def llm_predict_sample(
     set_: list[str] = typer.Option([], "--set", help="`adsim llm` overrides, e.g. predict.decoding.strategy=greedy"),
 ) -> None:
     """An LLM method's next-brand lists for a seeded sample of test users (scored on that sample)."""
-    from llm_predictor.cli import METHODS, resolve_config
+    from llm_predictor.config import METHODS, resolve_config
     from synthetic_data.real.llm_sample import predict_test_sample, sample_stage
 
     if method not in METHODS:

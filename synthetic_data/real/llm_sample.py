@@ -23,17 +23,18 @@ def predict_test_sample(run_dir: Path, config, method_name: str, n_users: int, s
     """Generate, convert and record one LLM method's lists for `n_users` sampled test users; skips
     when complete with the same config; returns the stage summary (users, parse and unmapped rates)."""
     from llm_predictor import evaluate
-    from llm_predictor.cli import METHODS, MODEL_STAGES, _upstream, _world, predict_users
+    from llm_predictor.config import METHODS, MODEL_STAGES
+    from llm_predictor.stages import predict_users, run_world, upstream_hash
 
     run = RunFolder(run_dir)
     method = METHODS[method_name]
     stage = sample_stage(method_name, n_users)
-    stage_config = {"upstream": _upstream(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
+    stage_config = {"upstream": upstream_hash(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
                     "requests": {"role": "test", "n_users": n_users, "seed": seed}}
     if run.is_complete(stage, stage_config):
         return run.stage_record(stage)["summary"]
-    world = _world(run.root)
+    world = run_world(run.root)
     if "role" not in world.labels.columns:
         raise ValueError(f"{run.root}/world: labels have no 'role' column; this sample needs a leave-one-out world")
     requests = evaluate.evaluation_requests(world, config.eval.evaluation)

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from llm_predictor.cli import (METHODS, _ablation_variants, app, list_completion, method_decoding, prediction_keys,
-                               resolve_config)
+from llm_predictor.cli import app
+from llm_predictor.config import METHODS, resolve_config
+from llm_predictor.stages import _ablation_variants, list_completion, method_decoding, prediction_keys
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.features import GROUPS
 from llm_predictor.parse import parse_output

@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from llm_predictor.cli import prediction_keys, resolve_config
+from llm_predictor.config import resolve_config
+from llm_predictor.stages import prediction_keys
 from simulator import sensitivity
 from simulator.oracle import ALL_USERS
 from llm_predictor.metrics import recall_at_k

@@ -513,7 +513,8 @@ def test_full_dataset_sasrec_loss_goes_down(amazon):
 def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_labels(amazon, tmp_path):
     from dataclasses import replace
 
-    from llm_predictor.cli import resolve_config, stage_pretrain, stage_sft
+    from llm_predictor.config import resolve_config
+    from llm_predictor.stages import stage_pretrain, stage_sft
     from llm_predictor.evaluate import EvalConfig, evaluation_requests
     from synthetic_data.real.llm_sample import predict_test_sample
 

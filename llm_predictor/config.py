@@ -1,0 +1,171 @@
+"""The LLM predictor's configuration: the evaluated methods, the stage settings and their size presets.
+
+`LLMConfig` holds every `adsim llm` stage's section (each stage hashes only what it reads); `PRESETS`
+cut the budget (`small` for the 2-core demo, `nano` for tests); `resolve_config` layers a preset, a
+TOML file and `--set` overrides (paper 3.3-3.5, 4.2-4.3 for what each stage does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from llm_predictor.decoding import DecodingConfig
+from llm_predictor.evaluate import EvalConfig
+from llm_predictor.features import FeatureConfig
+from llm_predictor.grpo import GRPOStageConfig
+from llm_predictor.model import ModelConfig
+from llm_predictor.predict import PredictConfig
+from llm_predictor.pretrain import PretrainConfig
+from llm_predictor.semantic_ids import SemanticIDConfig
+from llm_predictor.sft import SFTStageConfig
+from llm_predictor.tokenizer import TokenizerConfig
+from synthetic_data.config_io import ConfigError, require, to_dict
+
+# Which trained model each method reads, and how it prompts and decodes (Tables 2 and 3).
+MODEL_STAGES = {"zero_shot": "llm_pretrain", "sft_single": "llm_sft_single", "sft_list": "llm_sft_list",
+                "grpo": "llm_grpo", "sid": "llm_sid", "sft_sid": "llm_sft_sid"}
+SFT_TEMPLATES = {"single": "sft", "list": "grpo", "sid": "sft_sid"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluated LLM variant: model, template, reasoning instruction, decoding."""
+
+    model: str
+    template: str
+    is_reasoning: bool = False
+    # list | single_beam | single_sampling | single_ranked | list_sampling | list_constrained
+    decoding: str = "list"
+
+
+@dataclass(frozen=True)
+class EvalRunConfig:
+    """Which methods to score, how many eval users (sampled), and the Table 4 ablation."""
+
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    methods: tuple[str, ...] = (
+        "zero_shot", "zero_shot_reasoning", "sft_list", "sft_single_beam", "sft_single_sampling",
+        "sft_single_ranked", "grpo", "grpo_reasoning", "grpo_sampling", "grpo_constrained",
+    )
+    max_users: int = 300
+    is_ablation: bool = True
+    max_ablation_users: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        require(not unknown, "eval.methods", f"unknown method(s) {unknown}; valid: {sorted(METHODS)}")
+        require(self.max_users >= 1, "eval.max_users", "must be >= 1")
+        require(self.max_ablation_users >= 1, "eval.max_ablation_users", "must be >= 1")
+
+
+METHODS = {
+    "zero_shot": Method("zero_shot", "inference"),
+    "zero_shot_reasoning": Method("zero_shot", "inference", is_reasoning=True),
+    "sft_list": Method("sft_list", "inference"),
+    "sft_single_beam": Method("sft_single", "sft", decoding="single_beam"),
+    "sft_single_sampling": Method("sft_single", "sft", decoding="single_sampling"),
+    # beyond the paper: the 1-advertiser model's exact top 20 of the allowed names (name_ranking.py)
+    "sft_single_ranked": Method("sft_single", "sft", decoding="single_ranked"),
+    "grpo": Method("grpo", "inference"),
+    "grpo_reasoning": Method("grpo", "inference", is_reasoning=True),
+    "grpo_sampling": Method("grpo", "inference", decoding="list_sampling"),
+    "grpo_constrained": Method("grpo", "inference", decoding="list_constrained"),
+    # Table 3's SID row (needs `adsim llm sid` and `adsim llm sft --target sid` first)
+    "sid_sft_single_beam": Method("sft_sid", "sft_sid", decoding="single_beam"),
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Everything the `adsim llm` stages need; each stage hashes only the sections it reads."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    preset_pool_size: int = 30
+    tokenizer_prompt_sample: int = 2000  # train prompts mixed into the tokenizer's training text
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    # GRPO starts from the 1-advertiser SFT model in the paper, whose 4B base can already write the
+    # XML list; a small model trained here cannot, and a reward that is the same for every
+    # completion gives GRPO no gradient, so by default it starts from the 20-advertiser SFT model.
+    grpo_init: str = "sft_list"
+    semantic_ids: SemanticIDConfig = field(default_factory=SemanticIDConfig)
+    predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
+    eval: EvalRunConfig = field(default_factory=EvalRunConfig)
+    # Paper 3.2.1 trades serving coverage against inference cost; here a seeded sample of the
+    # serving population is predicted (the whole population of the demo world is ~17k users).
+    serving_max_users: int = 1000
+    heldout_max_users: int = 500  # eval-split users predicted at every label anchor (ranking's lift)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
+        require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
+        require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
+        require(self.serving_max_users >= 1, "serving_max_users", "must be >= 1")
+        require(self.heldout_max_users >= 1, "heldout_max_users", "must be >= 1")
+
+
+def _nano_train(steps: int, batch_size: int = 4) -> dict:
+    return {"max_steps": steps, "batch_size": batch_size, "save_steps": steps, "logging_steps": 1, "warmup_steps": 0}
+
+
+# `full` is the class defaults (the scale measured on a GPU); `small`, the default, is the same model
+# with the training and evaluation budget cut to fit the demo in 30 minutes on 2 CPU cores (greedy list
+# decoding, fewer steps and users; the whole demo measured 15.8 min with it, docs/results.md); `nano` is for tests.
+PRESETS: dict[str, dict] = {
+    "full": {},
+    "small": {
+        "pretrain": {"train": {"max_steps": 150}},
+        "sft": {"train": {"max_steps": 80}},
+        "grpo": {"train": {"max_steps": 10, "batch_size": 8, "save_steps": 5, "warmup_steps": 2}, "num_generations": 4,
+                 "max_completion_length": 224},
+        "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
+        "eval": {"max_users": 50, "max_ablation_users": 20,
+                 "methods": ["zero_shot", "sft_list", "sft_single_beam", "sft_single_sampling", "sft_single_ranked",
+                             "grpo", "grpo_constrained"]},
+        "serving_max_users": 200,
+        "heldout_max_users": 150,
+    },
+    "nano": {
+        "model": {"size": "nano", "max_position_embeddings": 4096},
+        "tokenizer": {"vocab_size": 600},
+        "preset_pool_size": 8,
+        "tokenizer_prompt_sample": 100,
+        "pretrain": {"train": _nano_train(4), "block_size": 64},
+        "sft": {"train": _nano_train(4), "max_length": 4096},
+        "grpo": {"train": _nano_train(2), "num_generations": 4, "max_completion_length": 24},
+        "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},
+        "eval": {"max_users": 6, "max_ablation_users": 4},
+        "semantic_ids": {"levels": 2, "codebook_size": 8},
+        "serving_max_users": 10,
+        "heldout_max_users": 60,
+    },
+}
+
+
+def resolve_config(preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
+    """Preset, then a TOML file, then `section.field=value` overrides."""
+    from synthetic_data.config_io import load_config
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return load_config(LLMConfig, path=config_path, base=PRESETS[preset], overrides=overrides)
+
+
+def trained_config(run, method_name: str, preset: str) -> LLMConfig:
+    """`preset`'s config with the prompt settings (features, preset pool size) that the run's model
+    of `method_name` was trained with, from its stage record: a model prompted unlike its training
+    prompts (e.g. after `--set features.…` at training) would be scored on prompts it never saw."""
+    from synthetic_data.config_io import from_dict
+
+    stage = MODEL_STAGES[METHODS[method_name].model]
+    record = run.stage_record(stage)
+    if record is None:
+        raise ConfigError(f"stage {stage} has not run in {run.root}; train the LLM (`adsim llm --help`) first")
+    recorded = {key: record["config"][key] for key in ("features", "preset_pool_size") if key in record["config"]}
+    return from_dict(LLMConfig, {**to_dict(resolve_config(preset, None, None)), **recorded})

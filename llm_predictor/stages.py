@@ -1,0 +1,448 @@
+"""The `adsim llm` stages over a run folder: tokenizer and base model, CPT, SFT, SID, GRPO, predict, eval.
+
+Each `stage_*` function writes `runs/NAME/llm_<stage>/` and skips when its outputs exist with an unchanged
+config and unchanged upstream stages (`run_stage`); `predict_users` is the prediction path the market's
+nightly job and the controls share. Heavy imports stay inside the functions, so that importing the CLI
+stays light.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from llm_predictor.config import MODEL_STAGES, SFT_TEMPLATES, LLMConfig, Method, METHODS
+from llm_predictor.decoding import DecodingConfig
+from llm_predictor.features import GROUPS, FeatureConfig
+from synthetic_data.config_io import ConfigError, to_dict
+
+console = Console()
+
+
+def run_world(run_root: Path):
+    """The run's world without its hidden *_truth tables (models never read them)."""
+    from synthetic_data.schema import load_world
+
+    return load_world(run_root / "world", include_truth=False)
+
+
+def upstream_hash(run, stage: str) -> str:
+    """The config hash of a stage this one depends on (so that a change upstream re-runs it)."""
+    record = run.stage_record(stage)
+    if record is None and stage == "world":
+        return "unrecorded"  # a world folder written without `adsim world` (e.g. by a test fixture)
+    if record is None:
+        raise ConfigError(f"stage {stage} has not run in {run.root}; run it first (see `adsim llm --help`)")
+    return record["config_hash"]
+
+
+def run_stage(run, stage: str, stage_config: dict, work, force: bool) -> dict:
+    """Skip a stage that finished with this config, else do `work()` and record it. A stage folder
+    left by an interrupted run of the same config is kept (its checkpoints resume); one left by
+    another config is cleared first, so no stale checkpoint is resumed."""
+    import shutil
+
+    from synthetic_data.run_folder import config_hash
+
+    if not force and run.is_complete(stage, stage_config):
+        console.print(f"[green]{stage}: complete with this config; skipping[/green]")
+        return run.stage_record(stage)["summary"]
+    directory = run.stage_dir(stage)
+    pending = directory / "pending_config_hash"
+    wanted = config_hash(stage_config)
+    if force or not pending.exists() or pending.read_text() != wanted:
+        shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        pending.write_text(wanted)
+    started = time.perf_counter()
+    outputs, summary = work(directory)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    run.complete(stage, stage_config, outputs, summary)
+    return summary
+
+
+def _sids(run, template: str):
+    """The item SIDs of `adsim llm sid` for SID templates, else None."""
+    import polars as pl
+
+    path = run.root / "llm_sid" / "item_sids.parquet"
+    if not template.endswith("_sid"):
+        return None
+    if not path.exists():
+        raise ConfigError(f"template {template} needs {path}: run `adsim llm sid` first")
+    return pl.read_parquet(path)
+
+
+def _label_examples(world, config: LLMConfig, template: str, split: str = "train", sids=None):
+    """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name."""
+    import polars as pl
+
+    from llm_predictor.evaluate import labelled_users
+    from llm_predictor.predict import build_prompts
+
+    labels = labelled_users(world, split).join(
+        world.advertisers.select("advertiser_id", pl.col("name").alias("target_advertiser")), on="advertiser_id")
+    prompts = build_prompts(world, labels, config.features, config.preset_pool_size, template,
+                            sids=sids, sid_config=config.semantic_ids)
+    return prompts.join(labels.select("user_id", "anchor_date", "target_advertiser"), on=["user_id", "anchor_date"])
+
+
+def list_completion(target: str, allowed_names: list[str], interests: list[str]) -> str:
+    """The 20-advertiser SFT target: the label first, then the prompt's other names in prompt order
+    (active advertisers, then the preset pool); interests are the user's top categories."""
+    from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS, list_target
+
+    names = [target, *[name for name in allowed_names if name != target]][:N_ADVERTISERS]
+    return list_target(names, [interest for interest in interests if interest][:N_INTERESTS])
+
+
+def stage_pretrain(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.model import prepare_base_model
+    from llm_predictor.pretrain import pretrain
+
+    run = RunFolder(run_root)
+    world = run_world(run_root)
+    corpus = world.corpus["text"].to_list()
+    base_config = {"world": upstream_hash(run, "world"), "model": to_dict(config.model),
+                   "tokenizer": to_dict(config.tokenizer), "features": to_dict(config.features),
+                   "preset_pool_size": config.preset_pool_size, "prompt_sample": config.tokenizer_prompt_sample}
+
+    def build_base(directory: Path):
+        examples = _label_examples(world, config, "grpo").head(config.tokenizer_prompt_sample)
+        texts = corpus + examples["prompt"].to_list() + examples["target_advertiser"].to_list()
+        prepare_base_model(config.model, config.tokenizer, texts, directory / "model")
+        return ["model"], {"tokenizer_texts": len(texts)}
+
+    run_stage(run, "llm_base", base_config, build_base, force)
+    base_dir = Path(config.model.base_model_dir or run.root / "llm_base" / "model")
+    stage_config = {"upstream": upstream_hash(run, "llm_base"), "pretrain": to_dict(config.pretrain)}
+    return run_stage(run, "llm_pretrain", stage_config, lambda directory: (
+        ["model"], pretrain(base_dir, corpus, config.pretrain, directory, show_progress)), force)
+
+
+def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_progress: bool) -> dict:
+    import polars as pl
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.prompts import sft_target
+    from llm_predictor.sft import sft
+
+    run = RunFolder(run_root)
+    sft_config = replace(config.sft, target="list" if target == "list" else "single")
+    stage = f"llm_sft_{target}"
+    init_stage = "llm_sid" if target == "sid" else "llm_pretrain"
+    stage_config = {"upstream": upstream_hash(run, init_stage), "sft": to_dict(sft_config),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        template = SFT_TEMPLATES[target]
+        if target != "list":
+            examples = _label_examples(world, config, template, sids=_sids(run, template))
+            completions = [sft_target(name) for name in examples["target_advertiser"].to_list()]
+        else:
+            examples = _label_examples(world, config, template).with_columns(
+                pl.col("prompt").str.extract(r"Top Categories \[([^\]]*)\]").str.split("|").alias("interests"))
+            completions = [list_completion(t, a, i or []) for t, a, i in
+                           examples.select("target_advertiser", "allowed_names", "interests").iter_rows()]
+        summary = sft(run.root / init_stage / "model", examples["prompt"].to_list(), completions,
+                      sft_config, directory, show_progress)
+        return ["model"], summary
+
+    return run_stage(run, stage, stage_config, work, force)
+
+
+def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.grpo import grpo
+
+    run = RunFolder(run_root)
+    init_stage = MODEL_STAGES[config.grpo_init]
+    stage_config = {"upstream": upstream_hash(run, init_stage), "init": config.grpo_init, "grpo": to_dict(config.grpo),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        examples = _label_examples(run_world(run_root), config, "grpo")
+        summary = grpo(run.root / init_stage / "model", examples["prompt"].to_list(),
+                       examples["target_advertiser"].to_list(), config.grpo, directory, show_progress)
+        return ["model"], summary
+
+    return run_stage(run, "llm_grpo", stage_config, work, force)
+
+
+def stage_sid(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    """Semantic IDs (paper 3.5): item codes, SID tokens added to the pretrained model, then phase 1
+    (new embeddings only) and phase 2 (full model, web corpus mixed in) on SID documents."""
+    import shutil
+
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.semantic_ids import add_sid_tokens, item_sids, sid_documents, train_phases
+
+    run = RunFolder(run_root)
+    stage_config = {"upstream": upstream_hash(run, "llm_pretrain"), "semantic_ids": to_dict(config.semantic_ids),
+                    "pretrain": to_dict(config.pretrain)}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        sids = item_sids(world.items, config.semantic_ids)
+        sids.write_parquet(directory / "item_sids.parquet")
+        first_new = add_sid_tokens(run.root / "llm_pretrain" / "model", config.semantic_ids, directory / "with_sids")
+        documents = sid_documents(world.items, sids, world.advertisers)
+        phases = train_phases(directory / "with_sids", documents, world.corpus["text"].to_list(), config.pretrain,
+                              directory / "phases", first_new, show_progress)
+        shutil.copytree(phases["phase_2"]["model_dir"], directory / "model")
+        summary = {f"{phase}_{key}": value for phase, record in phases.items() for key, value in record.items()
+                   if key in ("first_loss", "last_loss", "steps", "tokens_per_second")}
+        return ["item_sids.parquet", "model"], {**summary, "distinct_sids": sids["sid"].n_unique(),
+                                                "items": sids.height}
+
+    return run_stage(run, "llm_sid", stage_config, work, force)
+
+
+def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
+    """The decoding of a method: XML list decoding from `predict.decoding`, or 20 single names
+    (the beams, samples or best-scored allowed names of the 1-advertiser model)."""
+    from llm_predictor.prompts import N_ADVERTISERS
+
+    if method.decoding == "single_beam":
+        return replace(base, strategy="beam", num_beams=N_ADVERTISERS, num_return_sequences=N_ADVERTISERS,
+                       max_new_tokens=24, is_name_constrained=False)
+    if method.decoding == "single_sampling":
+        return replace(base, strategy="sampling", num_return_sequences=N_ADVERTISERS, max_new_tokens=24,
+                       is_name_constrained=False)
+    if method.decoding == "single_ranked":
+        return replace(base, strategy="rank", num_return_sequences=N_ADVERTISERS, is_name_constrained=True)
+    if method.decoding == "list_sampling":
+        return replace(base, strategy="sampling", num_return_sequences=1)
+    if method.decoding == "list_constrained":
+        return replace(base, is_name_constrained=True)
+    return base
+
+
+def _generate(run, world, config: LLMConfig, name: str, method: Method, keys, features: FeatureConfig,
+              show_progress: bool):
+    """Generations of one method for `keys`, checkpointed per virtual epoch under llm_eval/."""
+    from llm_predictor.predict import build_prompts, generate_predictions
+
+    prompts = build_prompts(world, keys, features, config.preset_pool_size, method.template,
+                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                            sid_config=config.semantic_ids)
+    decoding = method_decoding(method, config.predict.decoding)
+    model_dir = run.root / MODEL_STAGES[method.model] / "model"
+    return generate_predictions(model_dir, prompts, decoding, run.root / "llm_eval" / "generations" / name,
+                                config=replace(config.predict, decoding=decoding), show_progress=show_progress)
+
+
+def _sample_users(requests, max_users: int, seed: int):
+    if requests.height <= max_users:
+        return requests
+    return requests.sample(max_users, seed=seed).sort(["user_id", "anchor_date"])
+
+
+def _sampled_labels(world, config: LLMConfig, sampled) -> dict:
+    """Eval labels (V0, V1) of the sampled users only, so unsampled users do not count as misses."""
+    from llm_predictor import evaluate
+
+    keys = sampled.select("user_id", "anchor_date")
+    return {name: labels.join(keys, on=["user_id", "anchor_date"], how="semi")
+            for name, labels in evaluate.evaluation_labels(world, config.eval.evaluation).items()}
+
+
+def _ablation_variants(deltas: dict[str, float] | None) -> dict[str, tuple[str, ...]]:
+    """Table 4 rows: remove each group; then, from the measured deltas, reorder by importance and
+    delete the groups whose removal helped (paper 4.3)."""
+    if deltas is None:
+        return {f"remove_{group}": tuple(g for g in GROUPS if g != group) for group in GROUPS}
+    by_importance = tuple(sorted(GROUPS, key=lambda group: deltas[group]))  # biggest drop first
+    helpful = tuple(g for g in GROUPS if deltas[g] <= 0)
+    return {
+        "reorder_by_performance": by_importance,
+        "reorder_and_delete_negative": tuple(g for g in by_importance if g in helpful),
+        "delete_negative": helpful,
+    }
+
+
+def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor import evaluate
+    from llm_predictor.predict import build_prompts
+
+    run = RunFolder(run_root)
+    models = {m.model for m in (METHODS[name] for name in config.eval.methods)}
+    if config.eval.is_ablation:
+        models.add("grpo")
+    stage_config = {"upstream": {m: upstream_hash(run, MODEL_STAGES[m]) for m in sorted(models)},
+                    "eval": to_dict(config.eval), "predict": to_dict(config.predict),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        requests = evaluate.evaluation_requests(world, config.eval.evaluation)
+        sampled = _sample_users(requests, config.eval.max_users, config.seed)
+        generations = {name: _generate(run, world, config, name, METHODS[name], sampled, config.features,
+                                       show_progress) for name in config.eval.methods}
+        predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
+        predictions |= evaluate.baseline_predictions(world, sampled)
+        labels = _sampled_labels(world, config, sampled)
+        allowed = build_prompts(world, sampled, config.features, config.preset_pool_size, "inference")
+        predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
+        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts)
+        anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
+        outputs = [path.name for path in evaluate.write_table(
+            table, directory, "results", f"Advertiser prediction on {sampled.height} eval users at {anchor} "
+                                         f"(V0: Table 2, V1: Table 3 analogues)")]
+        summary = {"users": sampled.height, "requests": requests.height}
+        if config.eval.is_ablation:
+            outputs += ablation(run, world, config, sampled, directory, show_progress)
+        print_results_table(table)
+        return outputs, summary
+
+    return run_stage(run, "llm_eval", stage_config, work, force)
+
+
+def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progress: bool) -> list[str]:
+    """Table 4 analogue on the GRPO model, greedy and name-constrained: Recall@5 change per feature
+    change. The constraint keeps format failures (which a briefly trained model makes often) from
+    drowning what each feature group contributes to the choice of names."""
+    import polars as pl
+
+    from llm_predictor import evaluate
+
+    users = _sample_users(sampled, config.eval.max_ablation_users, config.seed)
+    labels = _sampled_labels(world, config, users)
+    all_labels = pl.concat(list(labels.values())).unique(["user_id", "anchor_date"]).sort("user_id")
+    greedy = Method("grpo", "inference")
+    greedy_config = replace(config, predict=replace(config.predict, decoding=replace(
+        config.predict.decoding, strategy="greedy", num_return_sequences=1, is_name_constrained=True)))
+
+    def score(variants: dict[str, tuple[str, ...]]):
+        generations = {name: _generate(run, world, greedy_config, f"ablation_{name}", greedy, users,
+                                       replace(config.features, groups=groups), show_progress)
+                       for name, groups in variants.items()}
+        return evaluate.generation_predictions(world, generations, config.eval.evaluation)[0]
+
+    predictions = score({"all_groups": GROUPS, **_ablation_variants(None)})
+    table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
+    deltas = {row["ablation"].removeprefix("remove_"): row["delta_recall_at_5"] for row in table.iter_rows(named=True)}
+    predictions |= score(_ablation_variants(deltas))
+    table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
+    return [path.name for path in evaluate.write_table(
+        table, directory, "ablation", "Feature ablation (Table 4 analogue): GRPO model, greedy, name-constrained, "
+                                      "V0 and V1 users")]
+
+
+def model_dir(run, method_name: str) -> Path:
+    """The trained model directory a method decodes with."""
+    return run.root / MODEL_STAGES[METHODS[method_name].model] / "model"
+
+
+def predict_users(run, world, config: LLMConfig, method_name: str, keys, directory: Path | None,
+                  show_progress: bool, backend=None):
+    """Prompt, generate (resumable under `directory/epochs`, if given) and convert one method's lists
+    for `keys`. Returns (generations, PREDICTIONS table, conversion counts); shared by `predict`, the
+    real-data sample stage and the simulator's nightly job (which passes its loaded `backend`).
+    """
+    from llm_predictor.convert import NameConverter, convert_predictions
+    from llm_predictor.predict import build_prompts, generate_predictions
+
+    method = METHODS[method_name]
+    prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
+                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                            sid_config=config.semantic_ids)
+    decoding = method_decoding(method, config.predict.decoding)
+    generations = generate_predictions(model_dir(run, method_name), prompts, decoding,
+                                       None if directory is None else directory / "epochs", backend=backend,
+                                       config=replace(config.predict, decoding=decoding), show_progress=show_progress)
+    converter = NameConverter(world.advertisers, config.eval.evaluation.name_match_threshold)
+    predictions, counts = convert_predictions(generations, converter, source=f"llm_{method_name}")
+    return generations, predictions, counts
+
+
+PREDICT_USERS = {
+    "eval": "V0/V1 eval users at the evaluation anchor (Tables 2-3)",
+    "serving": "recent converters at the world's last day (what the simulated market serves from the next day)",
+    "heldout": "eval-split users, never trained on, at every label anchor (leakage-free ranking features)",
+}
+
+
+def prediction_keys(world, config: LLMConfig, users: str):
+    """The (user_id, anchor_date) rows `adsim llm predict --users` infers.
+
+    `serving` follows paper 3.2.1 (users with a conversion in the 90 days before the anchor; at most
+    `serving_max_users`, sampled) at the world's last day, so the lists are fresh when the market
+    opens. `heldout` gives ranking features that cannot leak: the LLM never saw these users' labels.
+    """
+    import polars as pl
+
+    from llm_predictor import evaluate
+
+    if users == "eval":
+        return evaluate.evaluation_requests(world, config.eval.evaluation)
+    if users == "serving":
+        anchor = world.events["ts"].max().date()
+        since = pl.datetime(anchor.year, anchor.month, anchor.day, time_zone="UTC") - pl.duration(days=89)
+        keys = (world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
+                                    pl.col("ts") >= since)
+                .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
+        return _sample_users(keys, config.serving_max_users, config.seed)
+    heldout = world.splits.filter(pl.col("split") == "eval").select("user_id").sort("user_id")
+    heldout = heldout.sample(min(config.heldout_max_users, heldout.height), seed=config.seed).sort("user_id")
+    anchors = world.labels.select("anchor_date").unique().sort("anchor_date")
+    return heldout.join(anchors, how="cross")
+
+
+def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
+                  show_progress: bool) -> dict:
+    """A method's PREDICTIONS (and interests, for list methods) for one of `PREDICT_USERS`."""
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.convert import interests_from_generations
+
+    if users not in PREDICT_USERS:
+        raise ConfigError(f"users {users!r} is not one of {sorted(PREDICT_USERS)}")
+    run = RunFolder(run_root)
+    method = METHODS[method_name]
+    stage = f"llm_predict_{method_name}_{users}"
+    stage_config = {"upstream": upstream_hash(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
+                    "evaluation": to_dict(config.eval.evaluation), "users": users,
+                    "max_users": {"serving": config.serving_max_users, "heldout": config.heldout_max_users}.get(users)}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        keys = prediction_keys(world, config, users)
+        generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
+                                                         show_progress)
+        generations.write_parquet(directory / "generations.parquet")
+        predictions.write_parquet(directory / "predictions.parquet")
+        outputs = ["generations.parquet", "predictions.parquet"]
+        if "rank" not in generations.columns:
+            interests_from_generations(generations).write_parquet(directory / "interests.parquet")
+            outputs.append("interests.parquet")
+        anchors = sorted({str(anchor) for anchor in keys["anchor_date"].to_list()})
+        return outputs, {"users": keys["user_id"].n_unique(), "prompts": keys.height, "anchor_dates": anchors,
+                         **counts.as_dict()}
+
+    return run_stage(run, stage, stage_config, work, force)
+
+
+def print_results_table(table) -> None:
+    view = Table(title="advertiser prediction (Recall@K [95% CI])")
+    for column in ("method", "set", "R@1", "R@5", "R@20", "parse", "unmapped"):
+        view.add_column(column)
+    for row in table.iter_rows(named=True):
+        cells = [f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
+                 for k in (1, 5, 20)]
+        rates = ["—" if row[c] is None else f"{row[c]:.3f}" for c in ("parse_rate", "unmapped_rate")]
+        view.add_row(row["method"], row["eval_set"], *cells, *rates)
+    console.print(view)
