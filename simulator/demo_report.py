@@ -406,7 +406,7 @@ def verdict_section(run: RunFolder, unmeasured: list[str]) -> list[str]:
              "sample-ratio mismatch, the treatment's exposure; the A/A rate is shown beside them) and the verdict "
              "they give. The sections below hold the full tables; timings and LLM training are in the appendix."), "",
             *markdown_rows(["Use", "This run", "Paper", "Checks", "Verdict"],
-                             [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
+                           [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
             "", *lessons(rows), "",
             *([f"Not measured (the data were too thin; the demo log gives the error): {', '.join(unmeasured)}.", ""]
               if unmeasured else [])]
@@ -483,7 +483,7 @@ def llm_training_tables(run: RunFolder) -> list[str]:
                  for path in sorted(run.root.glob("llm_predict_*/stage.json"))}
     if predicted:
         lines += [*markdown_rows(["prediction stage", "users", "prompts", "parse rate", "exact-count rate",
-                                    "unmapped rate", "seconds"], [
+                                  "unmapped rate", "seconds"], [
             [f"`{stage}`", _value(s, "users", ","), _value(s, "prompts", ","), _value(s, "parse_rate", ".1%"),
              _value(s, "exact_count_rate", ".1%"), _value(s, "unmapped_rate", ".1%"), _value(s, "seconds", ".1f")]
             for stage, s in predicted.items()]), ""]
@@ -538,7 +538,7 @@ def write_report(root: Path, timings: list[tuple[str, float]], unmeasured: list[
             parts += [f"## {title}", "", f"_not produced: {relative} is missing_", ""]
     appendix = ["## Appendix", "", "### Stage timings", "",
                 *markdown_rows(["stage", "seconds"], [[name, f"{seconds:.1f}"] for name, seconds in timings]
-                                 + [["**total**", f"{sum(s for _, s in timings):.1f}"]]), "",
+                               + [["**total**", f"{sum(s for _, s in timings):.1f}"]]), "",
                 "### LLM training and predictions", "", *llm_training_section(run)]
     shown = "\n".join(parts + appendix)
     plots = sorted((root / "plots").glob("*.png")) if (root / "plots").exists() else []

@@ -99,7 +99,7 @@ def verdict_lines(run: Path) -> list[str]:
     rows = verdict_rows(RunFolder(run))
     return ["### Verdict", "",
             *markdown_rows(["Use", "This run", "Paper", "Checks", "Verdict"],
-                             [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
+                           [[row.use, row.measured, row.paper, row.checks, f"**{row.text}**"] for row in rows]),
             "", *lessons(rows), ""]
 
 
@@ -117,7 +117,7 @@ def timing_lines(run: Path) -> list[str]:
              f"{rows.get('events', 0):,} events. Seconds each stage recorded (a stage without a record of its time "
              f"is left out, so the sum is below the demo's wall time):"), "",
             *markdown_rows(["stage", "seconds"], [[f"`{record['stage']}`", f"{record['summary']['seconds']:,.1f}"]
-                                                   for record in timed] + [["**sum**", f"{total:,.1f}"]]), ""]
+                                                 for record in timed] + [["**sum**", f"{total:,.1f}"]]), ""]
 
 
 def recall_lines(run: Path) -> list[str]:
@@ -126,8 +126,8 @@ def recall_lines(run: Path) -> list[str]:
     table = pl.read_parquet(run / "llm_eval" / "results.parquet").filter(pl.col("eval_set") == "v1")
     return ["### Advertiser prediction on V1 (paper Table 3)", "",
             *markdown_rows(["method", "labels", "Recall@1", "Recall@5", "Recall@20"],
-                             [[f"`{row['method']}`", f"{row['n_labels']:,}", *[share_cell(row, k) for k in (1, 5, 20)]]
-                              for row in table.iter_rows(named=True)]),
+                           [[f"`{row['method']}`", f"{row['n_labels']:,}", *[share_cell(row, k) for k in (1, 5, 20)]]
+                            for row in table.iter_rows(named=True)]),
             "", "[low, high]: Wilson score interval of the share of labels hit (95%).", ""]
 
 
