@@ -301,6 +301,7 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         outputs = [path.name for path in evaluate.write_table(
             table, directory, "results", f"Advertiser prediction on {sampled.height} eval users at {anchor} "
                                          f"(V0: Table 2, V1: Table 3 analogues)")]
+        outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory)
         summary = {"users": sampled.height, "requests": requests.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, sampled, directory, show_progress)
@@ -308,6 +309,24 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         return outputs, summary
 
     return run_stage(run, "llm_eval", stage_config, work, force)
+
+
+def complementarity_table(run_root: Path, world, predictions: dict, labels, directory: Path) -> list[str]:
+    """Each method beside the most-recent list on the V1 labels (`llm_predictor.complementarity`): the hits it
+    misses, union recall, recall per conversion mechanism and first-ranked diversity. The mechanisms come from
+    the world's `conversions_truth`, read here for evaluation only."""
+    from synthetic_data.schema import load_table
+
+    from llm_predictor.complementarity import complementarity, label_mechanisms
+    from llm_predictor.evaluate import write_table
+
+    keys = ["user_id", "anchor_date"]
+    truth = load_table(run_root / "world", "conversions_truth")
+    timed = labels.join(world.labels.select(*keys, "ts"), on=keys, how="left", maintain_order="left")
+    table = complementarity(predictions, label_mechanisms(world.events, truth, timed), "most_recent")
+    return [path.name for path in write_table(
+        table, directory, "complementarity", f"Complementary to the most-recent list? V1, {labels.height} labels, "
+                                             "K = 20 (hits it misses, union recall, recall per mechanism, diversity)")]
 
 
 def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progress: bool) -> list[str]:

@@ -121,6 +121,11 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3
     assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
+    beside = pl.read_parquet(run_root / "llm_eval" / "complementarity.parquet")
+    assert set(beside["method"]) == methods and beside.filter(pl.col("method") == "most_recent")[
+        "hits_reference_misses"].item() == 0
+    v1_labels = results.filter((pl.col("method") == "most_recent") & (pl.col("eval_set") == "v1"))["n_labels"].item()
+    assert beside.select(pl.sum_horizontal(pl.col("^labels_.*$")))[0].item() == v1_labels  # every label's mechanism
 
 
 @pytest.mark.slow
