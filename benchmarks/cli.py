@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="CI regression benchmarks: run a suite, record baselines, check a run against them.",
@@ -40,7 +41,7 @@ def _experiment(config: Path | None, overrides: list[str] | None, console: Conso
     try:
         return load_config(ExperimentConfig, path=config, base=to_dict(ci_experiment()), overrides=overrides)
     except ConfigError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
 
 
@@ -52,7 +53,7 @@ def _measure(suite: str, seed: int, experiment, console: Console):
     try:
         return measure(suite, seed, experiment=experiment)
     except (ValueError, ConfigError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
 
 
@@ -96,6 +97,10 @@ def record(suite: SuiteOption = "ci",
         raise typer.Exit(2) from error
     path = write_baselines(_baselines_path(suite, baselines), suite, recorded, to_dict(experiment))
     console.print(f"wrote {len(recorded)} baselines from {len(seed_list)} runs to {path}")
+    blunt = [f"{b.name} ±{b.tolerance:.0%}" for b in recorded.values() if b.kind == "speed" and b.tolerance >= 0.5]
+    if blunt:
+        console.print(f"[yellow]warning:[/yellow] a 2x slowdown (-50%) would pass these speed checks, whose runs "
+                      f"spread too much: {', '.join(blunt)}; record more seeds or on a quieter machine")
 
 
 @app.command("check")
@@ -118,12 +123,13 @@ def check(suite: SuiteOption = "ci", seed: SeedOption = 0,
         recorded = read_baselines(path)
         differences = _differences(recorded_experiment(path), to_dict(experiment))
     except FileNotFoundError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     if differences:
-        console.print(f"[red]error:[/red] {path} was recorded with another experiment ({'; '.join(differences)}); "
-                      f"check with the config it was recorded with, or record this one: adsim bench record "
-                      f"--baselines {path}{f' --config {config}' if config else ''}")
+        console.print(f"[red]error:[/red] {escape(str(path))} was recorded with another experiment "
+                      f"({escape('; '.join(differences))}); check with the --config it was recorded with, or record "
+                      f"this experiment into a file of its own: adsim bench record --baselines OTHER.json"
+                      f"{f' --config {config}' if config else ''}")
         raise typer.Exit(2)
     verdicts = check_run(recorded, _measure(suite, seed, experiment, console))
     table = Table(title=f"adsim bench check --suite {suite} --seed {seed}")

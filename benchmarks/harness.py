@@ -188,7 +188,7 @@ def plot_trend(runs: list[dict], baselines: dict[str, Baseline], path: Path) -> 
     for axis in axes.ravel()[len(names):]:
         axis.set_visible(False)
     figure.suptitle("adsim bench check: value / baseline per run (green: within tolerance)", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first row of panels
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

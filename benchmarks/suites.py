@@ -127,9 +127,10 @@ def _ci(seed: int, hooks: SuiteHooks, experiment) -> list[Measurement]:
     clock = Clock(reference_seconds())
     world_config = preset("tiny", [f"users.n_users={CI_USERS}"])  # a fixed world: `seed` is the models' and market's
     world, seconds = _fastest(lambda: generate_world(world_config, progress=False))
+    stack = market_stack(world, world_config, experiment, hooks)  # a plug-in or quota that does not fit fails now
     return [clock.rate("world_users_per_second", world.users.height, seconds, "users"),
             *_predictors(world, hooks), *_llm(world, clock), *_retrieval(world, seed),
-            *_ranking(world, world_config, seed, hooks, clock), *_market(world, world_config, experiment, hooks, clock)]
+            *_ranking(world, world_config, seed, hooks, clock), *_market(world, experiment, stack, clock)]
 
 
 def _predictors(world, hooks: SuiteHooks) -> list[Measurement]:
@@ -269,20 +270,29 @@ def _ranking(world, world_config, seed: int, hooks: SuiteHooks, clock: Clock) ->
     return [*out, clock.rate("dcn_candidates_per_second", len(table), seconds, "candidates", is_one_thread=True)]
 
 
-def _market(world, world_config, experiment, hooks: SuiteHooks, clock: Clock) -> list[Measurement]:
-    """An A/B of the model-free stack with `experiment`'s plug-ins (by default its advertiser-list generator
-    off versus on): the treatment's relative change of RoAS, conversions, spend, CTR and advertiser diversity,
-    the control scorer's ctcvr AUC on what it showed, the A/A false-positive rate, each source's funnel
-    survival in the treatment and the market's requests per second."""
-    from sklearn.metrics import roc_auc_score
-
-    from simulator.experiment import aa_check, aa_false_positive_rates, pre_period_covariates, run_ab
+def market_stack(world, world_config, experiment, hooks: SuiteHooks):
+    """The model-free stack (sources `main` and `llm`) with `experiment`'s plug-ins and the hooks' scorer.
+    Raises ConfigError for a plug-in that does not fit its protocol or an arm whose quotas do not name
+    exactly the stack's sources."""
+    from simulator.experiment import check_quotas
     from simulator.plugins import with_plugins
     from simulator.stack import baseline_stack, load_predictions
 
     stack = with_plugins(baseline_stack(world, world_config, load_predictions(None, world)[0]), experiment.plugins,
                          world)
-    stack = replace(stack, scorer=hooks.scorer(stack.scorer))
+    check_quotas(experiment.arms, [generator.source for generator in stack.generators])
+    return replace(stack, scorer=hooks.scorer(stack.scorer))
+
+
+def _market(world, experiment, stack, clock: Clock) -> list[Measurement]:
+    """An A/B of `stack` (by default its advertiser-list generator off versus on): the treatment's relative
+    change of RoAS, conversions, spend, CTR and advertiser diversity, the control scorer's ctcvr AUC on what
+    it showed, the A/A false-positive rate, each source's funnel survival in the treatment and the market's
+    requests per second."""
+    from sklearn.metrics import roc_auc_score
+
+    from simulator.experiment import aa_check, aa_false_positive_rates, pre_period_covariates, run_ab
+
     result, seconds = _fastest(lambda: run_ab(experiment, world, stack))
     treatment = experiment.arms[1].name
     out = [clock.rate("simulator_requests_per_second", sum(r.summary["requests"] for r in result.results.values()),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from benchmarks.cli import app as bench_app
 from llm_predictor.cli import app as llm_app
@@ -49,7 +50,7 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
     from rich.console import Console
 
     from simulator.config import ExperimentConfig
-    from simulator.experiment import sweep_arms
+    from simulator.experiment import check_quotas, sweep_arms
     from simulator.plugins import with_plugins
     from simulator.stack import (BASELINE_SOURCES, TRAINED_SOURCES, baseline_stack, largest_quotas, load_predictions,
                                  nightly_job, trained_arms, trained_stack)
@@ -72,31 +73,31 @@ def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], 
         experiment = load_config(ExperimentConfig, path=config, base=base, overrides=overrides)
         world_config = from_dict(WorldConfig, record["config"])
     except ConfigError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     console.print(f"loading {run / 'world'} and building the {stack} stack ...")
     world_tables = load_world(run / "world")
     try:
         predictions_table, predictions_label = load_predictions(predictions, world_tables)
         job = nightly_job(nightly, world_tables, run, nightly_users)
+        llm_source = TRAINED_SOURCES[2] if stack == "trained" else BASELINE_SOURCES[1]
+        arms = experiment.arms + (sweep_arms(experiment.arms[0], sweep_source or llm_source, list(extra_quotas))
+                                  if extra_quotas else ())
         if stack == "trained":
-            llm_source = TRAINED_SOURCES[2]
-            arms = experiment.arms + (sweep_arms(experiment.arms[0], sweep_source or llm_source, list(extra_quotas))
-                                      if extra_quotas else ())
             market_stack = trained_stack(run, world_tables, world_config, predictions_table, objective,
                                          largest_quotas(arms), job)
             label = f"trained (two-tower `{objective}`, DCN ranker; predictions: {predictions_label}"
         else:
-            llm_source = BASELINE_SOURCES[1]
             market_stack = baseline_stack(world_tables, world_config, predictions_table, job)
             label = f"baseline (category popularity + predicted-advertiser filter; predictions: {predictions_label}"
         label += f"; nightly re-inference: {nightly})"
         market_stack = with_plugins(market_stack, experiment.plugins, world_tables)
+        check_quotas(arms, [generator.source for generator in market_stack.generators])
         label += "".join(f"; plug-in {kind}: {path}" for kind, path in (
             *(("generator", path) for path in experiment.plugins.generators), ("scorer", experiment.plugins.scorer),
             ("response", experiment.plugins.response), ("nightly", experiment.plugins.nightly)) if path)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     return console, folder, experiment, world_tables, market_stack, label, llm_source
 
@@ -173,7 +174,7 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
                               **{name: value for name, value in chosen.items() if value is not None})
         summary, is_skipped = oracle_stage(run, config, users, llm_preset, force)
     except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     stage = run / config.stage(users)
     if is_skipped:
@@ -232,14 +233,15 @@ def sensitivity(run: RunOption = Path("runs/demo"),
                                base={"experiment": {"arms": trained_arms()}} if stack == "trained" else None)
         summary = sensitivity_stage(run, resolved, progress=not quiet, force=force)
     except (FileNotFoundError, ValueError) as error:  # ConfigError and SchemaError are ValueErrors
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     typer.echo((run / "sensitivity" / "report.md").read_text())
     console.print(f"sensitivity done in {summary['seconds']} s; wrote {run / 'sensitivity'} and {run / 'plots'}")
 
 
 @app.command("results")
-def results(run: RunOption = Path("runs/demo"),
+def results(run: Annotated[Path, typer.Option(help="a run folder `adsim demo` completed (e.g. runs/demo)")]
+            = Path("runs/demo"),
             out: Annotated[Path, typer.Option(help="the page whose generated part is (re)written")]
             = Path("docs/results.md")) -> None:
     """docs/results.md's generated part from a run folder's records (issue #16); the rest of the page is kept."""
@@ -251,7 +253,7 @@ def results(run: RunOption = Path("runs/demo"),
     try:
         write_results_page(run, out)
     except (FileNotFoundError, ValueError) as error:  # MissingRecordError names each missing file and its command
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error
     console.print(f"wrote the generated part of {out} from the records of {run}")
 

@@ -33,6 +33,7 @@ from simulator.random_streams import uniforms
 from simulator.stats import Comparison, RatioMetric, SampleRatioCheck, compare, is_underpowered, sample_ratio_mismatch
 from simulator.traffic import traffic_tables
 from synthetic_data import schema
+from synthetic_data.config_io import ConfigError
 from synthetic_data.intervals import bootstrap_interval, holm_adjust, proportion_interval
 from synthetic_data.schema import World
 
@@ -103,6 +104,23 @@ def arm_summary(name: str, result: SimulationResult, funnel: pl.DataFrame) -> di
 
 def _safe(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
+
+
+def check_quotas(arms: Sequence[ArmConfig], sources: Sequence[str]) -> None:
+    """Every arm gives each of the stack's `sources` a quota and names no other source; raises ConfigError
+    naming each arm's unknown and missing sources and the stack's, before any market runs (a misspelt
+    source would otherwise be an arm that treats nobody)."""
+    problems = []
+    for arm in arms:
+        unknown = sorted(set(arm.blend.quotas) - set(sources))
+        missing = [source for source in sources if source not in arm.blend.quotas]
+        parts = ([f"{unknown} name no source of the stack"] if unknown else []) + (
+            [f"{missing} have no quota (0 switches a source off)"] if missing else [])
+        if parts:
+            problems.append(f"arms[{arm.name}].blend.quotas: {'; '.join(parts)}")
+    if problems:
+        raise ConfigError(f"{'. '.join(problems)}. The stack's sources are {list(sources)}; give each a quota "
+                          "and no other")
 
 
 def treatment_sources(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:

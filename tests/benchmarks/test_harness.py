@@ -162,7 +162,8 @@ def test_a_teams_plug_in_is_measured_by_the_suites_market(tiny_world, tmp_path, 
     from pathlib import Path
 
     from benchmarks.cli import _experiment
-    from benchmarks.suites import AA_SPLITS, Clock, SuiteHooks, _market
+    from synthetic_data.config_io import ConfigError
+    from benchmarks.suites import AA_SPLITS, Clock, SuiteHooks, _market, market_stack
     from rich.console import Console
     from synthetic_data.presets import preset
 
@@ -170,13 +171,22 @@ def test_a_teams_plug_in_is_measured_by_the_suites_market(tiny_world, tmp_path, 
     (tmp_path / "experiment.toml").write_text(EXPERIMENT)
     experiment = _experiment(tmp_path / "experiment.toml", None, Console())
     assert experiment.simulation.days == 1 and experiment.aa_splits == AA_SPLITS
-    measured = {m.name: m.value for m in _market(tiny_world, preset("tiny"), experiment, SuiteHooks(), Clock(1.0))}
+    measured = {m.name: m.value for m in _market(
+        tiny_world, experiment, market_stack(tiny_world, preset("tiny"), experiment, SuiteHooks()), Clock(1.0))}
     assert measured["funnel_recent_advertisers_impressed_per_retrieved"] > 0
     assert measured["funnel_llm_impressed_per_retrieved"] == 0  # off in both arms
-    default = {m.name: m.value for m in _market(tiny_world, preset("tiny"), _experiment(None, None, Console()),
-                                                SuiteHooks(), Clock(1.0))}
+    default_experiment = _experiment(None, None, Console())
+    default = {m.name: m.value for m in _market(
+        tiny_world, default_experiment, market_stack(tiny_world, preset("tiny"), default_experiment, SuiteHooks()),
+        Clock(1.0))}
     assert "funnel_recent_advertisers_impressed_per_retrieved" not in default
     assert measured["ab_spend_per_user_change"] != default["ab_spend_per_user_change"]
+    misspelt = EXPERIMENT.replace("recent_advertisers = 25", "recent_advertiser = 25")
+    (tmp_path / "misspelt.toml").write_text(misspelt)
+    with pytest.raises(ConfigError, match=r"arms\[recent_advertisers_on\].*\['recent_advertiser'\] name no source.*"
+                                          r"\['recent_advertisers'\] have no quota"):
+        market_stack(tiny_world, preset("tiny"), _experiment(tmp_path / "misspelt.toml", None, Console()),
+                     SuiteHooks())
 
 
 def test_a_check_against_baselines_of_another_experiment_stops_before_measuring(tmp_path):

@@ -92,3 +92,13 @@ blend = {{ quotas = {{ main = 30, llm = 0, recent_advertisers = 10 }}, max_candi
     won = dict(funnels.filter(pl.col("stage") == "won_auction").select("arm", "count").rows())
     assert won["recent_advertisers_on"] > 0 and won.get("control", 0) == 0
     assert f"plug-in generator: {EXAMPLE}" in RunFolder(run).stage_record("ab")["config"]["stack"]
+
+    misspelt = config.read_text().replace("recent_advertisers = 10", "recent_advertiser = 10")
+    config.write_text(misspelt.replace("main = 30, llm = 0, recent_advertisers = 0", "two_tower = 30, llm = 0, "
+                                                                                     "recent_advertisers = 0"))
+    refused = CliRunner().invoke(app, ["ab", "--run", str(run), "--stack", "baseline", "--config", str(config),
+                                       "--force", "--quiet"])
+    assert refused.exit_code == 2, refused.output
+    message = " ".join(refused.output.split())
+    assert "arms[control].blend.quotas: ['two_tower'] name no source of the stack; ['main'] have no quota" in message
+    assert "['recent_advertiser'] name no source" in message
