@@ -117,6 +117,17 @@ def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, labels: Mapping[s
     return conform(table, PREDICTIONS, "allowed_names_ceiling")
 
 
+def restricted_to_allowed(predictions: pl.DataFrame, prompts: pl.DataFrame, source: str) -> pl.DataFrame:
+    """`predictions` (PREDICTIONS) keeping, per (user_id, anchor_date), only the advertisers among that prompt's
+    allowed names, re-ranked 1.. in their order: a baseline held to the paper's allowed-names rule
+    (appendix A requirement 2), so that a method under that rule is compared with it on equal terms."""
+    keys = ["user_id", "anchor_date"]
+    allowed = prompts.select(*keys, pl.col("allowed_names").alias("advertiser_name")).explode("advertiser_name")
+    kept = predictions.join(allowed, on=[*keys, "advertiser_name"], how="semi").sort(*keys, "rank")
+    return conform(kept.with_columns(rank=pl.col("rank").rank("ordinal").over(keys).cast(pl.Int32),
+                                     source=pl.lit(source)), PREDICTIONS, source)
+
+
 def generation_predictions(world_tables, generations: Mapping[str, pl.DataFrame], config: EvalConfig
                            ) -> tuple[dict[str, pl.DataFrame], dict[str, ConversionCounts]]:
     """Convert each LLM method's generations (user_id, anchor_date, text[, rank]) to PREDICTIONS."""

@@ -296,6 +296,8 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         labels = _sampled_labels(world, config, sampled)
         allowed = build_prompts(world, sampled, config.features, config.preset_pool_size, "inference")
         predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
+        predictions["most_recent_allowed"] = evaluate.restricted_to_allowed(predictions["most_recent"], allowed,
+                                                                            "most_recent_allowed")
         table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
         outputs = [path.name for path in evaluate.write_table(

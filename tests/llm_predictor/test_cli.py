@@ -110,13 +110,13 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
         _invoke(*command, "--run", str(run_root))
     results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
     methods = set(resolve_config("nano", None, None).eval.methods) | {
-        "popularity", "most_recent", "lightgbm_pairs", "allowed_names_ceiling"}
+        "popularity", "most_recent", "lightgbm_pairs", "allowed_names_ceiling", "most_recent_allowed"}
     assert set(results["method"]) == methods and set(results["eval_set"]) == {"v0", "v1"}
     recall = {(m, e): r for m, e, r in results.select("method", "eval_set", "recall_at_20").iter_rows()}
     labelled = results.filter(pl.col("n_labels") > 0)["eval_set"].unique().to_list()
     assert labelled
     for eval_set in labelled:  # the methods that choose among the allowed names stay under their ceiling
-        for method in ("sft_single_ranked", "grpo_constrained"):
+        for method in ("sft_single_ranked", "grpo_constrained", "most_recent_allowed"):
             assert recall[(method, eval_set)] <= recall[("allowed_names_ceiling", eval_set)]
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3

@@ -68,6 +68,31 @@ def test_the_ceiling_is_the_share_of_labels_among_the_allowed_names(tiny_world):
     assert row["recall_at_1"] == row["recall_at_20"] == pytest.approx(covered / v1.height)
 
 
+def test_a_baseline_held_to_the_allowed_names_keeps_their_order_and_stays_under_the_ceiling(tiny_world):
+    from llm_predictor.baselines import most_recent_predictions
+    from llm_predictor.evaluate import restricted_to_allowed
+
+    requests = evaluation_requests(tiny_world, CONFIG)
+    prompts = build_prompts(tiny_world, requests, FeatureConfig(), 5, "inference")
+    recent = most_recent_predictions(tiny_world, requests)
+    held = restricted_to_allowed(recent, prompts, "most_recent_allowed")
+    allowed = {(u, d): set(found)
+               for u, d, found in prompts.select("user_id", "anchor_date", "allowed_names").iter_rows()}
+    assert all(name in allowed[(u, d)] for u, d, name in held.select("user_id", "anchor_date", "advertiser_name")
+               .iter_rows())
+    assert 0 < held.height < recent.height  # some of the recent advertisers are outside the allowed names
+    for (user, day), group in held.group_by("user_id", "anchor_date"):
+        assert group.sort("rank")["rank"].to_list() == list(range(1, group.height + 1))
+        kept = recent.filter((pl.col("user_id") == user) & (pl.col("anchor_date") == day)).sort("rank")
+        order = [name for name in kept["advertiser_name"] if name in allowed[(user, day)]]
+        assert group.sort("rank")["advertiser_name"].to_list() == order
+    labels = evaluation_labels(tiny_world, CONFIG)
+    rows = {row["method"]: row for row in results_table(
+        {"held": held, "ceiling": allowed_names_ceiling(tiny_world, prompts, labels)}, {"v1": labels["v1"]},
+        CONFIG).to_dicts()}
+    assert rows["held"]["recall_at_20"] <= rows["ceiling"]["recall_at_20"]
+
+
 def test_ablation_deltas_are_paired_differences(tiny_world):
     v1 = evaluation_labels(tiny_world, CONFIG)["v1"]
     oracle = v1.with_columns(pl.lit(1, dtype=pl.Int32).alias("rank"))
