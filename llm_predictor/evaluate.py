@@ -100,6 +100,12 @@ def baseline_predictions(world_tables, requests: pl.DataFrame, config: BaselineC
     }
 
 
+def allowed_pairs(prompts: pl.DataFrame) -> pl.DataFrame:
+    """One row per (user_id, anchor_date, advertiser_name) of each prompt's allowed names."""
+    return prompts.select("user_id", "anchor_date", pl.col("allowed_names").alias("advertiser_name")
+                          ).explode("advertiser_name")
+
+
 def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, labels: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     """PREDICTIONS of an oracle that names each label (of every eval set in `labels`) at rank 1 when
     the label's advertiser is among the prompt's allowed names (the active advertisers and the preset
@@ -108,7 +114,7 @@ def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, labels: Mapping[s
     "allowed_names_ceiling")."""
     keys = ["user_id", "anchor_date"]
     labels = pl.concat([table.select(*keys, "advertiser_id") for table in labels.values()]).unique(keys)
-    allowed = (prompts.select(*keys, pl.col("allowed_names").alias("advertiser_name")).explode("advertiser_name")
+    allowed = (allowed_pairs(prompts)
                .join(world_tables.advertisers.select("advertiser_id", pl.col("name").alias("advertiser_name")),
                      on="advertiser_name"))
     table = labels.join(allowed, on=[*keys, "advertiser_id"]).select(
@@ -122,8 +128,7 @@ def restricted_to_allowed(predictions: pl.DataFrame, prompts: pl.DataFrame, sour
     allowed names, re-ranked 1.. in their order: a baseline held to the paper's allowed-names rule
     (appendix A requirement 2), so that a method under that rule is compared with it on equal terms."""
     keys = ["user_id", "anchor_date"]
-    allowed = prompts.select(*keys, pl.col("allowed_names").alias("advertiser_name")).explode("advertiser_name")
-    kept = predictions.join(allowed, on=[*keys, "advertiser_name"], how="semi").sort(*keys, "rank")
+    kept = predictions.join(allowed_pairs(prompts), on=[*keys, "advertiser_name"], how="semi").sort(*keys, "rank")
     return conform(kept.with_columns(rank=pl.col("rank").rank("ordinal").over(keys).cast(pl.Int32),
                                      source=pl.lit(source)), PREDICTIONS, source)
 
