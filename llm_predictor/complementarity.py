@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from llm_predictor.metrics import hits_at_k
+from synthetic_data.intervals import paired_difference_interval
 from synthetic_data.schema import CONVERSION_MECHANISMS
 
 KEYS = ["user_id", "anchor_date"]
@@ -49,15 +50,18 @@ def first_ranked_diversity(predictions: pl.DataFrame) -> dict[str, float]:
 def complementarity(predictions: Mapping[str, pl.DataFrame], labels: pl.DataFrame, reference: str,
                     k: int = 20) -> pl.DataFrame:
     """One row per method of `predictions` (PREDICTIONS tables, the reference among them) on `labels`
-    (KEYS, advertiser_id and, for the per-mechanism columns, `mechanism`): labels, Recall@K, hits the
-    reference misses, union Recall@K, Recall@K per mechanism and first-ranked diversity. Raises KeyError
-    when `reference` is not a method."""
+    (KEYS, advertiser_id and, for the per-mechanism columns, `mechanism`): labels, Recall@K, its paired
+    difference from the reference's with Tango's interval, hits the reference misses, union Recall@K, Recall@K
+    per mechanism and first-ranked diversity. Raises KeyError when `reference` is not a method."""
     reference_hits = hits_at_k(predictions[reference], labels, (k,))[f"hit_at_{k}"]
     has_mechanism = "mechanism" in labels.columns
     rows = []
     for method, table in predictions.items():
         hit = hits_at_k(table, labels, (k,))[f"hit_at_{k}"]
+        low, high = paired_difference_interval(hit.to_numpy(), reference_hits.to_numpy())
         row = {"method": method, "labels": labels.height, f"recall_at_{k}": hit.mean(),
+               f"recall_at_{k}_minus_reference": hit.mean() - reference_hits.mean(),
+               f"recall_at_{k}_minus_reference_low": low, f"recall_at_{k}_minus_reference_high": high,
                "hits_reference_misses": int((hit & ~reference_hits).sum()),
                f"union_recall_at_{k}": (hit | reference_hits).mean()}
         if has_mechanism:

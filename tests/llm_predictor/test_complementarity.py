@@ -26,6 +26,8 @@ def test_hits_the_reference_misses_and_the_union_are_counted_per_label():
     table = {row["method"]: row for row in complementarity({"most_recent": recent, "llm": llm}, labels,
                                                             "most_recent", k=20).iter_rows(named=True)}
     assert table["llm"]["recall_at_20"] == 0.5 and table["llm"]["hits_reference_misses"] == 2
+    assert table["llm"]["recall_at_20_minus_reference"] == 0.25  # paired on the same labels, Tango's interval
+    assert table["llm"]["recall_at_20_minus_reference_low"] < 0.25 < table["llm"]["recall_at_20_minus_reference_high"]
     assert table["llm"]["union_recall_at_20"] == 0.75 and table["most_recent"]["hits_reference_misses"] == 0
     assert table["llm"]["recall_at_20_semantic"] == 1.0 and table["llm"]["recall_at_20_repeat"] == 0.0
     assert table["most_recent"]["recall_at_20_repeat"] == 1.0 and table["llm"]["recall_at_20_noise"] is None
