@@ -1,8 +1,8 @@
 """`adsim llm`: the LLM advertiser predictor's stages over a run folder (paper 3.2-3.4, 4.2-4.3).
 
-`pretrain` (tokenizer, base model, CPT on the web corpus), `sft` (1-advertiser or 20-advertiser
-target), `grpo`, `predict` (a method's advertiser lists for eval, serving or held-out users) and `eval`
-(the Table 2/3/4 analogues with the non-LLM baselines). Each stage writes `runs/NAME/llm_<stage>/`
+`pretrain` (tokenizer, base model, CPT on the web corpus), `behaviour` (CPT on conversion sequences),
+`sft` (1-advertiser or 20-advertiser target), `grpo`, `predict` (a method's advertiser lists for eval,
+serving or held-out users) and `eval` (the Table 2/3/4 analogues with the non-LLM baselines). Each stage writes `runs/NAME/llm_<stage>/`
 and skips when its outputs exist with an unchanged config (and unchanged upstream stages).
 """
 
@@ -16,11 +16,12 @@ import typer
 from rich.console import Console
 
 from llm_predictor.config import METHODS, PRESETS, SFT_TEMPLATES, LLMConfig, resolve_config
-from llm_predictor.stages import (PREDICT_USERS, stage_eval, stage_grpo, stage_predict, stage_pretrain, stage_sft,
-                                  stage_sid)
+from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, stage_grpo, stage_predict,
+                                  stage_pretrain, stage_sft, stage_sid)
 from synthetic_data.config_io import ConfigError
 
-app = typer.Typer(help="the LLM advertiser predictor (pretrain, sft, grpo, predict, eval)", no_args_is_help=True)
+app = typer.Typer(help="the LLM advertiser predictor (pretrain, behaviour, sft, grpo, predict, eval)",
+                  no_args_is_help=True)
 console = Console()
 
 
@@ -53,6 +54,13 @@ def pretrain(run: Run = Path("runs/demo"), preset: Preset = "small", config: Con
              set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Train the tokenizer, build the base model and continue pretraining it on the web corpus."""
     _print_summary("llm_pretrain", stage_pretrain(run, _config_or_exit(preset, config, set_), force, not quiet))
+
+
+@app.command()
+def behaviour(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+              set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Continue pretraining on train users' conversion sequences (validation loss on held-out train users)."""
+    _print_summary("llm_behaviour", stage_behaviour(run, _config_or_exit(preset, config, set_), force, not quiet))
 
 
 @app.command()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from llm_predictor.behaviour import BehaviourConfig
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.evaluate import EvalConfig
 from llm_predictor.features import FeatureConfig
@@ -24,20 +25,27 @@ from llm_predictor.tokenizer import TokenizerConfig
 from synthetic_data.config_io import ConfigError, require, to_dict
 
 # Which trained model each method reads, and how it prompts and decodes (Tables 2 and 3).
-MODEL_STAGES = {"zero_shot": "llm_pretrain", "sft_single": "llm_sft_single", "sft_list": "llm_sft_list",
-                "grpo": "llm_grpo", "sid": "llm_sid", "sft_sid": "llm_sft_sid"}
+MODEL_STAGES = {"zero_shot": "llm_pretrain", "behaviour": "llm_behaviour", "sft_single": "llm_sft_single",
+                "sft_list": "llm_sft_list", "grpo": "llm_grpo", "sid": "llm_sid", "sft_sid": "llm_sft_sid"}
+RULES = ("allowed", "open")
 SFT_TEMPLATES = {"single": "sft", "list": "grpo", "sid": "sft_sid"}
 
 
 @dataclass(frozen=True)
 class Method:
-    """One evaluated LLM variant: model, template, reasoning instruction, decoding."""
+    """One evaluated LLM variant: model, template, reasoning instruction, decoding, and which names a
+    ranked method may choose: `allowed` (the prompt's active advertisers and preset pool, the paper's
+    requirement 2) or `open` (every advertiser a label can name, so world knowledge can reach the rest)."""
 
     model: str
-    template: str
+    template: str  # a prompts.TEMPLATES template, or "sequence" (behaviour.sequence_prompt)
     is_reasoning: bool = False
     # list | single_beam | single_sampling | single_ranked | list_sampling | list_constrained
     decoding: str = "list"
+    rule: str = "allowed"
+
+    def __post_init__(self) -> None:
+        require(self.rule in RULES, "rule", f"must be one of {RULES}")
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,9 @@ class EvalRunConfig:
 
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     methods: tuple[str, ...] = (
-        "zero_shot", "zero_shot_reasoning", "sft_list", "sft_single_beam", "sft_single_sampling",
-        "sft_single_ranked", "grpo", "grpo_reasoning", "grpo_sampling", "grpo_constrained",
+        "zero_shot", "zero_shot_reasoning", "behaviour_ranked", "behaviour_ranked_open", "sft_list", "sft_single_beam",
+        "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo", "grpo_reasoning",
+        "grpo_sampling", "grpo_constrained",
     )
     max_users: int = 300
     is_ablation: bool = True
@@ -68,6 +77,10 @@ METHODS = {
     "sft_single_sampling": Method("sft_single", "sft", decoding="single_sampling"),
     # beyond the paper: the 1-advertiser model's exact top 20 of the allowed names (name_ranking.py)
     "sft_single_ranked": Method("sft_single", "sft", decoding="single_ranked"),
+    "sft_single_ranked_open": Method("sft_single", "sft", decoding="single_ranked", rule="open"),
+    # the behaviour-sequence model on its own format, no SFT (behaviour.py)
+    "behaviour_ranked": Method("behaviour", "sequence", decoding="single_ranked"),
+    "behaviour_ranked_open": Method("behaviour", "sequence", decoding="single_ranked", rule="open"),
     "grpo": Method("grpo", "inference"),
     "grpo_reasoning": Method("grpo", "inference", is_reasoning=True),
     "grpo_sampling": Method("grpo", "inference", decoding="list_sampling"),
@@ -87,6 +100,9 @@ class LLMConfig:
     preset_pool_size: int = 30
     tokenizer_prompt_sample: int = 2000  # train prompts mixed into the tokenizer's training text
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    # which model SFT starts from: the web-corpus CPT model, or that model after behaviour-sequence CPT
+    sft_init: str = "behaviour"
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
     # GRPO starts from the 1-advertiser SFT model in the paper, whose 4B base can already write the
@@ -106,6 +122,7 @@ class LLMConfig:
         require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
         require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
+        require(self.sft_init in ("pretrain", "behaviour"), "sft_init", "must be pretrain or behaviour")
         require(self.serving_max_users >= 1, "serving_max_users", "must be >= 1")
         require(self.heldout_max_users >= 1, "heldout_max_users", "must be >= 1")
 
@@ -126,8 +143,9 @@ PRESETS: dict[str, dict] = {
                  "max_completion_length": 224},
         "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
         "eval": {"max_users": 50, "max_ablation_users": 20,
-                 "methods": ["zero_shot", "sft_list", "sft_single_beam", "sft_single_sampling", "sft_single_ranked",
-                             "grpo", "grpo_constrained"]},
+                 "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_list", "sft_single_beam",
+                             "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo",
+                             "grpo_constrained"]},
         "serving_max_users": 200,
         "heldout_max_users": 150,
     },
@@ -137,6 +155,7 @@ PRESETS: dict[str, dict] = {
         "preset_pool_size": 8,
         "tokenizer_prompt_sample": 100,
         "pretrain": {"train": _nano_train(4), "block_size": 64},
+        "behaviour": {"train": _nano_train(4), "block_size": 32, "validation_users": 20, "eval_steps": 2},
         "sft": {"train": _nano_train(4), "max_length": 4096},
         "grpo": {"train": _nano_train(2), "num_generations": 4, "max_completion_length": 24},
         "predict": {"decoding": {"max_new_tokens": 24, "num_beams": 2}, "virtual_epoch_size": 8, "batch_size": 8},

@@ -91,7 +91,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
     final_dir = output_dir / "model"
     trainer.save_model(str(final_dir))
     trainer.processing_class.save_pretrained(str(final_dir))
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    losses = [entry["loss"] for entry in logged]
     runtime = result.metrics.get("train_runtime", float("nan"))
     logged_tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
     tokens = trainer.state.num_input_tokens_seen or (logged_tokens[-1] if logged_tokens else 0)
@@ -102,6 +103,9 @@ def run_trainer(trainer, output_dir: Path) -> dict:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "losses": losses,
+        "loss_steps": [entry["step"] for entry in logged],
+        "validation_losses": [[entry["step"], entry["eval_loss"]] for entry in trainer.state.log_history
+                              if "eval_loss" in entry],
         "train_runtime_s": runtime,
         "tokens_seen": int(tokens),
         # a resumed run counts all tokens but times only its own steps: no honest rate then
@@ -143,9 +147,12 @@ def _zero_rows(grad, rows: int):
 
 
 def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_dir: Path,
-             show_progress: bool = True, trainable_from_token: int | None = None) -> dict:
+             show_progress: bool = True, trainable_from_token: int | None = None,
+             validation_texts: list[str] | None = None, eval_steps: int = 50) -> dict:
     """Continue pretraining the model in `model_dir` on `texts` (causal LM loss); resumable. With
-    `trainable_from_token`, only the embeddings of tokens from that id on learn (no weight decay)."""
+    `trainable_from_token`, only the embeddings of tokens from that id on learn (no weight decay).
+    With `validation_texts`, the loss on them (packed alike) is logged every `eval_steps` steps and at
+    the end (the summary's `validation_losses`: [step, loss] pairs)."""
     from dataclasses import replace
 
     from transformers import Trainer, TrainingArguments, default_data_collator
@@ -160,13 +167,23 @@ def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_d
         freeze_all_but_new_embeddings(model, trainable_from_token)
         train_config = replace(train_config, weight_decay=0.0)  # decay would move the frozen rows
     dataset = pack_corpus(texts, tokenizer, config.block_size)
+    arguments = training_arguments(train_config, output_dir, show_progress)
+    validation = None
+    if validation_texts is not None:
+        validation = pack_corpus(validation_texts, tokenizer, config.block_size)
+        arguments.update(eval_strategy="steps", eval_steps=eval_steps,
+                         per_device_eval_batch_size=train_config.batch_size)
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**training_arguments(train_config, output_dir, show_progress)),
+        args=TrainingArguments(**arguments),
         train_dataset=dataset,
+        eval_dataset=validation,
         data_collator=default_data_collator,
         processing_class=tokenizer,
     )
     summary = run_trainer(trainer, output_dir)
+    evaluated_steps = [step for step, _ in summary["validation_losses"]]
+    if validation is not None and trainer.state.global_step not in evaluated_steps:
+        summary["validation_losses"].append([trainer.state.global_step, trainer.evaluate()["eval_loss"]])
     summary["corpus_blocks"] = len(dataset)
     return summary

@@ -26,10 +26,21 @@ class SFTStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=300, learning_rate=1e-3))
     target: Literal["single", "list"] = "single"
     max_length: int = 1536
+    # behaviour-sequence documents mixed in per SFT example when SFT starts from the behaviour model
+    # (rehearsal, so that the prompt task does not erase what the sequences taught; behaviour.py)
+    rehearsal_share: float = 0.5
 
     def __post_init__(self) -> None:
+        require(0 <= self.rehearsal_share <= 4, "rehearsal_share", "must be in [0, 4]")
         require(self.target in ("single", "list"), "target", "must be 'single' or 'list'")
         require(self.max_length >= 32, "max_length", "must be >= 32 tokens")
+
+
+def rehearsal_pairs(documents: list[str], separator: str) -> tuple[list[str], list[str]]:
+    """Behaviour documents as (prompt, completion) pairs: the first name is the prompt and the rest the
+    completion, so the completion-only loss covers every later name of the sequence."""
+    pairs = [document.split(separator, 1) for document in documents if separator in document]
+    return [first + separator for first, _ in pairs], [rest for _, rest in pairs]
 
 
 def length_filter(prompts: list[str], completions: list[str], tokenizer, max_length: int) -> np.ndarray:

@@ -78,13 +78,19 @@ def _sids(run, template: str):
 
 
 def _label_examples(world, config: LLMConfig, template: str, split: str = "train", sids=None):
-    """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name."""
+    """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name; the train split
+    leaves out the validation users (`behaviour.validation_users`), whom no training stage sees."""
     import polars as pl
 
+    from llm_predictor.behaviour import validation_users
     from llm_predictor.evaluate import labelled_users
     from llm_predictor.predict import build_prompts
 
-    labels = labelled_users(world, split).join(
+    labels = labelled_users(world, split)
+    if split == "train":
+        labels = labels.join(validation_users(world, config.behaviour.validation_users, config.seed), on="user_id",
+                             how="anti")
+    labels = labels.join(
         world.advertisers.select("advertiser_id", pl.col("name").alias("target_advertiser")), on="advertiser_id")
     prompts = build_prompts(world, labels, config.features, config.preset_pool_size, template,
                             sids=sids, sid_config=config.semantic_ids)
@@ -126,6 +132,35 @@ def stage_pretrain(run_root: Path, config: LLMConfig, force: bool, show_progress
         ["model"], pretrain(base_dir, corpus, config.pretrain, directory, show_progress)), force)
 
 
+def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    """Behaviour-sequence CPT (paper 3.5 phase 2, `behaviour.py`) of the web-corpus model, with the
+    validation loss on held-out train users and both loss curves in `loss_curves.png`."""
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor.behaviour import behaviour_documents
+    from llm_predictor.evaluate import evaluation_anchor
+    from llm_predictor.loss_curves import plot_loss_curves
+    from llm_predictor.pretrain import PretrainConfig, pretrain
+
+    run = RunFolder(run_root)
+    stage_config = {"upstream": upstream_hash(run, "llm_pretrain"), "behaviour": to_dict(config.behaviour),
+                    "seed": config.seed}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        train, validation = behaviour_documents(world, evaluation_anchor(world, config.eval.evaluation),
+                                                config.behaviour, config.seed)
+        summary = pretrain(run.root / "llm_pretrain" / "model", train,
+                           PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size),
+                           directory, show_progress, validation_texts=validation,
+                           eval_steps=config.behaviour.eval_steps)
+        plot_loss_curves(summary, directory / "loss_curves.png", "behaviour-sequence CPT")
+        return ["model", "loss_curves.png"], {**summary, "train_documents": len(train),
+                                              "validation_documents": len(validation)}
+
+    return run_stage(run, "llm_behaviour", stage_config, work, force)
+
+
 def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_progress: bool) -> dict:
     import polars as pl
 
@@ -135,11 +170,14 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
     from llm_predictor.sft import sft
 
     run = RunFolder(run_root)
-    sft_config = replace(config.sft, target="list" if target == "list" else "single")
     stage = f"llm_sft_{target}"
-    init_stage = "llm_sid" if target == "sid" else "llm_pretrain"
+    init_stage = "llm_sid" if target == "sid" else f"llm_{config.sft_init}"
+    is_rehearsed = init_stage == "llm_behaviour" and config.sft.rehearsal_share > 0
+    sft_config = replace(config.sft, target="list" if target == "list" else "single",
+                         rehearsal_share=config.sft.rehearsal_share if is_rehearsed else 0.0)
     stage_config = {"upstream": upstream_hash(run, init_stage), "sft": to_dict(sft_config),
-                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
+                    "behaviour": to_dict(config.behaviour) if is_rehearsed else None, "seed": config.seed}
 
     def work(directory: Path):
         world = run_world(run_root)
@@ -152,11 +190,32 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
                 pl.col("prompt").str.extract(r"Top Categories \[([^\]]*)\]").str.split("|").alias("interests"))
             completions = [list_completion(t, a, i or []) for t, a, i in
                            examples.select("target_advertiser", "allowed_names", "interests").iter_rows()]
-        summary = sft(run.root / init_stage / "model", examples["prompt"].to_list(), completions,
-                      sft_config, directory, show_progress)
-        return ["model"], summary
+        prompts = examples["prompt"].to_list()
+        rehearsed = 0
+        if is_rehearsed:
+            extra_prompts, extra_completions = _rehearsal(world, config, len(prompts))
+            prompts, completions = prompts + extra_prompts, completions + extra_completions
+            rehearsed = len(extra_prompts)
+        summary = sft(run.root / init_stage / "model", prompts, completions, sft_config, directory, show_progress)
+        return ["model"], {**summary, "rehearsal_documents": rehearsed}
 
     return run_stage(run, stage, stage_config, work, force)
+
+
+def _rehearsal(world, config: LLMConfig, examples: int) -> tuple[list[str], list[str]]:
+    """`sft.rehearsal_share` x `examples` behaviour documents (the behaviour stage's training documents,
+    cycled if too few) as SFT (prompt, completion) pairs."""
+    from itertools import cycle, islice
+
+    from llm_predictor.behaviour import behaviour_documents
+    from llm_predictor.evaluate import evaluation_anchor
+    from llm_predictor.features import ITEM_SEPARATOR
+    from llm_predictor.sft import rehearsal_pairs
+
+    documents, _ = behaviour_documents(world, evaluation_anchor(world, config.eval.evaluation), config.behaviour,
+                                       config.seed)
+    wanted = round(config.sft.rehearsal_share * examples)
+    return rehearsal_pairs(list(islice(cycle(documents), wanted)) if documents else [], ITEM_SEPARATOR)
 
 
 def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
@@ -228,14 +287,35 @@ def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
     return base
 
 
+def method_prompts(run, world, config: LLMConfig, method: Method, keys, features: FeatureConfig):
+    """Prompts (user_id, anchor_date, prompt, allowed_names) of `method` for `keys`: the paper's template,
+    or the user's conversion sequence (`sequence`); the names a ranked method may choose are the prompt's
+    allowed names, or under the `open` rule every advertiser a label can name (active, with spend)."""
+    import polars as pl
+
+    from llm_predictor.baselines import eligible_advertisers
+    from llm_predictor.behaviour import conversion_sequences, sequence_prompt
+    from llm_predictor.predict import build_prompts
+
+    is_sequence = method.template == "sequence"
+    prompts = build_prompts(world, keys, features, config.preset_pool_size, "sft" if is_sequence else method.template,
+                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
+                            sid_config=config.semantic_ids)
+    if is_sequence:
+        sequences = conversion_sequences(world, prompts, config.behaviour.max_conversions)
+        prompts = prompts.with_columns(sequence_prompt(sequences["sequence"]))
+    if method.rule == "open":
+        names = eligible_advertisers(world)["name"].to_list()
+        prompts = prompts.with_columns(allowed_names=pl.lit(names, dtype=pl.List(pl.String)))
+    return prompts
+
+
 def _generate(run, world, config: LLMConfig, name: str, method: Method, keys, features: FeatureConfig,
               show_progress: bool):
     """Generations of one method for `keys`, checkpointed per virtual epoch under llm_eval/."""
-    from llm_predictor.predict import build_prompts, generate_predictions
+    from llm_predictor.predict import generate_predictions
 
-    prompts = build_prompts(world, keys, features, config.preset_pool_size, method.template,
-                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
-                            sid_config=config.semantic_ids)
+    prompts = method_prompts(run, world, config, method, keys, features)
     decoding = method_decoding(method, config.predict.decoding)
     model_dir = run.root / MODEL_STAGES[method.model] / "model"
     return generate_predictions(model_dir, prompts, decoding, run.root / "llm_eval" / "generations" / name,
@@ -374,12 +454,10 @@ def predict_users(run, world, config: LLMConfig, method_name: str, keys, directo
     real-data sample stage and the simulator's nightly job (which passes its loaded `backend`).
     """
     from llm_predictor.convert import NameConverter, convert_predictions
-    from llm_predictor.predict import build_prompts, generate_predictions
+    from llm_predictor.predict import generate_predictions
 
     method = METHODS[method_name]
-    prompts = build_prompts(world, keys, config.features, config.preset_pool_size, method.template,
-                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
-                            sid_config=config.semantic_ids)
+    prompts = method_prompts(run, world, config, method, keys, config.features)
     decoding = method_decoding(method, config.predict.decoding)
     generations = generate_predictions(model_dir(run, method_name), prompts, decoding,
                                        None if directory is None else directory / "epochs", backend=backend,

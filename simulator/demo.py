@@ -82,6 +82,7 @@ def demo_steps(run: Path, world_preset: str, llm_preset: str, quotas: str, quiet
     return [
         Step("world", lambda: write_world_run(preset(world_preset), run, progress=not quiet)),
         Step("llm: tokenizer + continued pre-training", lambda: llm.pretrain(**llm_args)),
+        Step("llm: continued pre-training on conversion sequences", lambda: llm.behaviour(**llm_args)),
         Step("llm: SFT, 1-advertiser prompt", lambda: llm.sft(target="single", **llm_args)),
         Step("llm: SFT, 20-advertiser prompt", lambda: llm.sft(target="list", **llm_args)),
         Step("llm: GRPO", lambda: llm.grpo(**llm_args)),

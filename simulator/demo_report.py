@@ -57,7 +57,7 @@ VERDICTS = (MEASURED, TOO_THIN, NOT_MEASURING, NOT_TRUSTWORTHY, NOT_MEASURED)
 
 LIFT_TASKS = ("ctcvr", "vtcvr")  # Table 5's rows
 LIFT_MODEL = "dcn"  # the market's ranker
-LLM_TRAINING_STAGES = ("llm_pretrain", "llm_sft_single", "llm_sft_list", "llm_grpo")
+LLM_TRAINING_STAGES = ("llm_pretrain", "llm_behaviour", "llm_sft_single", "llm_sft_list", "llm_grpo")
 
 # (title, stage folder file, whether a run without it says so; the dose-response is not a demo stage)
 SECTIONS = (
@@ -467,6 +467,10 @@ def llm_training_section(run: RunFolder) -> list[str]:
     if curves:
         plot = plot_losses(curves, run.root / "plots" / "llm_training_loss.png")
         lines += [f"![llm_training_loss]({plot.relative_to(run.root)})", ""]
+    behaviour = run.root / "llm_behaviour" / "loss_curves.png"
+    if behaviour.exists():
+        lines += ["Behaviour-sequence CPT, train and validation loss (held-out train users):", "",
+                  f"![llm_behaviour_loss]({behaviour.relative_to(run.root)})", ""]
     return lines + llm_training_tables(run)  # a plot means a training stage, so the tables are never empty
 
 

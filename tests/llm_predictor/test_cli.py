@@ -85,6 +85,7 @@ def test_single_advertiser_methods_decode_twenty_ranked_names():
 @pytest.mark.slow
 def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
     _invoke("pretrain", "--run", str(run_root))
+    _invoke("behaviour", "--run", str(run_root))
     _invoke("sft", "--run", str(run_root), "--target", "single")
     _invoke("predict", "--run", str(run_root), "--method", "sft_single_beam", "--users", "eval")
     stage = run_root / "llm_predict_sft_single_beam_eval"
@@ -106,7 +107,8 @@ def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
 
 @pytest.mark.slow
 def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
-    for command in (["pretrain"], ["sft", "--target", "single"], ["sft", "--target", "list"], ["grpo"], ["eval"]):
+    for command in (["pretrain"], ["behaviour"], ["sft", "--target", "single"], ["sft", "--target", "list"], ["grpo"],
+                    ["eval"]):
         _invoke(*command, "--run", str(run_root))
     results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
     methods = set(resolve_config("nano", None, None).eval.methods) | {
@@ -116,7 +118,7 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     labelled = results.filter(pl.col("n_labels") > 0)["eval_set"].unique().to_list()
     assert labelled
     for eval_set in labelled:  # the methods that choose among the allowed names stay under their ceiling
-        for method in ("sft_single_ranked", "grpo_constrained", "most_recent_allowed"):
+        for method in ("behaviour_ranked", "sft_single_ranked", "grpo_constrained", "most_recent_allowed"):
             assert recall[(method, eval_set)] <= recall[("allowed_names_ceiling", eval_set)]
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3

@@ -18,7 +18,7 @@ from synthetic_data import schema
 def llm_run(tiny_world_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("nightly_llm")
     shutil.copytree(tiny_world_dir, root / "world")
-    for command in (["pretrain"], ["sft", "--target", "list"]):
+    for command in (["pretrain"], ["behaviour"], ["sft", "--target", "list"]):
         result = CliRunner().invoke(llm_app, [*command, "--run", str(root), "--preset", "nano", "--quiet"])
         assert result.exit_code == 0, result.output
     return root

@@ -514,7 +514,7 @@ def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_lab
     from dataclasses import replace
 
     from llm_predictor.config import resolve_config
-    from llm_predictor.stages import stage_pretrain, stage_sft
+    from llm_predictor.stages import stage_behaviour, stage_pretrain, stage_sft
     from llm_predictor.evaluate import EvalConfig, evaluation_requests
     from synthetic_data.real.llm_sample import predict_test_sample
 
@@ -526,9 +526,12 @@ def test_full_dataset_llm_pipeline_trains_on_train_labels_and_evaluates_test_lab
     sample.write(run / "world")
     config = resolve_config("nano", None, None)
     stage_pretrain(run, config, force=False, show_progress=False)
+    stage_behaviour(run, config, force=False, show_progress=False)
     summary = stage_sft(run, config, "list", force=False, show_progress=False)
     assert summary["steps"] == config.sft.train.max_steps
-    assert summary["examples"] == (sample.labels["role"] == "train").sum() > 0
+    held_out = sample.labels.filter(pl.col("role") == "validation")["user_id"]
+    train_labels = sample.labels.filter((pl.col("role") == "train") & ~pl.col("user_id").is_in(held_out.to_list()))
+    assert summary["examples"] == train_labels.height > 0
     requests = evaluation_requests(sample, EvalConfig())
     test = held_out_labels(sample.labels, "test")
     assert requests.sort("user_id").equals(test.select("user_id", "anchor_date").sort("user_id"))

@@ -1,0 +1,93 @@
+"""Behaviour-sequence continued pre-training (paper 3.5, phase 2: "recommendation datasets" after the
+web corpus): each train user's conversions, oldest first, written as the advertiser names the prompts use.
+
+Why: the 1-advertiser SFT supervises one name per ~600-token prompt, and a small model trained on that
+alone fits the popularity prior and never learns to read the user's own advertisers (issue 14). In a
+sequence document every name is a next-advertiser target given the names before it, so one forward pass
+supervises dozens, and the model learns that a user's advertisers recur (the repeat mechanism) and which
+follow which. The same format is a prompt of its own (`sequence_prompt`): the user's sequence, then the
+separator where the next name goes, so the model can rank names without any SFT (method
+`behaviour_ranked`). Validation documents come from train-split users held out of training, never from
+eval users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+from llm_predictor.features import CONVERSION_KINDS, ITEM_SEPARATOR
+from llm_predictor.pretrain import TrainConfig
+from synthetic_data.config_io import require
+
+KEYS = ["user_id", "anchor_date"]
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """Documents (the last `max_conversions` names per user), held-out validation users, loop settings."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=450, batch_size=16, learning_rate=2e-3, warmup_steps=20, save_steps=150, logging_steps=25))
+    block_size: int = 128
+    max_conversions: int = 60
+    validation_users: int = 600  # train-split users kept out of training: the validation loss's documents
+    eval_steps: int = 75  # validation loss every this many steps
+
+    def __post_init__(self) -> None:
+        require(self.block_size >= 16, "behaviour.block_size", "must be >= 16 tokens")
+        require(self.max_conversions >= 2, "behaviour.max_conversions", "must be >= 2")
+        require(self.validation_users >= 1, "behaviour.validation_users", "must be >= 1")
+        require(self.eval_steps >= 1, "behaviour.eval_steps", "must be >= 1")
+
+
+def conversion_sequences(world_tables, keys: pl.DataFrame, max_conversions: int) -> pl.DataFrame:
+    """Per (user_id, anchor_date) of `keys`: `sequence`, the names of the advertisers of the user's
+    conversions up to the end of the anchor date, oldest first, the last `max_conversions`, joined by '|'.
+    A key whose user has no conversion gets an empty sequence. Shape: one row per key, in `keys`' order."""
+    conversions = (world_tables.events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
+                   .select("user_id", "ts", "advertiser_id")
+                   .join(world_tables.advertisers.select("advertiser_id", "name"), on="advertiser_id"))
+    ends = keys.select(*KEYS).unique().with_columns(
+        end=pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1))
+    sequences = (conversions.join(ends, on="user_id").filter(pl.col("ts") < pl.col("end"))
+                 .sort(*KEYS, "ts", "advertiser_id")
+                 .group_by(KEYS).agg(pl.col("name").tail(max_conversions).str.join(ITEM_SEPARATOR).alias("sequence")))
+    return (keys.select(*KEYS).join(sequences, on=KEYS, how="left", maintain_order="left")
+            .with_columns(pl.col("sequence").fill_null("")))
+
+
+def sequence_prompt(sequences: pl.Series) -> pl.Series:
+    """The user's sequence followed by the separator: the position where the next advertiser's name goes
+    (a user without conversions gets the bare separator: the model's prior over first names)."""
+    return (sequences + ITEM_SEPARATOR).alias("prompt")
+
+
+def validation_users(world_tables, count: int, seed: int) -> pl.DataFrame:
+    """The users (user_id) held out of every training stage that reads this, for validation losses and
+    choices (never eval users): a seeded sample of `count` train-split users, or, on a leave-one-out world
+    (labels with a `role` column, synthetic_data.real), the users of its `validation` labels."""
+    if "role" in world_tables.labels.columns:
+        return world_tables.labels.filter(pl.col("role") == "validation").select("user_id").unique().sort("user_id")
+    train = world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
+    if train.height <= count:
+        raise ValueError(f"behaviour.validation_users={count} leaves no train user of {train.height}; lower it")
+    chosen = np.random.default_rng(seed).choice(train.height, size=count, replace=False)
+    return train[np.sort(chosen)]
+
+
+def behaviour_documents(world_tables, anchor: date, config: BehaviourConfig, seed: int
+                        ) -> tuple[list[str], list[str]]:
+    """(train documents, validation documents): the conversion sequences at `anchor` of the train-split
+    users, split by `validation_users`; users with fewer than two conversions say nothing and are left out."""
+    held_out = validation_users(world_tables, config.validation_users, seed)
+    users = world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
+    sequences = conversion_sequences(world_tables, users.with_columns(anchor_date=pl.lit(anchor)),
+                                     config.max_conversions).filter(pl.col("sequence").str.contains(ITEM_SEPARATOR,
+                                                                                                    literal=True))
+    is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
+    train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)
+    return train["sequence"].to_list(), sequences.filter(is_held_out)["sequence"].to_list()

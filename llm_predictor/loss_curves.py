@@ -1,0 +1,31 @@
+"""Training and validation loss curves of a training stage, as a PNG beside its model (issue 14: a
+stage's steps are chosen from its validation curve, never from eval users)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_loss_curves(summary: dict, path: Path, title: str) -> Path:
+    """Plot `summary`'s train losses (`loss_steps`, `losses`) and validation losses (`validation_losses`,
+    [step, loss] pairs; may be empty) against the step; returns `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(summary["loss_steps"], summary["losses"], label="train", color="tab:blue")
+    if summary["validation_losses"]:
+        steps, losses = zip(*summary["validation_losses"])
+        axis.plot(steps, losses, "o-", label="validation (held-out train users)", color="tab:orange")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss (nats per token, log scale)")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

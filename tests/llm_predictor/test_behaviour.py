@@ -1,0 +1,112 @@
+"""Behaviour-sequence documents and the capability they teach: a `nano` model trained on them for a few
+seconds puts a held-out user's own most recent advertiser first far more often than popularity does."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llm_predictor.behaviour import (BehaviourConfig, behaviour_documents, conversion_sequences, sequence_prompt,
+                                     validation_users)
+from llm_predictor.pretrain import TrainConfig
+from llm_predictor.sft import rehearsal_pairs
+from synthetic_data.config_io import ConfigError
+
+
+class _World:
+    """The tables `conversion_sequences` reads, written by hand."""
+
+    def __init__(self, events: list[tuple[int, str, str, int]]):
+        self.advertisers = pl.DataFrame({"advertiser_id": [1, 2, 3], "name": ["Alpha Co.", "Beta Labs", "Gamma"]},
+                                        schema={"advertiser_id": pl.Int32, "name": pl.String})
+        self.events = pl.DataFrame(
+            [(user, datetime.fromisoformat(ts).replace(tzinfo=timezone.utc), kind, advertiser)
+             for user, ts, kind, advertiser in events],
+            schema={"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "kind": pl.String,
+                    "advertiser_id": pl.Int32}, orient="row")
+
+
+def test_conversion_sequences_are_oldest_first_cut_at_the_anchor_day_and_capped():
+    world = _World([
+        (7, "2026-03-01T10:00", "matched_conversion", 2),
+        (7, "2026-02-01T10:00", "attributed_conversion", 1),
+        (7, "2026-02-15T10:00", "offsite_url", 3),  # not a conversion
+        (7, "2026-03-02T23:59", "attributed_conversion", 3),  # on the anchor day: kept
+        (7, "2026-03-03T00:00", "attributed_conversion", 1),  # after the anchor day: cut
+        (8, "2026-03-05T00:00", "attributed_conversion", 1),  # only after the anchor
+    ])
+    keys = pl.DataFrame({"user_id": [8, 7], "anchor_date": [date(2026, 3, 2)] * 2})
+    table = conversion_sequences(world, keys, max_conversions=10)
+    assert table["user_id"].to_list() == [8, 7]  # the keys' order
+    assert table["sequence"].to_list() == ["", "Alpha Co.|Beta Labs|Gamma"]
+    assert conversion_sequences(world, keys, max_conversions=2)["sequence"][1] == "Beta Labs|Gamma"
+    assert sequence_prompt(table["sequence"]).to_list() == ["|", "Alpha Co.|Beta Labs|Gamma|"]
+
+
+def test_validation_users_are_train_users_and_documents_leave_them_and_eval_users_out(tiny_world):
+    config = BehaviourConfig(validation_users=40)
+    held_out = validation_users(tiny_world, 40, seed=0)
+    train_users = tiny_world.splits.filter(pl.col("split") == "train")["user_id"]
+    assert held_out.height == 40 and held_out["user_id"].is_in(train_users.to_list()).all()
+    assert held_out.equals(validation_users(tiny_world, 40, seed=0))
+    anchor = tiny_world.labels["anchor_date"].max()
+    train, validation = behaviour_documents(tiny_world, anchor, config, seed=0)
+    everyone = conversion_sequences(tiny_world, tiny_world.users.select("user_id").with_columns(
+        anchor_date=pl.lit(anchor)), config.max_conversions).filter(pl.col("sequence").str.contains("|", literal=True))
+    is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
+    is_train = pl.col("user_id").is_in(train_users.to_list())
+    assert sorted(train) == sorted(everyone.filter(is_train & ~is_held_out)["sequence"].to_list())
+    assert sorted(validation) == sorted(everyone.filter(is_held_out)["sequence"].to_list())
+    assert validation and len(train) > len(validation)
+    with pytest.raises(ValueError, match="validation_users"):
+        validation_users(tiny_world, train_users.len(), seed=0)
+    with pytest.raises(ConfigError, match="behaviour.max_conversions"):
+        BehaviourConfig(max_conversions=1)
+
+
+def test_rehearsal_pairs_put_every_later_name_in_the_completion():
+    prompts, completions = rehearsal_pairs(["A|B|C", "single", "D|E"], "|")
+    assert prompts == ["A|", "D|"] and completions == ["B|C", "E"]
+
+
+def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest_advertiser_first(tmp_path):
+    """The capability issue 14 found missing: reading the user's own advertisers. Held-out eval users, every
+    advertiser a label can name ranked; popularity puts a user's latest advertiser first for ~6% of them."""
+    from synthetic_data.presets import preset
+    from synthetic_data.world import generate_world
+
+    from llm_predictor.baselines import eligible_advertisers
+    from llm_predictor.model import ModelConfig, load_model, prepare_base_model
+    from llm_predictor.name_ranking import rank_names
+    from llm_predictor.pretrain import PretrainConfig, pretrain
+    from llm_predictor.tokenizer import TokenizerConfig, load_tokenizer
+
+    world = generate_world(preset("tiny", ["users.n_users=2000"]), progress=False)
+    anchor = world.labels["anchor_date"].max()
+    config = BehaviourConfig(train=TrainConfig(max_steps=400, batch_size=16, learning_rate=1e-2, warmup_steps=5,
+                                               save_steps=400, logging_steps=100), block_size=64, validation_users=50)
+    train, validation = behaviour_documents(world, anchor, config, seed=0)
+    base = prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=600),
+                              train + world.advertisers["name"].to_list(), tmp_path / "base")
+    summary = pretrain(base, train, PretrainConfig(train=config.train, block_size=config.block_size), tmp_path / "cpt",
+                       show_progress=False, validation_texts=validation, eval_steps=200)
+    assert [step for step, _ in summary["validation_losses"]] == [200, 400]
+
+    eval_users = world.splits.filter(pl.col("split") == "eval").select("user_id", anchor_date=pl.lit(anchor))
+    sequences = conversion_sequences(world, eval_users, config.max_conversions).filter(pl.col("sequence") != "")
+    latest = sequences["sequence"].str.split("|").list.last().to_numpy()
+    names = eligible_advertisers(world)["name"].to_list()
+    model_dir = tmp_path / "cpt" / "model"
+    prompts = sequence_prompt(sequences["sequence"]).to_list()
+    ranked = rank_names(load_model(model_dir), load_tokenizer(model_dir), prompts, [names] * sequences.height, top_k=1)
+    model_share = np.mean([found[0].name == name for found, name in zip(ranked, latest)])
+    conversions = world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]))
+    most_popular = (conversions.join(eligible_advertisers(world), on="advertiser_id")["name"]
+                    .value_counts(sort=True)["name"][0])
+    popularity_share = np.mean(latest == most_popular)
+    assert sequences.height >= 100
+    # measured: 0.37 vs 0.06 (seed 0); a model that learnt only the popularity prior scores the latter
+    assert model_share >= popularity_share + 0.2, (model_share, popularity_share)
