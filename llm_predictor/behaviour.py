@@ -66,28 +66,51 @@ def sequence_prompt(sequences: pl.Series) -> pl.Series:
     return (sequences + ITEM_SEPARATOR).alias("prompt")
 
 
+def is_leave_one_out(world_tables) -> bool:
+    """A leave-one-out world (synthetic_data.real): every user is evaluated, and label roles (train,
+    validation, test) take the place of the user split."""
+    return "role" in world_tables.labels.columns
+
+
+def document_users(world_tables) -> pl.DataFrame:
+    """The users (user_id) whose sequences may be trained on: the train split, or on a leave-one-out world
+    every user (its documents end before the validation and test labels, `documents_anchor`)."""
+    if is_leave_one_out(world_tables):
+        return world_tables.users.select("user_id").sort("user_id")
+    return world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
+
+
+def documents_anchor(world_tables) -> date:
+    """The anchor date the documents end on: the latest label anchor (only train-split users are written),
+    or on a leave-one-out world the validation labels' anchor, before which neither held-out label lies."""
+    labels = world_tables.labels
+    if is_leave_one_out(world_tables):
+        return labels.filter(pl.col("role") == "validation")["anchor_date"].min()
+    return labels["anchor_date"].max()
+
+
 def validation_users(world_tables, count: int, seed: int) -> pl.DataFrame:
-    """The users (user_id) held out of every training stage that reads this, for validation losses and
-    choices (never eval users): a seeded sample of `count` train-split users, or, on a leave-one-out world
-    (labels with a `role` column, synthetic_data.real), the users of its `validation` labels."""
-    if "role" in world_tables.labels.columns:
-        return world_tables.labels.filter(pl.col("role") == "validation").select("user_id").unique().sort("user_id")
-    train = world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
-    if train.height <= count:
-        raise ValueError(f"behaviour.validation_users={count} leaves no train user of {train.height}; lower it")
-    chosen = np.random.default_rng(seed).choice(train.height, size=count, replace=False)
-    return train[np.sort(chosen)]
+    """A seeded sample of `count` of the `document_users` (user_id), held out of every training stage that
+    reads it, for validation losses and choices (on a synthetic world they are train-split users, never
+    eval users)."""
+    users = document_users(world_tables)
+    if users.height <= count:
+        raise ValueError(f"behaviour.validation_users={count} leaves no user of {users.height} to train on; lower it")
+    chosen = np.random.default_rng(seed).choice(users.height, size=count, replace=False)
+    return users[np.sort(chosen)]
 
 
-def behaviour_documents(world_tables, anchor: date, config: BehaviourConfig, seed: int
-                        ) -> tuple[list[str], list[str]]:
-    """(train documents, validation documents): the conversion sequences at `anchor` of the train-split
-    users, split by `validation_users`; users with fewer than two conversions say nothing and are left out."""
+def behaviour_documents(world_tables, config: BehaviourConfig, seed: int) -> tuple[list[str], list[str]]:
+    """(train documents, validation documents): the `document_users`' conversion sequences at
+    `documents_anchor`, split by `validation_users`; users with fewer than two conversions say nothing
+    and are left out. Raises ValueError when no train document is left."""
     held_out = validation_users(world_tables, config.validation_users, seed)
-    users = world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
-    sequences = conversion_sequences(world_tables, users.with_columns(anchor_date=pl.lit(anchor)),
-                                     config.max_conversions).filter(pl.col("sequence").str.contains(ITEM_SEPARATOR,
-                                                                                                    literal=True))
+    keys = document_users(world_tables).with_columns(anchor_date=pl.lit(documents_anchor(world_tables)))
+    sequences = conversion_sequences(world_tables, keys, config.max_conversions).filter(
+        pl.col("sequence").str.contains(ITEM_SEPARATOR, literal=True))
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
     train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)
+    if train.is_empty():
+        raise ValueError("behaviour: no train user has two conversions before the documents' anchor; generate a "
+                         "larger world, or skip the stage with sft_init=pretrain")
     return train["sequence"].to_list(), sequences.filter(is_held_out)["sequence"].to_list()

@@ -79,15 +79,16 @@ def _sids(run, template: str):
 
 def _label_examples(world, config: LLMConfig, template: str, split: str = "train", sids=None):
     """Prompts of a split's labelled (user, anchor) pairs with the label's advertiser name; the train split
-    leaves out the validation users (`behaviour.validation_users`), whom no training stage sees."""
+    leaves out the validation users (`behaviour.validation_users`), whom no training stage sees (on a
+    leave-one-out world the validation-role labels are what is held out)."""
     import polars as pl
 
-    from llm_predictor.behaviour import validation_users
+    from llm_predictor.behaviour import is_leave_one_out, validation_users
     from llm_predictor.evaluate import labelled_users
     from llm_predictor.predict import build_prompts
 
     labels = labelled_users(world, split)
-    if split == "train":
+    if split == "train" and not is_leave_one_out(world):  # there, the validation labels are held out instead
         labels = labels.join(validation_users(world, config.behaviour.validation_users, config.seed), on="user_id",
                              how="anti")
     labels = labels.join(
@@ -138,7 +139,6 @@ def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progres
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor.behaviour import behaviour_documents
-    from llm_predictor.evaluate import evaluation_anchor
     from llm_predictor.loss_curves import plot_loss_curves
     from llm_predictor.pretrain import PretrainConfig, pretrain
 
@@ -148,8 +148,7 @@ def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progres
 
     def work(directory: Path):
         world = run_world(run_root)
-        train, validation = behaviour_documents(world, evaluation_anchor(world, config.eval.evaluation),
-                                                config.behaviour, config.seed)
+        train, validation = behaviour_documents(world, config.behaviour, config.seed)
         summary = pretrain(run.root / "llm_pretrain" / "model", train,
                            PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size),
                            directory, show_progress, validation_texts=validation,
@@ -197,7 +196,8 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
             prompts, completions = prompts + extra_prompts, completions + extra_completions
             rehearsed = len(extra_prompts)
         summary = sft(run.root / init_stage / "model", prompts, completions, sft_config, directory, show_progress)
-        return ["model"], {**summary, "rehearsal_documents": rehearsed}
+        # `examples`: the prompts'; `examples_over_max_length` counts prompts and documents
+        return ["model"], {**summary, "examples": len(prompts) - rehearsed, "rehearsal_documents": rehearsed}
 
     return run_stage(run, stage, stage_config, work, force)
 
@@ -208,12 +208,10 @@ def _rehearsal(world, config: LLMConfig, examples: int) -> tuple[list[str], list
     from itertools import cycle, islice
 
     from llm_predictor.behaviour import behaviour_documents
-    from llm_predictor.evaluate import evaluation_anchor
     from llm_predictor.features import ITEM_SEPARATOR
     from llm_predictor.sft import rehearsal_pairs
 
-    documents, _ = behaviour_documents(world, evaluation_anchor(world, config.eval.evaluation), config.behaviour,
-                                       config.seed)
+    documents, _ = behaviour_documents(world, config.behaviour, config.seed)
     wanted = round(config.sft.rehearsal_share * examples)
     return rehearsal_pairs(list(islice(cycle(documents), wanted)) if documents else [], ITEM_SEPARATOR)
 

@@ -53,7 +53,7 @@ def test_validation_users_are_train_users_and_documents_leave_them_and_eval_user
     assert held_out.height == 40 and held_out["user_id"].is_in(train_users.to_list()).all()
     assert held_out.equals(validation_users(tiny_world, 40, seed=0))
     anchor = tiny_world.labels["anchor_date"].max()
-    train, validation = behaviour_documents(tiny_world, anchor, config, seed=0)
+    train, validation = behaviour_documents(tiny_world, config, seed=0)
     everyone = conversion_sequences(tiny_world, tiny_world.users.select("user_id").with_columns(
         anchor_date=pl.lit(anchor)), config.max_conversions).filter(pl.col("sequence").str.contains("|", literal=True))
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
@@ -88,7 +88,7 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
     anchor = world.labels["anchor_date"].max()
     config = BehaviourConfig(train=TrainConfig(max_steps=400, batch_size=16, learning_rate=1e-2, warmup_steps=5,
                                                save_steps=400, logging_steps=100), block_size=64, validation_users=50)
-    train, validation = behaviour_documents(world, anchor, config, seed=0)
+    train, validation = behaviour_documents(world, config, seed=0)
     base = prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=600),
                               train + world.advertisers["name"].to_list(), tmp_path / "base")
     summary = pretrain(base, train, PretrainConfig(train=config.train, block_size=config.block_size), tmp_path / "cpt",
