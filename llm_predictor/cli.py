@@ -1,9 +1,10 @@
 """`adsim llm`: the LLM advertiser predictor's stages over a run folder (paper 3.2-3.4, 4.2-4.3).
 
 `pretrain` (tokenizer, base model, CPT on the web corpus), `behaviour` (CPT on conversion sequences),
-`sft` (1-advertiser or 20-advertiser target), `grpo`, `predict` (a method's advertiser lists for eval,
-serving or held-out users) and `eval` (the Table 2/3/4 analogues with the non-LLM baselines). Each stage writes `runs/NAME/llm_<stage>/`
-and skips when its outputs exist with an unchanged config (and unchanged upstream stages).
+`sft` (1-advertiser or 20-advertiser target), `grpo`, `eval` (the Table 2/3/4 analogues with the non-LLM
+baselines), `choose` (the served method, on validation users) and `predict` (a method's advertiser lists for
+eval, serving or held-out users). Each stage writes `runs/NAME/llm_<stage>/` and skips when its outputs exist
+with an unchanged config (and unchanged upstream stages).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from llm_predictor.choice import CHOSEN, stage_choose
 from llm_predictor.config import METHODS, PRESETS, SFT_TEMPLATES, LLMConfig, resolve_config
 from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, stage_grpo, stage_predict,
                                   stage_pretrain, stage_sft, stage_sid)
@@ -92,13 +94,23 @@ def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigF
 
 
 @app.command()
+def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+           set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Score `choice.methods` on validation users (held-out train users) and record the best as `chosen`."""
+    summary = stage_choose(run, _config_or_exit(preset, config, set_), force, not quiet)
+    _print_summary("llm_choice", summary)
+    console.print((run / "llm_choice" / "choice.md").read_text())
+
+
+@app.command()
 def predict(run: Run = Path("runs/demo"),
-            method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}")] = "grpo",
+            method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}, or {CHOSEN} (the method "
+                                                     "`adsim llm choose` picked on validation users)")] = "grpo",
             users: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in PREDICT_USERS.items()))] = "eval",
             preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
             quiet: Quiet = False) -> None:
     """Advertiser predictions (PREDICTIONS table) of one method for eval, serving or held-out users."""
-    if method not in METHODS or users not in PREDICT_USERS:
+    if (method not in METHODS and method != CHOSEN) or users not in PREDICT_USERS:
         console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; --users one of {list(PREDICT_USERS)}")
         raise typer.Exit(2)
     summary = stage_predict(run, _config_or_exit(preset, config, set_), method, users, force, not quiet)

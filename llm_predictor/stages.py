@@ -308,15 +308,16 @@ def method_prompts(run, world, config: LLMConfig, method: Method, keys, features
     return prompts
 
 
-def _generate(run, world, config: LLMConfig, name: str, method: Method, keys, features: FeatureConfig,
-              show_progress: bool):
-    """Generations of one method for `keys`, checkpointed per virtual epoch under llm_eval/."""
+def generate_method(run, world, config: LLMConfig, method: Method, keys, directory: Path, show_progress: bool,
+                    features: FeatureConfig | None = None):
+    """Generations of one method for `keys` (with `features`, default the config's), checkpointed per
+    virtual epoch under `directory`."""
     from llm_predictor.predict import generate_predictions
 
-    prompts = method_prompts(run, world, config, method, keys, features)
+    prompts = method_prompts(run, world, config, method, keys, features or config.features)
     decoding = method_decoding(method, config.predict.decoding)
     model_dir = run.root / MODEL_STAGES[method.model] / "model"
-    return generate_predictions(model_dir, prompts, decoding, run.root / "llm_eval" / "generations" / name,
+    return generate_predictions(model_dir, prompts, decoding, directory,
                                 config=replace(config.predict, decoding=decoding), show_progress=show_progress)
 
 
@@ -367,8 +368,9 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         world = run_world(run_root)
         requests = evaluate.evaluation_requests(world, config.eval.evaluation)
         sampled = _sample_users(requests, config.eval.max_users, config.seed)
-        generations = {name: _generate(run, world, config, name, METHODS[name], sampled, config.features,
-                                       show_progress) for name in config.eval.methods}
+        generations = {name: generate_method(run, world, config, METHODS[name], sampled,
+                                             directory / "generations" / name, show_progress)
+                       for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
         predictions |= evaluate.baseline_predictions(world, sampled)
         labels = _sampled_labels(world, config, sampled)
@@ -425,8 +427,9 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
         config.predict.decoding, strategy="greedy", num_return_sequences=1, is_name_constrained=True)))
 
     def score(variants: dict[str, tuple[str, ...]]):
-        generations = {name: _generate(run, world, greedy_config, f"ablation_{name}", greedy, users,
-                                       replace(config.features, groups=groups), show_progress)
+        generations = {name: generate_method(run, world, greedy_config, greedy, users,
+                                             directory / "generations" / f"ablation_{name}", show_progress,
+                                             features=replace(config.features, groups=groups))
                        for name, groups in variants.items()}
         return evaluate.generation_predictions(world, generations, config.eval.evaluation)[0]
 
@@ -500,17 +503,21 @@ def prediction_keys(world, config: LLMConfig, users: str):
 
 def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
                   show_progress: bool) -> dict:
-    """A method's PREDICTIONS (and interests, for list methods) for one of `PREDICT_USERS`."""
+    """A method's PREDICTIONS (and interests, for list methods) for one of `PREDICT_USERS`; method `chosen`
+    is the one `adsim llm choose` picked on validation users (stage `llm_predict_chosen_<users>`)."""
     from synthetic_data.run_folder import RunFolder
 
+    from llm_predictor.choice import CHOSEN, chosen_method
     from llm_predictor.convert import interests_from_generations
 
     if users not in PREDICT_USERS:
         raise ConfigError(f"users {users!r} is not one of {sorted(PREDICT_USERS)}")
     run = RunFolder(run_root)
-    method = METHODS[method_name]
     stage = f"llm_predict_{method_name}_{users}"
-    stage_config = {"upstream": upstream_hash(run, MODEL_STAGES[method.model]), "predict": to_dict(config.predict),
+    method_name = chosen_method(run) if method_name == CHOSEN else method_name
+    method = METHODS[method_name]
+    stage_config = {"method": method_name, "upstream": upstream_hash(run, MODEL_STAGES[method.model]),
+                    "predict": to_dict(config.predict),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
                     "evaluation": to_dict(config.eval.evaluation), "users": users,
                     "max_users": {"serving": config.serving_max_users, "heldout": config.heldout_max_users}.get(users)}
@@ -527,8 +534,8 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
             interests_from_generations(generations).write_parquet(directory / "interests.parquet")
             outputs.append("interests.parquet")
         anchors = sorted({str(anchor) for anchor in keys["anchor_date"].to_list()})
-        return outputs, {"users": keys["user_id"].n_unique(), "prompts": keys.height, "anchor_dates": anchors,
-                         **counts.as_dict()}
+        return outputs, {"method": method_name, "users": keys["user_id"].n_unique(), "prompts": keys.height,
+                         "anchor_dates": anchors, **counts.as_dict()}
 
     return run_stage(run, stage, stage_config, work, force)
 

@@ -35,9 +35,9 @@ StackOption = Annotated[str, typer.Option(
     help="which models run the market: trained (the run's two-tower, generators and DCN ranker) "
          "or baseline (model-free: category popularity, predicted-advertiser filter, history scorer)")]
 NightlyOption = Annotated[str, typer.Option(
-    help="nightly re-inference of users with new activity: none, history (most-converted advertisers) or llm "
-         "(the run's GRPO model; needs `adsim llm grpo`), over world + simulated events, fed to the LLM "
-         "generator and the ranker")]
+    help="nightly re-inference of users with new activity: none, history (most-converted advertisers), llm "
+         "(the run's name-constrained GRPO; needs `adsim llm grpo`) or llm:METHOD (e.g. llm:chosen), over world + "
+         "simulated events, fed to the LLM generator and the ranker")]
 NightlyUsersOption = Annotated[int, typer.Option(help="--nightly llm: users re-inferred per night (a seeded sample "
                                                       "of the day's active users; the inference budget)")]
 ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]

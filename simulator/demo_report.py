@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import polars as pl
 
-from simulator.demo import LIST_METHOD
+from simulator.demo import SERVED_METHOD
 from simulator.power import achieved_mde_percent
 from simulator.report import NOT_MEASURING, percent, save_figure
 from simulator.sensitivity import check_dose_response, metric_label
@@ -119,6 +119,15 @@ def share_cell(row: dict, k: int) -> str:
     return f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
 
 
+def served_method(root: Path) -> str:
+    """The method the demo serves (`SERVED_METHOD`), resolved: `chosen` is the one its `llm_choice` stage
+    recorded (the name itself when that stage has not run)."""
+    record = root / "llm_choice" / "stage.json"
+    if SERVED_METHOD != "chosen" or not record.exists():
+        return SERVED_METHOD
+    return json.loads(record.read_text())["summary"]["method"]
+
+
 def recall_row(root: Path) -> VerdictRow:
     """Table 3: the served method's V1 Recall@20 and Recall@1 (Wilson intervals) beside the most-recent-advertiser
     and popularity baselines; measured when its Recall@20 interval and the most-recent baseline's are disjoint."""
@@ -129,11 +138,12 @@ def recall_row(root: Path) -> VerdictRow:
         return _not_measured(use, paper, "no `llm_eval/results.parquet`")
     methods = {row["method"]: row for row in pl.read_parquet(path).filter(pl.col("eval_set") == "v1")
                .iter_rows(named=True)}
-    served = methods.get(LIST_METHOD)
+    name = served_method(root)
+    served = methods.get(name)
     if served is None or not served["n_labels"] or _is_missing(served["recall_at_20"]):
-        return _not_measured(use, paper, f"no V1 result of the served method `{LIST_METHOD}`")
-    shown = [(f"`{LIST_METHOD}` (served)", served)] + [(f"`{name}`", methods[name]) for name in
-                                                       ("most_recent", "popularity") if name in methods]
+        return _not_measured(use, paper, f"no V1 result of the served method `{name}`")
+    shown = [(f"`{name}` (served)", served)] + [(f"`{baseline}`", methods[baseline]) for baseline in
+                                                ("most_recent", "popularity") if baseline in methods]
     measured = "; ".join(f"{name} R@20 {share_cell(row, 20)}, R@1 {share_cell(row, 1)}" for name, row in shown)
     checks = f"{served['n_labels']:,} V1 labels; Wilson intervals"
     effect = f"R@20 {share_cell(served, 20)}"

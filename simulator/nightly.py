@@ -61,12 +61,15 @@ class LlmPredictor:
         from llm_predictor.stages import model_dir
         from synthetic_data.run_folder import RunFolder
 
-        self.folder, self.world, self.method = RunFolder(run), world, method
+        from llm_predictor.choice import CHOSEN, chosen_method
+
+        self.folder, self.world = RunFolder(run), world
+        self.method = chosen_method(self.folder) if method == CHOSEN else method
         self.max_users, self.seed = max_users, seed
-        directory = model_dir(self.folder, method)
+        directory = model_dir(self.folder, self.method)
         if not directory.exists():
             raise FileNotFoundError(f"{directory} is missing: train the LLM (`adsim llm ...`) before --nightly llm")
-        self.config = trained_config(self.folder, method, preset)  # prompts as the model was trained on
+        self.config = trained_config(self.folder, self.method, preset)  # prompts as the model was trained on
         predict = self.config.predict
         self.backend = make_backend(predict.backend, directory, predict.batch_size, predict.is_bf16)
         self.counts_: dict[str, int] = {}

@@ -20,7 +20,7 @@ import polars as pl
 from ranking.lift import lift_markdown
 from retrieval.config import OBJECTIVES
 from retrieval.evaluate import compare_objectives, markdown_table
-from simulator.demo import LIST_METHOD
+from simulator.demo import SERVED_METHOD
 from simulator.demo_report import (lessons, llm_training_tables, markdown_rows, recorded_checks, share_cell,
                                    verdict_rows)
 from simulator.report import (comparison_table, coverage_line, exposure_lines, interval_cell, number_cell, percent,
@@ -51,7 +51,7 @@ REQUIRED = {
 # them); the page says which is missing and what writes it.
 OPTIONAL = {
     "ranking_eval/lift_summary.parquet": ("adsim rank eval --run {run} --predictions "
-                                          f"{{run}}/llm_predict_{LIST_METHOD}_heldout/predictions.parquet"),
+                                          f"{{run}}/llm_predict_{SERVED_METHOD}_heldout/predictions.parquet"),
     "ranking_eval_recent/lift_summary.parquet": ("adsim rank eval --run {run} --predictions "
                                                  "{run}/ranking_inputs_heldout/recent_advertisers.parquet "
                                                  "--stage ranking_eval_recent"),

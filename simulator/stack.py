@@ -28,17 +28,19 @@ BASELINE_SOURCES = ("main", "llm")  # main: category popularity; llm: items of p
 
 
 def nightly_job(kind: str, world: World, run: Path | None = None, llm_max_users: int = 100) -> NightlyJob | None:
-    """The nightly re-inference: none, the history baseline, or the run's GRPO LLM (`llm_max_users`
-    of each day's active users), each over world + simulated events."""
+    """The nightly re-inference: none, the history baseline, or the run's LLM (`llm`: its name-constrained
+    GRPO; `llm:METHOD`: any `adsim llm` method, e.g. `llm:chosen`) for `llm_max_users` of each day's active
+    users, each over world + simulated events."""
     if kind == "none":
         return None
     if kind == "history":
         return NightlyRefresh(history_predictor(), world.events)
-    if kind == "llm":
+    if kind == "llm" or kind.startswith("llm:"):
         if run is None:
             raise ValueError("nightly job 'llm' needs the run folder that holds the trained LLM")
-        return NightlyRefresh(LlmPredictor(run, world, max_users=llm_max_users), world.events)
-    raise ValueError(f"nightly job {kind!r} is not available; use 'none', 'history' or 'llm'")
+        method = kind.removeprefix("llm:") if ":" in kind else "grpo_constrained"
+        return NightlyRefresh(LlmPredictor(run, world, method=method, max_users=llm_max_users), world.events)
+    raise ValueError(f"nightly job {kind!r} is not available; use 'none', 'history', 'llm' or 'llm:METHOD'")
 
 
 def load_predictions(path: Path | None, world: World) -> tuple[pl.DataFrame, str]:

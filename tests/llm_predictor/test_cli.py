@@ -108,8 +108,15 @@ def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
 @pytest.mark.slow
 def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     for command in (["pretrain"], ["behaviour"], ["sft", "--target", "single"], ["sft", "--target", "list"], ["grpo"],
-                    ["eval"]):
+                    ["eval"], ["choose"], ["predict", "--method", "chosen", "--users", "serving"]):
         _invoke(*command, "--run", str(run_root))
+    choice = json.loads((run_root / "llm_choice" / "stage.json").read_text())["summary"]
+    scores = choice["validation_recall_at_20"]
+    assert choice["method"] in scores and scores[choice["method"]] == max(scores.values())
+    served = json.loads((run_root / "llm_predict_chosen_serving" / "stage.json").read_text())["summary"]
+    assert served["method"] == choice["method"]
+    served_lists = pl.read_parquet(run_root / "llm_predict_chosen_serving" / "predictions.parquet")
+    assert served_lists["source"].unique().to_list() == [f"llm_{choice['method']}"]
     results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
     methods = set(resolve_config("nano", None, None).eval.methods) | {
         "popularity", "most_recent", "lightgbm_pairs", "allowed_names_ceiling", "most_recent_allowed"}

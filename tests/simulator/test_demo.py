@@ -27,8 +27,8 @@ def test_demo_runs_every_stage_and_a_rerun_skips_them(tmp_path):
     assert "![sensitivity_ab](plots/sensitivity_ab.png)" in text and "![sensitivity_lift](plots/sensitivity_lift.png)" in text
     assert (run / "plots" / "sensitivity_ab.png").exists() and (run / "plots" / "sensitivity_lift.png").exists()
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert {"llm_predict_grpo_constrained_serving", "llm_predict_grpo_constrained_heldout", "ranking", "ab", "sweep",
-            "sensitivity"} <= set(stages)
+    assert {"llm_behaviour", "llm_choice", "llm_predict_chosen_serving", "llm_predict_chosen_heldout", "ranking",
+            "ab", "sweep", "sensitivity"} <= set(stages)
     finished = {name: record["finished_at"] for name, record in stages.items()}
     run_demo(run, world_preset="tiny", llm_preset="nano", quotas="0,5", quiet=True)
     again = json.loads((run / "manifest.json").read_text())["stages"]

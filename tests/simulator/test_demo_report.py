@@ -12,7 +12,7 @@ import pytest
 
 from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
-from simulator.demo import LIST_METHOD
+from simulator.demo import SERVED_METHOD
 from tests.simulator.test_sensitivity import dose_response_rows
 from simulator.demo_report import _nest_under_section, rebase_links, write_report
 from simulator.sensitivity import check_dose_response
@@ -117,10 +117,17 @@ def _llm_eval(root, hits: dict[str, int], labels: int = 40) -> None:
 
 
 def test_recall_below_the_baseline_is_measured_and_an_overlap_is_too_thin(tmp_path):
-    _llm_eval(tmp_path, {LIST_METHOD: 4, "most_recent": 30, "popularity": 10})
+    _llm_eval(tmp_path, {SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
     assert verdict_of(tmp_path, "Predictor") == ("measured: R@20 0.100 [0.040, 0.231], below the most-recent "
                                                  "baseline's 0.750 [0.598, 0.858]")
-    _llm_eval(tmp_path, {LIST_METHOD: 26, "most_recent": 30, "popularity": 10})
+    _llm_eval(tmp_path, {SERVED_METHOD: 26, "most_recent": 30, "popularity": 10})
+    assert verdict_of(tmp_path, "Predictor") == "too thin to say (40 labels: its R@20 interval overlaps the " \
+                                                "most-recent baseline's 0.750 [0.598, 0.858])"
+
+
+def test_the_served_method_is_the_one_the_run_chose_on_validation_users(tmp_path):
+    RunFolder(tmp_path).complete("llm_choice", {}, [], {"method": "behaviour_ranked_open"})
+    _llm_eval(tmp_path, {"behaviour_ranked_open": 26, SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
     assert verdict_of(tmp_path, "Predictor") == "too thin to say (40 labels: its R@20 interval overlaps the " \
                                                 "most-recent baseline's 0.750 [0.598, 0.858])"
 

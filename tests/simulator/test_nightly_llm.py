@@ -60,3 +60,14 @@ def test_llm_nightly_prompts_as_the_model_was_trained(llm_run, tmp_path, tiny_wo
     config = LlmPredictor(run, tiny_world, preset="nano", method="sft_list").config
     assert config.features.budget_characters == 300 and config.preset_pool_size == 5
     assert LlmPredictor(llm_run, tiny_world, preset="nano", method="sft_list").config.preset_pool_size == 8
+
+
+def test_the_nightly_llm_job_names_its_method_and_a_missing_choice_is_refused(llm_run, tiny_world):
+    from llm_predictor.choice import CHOSEN
+    from simulator.stack import nightly_job
+
+    assert nightly_job("llm:sft_list", tiny_world, llm_run).predict.method == "sft_list"
+    with pytest.raises(ValueError, match="adsim llm choose"):
+        nightly_job(f"llm:{CHOSEN}", tiny_world, llm_run)
+    with pytest.raises(ValueError, match="llm:METHOD"):
+        nightly_job("llm_sft_list", tiny_world, llm_run)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from simulator.demo import LIST_METHOD
+from simulator.demo import SERVED_METHOD
 from simulator.results_page import BEGIN, END, MissingRecordError, write_results_page
 from simulator.sensitivity import check_dose_response
 from synthetic_data.run_folder import RunFolder
@@ -85,7 +85,7 @@ def run_folder(tmp_path):
     root = tmp_path / "runs" / "demo"
     run = RunFolder(root)
     run.complete("world", {}, [], {"rows": {"users": 12_345, "advertisers": 67, "events": 890_123}, "seconds": 5.8})
-    _llm_eval(root, {LIST_METHOD: 4, "most_recent": 30, "popularity": 10})
+    _llm_eval(root, {SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
     _lift(root, positives=20)
     run.complete("ranking_eval", {}, ["lift_summary.parquet"], {"prediction_source": "llm_grpo_constrained",
                                                                 "seconds": 13.3})
@@ -105,7 +105,7 @@ def test_the_page_shows_the_figures_of_the_runs_records(run_folder, tmp_path):
     assert "The world: 12,345 users, 67 advertisers, 890,123 events." in page
     assert "| `ab` | 161.0 |" in page and "| **sum** | 470.4 |" in page  # world, ranking_eval, ab, sweep, sensitivity
     # Table 3: 4 of 40 labels hit, with its Wilson interval (the verdict and the recall table both read it)
-    assert f"| `{LIST_METHOD}` | 40 | 0.100 [0.040, 0.231] | 0.100 [0.040, 0.231] | 0.100 [0.040, 0.231] |" in page
+    assert f"| `{SERVED_METHOD}` | 40 | 0.100 [0.040, 0.231] | 0.100 [0.040, 0.231] | 0.100 [0.040, 0.231] |" in page
     assert "| dcn | ctcvr | with_llm vs without_llm | 20 / 60 / 60 |" in page  # Table 5 from lift_summary.parquet
     assert ("_not in this run: `ranking_eval_recent/lift_summary.parquet` is missing (written by `adsim rank eval "
             f"--run {run_folder} --predictions {run_folder}/ranking_inputs_heldout/recent_advertisers.parquet "

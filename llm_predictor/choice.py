@@ -1,0 +1,99 @@
+"""The served method, chosen on validation users (issue 14): every candidate method predicts the held-out
+train users (`behaviour.validation_users`, never eval users) at the evaluation anchor, and the one with the
+best validation Recall@K serves (`adsim llm predict --method chosen`, the demo's lists and nightly job).
+
+Candidates default to the ranked methods, whose cost lets the demo predict every serving user on 2 cores;
+list decoding of ~17k users would take hours there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from synthetic_data.config_io import ConfigError, require, to_dict
+
+CHOSEN = "chosen"  # the method name that stands for the run's choice
+
+
+@dataclass(frozen=True)
+class ChoiceConfig:
+    """The candidate methods and the validation Recall@K that picks among them (ties: the first listed)."""
+
+    methods: tuple[str, ...] = ("behaviour_ranked", "behaviour_ranked_open", "sft_single_ranked",
+                                "sft_single_ranked_open")
+    k: int = 20
+
+    def __post_init__(self) -> None:
+        from llm_predictor.config import METHODS
+
+        unknown = sorted(set(self.methods) - set(METHODS))
+        require(self.methods and not unknown, "choice.methods",
+                f"name method(s) of {sorted(METHODS)}; unknown: {unknown}")
+        require(self.k >= 1, "choice.k", "must be >= 1")
+
+
+def validation_labels(world_tables, config) -> pl.DataFrame:
+    """(user_id, anchor_date, advertiser_id) of the validation users' labels: at the evaluation anchor and in
+    V1 on a synthetic world; the validation-role labels on a leave-one-out world."""
+    from llm_predictor.behaviour import is_leave_one_out, validation_users
+    from llm_predictor.evaluate import evaluation_anchor
+
+    labels = world_tables.labels
+    if is_leave_one_out(world_tables):
+        chosen = labels.filter(pl.col("role") == "validation")
+    else:
+        users = validation_users(world_tables, config.behaviour.validation_users, config.seed)
+        chosen = labels.join(users, on="user_id", how="semi").filter(
+            (pl.col("anchor_date") == evaluation_anchor(world_tables, config.eval.evaluation)) & pl.col("in_v1"))
+    if chosen.is_empty():
+        raise ValueError("no validation label to choose a method on: raise behaviour.validation_users")
+    return chosen.select("user_id", "anchor_date", "advertiser_id").sort("user_id")
+
+
+def chosen_method(run) -> str:
+    """The method `adsim llm choose` picked for `run` (a RunFolder). Raises ConfigError before it has run."""
+    record = run.stage_record("llm_choice")
+    if record is None:
+        raise ConfigError(f"method {CHOSEN!r} needs `adsim llm choose --run {run.root}` first")
+    return record["summary"]["method"]
+
+
+def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> dict:
+    """Predict the validation users with each `choice.methods` method, tabulate their Recall@K
+    (`llm_choice/choice.md`) and record the best as the run's chosen method."""
+    from synthetic_data.run_folder import RunFolder
+
+    from llm_predictor import evaluate
+    from llm_predictor.config import MODEL_STAGES, METHODS
+    from llm_predictor.stages import generate_method, run_stage, run_world, upstream_hash
+
+    run = RunFolder(run_root)
+    models = sorted({METHODS[name].model for name in config.choice.methods})
+    stage_config = {"upstream": {m: upstream_hash(run, MODEL_STAGES[m]) for m in models},
+                    "choice": to_dict(config.choice), "behaviour": to_dict(config.behaviour), "seed": config.seed,
+                    "predict": to_dict(config.predict), "features": to_dict(config.features),
+                    "preset_pool_size": config.preset_pool_size}
+
+    def work(directory: Path):
+        world = run_world(run_root)
+        labels = validation_labels(world, config)
+        keys = labels.select("user_id", "anchor_date")
+        generations = {name: generate_method(run, world, config, METHODS[name], keys, directory / "generations" / name,
+                                             show_progress) for name in config.choice.methods}
+        predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
+        table = evaluate.results_table(predictions, {"validation": labels}, config.eval.evaluation, counts)
+        column = f"recall_at_{config.choice.k}"
+        if column not in table.columns:
+            raise ConfigError(f"choice.k={config.choice.k} is not one of eval.ks {config.eval.evaluation.ks}")
+        scores = dict(zip(table["method"], table[column]))
+        best = max(config.choice.methods, key=lambda name: (scores[name], -config.choice.methods.index(name)))
+        outputs = [path.name for path in evaluate.write_table(
+            table, directory, "choice", f"Method choice: {labels.height} validation users (held-out train users), "
+                                        f"chosen by Recall@{config.choice.k}: {best}")]
+        return outputs, {"method": best, "validation_labels": labels.height,
+                         f"validation_{column}": {name: round(scores[name], 4) for name in config.choice.methods}}
+
+    return run_stage(run, "llm_choice", stage_config, work, force)
