@@ -18,6 +18,9 @@ from synthetic_data.config_io import require
 from synthetic_data.schema import EVENT_KINDS, PREDICTIONS, conform
 
 KEYS = ["user_id", "anchor_date"]
+INPUTS = ("all", "prompt")
+# the event kinds the prompt's behaviour lines show (llm_predictor.features.SEQUENCE_KINDS)
+PROMPT_EVENT_KINDS = ("attributed_conversion", "matched_conversion", "onsite_search", "offsite_search", "offsite_url")
 _NEVER_DAYS = 999.0  # "days since" for an advertiser the user never touched in the window
 
 
@@ -36,8 +39,13 @@ class BaselineConfig:
     min_child_samples: int = 20
     n_threads: int = 1
     seed: int = 0
+    # the pair ranker's inputs: every observable event and advertiser field (`all`), or only what the LLM's
+    # prompt shows (`prompt`: conversions, searches, 14 days of URLs; no engagement events, bids or campaign
+    # types), so that the LLM is compared with a learner on the same inputs (issue 14)
+    inputs: str = "all"
 
     def __post_init__(self):
+        require(self.inputs in INPUTS, "baselines.inputs", f"must be one of {INPUTS}")
         require(self.n_predictions >= 1, "baselines.n_predictions", "must be >= 1")
         for name in ("popularity_window_days", "history_window_days", "n_estimators", "num_leaves",
                      "min_child_samples", "n_threads"):
@@ -174,6 +182,8 @@ def pair_features(world_tables, requests: pl.DataFrame, config: BaselineConfig) 
     requests = _check_requests(requests)
     eligible = eligible_advertisers(world_tables)
     events = _window_events(world_tables, requests, config)
+    if config.inputs == "prompt":
+        events = _prompt_events(events)
     history = _advertiser_events(world_tables, events).with_columns(
         ((pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) - pl.col("ts"))
          .dt.total_seconds() / 86400.0).alias("age_days"))
@@ -247,6 +257,25 @@ FEATURE_COLUMNS = (
 )
 
 
+def feature_columns(config: BaselineConfig) -> list[str]:
+    """The pair ranker's feature columns for `config.inputs` (`prompt` drops what the prompt does not show)."""
+    if config.inputs == "all":
+        return list(FEATURE_COLUMNS)
+    hidden = {f"{stat}_{kind}" for kind in EVENT_KINDS if kind not in PROMPT_EVENT_KINDS
+              for stat in ("count", "days_since")} | {"is_roas", "bid"}
+    return [column for column in FEATURE_COLUMNS if column not in hidden]
+
+
+def _prompt_events(events: pl.DataFrame) -> pl.DataFrame:
+    """The events the prompt shows: its behaviour kinds, with URLs from the features' URL window only."""
+    from llm_predictor.features import FeatureConfig
+
+    url_days = FeatureConfig().offsite_urls_window_days
+    anchor_end = pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1)
+    return events.filter(pl.col("kind").is_in(PROMPT_EVENT_KINDS),
+                         (pl.col("kind") != "offsite_url") | (pl.col("ts") >= anchor_end - pl.duration(days=url_days)))
+
+
 class PairRanker:
     """LightGBM lambdarank over (user, candidate advertiser) pairs; `fit` on train labels."""
 
@@ -273,19 +302,21 @@ class PairRanker:
             objective="lambdarank", n_estimators=c.n_estimators, learning_rate=c.learning_rate,
             num_leaves=c.num_leaves, min_child_samples=c.min_child_samples, random_state=c.seed,
             n_jobs=c.n_threads, verbose=-1, lambdarank_truncation_level=c.n_predictions)
-        self.model_.fit(labelled.select(FEATURE_COLUMNS).to_numpy().astype(np.float32),
+        self.model_.fit(labelled.select(feature_columns(c)).to_numpy().astype(np.float32),
                         labelled["is_label"].to_numpy(), group=groups)
         return self
 
     def predict(self, world_tables, requests: pl.DataFrame) -> pl.DataFrame:
-        """The top `n_predictions` candidates per request by model score (source "lightgbm_pairs")."""
+        """The top `n_predictions` candidates per request by model score (source "lightgbm_pairs", or
+        "lightgbm_pairs_prompt" on the prompt's inputs)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("PairRanker.predict before fit: call fit(world, train_labels) first")
         features = pair_features(world_tables, requests, self.config)
-        scores = self.model_.predict(features.select(FEATURE_COLUMNS).to_numpy().astype(np.float32))
+        scores = self.model_.predict(features.select(feature_columns(self.config)).to_numpy().astype(np.float32))
         ranked = (
             features.select(*KEYS, "advertiser_id").with_columns(pl.Series("score", scores))
             .join(eligible_advertisers(world_tables), on="advertiser_id", how="left")
             .sort([*KEYS, "score", "advertiser_id"], descending=[False, False, True, False])
         )
-        return _as_predictions(ranked, "lightgbm_pairs", self.config.n_predictions)
+        source = "lightgbm_pairs" if self.config.inputs == "all" else f"lightgbm_pairs_{self.config.inputs}"
+        return _as_predictions(ranked, source, self.config.n_predictions)

@@ -10,7 +10,7 @@ folder as Parquet and Markdown.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -90,13 +90,16 @@ def evaluation_requests(world_tables, config: EvalConfig) -> pl.DataFrame:
 
 def baseline_predictions(world_tables, requests: pl.DataFrame, config: BaselineConfig | None = None
                          ) -> dict[str, pl.DataFrame]:
-    """Popularity, most recent and the LightGBM pair ranker (fit on train-split labels only)."""
+    """Popularity, most recent and the LightGBM pair ranker (fit on train-split labels only) on every input and
+    on the prompt's inputs only (`lightgbm_pairs_prompt`: the fair learner beside the LLM)."""
     config = config or BaselineConfig()
     train = labelled_users(world_tables, "train")
+    prompt_only = replace(config, inputs="prompt")
     return {
         "popularity": popularity_predictions(world_tables, requests, config),
         "most_recent": most_recent_predictions(world_tables, requests, config),
         "lightgbm_pairs": PairRanker(config).fit(world_tables, train).predict(world_tables, requests),
+        "lightgbm_pairs_prompt": PairRanker(prompt_only).fit(world_tables, train).predict(world_tables, requests),
     }
 
 

@@ -12,8 +12,8 @@ import pytest
 from synthetic_data.schema import (ADVERTISERS, BRANDS, EVENTS, PREDICTIONS, PRESET_POOL, WORLD_TABLES, conform,
                                    validate)
 
-from llm_predictor.baselines import (FEATURE_COLUMNS, BaselineConfig, PairRanker, most_recent_predictions,
-                                     pair_features, popularity_predictions)
+from llm_predictor.baselines import (FEATURE_COLUMNS, BaselineConfig, PairRanker, feature_columns,
+                                     most_recent_predictions, pair_features, popularity_predictions)
 from llm_predictor.metrics import recall_at_k
 
 ANCHOR = date(2026, 3, 31)
@@ -85,6 +85,24 @@ def test_pair_features_see_search_mentions_and_no_future(world):
     assert features.filter(pl.col("advertiser_id") == 2)["preset_rank"].to_list() == [2]
 
 
+def test_prompt_inputs_leave_out_what_the_prompt_does_not_show(world):
+    """Engagement, bids, campaign types and URLs older than the prompt's 14 days feed only the `all` ranker."""
+    events = [_event(1, 1, "engagement", 3), _event(1, 20, "offsite_url", 3, "https://cedar.com/old"),
+              _event(1, 3, "offsite_url", 3, "https://cedar.com/new")]
+    extended = SimpleNamespace(**{**vars(world), "events": conform(pl.concat([
+        world.events.drop("event_id"), pl.DataFrame(events)], how="diagonal_relaxed").with_row_index("event_id"),
+        EVENTS, "events")})
+    prompt = BaselineConfig(inputs="prompt")
+    cedar = {inputs: pair_features(extended, _requests([1]), config).filter(pl.col("advertiser_id") == 3).row(
+        0, named=True) for inputs, config in (("all", BaselineConfig()), ("prompt", prompt))}
+    assert (cedar["all"]["count_engagement"], cedar["all"]["count_offsite_url"]) == (1, 2)
+    assert (cedar["prompt"]["count_engagement"], cedar["prompt"]["count_offsite_url"]) == (0, 1)
+    assert not {"count_engagement", "days_since_engagement", "bid", "is_roas"} & set(feature_columns(prompt))
+    assert set(feature_columns(prompt)) < set(FEATURE_COLUMNS) == set(feature_columns(BaselineConfig()))
+    with pytest.raises(ValueError, match="baselines.inputs"):
+        BaselineConfig(inputs="everything")
+
+
 def test_requests_need_keys(world):
     with pytest.raises(ValueError, match="anchor_date"):
         popularity_predictions(world, pl.DataFrame({"user_id": [1]}))
@@ -115,8 +133,13 @@ def _pair_ranker_predictions(observable, requests, config):
     return PairRanker(config).fit(observable, labels).predict(observable, requests)
 
 
-@pytest.mark.parametrize("baseline", [popularity_predictions, most_recent_predictions, _pair_ranker_predictions],
-                         ids=["popularity", "most_recent", "lightgbm_pairs"])
+def _prompt_pair_ranker_predictions(observable, requests, config):
+    return _pair_ranker_predictions(observable, requests, replace(config, inputs="prompt"))
+
+
+@pytest.mark.parametrize("baseline", [popularity_predictions, most_recent_predictions, _pair_ranker_predictions,
+                                      _prompt_pair_ranker_predictions],
+                         ids=["popularity", "most_recent", "lightgbm_pairs", "lightgbm_pairs_prompt"])
 def test_baseline_contract(tiny_world, baseline):
     """Every baseline: one list per request, ranks 1..n contiguous, distinct eligible advertisers."""
     observable = SimpleNamespace(**{t: getattr(tiny_world, t) for t in WORLD_TABLES if not t.endswith("_truth")})

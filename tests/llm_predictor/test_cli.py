@@ -119,7 +119,8 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     assert served_lists["source"].unique().to_list() == [f"llm_{choice['method']}"]
     results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
     methods = set(resolve_config("nano", None, None).eval.methods) | {
-        "popularity", "most_recent", "lightgbm_pairs", "allowed_names_ceiling", "most_recent_allowed"}
+        "popularity", "most_recent", "lightgbm_pairs", "lightgbm_pairs_prompt", "allowed_names_ceiling",
+        "most_recent_allowed"}
     assert set(results["method"]) == methods and set(results["eval_set"]) == {"v0", "v1"}
     recall = {(m, e): r for m, e, r in results.select("method", "eval_set", "recall_at_20").iter_rows()}
     labelled = results.filter(pl.col("n_labels") > 0)["eval_set"].unique().to_list()

@@ -119,7 +119,7 @@ def test_evaluate_methods_writes_tables_with_llm_rates_and_baselines(tiny_world,
     text = list_target(names[:19] + ["Not An Advertiser Anywhere"], ["x"])
     generations = {"llm_fixed_list": requests.with_columns(pl.lit(text).alias("text"))}
     table = evaluate_methods(tiny_world, generations, tmp_path, CONFIG, replace(BaselineConfig(), n_estimators=20))
-    assert set(table["method"]) == {"llm_fixed_list", "popularity", "most_recent", "lightgbm_pairs"}
+    assert set(table["method"]) == {"llm_fixed_list", "popularity", "most_recent", "lightgbm_pairs", "lightgbm_pairs_prompt"}
     assert set(table["eval_set"]) == {"v0", "v1"}
     llm = table.filter(pl.col("method") == "llm_fixed_list").row(0, named=True)
     assert llm["parse_rate"] == 1.0 and llm["exact_count_rate"] == 1.0
