@@ -61,6 +61,11 @@ def chosen_method(run) -> str:
     return record["summary"]["method"]
 
 
+def resolve_method(run, name: str) -> str:
+    """`name`, or for `chosen` the method the run's choice recorded (`chosen_method`)."""
+    return chosen_method(run) if name == CHOSEN else name
+
+
 def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> dict:
     """Predict the validation users with each `choice.methods` method, tabulate their Recall@K
     (`llm_choice/choice.md`) and record the best as the run's chosen method."""

@@ -135,7 +135,10 @@ def stage_pretrain(run_root: Path, config: LLMConfig, force: bool, show_progress
 
 def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
     """Behaviour-sequence CPT (paper 3.5 phase 2, `behaviour.py`) of the web-corpus model, with the
-    validation loss on held-out train users and both loss curves in `loss_curves.png`."""
+    validation loss on held-out train users and both loss curves in `loss_curves.png`; its documents
+    (`documents.parquet`: document, is_validation) are what SFT rehearses."""
+    import polars as pl
+
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor.behaviour import behaviour_documents
@@ -149,12 +152,14 @@ def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progres
     def work(directory: Path):
         world = run_world(run_root)
         train, validation = behaviour_documents(world, config.behaviour, config.seed)
+        pl.DataFrame({"document": train + validation, "is_validation": [False] * len(train) + [True] * len(validation)}
+                     ).write_parquet(directory / "documents.parquet")
         summary = pretrain(run.root / "llm_pretrain" / "model", train,
                            PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size),
                            directory, show_progress, validation_texts=validation,
                            eval_steps=config.behaviour.eval_steps)
         plot_loss_curves(summary, directory / "loss_curves.png", "behaviour-sequence CPT")
-        return ["model", "loss_curves.png"], {**summary, "train_documents": len(train),
+        return ["model", "loss_curves.png", "documents.parquet"], {**summary, "train_documents": len(train),
                                               "validation_documents": len(validation)}
 
     return run_stage(run, "llm_behaviour", stage_config, work, force)
@@ -176,7 +181,7 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
                          rehearsal_share=config.sft.rehearsal_share if is_rehearsed else 0.0)
     stage_config = {"upstream": upstream_hash(run, init_stage), "sft": to_dict(sft_config),
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
-                    "behaviour": to_dict(config.behaviour) if is_rehearsed else None, "seed": config.seed}
+                    "held_out": _held_out(config)}
 
     def work(directory: Path):
         world = run_world(run_root)
@@ -192,7 +197,7 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
         prompts = examples["prompt"].to_list()
         rehearsed = 0
         if is_rehearsed:
-            extra_prompts, extra_completions = _rehearsal(world, config, len(prompts))
+            extra_prompts, extra_completions = _rehearsal(run, config.sft.rehearsal_share, len(prompts))
             prompts, completions = prompts + extra_prompts, completions + extra_completions
             rehearsed = len(extra_prompts)
         summary = sft(run.root / init_stage / "model", prompts, completions, sft_config, directory, show_progress)
@@ -202,17 +207,26 @@ def stage_sft(run_root: Path, config: LLMConfig, target: str, force: bool, show_
     return run_stage(run, stage, stage_config, work, force)
 
 
-def _rehearsal(world, config: LLMConfig, examples: int) -> tuple[list[str], list[str]]:
-    """`sft.rehearsal_share` x `examples` behaviour documents (the behaviour stage's training documents,
-    cycled if too few) as SFT (prompt, completion) pairs."""
+def _held_out(config: LLMConfig) -> dict:
+    """What decides the validation users that `_label_examples` leaves out of training (part of a stage's config)."""
+    return {"validation_users": config.behaviour.validation_users, "seed": config.seed}
+
+
+def _rehearsal(run, share: float, examples: int) -> tuple[list[str], list[str]]:
+    """`share` x `examples` of the behaviour stage's training documents (cycled if too few) as SFT
+    (prompt, completion) pairs."""
     from itertools import cycle, islice
 
-    from llm_predictor.behaviour import behaviour_documents
+    import polars as pl
+
     from llm_predictor.features import ITEM_SEPARATOR
     from llm_predictor.sft import rehearsal_pairs
 
-    documents, _ = behaviour_documents(world, config.behaviour, config.seed)
-    wanted = round(config.sft.rehearsal_share * examples)
+    path = run.root / "llm_behaviour" / "documents.parquet"
+    if not path.exists():
+        raise ConfigError(f"{path} is missing (the stage ran before it was written): `adsim llm behaviour --force`")
+    documents = pl.read_parquet(path).filter(~pl.col("is_validation"))["document"].to_list()
+    wanted = round(share * examples)
     return rehearsal_pairs(list(islice(cycle(documents), wanted)) if documents else [], ITEM_SEPARATOR)
 
 
@@ -224,7 +238,8 @@ def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
     run = RunFolder(run_root)
     init_stage = MODEL_STAGES[config.grpo_init]
     stage_config = {"upstream": upstream_hash(run, init_stage), "init": config.grpo_init, "grpo": to_dict(config.grpo),
-                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
+                    "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
+                    "held_out": _held_out(config)}
 
     def work(directory: Path):
         examples = _label_examples(run_world(run_root), config, "grpo")
@@ -296,9 +311,12 @@ def method_prompts(run, world, config: LLMConfig, method: Method, keys, features
     from llm_predictor.predict import build_prompts
 
     is_sequence = method.template == "sequence"
-    prompts = build_prompts(world, keys, features, config.preset_pool_size, "sft" if is_sequence else method.template,
-                            reasoning=method.is_reasoning, sids=_sids(run, method.template),
-                            sid_config=config.semantic_ids)
+    if is_sequence and method.rule == "open":  # reads nothing of the paper's prompt, not even its names
+        prompts = keys.select("user_id", "anchor_date").unique(maintain_order=True)
+    else:
+        prompts = build_prompts(world, keys, features, config.preset_pool_size,
+                                "sft" if is_sequence else method.template, reasoning=method.is_reasoning,
+                                sids=_sids(run, method.template), sid_config=config.semantic_ids)
     if is_sequence:
         sequences = conversion_sequences(world, prompts, config.behaviour.max_conversions)
         prompts = prompts.with_columns(sequence_prompt(sequences["sequence"]))
@@ -507,14 +525,14 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
     is the one `adsim llm choose` picked on validation users (stage `llm_predict_chosen_<users>`)."""
     from synthetic_data.run_folder import RunFolder
 
-    from llm_predictor.choice import CHOSEN, chosen_method
+    from llm_predictor.choice import resolve_method
     from llm_predictor.convert import interests_from_generations
 
     if users not in PREDICT_USERS:
         raise ConfigError(f"users {users!r} is not one of {sorted(PREDICT_USERS)}")
     run = RunFolder(run_root)
     stage = f"llm_predict_{method_name}_{users}"
-    method_name = chosen_method(run) if method_name == CHOSEN else method_name
+    method_name = resolve_method(run, method_name)
     method = METHODS[method_name]
     stage_config = {"method": method_name, "upstream": upstream_hash(run, MODEL_STAGES[method.model]),
                     "predict": to_dict(config.predict),

@@ -122,10 +122,13 @@ def share_cell(row: dict, k: int) -> str:
 def served_method(root: Path) -> str:
     """The method the demo serves (`SERVED_METHOD`), resolved: `chosen` is the one its `llm_choice` stage
     recorded (the name itself when that stage has not run)."""
-    record = root / "llm_choice" / "stage.json"
-    if SERVED_METHOD != "chosen" or not record.exists():
+    from llm_predictor.choice import resolve_method
+    from synthetic_data.config_io import ConfigError
+
+    try:
+        return resolve_method(RunFolder(root), SERVED_METHOD)
+    except ConfigError:
         return SERVED_METHOD
-    return json.loads(record.read_text())["summary"]["method"]
 
 
 def recall_row(root: Path) -> VerdictRow:

@@ -61,10 +61,10 @@ class LlmPredictor:
         from llm_predictor.stages import model_dir
         from synthetic_data.run_folder import RunFolder
 
-        from llm_predictor.choice import CHOSEN, chosen_method
+        from llm_predictor.choice import resolve_method
 
         self.folder, self.world = RunFolder(run), world
-        self.method = chosen_method(self.folder) if method == CHOSEN else method
+        self.method = resolve_method(self.folder, method)
         self.max_users, self.seed = max_users, seed
         directory = model_dir(self.folder, self.method)
         if not directory.exists():

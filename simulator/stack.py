@@ -38,8 +38,9 @@ def nightly_job(kind: str, world: World, run: Path | None = None, llm_max_users:
     if kind == "llm" or kind.startswith("llm:"):
         if run is None:
             raise ValueError("nightly job 'llm' needs the run folder that holds the trained LLM")
-        method = kind.removeprefix("llm:") if ":" in kind else "grpo_constrained"
-        return NightlyRefresh(LlmPredictor(run, world, method=method, max_users=llm_max_users), world.events)
+        method = kind.partition(":")[2]  # empty for plain `llm`: the predictor's default method
+        predictor = LlmPredictor(run, world, max_users=llm_max_users, **({"method": method} if method else {}))
+        return NightlyRefresh(predictor, world.events)
     raise ValueError(f"nightly job {kind!r} is not available; use 'none', 'history', 'llm' or 'llm:METHOD'")
 
 
