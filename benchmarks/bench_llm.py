@@ -1,9 +1,10 @@
 """LLM predictor speed: prompts compiled per second (features + template, goal >= 20,000/s), model
-outputs parsed and converted per second, and (from `llm_predictor.throughput`) training and
-generation tokens per second.
+outputs parsed and converted per second, (from `llm_predictor.throughput`) training and
+generation tokens per second, and, given a run with a trained model, serving users ranked per second.
 
     python benchmarks/bench_llm.py                          # demo world, generated in memory
     python benchmarks/bench_llm.py --world runs/demo/world --skip-model
+    python benchmarks/bench_llm.py --world runs/demo/world --skip-model --ranking-run runs/demo
 
 Rates are best-of-`--repeats`; "per CPU-second" divides by the process CPU time, which is less
 sensitive than wall time to other jobs sharing the machine (the load average is printed).
@@ -99,14 +100,40 @@ def print_model_table(console: Console, size: str) -> None:
         return
     from llm_predictor.throughput import measure
 
-    rows = measure(size=size)
-    table = Table(title=f"LLM training and generation ({size} model)")
+    print_rows(console, f"LLM training and generation ({size} model)", measure(size=size))
+
+
+def print_rows(console: Console, title: str, rows: list[dict]) -> None:
+    """One table of same-keyed rows (floats to 3 decimals, ints with thousands separators)."""
+    table = Table(title=title)
     for column in rows[0]:
         table.add_column(column)
     for row in rows:
         table.add_row(*[f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
                         for v in row.values()])
     console.print(table)
+
+
+def print_ranking_table(console: Console, run_root: Path, method_name: str, users: int) -> None:
+    """Users ranked per second by `method_name` (a ranked method) on `users` of the run's serving users."""
+    from dataclasses import replace
+
+    from llm_predictor.config import METHODS, resolve_config
+    from llm_predictor.stages import method_decoding, method_prompts, model_dir, prediction_keys, run_world
+    from llm_predictor.throughput import ranking_rows
+    from synthetic_data.run_folder import RunFolder
+
+    config = resolve_config("small", None, None)
+    method = METHODS[method_name]
+    decoding = method_decoding(method, config.predict.decoding)
+    if decoding.strategy != "rank":
+        raise SystemExit(f"--ranking-method {method_name} does not rank names; pick a *_ranked method")
+    run, world = RunFolder(run_root), run_world(run_root)
+    keys = prediction_keys(world, replace(config, serving_max_users=users), "serving")
+    prompts = method_prompts(run, world, config, method, keys, config.features)
+    rows = ranking_rows(model_dir(run, method_name), prompts["prompt"].to_list(), prompts["allowed_names"].to_list(),
+                        decoding.name_end, decoding.num_return_sequences, config.predict.batch_size)
+    print_rows(console, f"Name ranking, {method_name}, {keys.height:,} serving users of {run_root}", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--skip-model", action="store_true", help="only the prompt and conversion rows")
     parser.add_argument("--model-size", default="small")
+    parser.add_argument("--ranking-run", type=Path, default=None,
+                        help="a run with trained LLM stages: time name ranking on its serving users")
+    parser.add_argument("--ranking-method", default="behaviour_ranked_open")
+    parser.add_argument("--ranking-users", type=int, default=512)
     args = parser.parse_args(argv)
     console = Console(width=150)
     world = load_or_generate(args.world, args.preset)
@@ -125,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     print_rate_table(console, prompt_rows(world, args.repeats, args.pool_size) + [conversion_row(world, args.repeats)])
     if not args.skip_model:
         print_model_table(console, args.model_size)
+    if args.ranking_run is not None:
+        print_ranking_table(console, args.ranking_run, args.ranking_method, args.ranking_users)
     return 0
 
 

@@ -84,7 +84,7 @@ class TransformersBackend:
             batch_names = None if allowed_names is None else [allowed_names[i] for i in indices]
             if params.strategy == "rank":
                 ranked = rank_names(self.model_, self.tokenizer_, batch_prompts, batch_names,
-                                    params.num_return_sequences)
+                                    params.num_return_sequences, name_end=params.name_end)
                 generations += [Generation(index, rank, found.name, found.num_tokens)
                                 for index, names in zip(indices, ranked) for rank, found in enumerate(names, start=1)]
                 continue

@@ -111,7 +111,8 @@ def predict(run: Run = Path("runs/demo"),
             quiet: Quiet = False) -> None:
     """Advertiser predictions (PREDICTIONS table) of one method for eval, serving or held-out users."""
     if (method not in METHODS and method != CHOSEN) or users not in PREDICT_USERS:
-        console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; --users one of {list(PREDICT_USERS)}")
+        console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; "
+                      f"--users one of {list(PREDICT_USERS)}")
         raise typer.Exit(2)
     summary = stage_predict(run, _config_or_exit(preset, config, set_), method, users, force, not quiet)
     _print_summary(f"llm_predict_{method}_{users}", summary)

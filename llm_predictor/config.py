@@ -114,10 +114,10 @@ class LLMConfig:
     predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
     eval: EvalRunConfig = field(default_factory=EvalRunConfig)
     choice: ChoiceConfig = field(default_factory=ChoiceConfig)
-    # Paper 3.2.1 trades serving coverage against inference cost; here a seeded sample of the
-    # serving population is predicted (the whole population of the demo world is ~17k users).
-    serving_max_users: int = 1000
-    heldout_max_users: int = 500  # eval-split users predicted at every label anchor (ranking's lift)
+    # Paper 3.2.1 trades serving coverage against inference cost: None predicts every serving user (the
+    # demo world's ~17k), a number a seeded sample of them
+    serving_max_users: int | None = None
+    heldout_max_users: int | None = None  # eval-split users predicted at every label anchor (ranking's lift)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -125,8 +125,9 @@ class LLMConfig:
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
         require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
         require(self.sft_init in ("pretrain", "behaviour"), "sft_init", "must be pretrain or behaviour")
-        require(self.serving_max_users >= 1, "serving_max_users", "must be >= 1")
-        require(self.heldout_max_users >= 1, "heldout_max_users", "must be >= 1")
+        for name in ("serving_max_users", "heldout_max_users"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, "must be >= 1 (or unset: every user)")
 
 
 def _nano_train(steps: int, batch_size: int = 4) -> dict:
@@ -148,10 +149,6 @@ PRESETS: dict[str, dict] = {
                  "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_list", "sft_single_beam",
                              "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo",
                              "grpo_constrained"]},
-        # the served method ranks names (~0.05 s a user on 2 cores): 1,000 of the ~17k serving users fit the
-        # demo's 30 minutes; every one of them would take ~14 (issue 14)
-        "serving_max_users": 1000,
-        "heldout_max_users": 150,
     },
     "nano": {
         "model": {"size": "nano", "max_position_embeddings": 4096},

@@ -1,8 +1,8 @@
 """The name -> advertiser-ID conversion layer (paper 3.3: outputs "directly usable downstream").
 
 Generated names are matched exactly, then by `synthetic_data.names.normalise_name` (case, accents, spaces,
-punctuation, '&' = 'and'; the web domain too), then fuzzily by character n-gram TF-IDF cosine above a threshold. Unmapped,
-ambiguous and repeated names are counted and reported, never silently dropped.
+punctuation, '&' = 'and'; the web domain too), then fuzzily by character n-gram TF-IDF cosine above a
+threshold. Unmapped, ambiguous and repeated names are counted and reported, never silently dropped.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ ANSWER_TAIL = "\n</answer>"  # what the inference template's answer holds after 
 class DecodingConfig:
     """How to decode: beam search, sampling or greedy; optional name constraint and answer prefix.
     `rank` (one-name answers, name-constrained) scores every allowed name as the whole answer and
-    returns the best `num_return_sequences`: the exact top-k that beam search approximates."""
+    returns the best `num_return_sequences`: the exact top-k that beam search approximates; `name_end`
+    says what closes a ranked name (`name_ranking.end_token_ids`)."""
 
     strategy: Literal["beam", "sampling", "greedy", "rank"] = "beam"
     num_beams: int = 4
@@ -39,6 +40,7 @@ class DecodingConfig:
     max_names: int = 20
     max_tokens_before_list: int = 64  # constrained: room for <answer> and the interests before the list
     response_prefix: str = ""  # text the answer is forced to start with (e.g. "<answer>")
+    name_end: Literal["eos", "separator"] = "eos"  # rank: the end of sequence, or also the item separator
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +48,7 @@ class DecodingConfig:
                 "must be beam, sampling, greedy or rank")
         require(self.strategy != "rank" or self.is_name_constrained, "is_name_constrained",
                 "strategy rank scores the allowed names; set is_name_constrained = true")
+        require(self.name_end in ("eos", "separator"), "name_end", "must be 'eos' or 'separator'")
         require(self.num_beams >= 1, "num_beams", "must be >= 1")
         require(self.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
         require(

@@ -1,11 +1,21 @@
 """Exact name-constrained decoding of the 1-advertiser model: every valid name (the preset pool plus
-the user's active advertisers) scored as the whole completion, its tokens then the end of sequence,
-and the names ranked by that log-probability.
+the user's active advertisers, or every advertiser under the `open` rule) scored as the whole
+completion, its tokens then its end (the end of sequence, or after a behaviour sequence also the
+`|` separator), and the best `top_k` names returned in order.
 
 Beam search over names only approximates this top-k: a beam can end on a misspelt or unknown name,
 two beams can spell one name, and a name whose first token is unlikely falls out of the beam early.
-Scoring the ~50 candidates costs one prefill per prompt (its KV cache, repeated for its candidates)
-and one short forward over the candidates, where 20 beams decode token by token.
+
+Scoring is bounded, and still exact: log P(name) <= log P(its first token), which the prompt's
+prefill gives for every name at once. Names are scored in the order of that bound, and a prompt
+stops once its `top_k`-th best score is above the bound of every name not yet scored (none of them
+can enter the top-k). When a name's first token nearly fixes the rest (a trained model; the demo's
+226 names have 226 distinct first tokens), ~top_k names are scored instead of all of them: on the
+demo world's behaviour model, 28 of 226 names a serving user.
+
+A scoring pass packs each prompt's names into one row after the prompt's KV cache, with a 4D
+attention mask under which each name sees the prompt and its own earlier tokens only: the cache is
+never repeated per name (repeating it cost more than the names' forward pass).
 """
 
 from __future__ import annotations
@@ -23,75 +33,163 @@ class RankedName(NamedTuple):
     num_tokens: int
 
 
-def _completion_tokens(tokenizer, name_ids: list[list[int]]):
-    """Right-padded token ids of each name followed by the end of sequence, and their mask."""
-    import torch
+class _Prefill(NamedTuple):
+    """A batch of prompts run once: their KV cache, attention mask and next-token log-probabilities."""
 
-    completions = [ids + [tokenizer.eos_token_id] for ids in name_ids]
-    tokens = torch.full((len(completions), max(map(len, completions))), tokenizer.pad_token_id, dtype=torch.long)
-    is_token = torch.zeros(tokens.shape, dtype=torch.bool)
-    for row, ids in enumerate(completions):
-        tokens[row, :len(ids)] = torch.tensor(ids)
-        is_token[row, :len(ids)] = True
-    return tokens, is_token
+    cache: object
+    mask: object
+    first_logprobs: object  # (prompts, vocabulary) float32
+    pad_token_id: int
 
 
-def _groups(name_counts: list[int], rows_per_forward: int) -> list[range]:
-    """Consecutive prompts whose names add up to at most `rows_per_forward` (or one prompt)."""
-    groups, start, rows = [], 0, 0
-    for p, count in enumerate(name_counts):
-        if p > start and rows + count > rows_per_forward:
-            groups.append(range(start, p))
-            start, rows = p, 0
-        rows += count
-    return groups + [range(start, len(name_counts))] if name_counts else groups
-
-
-def name_logprobs(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]],
-                  rows_per_forward: int = 256) -> list[np.ndarray]:
-    """log P(name, then end of sequence | prompt) for each prompt's names, given as token ids (one
-    array per prompt, in the names' order). Prompts go in groups of at most `rows_per_forward`
-    names (the memory of the cache rows): each group is prefilled once and its cache rows are
-    repeated for the prompts' names."""
+def _prefill(model, tokenizer, prompts: list[str]) -> _Prefill:
     import torch
 
     from llm_predictor.decoding import prefill
 
     if tokenizer.padding_side != "left":
-        raise ValueError("name_logprobs needs a left-padding tokenizer (as `load_tokenizer` makes)")
-    scores = [np.zeros(len(found)) for found in name_ids]
+        raise ValueError("name ranking needs a left-padding tokenizer (as `load_tokenizer` makes)")
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        cache, first = prefill(model, batch["input_ids"], batch["attention_mask"])
+    return _Prefill(cache, batch["attention_mask"], torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id)
+
+
+def end_token_ids(tokenizer, name_end: str) -> list[int]:
+    """The tokens that close an answer name: the end of sequence (`eos`: the 1-advertiser answer), or
+    also the item separator (`separator`: a name inside a behaviour sequence, where a name is followed
+    by `|`, or by the end when the history ends). Raises ValueError for another `name_end`, or a
+    separator the tokenizer splits."""
+    from llm_predictor.features import ITEM_SEPARATOR
+
+    if name_end == "eos":
+        return [tokenizer.eos_token_id]
+    if name_end != "separator":
+        raise ValueError(f"name_end must be 'eos' or 'separator', got {name_end!r}")
+    separator = tokenizer(ITEM_SEPARATOR, add_special_tokens=False)["input_ids"]
+    if len(separator) != 1:
+        raise ValueError(f"the tokenizer splits the separator {ITEM_SEPARATOR!r} into {separator}; use name_end='eos'")
+    return [tokenizer.eos_token_id, separator[0]]
+
+
+def _packed_names(requests: list[list[list[int]]], pad_token_id: int):
+    """One row per prompt holding its names' tokens one after another (right-padded): the tokens, each
+    token's name (block; -1 on padding) and its offset inside the name."""
+    import torch
+
+    width = max(sum(map(len, names)) for names in requests)
+    tokens = torch.full((len(requests), width), pad_token_id, dtype=torch.long)
+    block = torch.full((len(requests), width), -1, dtype=torch.long)
+    offset = torch.zeros((len(requests), width), dtype=torch.long)
+    for row, names in enumerate(requests):
+        at = 0
+        for name, ids in enumerate(names):
+            tokens[row, at:at + len(ids)] = torch.tensor(ids)
+            block[row, at:at + len(ids)] = name
+            offset[row, at:at + len(ids)] = torch.arange(len(ids))
+            at += len(ids)
+    return tokens, block, offset
+
+
+def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
+           end_ids: list[int]) -> list[np.ndarray]:
+    """log P(name, then one of `end_ids` | prompt) of each name of `requests[j]` (token ids) after the
+    prompt `prompts[j]` of the prefilled batch. One forward pass: a prompt's names share one row, each
+    name attending to the prompt's cache and to its own earlier tokens only (a 4D mask), so the cache is
+    never repeated per name. The first token's log-probability is the prefill's, and every other term
+    is <= 0, so a score never exceeds its name's bound (rounding is monotone)."""
+    import torch
+    from transformers import DynamicCache
+
     device = model.device
-    for group in _groups([len(found) for found in name_ids], rows_per_forward):
-        rows = [(row, ids) for row, p in enumerate(group) for ids in name_ids[p]]
-        if not rows:
-            continue
-        batch = tokenizer([prompts[p] for p in group], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
-        mask = batch["attention_mask"]
-        owner = torch.tensor([row for row, _ in rows], device=device)
-        tokens, is_token = (t.to(device) for t in _completion_tokens(tokenizer, [ids for _, ids in rows]))
-        with torch.no_grad():
-            cache, first = prefill(model, batch["input_ids"], mask)
-            cache.batch_select_indices(owner)
-            # the first name token is read off the prompt's last position; the rest, and the end of
-            # sequence, off the name's own positions, numbered on from the prompt's real length
-            logits = model(input_ids=tokens[:, :-1],
-                           attention_mask=torch.cat([mask[owner], is_token[:, :-1].long()], dim=1),
-                           position_ids=mask.sum(-1)[owner].unsqueeze(1) + torch.arange(tokens.shape[1] - 1,
-                                                                                      device=device),
-                           past_key_values=cache, use_cache=True).logits.float()
-            logits = torch.cat([first.float()[owner].unsqueeze(1), logits], dim=1)
-            per_token = torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-            group_scores = (per_token * is_token).sum(dim=1).cpu().numpy()
-        bounds = np.cumsum([0, *(len(name_ids[p]) for p in group)])
-        for row, p in enumerate(group):
-            scores[p] = group_scores[bounds[row]:bounds[row + 1]]
-    return scores
+    rows = torch.tensor(prompts, device=device)
+    tokens, block, offset = (t.to(device) for t in _packed_names(requests, prefilled.pad_token_id))
+    prompt_mask = prefilled.mask[rows].bool()
+    width = tokens.shape[1]
+    is_name = block >= 0
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    own = (block.unsqueeze(2) == block.unsqueeze(1)) & causal & is_name.unsqueeze(1)
+    visible = torch.cat([prompt_mask.unsqueeze(1).expand(-1, width, -1), own], dim=2).unsqueeze(1)
+    mask = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill(~visible,
+                                                                                     torch.finfo(model.dtype).min)
+    cache = DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in prefilled.cache.layers])
+    with torch.no_grad():
+        # positions number on from the prompt's real length, each name from its own start
+        logits = model(input_ids=tokens, attention_mask=mask, position_ids=prompt_mask.sum(-1, keepdim=True) + offset,
+                       past_key_values=cache, use_cache=True).logits.float()
+        normaliser = torch.logsumexp(logits, dim=-1)
+        continues = is_name[:, :-1] & (block[:, 1:] == block[:, :-1])
+        rest = (logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1) - normaliser[:, :-1]) * continues
+        is_last = is_name & ~torch.cat([continues, torch.zeros_like(continues[:, :1])], dim=1)
+        end = (torch.logsumexp(logits[..., end_ids], dim=-1) - normaliser).clamp(max=0.0) * is_last
+        per_token = torch.cat([rest, torch.zeros_like(rest[:, :1])], dim=1) + end
+        first = prefilled.first_logprobs[rows.unsqueeze(1), tokens] * (offset == 0) * is_name
+        names = max(map(len, requests))
+        scores = torch.zeros(len(requests), names + 1, device=device).scatter_add_(
+            1, torch.where(is_name, block, names), first + per_token)
+    scores = scores.cpu().numpy()
+    return [scores[row, :len(found)] for row, found in enumerate(requests)]
 
 
-def rank_names(model, tokenizer, prompts: list[str], allowed_names: list[list[str]], top_k: int
-               ) -> list[list[RankedName]]:
-    """For each prompt, its best `top_k` allowed names, best first (ties keep the names' order).
+def name_logprobs(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]],
+                  names_per_forward: int = 64, name_end: str = "eos") -> list[np.ndarray]:
+    """log P(name, then its end (`end_token_ids`) | prompt) of every name of each prompt, given as token ids
+    (one array per prompt, in the names' order), `names_per_forward` names of each prompt a forward pass:
+    the unbounded scoring `top_k_names` is checked against."""
+    prefilled = _prefill(model, tokenizer, prompts)
+    end_ids = end_token_ids(tokenizer, name_end)
+    scores = [[] for _ in prompts]
+    for start in range(0, max(map(len, name_ids), default=0), names_per_forward):
+        found = [p for p, ids in enumerate(name_ids) if len(ids) > start]
+        for p, part in zip(found, _score(model, prefilled, found,
+                                         [name_ids[p][start:start + names_per_forward] for p in found], end_ids)):
+            scores[p].append(part)
+    return [np.concatenate(parts) if parts else np.zeros(0) for parts in scores]
+
+
+def top_k_names(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]], top_k: int,
+                name_end: str = "eos") -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """For each prompt (one prefill batch), the indices of its best `top_k` names (best first; ties keep
+    the names' order) and their log-probabilities, by bounded scoring (module docstring); also the
+    number of names scored, of the `sum(map(len, name_ids))` full scoring would score."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    end_ids = end_token_ids(tokenizer, name_end)
+    prefilled = _prefill(model, tokenizer, prompts)
+    first = prefilled.first_logprobs.cpu().numpy()
+    bounds = [first[p, [ids[0] for ids in found]] if found else np.zeros(0) for p, found in enumerate(name_ids)]
+    orders = [np.argsort(-bound, kind="stable") for bound in bounds]
+    scored = [dict() for _ in prompts]  # name index -> score
+    taken = [0] * len(prompts)
+    step = top_k + 8  # a few past k in the first pass, where most prompts finish
+
+    def is_open(p: int) -> bool:
+        if taken[p] == len(orders[p]):
+            return False
+        if len(scored[p]) < top_k:
+            return True
+        kth = sorted(scored[p].values(), reverse=True)[top_k - 1]
+        return kth <= bounds[p][orders[p][taken[p]]]
+
+    pending = [p for p in range(len(prompts)) if is_open(p)]
+    while pending:
+        chosen = [orders[p][taken[p]:taken[p] + step] for p in pending]
+        requests = [[name_ids[p][i] for i in found] for p, found in zip(pending, chosen)]
+        scores = _score(model, prefilled, pending, requests, end_ids)
+        for p, found, found_scores in zip(pending, chosen, scores, strict=True):
+            scored[p].update(zip(found.tolist(), found_scores.tolist()))
+            taken[p] += len(found)
+        pending, step = [p for p in pending if is_open(p)], top_k
+    best = [sorted(found, key=lambda i: (-found[i], i))[:top_k] for found in scored]
+    return ([np.array(b, dtype=np.int64) for b in best], [np.array([found[i] for i in b]) for b, found
+                                                           in zip(best, scored)], sum(taken))
+
+
+def rank_names(model, tokenizer, prompts: list[str], allowed_names: list[list[str]], top_k: int,
+               name_end: str = "eos", prompts_per_prefill: int = 32) -> list[list[RankedName]]:
+    """For each prompt, its best `top_k` allowed names, best first (ties keep the names' order), exactly
+    as scoring every name would rank them; a name ends as `end_token_ids(tokenizer, name_end)` says.
+    Prompts are prefilled `prompts_per_prefill` at a time.
     Names are stripped and deduplicated; a prompt with no name gets []."""
     from llm_predictor.decoding import check_allowed_names
 
@@ -101,8 +199,12 @@ def rank_names(model, tokenizer, prompts: list[str], allowed_names: list[list[st
     flat_ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
     bounds = np.cumsum([0, *map(len, names)])
     name_ids = [flat_ids[bounds[p]:bounds[p + 1]] for p in range(len(prompts))]
-    ranked = []
-    for found, ids, scores in zip(names, name_ids, name_logprobs(model, tokenizer, prompts, name_ids), strict=True):
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        ranked.append([RankedName(found[i], float(scores[i]), len(ids[i])) for i in order])
-    return ranked
+    best, scores = [], []
+    for start in range(0, len(prompts), prompts_per_prefill):
+        chunk = slice(start, start + prompts_per_prefill)
+        chunk_best, chunk_scores, _ = top_k_names(model, tokenizer, prompts[chunk], name_ids[chunk], top_k,
+                                                      name_end=name_end)
+        best += chunk_best
+        scores += chunk_scores
+    return [[RankedName(found[i], float(score), len(ids[i])) for i, score in zip(order, score_row)]
+            for found, ids, order, score_row in zip(names, name_ids, best, scores, strict=True)]

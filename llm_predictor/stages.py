@@ -282,7 +282,8 @@ def stage_sid(run_root: Path, config: LLMConfig, force: bool, show_progress: boo
 
 def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
     """The decoding of a method: XML list decoding from `predict.decoding`, or 20 single names
-    (the beams, samples or best-scored allowed names of the 1-advertiser model)."""
+    (the beams, samples or best-scored allowed names of the 1-advertiser model; a name ranked after a
+    behaviour sequence ends at the next separator or the end of the history)."""
     from llm_predictor.prompts import N_ADVERTISERS
 
     if method.decoding == "single_beam":
@@ -292,7 +293,8 @@ def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
         return replace(base, strategy="sampling", num_return_sequences=N_ADVERTISERS, max_new_tokens=24,
                        is_name_constrained=False)
     if method.decoding == "single_ranked":
-        return replace(base, strategy="rank", num_return_sequences=N_ADVERTISERS, is_name_constrained=True)
+        return replace(base, strategy="rank", num_return_sequences=N_ADVERTISERS, is_name_constrained=True,
+                       name_end="separator" if method.template == "sequence" else "eos")
     if method.decoding == "list_sampling":
         return replace(base, strategy="sampling", num_return_sequences=1)
     if method.decoding == "list_constrained":
@@ -339,10 +341,11 @@ def generate_method(run, world, config: LLMConfig, method: Method, keys, directo
                                 config=replace(config.predict, decoding=decoding), show_progress=show_progress)
 
 
-def _sample_users(requests, max_users: int, seed: int):
-    if requests.height <= max_users:
+def _sample_users(requests, max_users: int | None, seed: int):
+    if max_users is None or requests.height <= max_users:
         return requests
-    return requests.sample(max_users, seed=seed).sort(["user_id", "anchor_date"])
+    keys = [key for key in ("user_id", "anchor_date") if key in requests.columns]
+    return requests.sample(max_users, seed=seed).sort(keys)
 
 
 def _sampled_labels(world, config: LLMConfig, sampled) -> dict:
@@ -496,9 +499,10 @@ PREDICT_USERS = {
 def prediction_keys(world, config: LLMConfig, users: str):
     """The (user_id, anchor_date) rows `adsim llm predict --users` infers.
 
-    `serving` follows paper 3.2.1 (users with a conversion in the 90 days before the anchor; at most
-    `serving_max_users`, sampled) at the world's last day, so the lists are fresh when the market
-    opens. `heldout` gives ranking features that cannot leak: the LLM never saw these users' labels.
+    `serving` follows paper 3.2.1 (users with a conversion in the 90 days before the anchor; every one, or
+    a seeded sample of `serving_max_users`) at the world's last day, so the lists are fresh when the market
+    opens. `heldout` gives ranking features that cannot leak: the LLM never saw these users' labels (every
+    eval-split user, or a sample of `heldout_max_users`, at every label anchor).
     """
     import polars as pl
 
@@ -514,7 +518,7 @@ def prediction_keys(world, config: LLMConfig, users: str):
                 .select("user_id").unique().sort("user_id").with_columns(pl.lit(anchor).alias("anchor_date")))
         return _sample_users(keys, config.serving_max_users, config.seed)
     heldout = world.splits.filter(pl.col("split") == "eval").select("user_id").sort("user_id")
-    heldout = heldout.sample(min(config.heldout_max_users, heldout.height), seed=config.seed).sort("user_id")
+    heldout = _sample_users(heldout, config.heldout_max_users, config.seed)
     anchors = world.labels.select("anchor_date").unique().sort("anchor_date")
     return heldout.join(anchors, how="cross")
 

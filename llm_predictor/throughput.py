@@ -110,3 +110,48 @@ def measure(size: str = "small", vocab_size: int = 8000, batch_size: int = 8, se
     rows = training_rows(model, batch_size, seq_len, train_steps, generator)
     rows += generation_rows(model, n_prompts, prompt_len, new_tokens, num_beams, generator)
     return [{**header, **row} for row in rows]
+
+
+def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], name_end: str, top_k: int = 20,
+                 batch_size: int = 32) -> list[dict]:
+    """Users scored per second by name ranking with a trained model (its bounds depend on what it
+    learned; random weights would make every name a candidate): the bounded top-k that serving uses,
+    and every name scored, each with the names scored per user and the share of the bf16 ceiling
+    (2 x params per prompt or name token actually run; padding is not counted)."""
+    import torch
+
+    from llm_predictor.backends import serving_settings
+    from llm_predictor.model import load_model
+    from llm_predictor.name_ranking import name_logprobs, top_k_names
+    from llm_predictor.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, *serving_settings(is_bf16=True))
+    params = parameter_count(model)
+    name_ids = [tokenizer(names, add_special_tokens=False)["input_ids"] for names in allowed_names]
+    prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))  # as the backend batches them
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def bounded() -> int:
+        return sum(top_k_names(model, tokenizer, [prompts[p] for p in batch], [name_ids[p] for p in batch], top_k,
+                               name_end=name_end)[2] for batch in batches)
+
+    def every() -> int:
+        for batch in batches:
+            name_logprobs(model, tokenizer, [prompts[p] for p in batch], [name_ids[p] for p in batch],
+                          name_end=name_end)
+        return sum(map(len, name_ids))
+
+    mean_name_tokens = sum(len(ids) for found in name_ids for ids in found) / max(sum(map(len, name_ids)), 1)
+    rows = []
+    for label, scorer in ((f"bounded top-{top_k}", bounded), ("every name", every)):
+        with torch.no_grad():
+            started = time.perf_counter()
+            names = scorer()
+            seconds = time.perf_counter() - started
+        flops = 2 * params * (prompt_tokens + names * mean_name_tokens)
+        rows.append({"measure": f"users ranked/s ({label})", "users": len(prompts), "seconds": round(seconds, 3),
+                     "users_per_second": len(prompts) / seconds, "names_scored_per_user": names / len(prompts),
+                     "share_of_bf16_ceiling": flops / seconds / BF16_CEILING_FLOPS})
+    return rows

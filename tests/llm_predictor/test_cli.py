@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 
 import polars as pl
 import pytest
@@ -78,6 +79,8 @@ def test_single_advertiser_methods_decode_twenty_ranked_names():
     assert (beam.num_beams, beam.num_return_sequences, beam.is_name_constrained) == (20, 20, False)
     ranked = method_decoding(METHODS["sft_single_ranked"], base)
     assert (ranked.strategy, ranked.num_return_sequences, ranked.is_name_constrained) == ("rank", 20, True)
+    assert ranked.name_end == "eos"  # the 1-advertiser answer ends the sequence
+    assert method_decoding(METHODS["behaviour_ranked_open"], base).name_end == "separator"  # '|' or the end
     assert method_decoding(METHODS["grpo_constrained"], DecodingConfig()).is_name_constrained
     assert method_decoding(METHODS["grpo"], base) == base
 
@@ -158,6 +161,22 @@ def test_prediction_keys_serve_fresh_lists_and_hold_out_trained_users(tiny_world
     eval_users = set(tiny_world.splits.filter(pl.col("split") == "eval")["user_id"])
     assert set(heldout["user_id"]) <= eval_users and heldout["user_id"].n_unique() == 3  # never a trained user
     assert heldout.group_by("user_id").len()["len"].unique().to_list() == [tiny_world.labels["anchor_date"].n_unique()]
+
+
+def test_the_small_preset_predicts_every_serving_and_heldout_user(tiny_world):
+    """Paper 3.2.1's serving population: every user with a conversion in the 90 days before the world's
+    last day (no sample), and every eval-split user at every label anchor."""
+    keys = {users: prediction_keys(tiny_world, resolve_config("small", None, None), users)
+            for users in ("serving", "heldout")}
+    last = tiny_world.events["ts"].max()
+    recent = tiny_world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
+                                      pl.col("ts") >= last.replace(hour=0, minute=0, second=0, microsecond=0)
+                                      - timedelta(days=89))
+    assert set(keys["serving"]["user_id"]) == set(recent["user_id"]) and keys["serving"].height > 10
+    eval_users = tiny_world.splits.filter(pl.col("split") == "eval")
+    assert keys["heldout"].height == eval_users.height * tiny_world.labels["anchor_date"].n_unique()
+    with pytest.raises(ConfigError, match="serving_max_users"):
+        resolve_config("small", None, ["serving_max_users=0"])
 
 
 def test_predict_rejects_an_unknown_user_set(run_root):

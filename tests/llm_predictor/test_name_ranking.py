@@ -1,14 +1,16 @@
 """Name ranking: each allowed name scored as the whole answer (its tokens, then the end), from one
-cached prefill per prompt; checked against a plain forward pass over prompt + name."""
+cached prefill per prompt; checked against a plain forward pass over prompt + name, and the bounded
+top-k against scoring every name."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from llm_predictor.backends import TransformersBackend
 from llm_predictor.decoding import DecodingConfig, generate_kwargs
 from llm_predictor.model import ModelConfig, build_model
-from llm_predictor.name_ranking import name_logprobs, rank_names
+from llm_predictor.name_ranking import name_logprobs, rank_names, top_k_names
 from llm_predictor.tokenizer import TokenizerConfig, train_tokenizer
 from synthetic_data.config_io import ConfigError
 
@@ -18,7 +20,7 @@ PROMPTS = ["user a", "user b likes rugs and more rugs from Potean and Vowis Labs
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer([f"{a} and {b} sell rugs to users" for a in NAMES for b in NAMES] * 3,
+    return train_tokenizer([f"{a} and {b} sell rugs to users|{a}|{b}" for a in NAMES for b in NAMES] * 3,
                            TokenizerConfig(vocab_size=300))
 
 
@@ -27,26 +29,30 @@ def model(tokenizer):
     return build_model(ModelConfig(size="nano", seed=5), tokenizer).eval()
 
 
-def _plain_logprob(model, tokenizer, prompt: str, name: str) -> float:
-    """log P(name, end | prompt) from one unpadded forward pass over the prompt, the name and the end."""
+def _plain_logprob(model, tokenizer, prompt: str, name: str, ends: tuple[str, ...] = ()) -> float:
+    """log P(name, then the end of sequence or one of `ends` | prompt) from one unpadded forward pass
+    over the prompt and the name."""
     import torch
 
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer = tokenizer(name, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = tokenizer(name, add_special_tokens=False)["input_ids"]
+    end_ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(end) for end in ends]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt_ids + answer])).logits[0].float()
-    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], dim=-1)
-    return float(logprobs[torch.arange(len(answer)), torch.tensor(answer)].sum())
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1:], dim=-1)
+    name_part = logprobs[torch.arange(len(answer)), torch.tensor(answer)].sum()
+    return float(name_part + torch.logsumexp(logprobs[-1, end_ids], dim=0))
 
 
-def test_scores_equal_a_plain_forward_pass(model, tokenizer):
-    """Left-padded prompts of different lengths, names of different lengths, split over forward passes:
-    a wrong position, mask or token offset changes the scores."""
+@pytest.mark.parametrize("name_end, ends", [("eos", ()), ("separator", ("|",))])
+def test_scores_equal_a_plain_forward_pass(model, tokenizer, name_end, ends):
+    """Left-padded prompts of different lengths, names of different lengths packed into one row, split
+    over forward passes: a wrong position, mask, token offset or end changes the scores."""
     names = [NAMES, NAMES[2:5], ["Levi's", "Potean"]]
     name_ids = [tokenizer(found, add_special_tokens=False)["input_ids"] for found in names]
-    scores = name_logprobs(model, tokenizer, PROMPTS, name_ids, rows_per_forward=4)
+    scores = name_logprobs(model, tokenizer, PROMPTS, name_ids, names_per_forward=4, name_end=name_end)
     for prompt, found, got in zip(PROMPTS, names, scores, strict=True):
-        expected = [_plain_logprob(model, tokenizer, prompt, name) for name in found]
+        expected = [_plain_logprob(model, tokenizer, prompt, name, ends) for name in found]
         assert got == pytest.approx(expected, abs=1e-4)
 
 
@@ -62,6 +68,25 @@ def test_ranking_is_the_allowed_names_best_first(model, tokenizer):
     assert rank_names(model, tokenizer, ["c"], [[""]], top_k=4) == [[]]
 
 
+@pytest.mark.parametrize("top_k", [1, 2, 5, 8])
+def test_bounded_top_k_is_the_top_k_of_every_name_scored(model, tokenizer, top_k):
+    """Scoring names in the order of their first token's bound and stopping early must give the same
+    names, order and scores as scoring all of them (an untrained model's loose bounds take several
+    passes; a wrong stopping rule, or a bound below a score, drops a name)."""
+    names = [NAMES, NAMES[2:5], ["Levi's", "Potean"], NAMES[::-1]]
+    prompts = PROMPTS + ["user d, again Potean"]
+    name_ids = [tokenizer(found, add_special_tokens=False)["input_ids"] for found in names]
+    full = name_logprobs(model, tokenizer, prompts, name_ids, names_per_forward=3)
+    best, scores, scored = top_k_names(model, tokenizer, prompts, name_ids, top_k)
+    for every, order, got in zip(full, best, scores, strict=True):
+        expected = np.argsort(-every, kind="stable")[:top_k]
+        assert order.tolist() == expected.tolist()
+        assert got == pytest.approx(every[expected], abs=1e-5)
+    assert min(top_k, 6) <= scored <= sum(map(len, name_ids))
+    with pytest.raises(ValueError, match="top_k"):
+        top_k_names(model, tokenizer, prompts, name_ids, 0)
+
+
 def test_the_backend_returns_ranked_names(model, tokenizer, tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -72,6 +97,16 @@ def test_the_backend_returns_ranked_names(model, tokenizer, tmp_path):
     assert [(g.prompt_index, g.rank, g.text, g.num_tokens) for g in generations] == [
         (p, rank, name.name, name.num_tokens) for p, found in enumerate(expected)
         for rank, name in enumerate(found, start=1)]
+
+
+def test_an_unknown_name_end_is_refused(tokenizer):
+    from llm_predictor.name_ranking import end_token_ids
+
+    assert end_token_ids(tokenizer, "separator") == [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("|")]
+    with pytest.raises(ValueError, match="name_end"):
+        end_token_ids(tokenizer, "newline")
+    with pytest.raises(ConfigError, match="name_end"):
+        DecodingConfig(strategy="rank", is_name_constrained=True, name_end="newline")
 
 
 def test_rank_needs_the_name_constraint_and_does_not_generate():
