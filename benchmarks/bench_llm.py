@@ -151,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=150)
     world = load_or_generate(args.world, args.preset)
+    from llm_predictor.throughput import processor_name
+
     console.print(f"world: {world.users.height:,} users, {world.events.height:,} events; "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ({processor_name()})")
     print_rate_table(console, prompt_rows(world, args.repeats, args.pool_size) + [conversion_row(world, args.repeats)])
     if not args.skip_model:
         print_model_table(console, args.model_size)

@@ -1,7 +1,9 @@
 """Throughput of the predictor's model on this machine (rows for `benchmarks/bench_llm.py`):
-training tokens/s in fp32 and bf16 autocast, and generated tokens/s for beam search (with and
-without the prompt cache) and sampling, each with its share of the machine's bf16 matrix-product
-ceiling (INSTALL-NOTES).
+training tokens/s in fp32 and bf16 autocast, generated tokens/s for beam search (with and without
+the prompt cache) and sampling, and users ranked/s, each with its share of the machine's bf16
+matrix-product ceiling (MFU; FLOPs = 2 x params per token forward, 6 x for training, attention
+left out), that ceiling measured in the same process: it depends on the processor (INSTALL-NOTES
+gives ~1,690 GFLOP/s on one with AMX tiles; an AMD EPYC with avx512_bf16 and no AMX measured ~420).
 """
 
 from __future__ import annotations
@@ -12,8 +14,34 @@ from dataclasses import dataclass
 from llm_predictor.decoding import DecodingConfig, generate_kwargs
 from llm_predictor.model import ModelConfig, autocast, build_model, parameter_count
 
-BF16_CEILING_FLOPS = 1.69e12  # measured bf16 2048^3 matrix product, 2 threads (INSTALL-NOTES)
-FP32_CEILING_FLOPS = 3.25e11
+
+
+def matmul_ceiling(dtype: str = "bfloat16", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` `size`^3 matrix products in `dtype` on this machine's threads: the
+    ceiling a model's throughput is stated as a share of."""
+    import torch
+
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best
+
+
+def processor_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux; `platform.processor()` elsewhere)."""
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 @dataclass(frozen=True)
@@ -28,15 +56,15 @@ class _Vocabulary:
         return self.size
 
 
-def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: float = BF16_CEILING_FLOPS) -> dict:
+def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: float) -> dict:
     return {"measure": measure, "tokens": tokens, "seconds": round(seconds, 3),
             "tokens_per_second": tokens / seconds, "share_of_bf16_ceiling": flops / seconds / ceiling}
 
 
-def training_rows(model, batch_size: int, seq_len: int, steps: int, generator,
+def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, ceiling: float,
                   precisions: tuple[bool, ...] = (False, True)) -> list[dict]:
     """AdamW steps on random tokens in each of `precisions` (False: fp32, True: bf16 autocast);
-    FLOPs = 6 x params x tokens."""
+    FLOPs = 6 x params x tokens, over `ceiling` (FLOP/s)."""
     import torch
 
     params = parameter_count(model)
@@ -56,11 +84,12 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator,
         seconds = time.perf_counter() - started
         tokens = steps * batch_size * seq_len
         rows.append(_rate_row(f"train tokens/s ({'bf16 autocast' if is_bf16 else 'fp32'})", tokens, seconds,
-                              6 * params * tokens))
+                              6 * params * tokens, ceiling))
     return rows
 
 
-def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator) -> list[dict]:
+def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator,
+                    ceiling: float) -> list[dict]:
     """Generated tokens/s (returned sequences only) as the backend decodes (`serving_settings`: bf16
     weights, eager attention on CPU); beam search with `generate`'s own prefill (once per beam) and with the
     prompt cache `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
@@ -93,7 +122,7 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
             seconds = time.perf_counter() - started
         prefilled = n_prompts * prompt_len * (1 if is_cached or config.strategy != "beam" else config.num_beams)
         flops = 2 * params * (prefilled + rows_decoded * new_tokens)
-        rows.append(_rate_row(f"generate tokens/s ({label})", n_prompts * new_tokens, seconds, flops))
+        rows.append(_rate_row(f"generate tokens/s ({label})", n_prompts * new_tokens, seconds, flops, ceiling))
     return rows
 
 
@@ -106,9 +135,11 @@ def measure(size: str = "small", vocab_size: int = 8000, batch_size: int = 8, se
 
     model = build_model(ModelConfig(size=size, seed=seed), _Vocabulary(vocab_size))
     generator = torch.Generator().manual_seed(seed)
-    header = {"model": size, "parameters": parameter_count(model), "threads": torch.get_num_threads()}
-    rows = training_rows(model, batch_size, seq_len, train_steps, generator)
-    rows += generation_rows(model, n_prompts, prompt_len, new_tokens, num_beams, generator)
+    ceiling = matmul_ceiling()
+    header = {"model": size, "parameters": parameter_count(model), "threads": torch.get_num_threads(),
+              "bf16_ceiling_gflops": round(ceiling / 1e9)}
+    rows = training_rows(model, batch_size, seq_len, train_steps, generator, ceiling)
+    rows += generation_rows(model, n_prompts, prompt_len, new_tokens, num_beams, generator, ceiling)
     return [{**header, **row} for row in rows]
 
 
@@ -144,6 +175,7 @@ def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], 
         return sum(map(len, name_ids))
 
     mean_name_tokens = sum(len(ids) for found in name_ids for ids in found) / max(sum(map(len, name_ids)), 1)
+    ceiling = matmul_ceiling()
     rows = []
     for label, scorer in ((f"bounded top-{top_k}", bounded), ("every name", every)):
         with torch.no_grad():
@@ -153,5 +185,5 @@ def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], 
         flops = 2 * params * (prompt_tokens + names * mean_name_tokens)
         rows.append({"measure": f"users ranked/s ({label})", "users": len(prompts), "seconds": round(seconds, 3),
                      "users_per_second": len(prompts) / seconds, "names_scored_per_user": names / len(prompts),
-                     "share_of_bf16_ceiling": flops / seconds / BF16_CEILING_FLOPS})
+                     "share_of_bf16_ceiling": flops / seconds / ceiling, "bf16_ceiling_gflops": round(ceiling / 1e9)})
     return rows

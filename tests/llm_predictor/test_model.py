@@ -78,3 +78,13 @@ def test_throughput_rows_count_the_tokens_of_every_measure():
         "generate tokens/s (sampling)"]
     assert [row["tokens"] for row in rows] == [64, 64, 8, 8, 8]
     assert all(row["tokens_per_second"] > 0 and row["share_of_bf16_ceiling"] > 0 for row in rows)
+    # the ceiling is measured here, not copied from another processor: one value for every row
+    assert len({row["bf16_ceiling_gflops"] for row in rows}) == 1 and rows[0]["bf16_ceiling_gflops"] > 0
+
+
+def test_the_matmul_ceiling_counts_two_flops_per_multiply_add(monkeypatch):
+    from llm_predictor import throughput
+
+    clock = iter([0.0, 0.5] * 3)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
+    assert throughput.matmul_ceiling("float32", size=8, repeats=3) == 2 * 8 ** 3 / 0.5
