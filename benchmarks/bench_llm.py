@@ -118,17 +118,19 @@ def print_ranking_table(console: Console, run_root: Path, method_name: str, user
     """Users ranked per second by `method_name` (a ranked method) on `users` of the run's serving users."""
     from dataclasses import replace
 
-    from llm_predictor.config import METHODS, resolve_config
+    from llm_predictor.config import METHODS, trained_config
     from llm_predictor.stages import method_decoding, method_prompts, model_dir, prediction_keys, run_world
     from llm_predictor.throughput import ranking_rows
     from synthetic_data.run_folder import RunFolder
 
-    config = resolve_config("small", None, None)
+    ranked = [name for name in METHODS if name.endswith(("_ranked", "_ranked_open"))]
+    if method_name not in ranked:
+        raise SystemExit(f"--ranking-method {method_name!r} does not rank names; pick one of {ranked}")
+    run = RunFolder(run_root)
+    config = trained_config(run, method_name, "small")  # the prompts its model was trained on
     method = METHODS[method_name]
     decoding = method_decoding(method, config.predict.decoding)
-    if decoding.strategy != "rank":
-        raise SystemExit(f"--ranking-method {method_name} does not rank names; pick a *_ranked method")
-    run, world = RunFolder(run_root), run_world(run_root)
+    world = run_world(run_root)
     keys = prediction_keys(world, replace(config, serving_max_users=users), "serving")
     prompts = method_prompts(run, world, config, method, keys, config.features)
     rows = ranking_rows(model_dir(run, method_name), prompts["prompt"].to_list(), prompts["allowed_names"].to_list(),

@@ -2,8 +2,9 @@
 train users (`behaviour.validation_users`, never eval users) at the evaluation anchor, and the one with the
 best validation Recall@K serves (`adsim llm predict --method chosen`, the demo's lists and nightly job).
 
-Candidates default to the ranked methods: ~0.05 s a user on 2 cores for the sequence model (the demo's
-name-constrained GRPO lists took ~0.2 s), so the demo serves 1,000 users in about a minute.
+Candidates default to the ranked methods: ~5 ms a user on 2 cores for the sequence model with bounded name
+ranking (`name_ranking.py`; the demo's name-constrained GRPO lists took ~0.2 s), so the demo serves every
+serving user.
 """
 
 from __future__ import annotations

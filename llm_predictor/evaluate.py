@@ -148,15 +148,22 @@ def generation_predictions(world_tables, generations: Mapping[str, pl.DataFrame]
 
 
 def results_table(predictions: Mapping[str, pl.DataFrame], labels: Mapping[str, pl.DataFrame],
-                  config: EvalConfig, counts: Mapping[str, ConversionCounts] | None = None) -> pl.DataFrame:
+                  config: EvalConfig, counts: Mapping[str, ConversionCounts] | None = None,
+                  users: Mapping[str, pl.DataFrame] | None = None) -> pl.DataFrame:
     """Rows = (method, eval set); Recall@K with Wilson intervals, parse, exact-20 and unmapped rates.
 
-    Rates are null for methods that output IDs directly (the baselines).
+    A method of `users` (method -> the KEYS it predicted, a sample) is scored on those users' labels only, so
+    users it never saw do not count as misses; `n_labels` is each row's own. Rates are null for methods
+    that output IDs directly (the baselines).
     """
     counts = counts or {}
+    users = users or {}
     rows = []
-    for eval_set, eval_labels in labels.items():
+    for eval_set, all_labels in labels.items():
         for method, table in predictions.items():
+            keys = ["user_id", "anchor_date"]
+            eval_labels = (all_labels.join(users[method].select(keys), on=keys, how="semi") if method in users
+                           else all_labels)
             recall = recall_with_intervals(table, eval_labels, config.ks, config.confidence)
             conversion = counts.get(method)
             rows.append({

@@ -2,7 +2,8 @@
 Llama-architecture model built from a size preset (paper 3.4 uses an open-source base model).
 
 Every size keeps head_dim 64 so that vLLM can serve it; `nano` is for tests, `small` for the
-demo (sized from INSTALL-NOTES: ~7,500 training tokens/s with bf16 autocast on 2 cores).
+demo (sized from INSTALL-NOTES: ~7,500 training tokens/s with bf16 autocast on 2 cores of a processor
+with AMX; ~4,650 on an AMD EPYC without it; `benchmarks/bench_llm.py` measures the machine at hand).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def parameter_count(model) -> int:
 
 
 def autocast(is_bf16: bool, device_type: str = "cpu"):
-    """bf16 autocast (on CPU, AMX makes it ~5x faster than fp32, INSTALL-NOTES), or a no-op."""
+    """bf16 autocast (on CPU ~5x faster than fp32 with AMX, INSTALL-NOTES; ~1.6x with avx512_bf16 alone), or a
+    no-op."""
     import torch
 
     if not is_bf16:

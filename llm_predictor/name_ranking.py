@@ -6,7 +6,7 @@ completion, its tokens then its end (the end of sequence, or after a behaviour s
 Beam search over names only approximates this top-k: a beam can end on a misspelt or unknown name,
 two beams can spell one name, and a name whose first token is unlikely falls out of the beam early.
 
-Scoring is bounded, and still exact: log P(name) <= log P(its first token), which the prompt's
+Scoring is bounded, and exact on its own scores: log P(name) <= log P(its first token), which the prompt's
 prefill gives for every name at once. Names are scored in the order of that bound, and a prompt
 stops once its `top_k`-th best score is above the bound of every name not yet scored (none of them
 can enter the top-k). When a name's first token nearly fixes the rest (a trained model; the demo's
@@ -119,7 +119,8 @@ def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[l
                        past_key_values=cache, use_cache=True).logits.float()
         normaliser = torch.logsumexp(logits, dim=-1)
         continues = is_name[:, :-1] & (block[:, 1:] == block[:, :-1])
-        rest = (logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1) - normaliser[:, :-1]) * continues
+        rest = ((logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1) - normaliser[:, :-1])
+                .clamp(max=0.0) * continues)
         is_last = is_name & ~torch.cat([continues, torch.zeros_like(continues[:, :1])], dim=1)
         end = (torch.logsumexp(logits[..., end_ids], dim=-1) - normaliser).clamp(max=0.0) * is_last
         per_token = torch.cat([rest, torch.zeros_like(rest[:, :1])], dim=1) + end
@@ -185,20 +186,26 @@ def top_k_names(model, tokenizer, prompts: list[str], name_ids: list[list[list[i
                                                            in zip(best, scored)], sum(taken))
 
 
+def prepare_names(tokenizer, allowed_names: list[list[str]]) -> tuple[list[list[str]], list[list[list[int]]]]:
+    """Each prompt's names stripped, empty ones dropped and duplicates removed (first kept), and their
+    token ids: what `rank_names` scores."""
+    names = [list(dict.fromkeys(n.strip() for n in found if n and n.strip())) for found in allowed_names]
+    distinct = list(dict.fromkeys(name for found in names for name in found))  # prompts share most names
+    ids = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []))
+    return names, [[ids[name] for name in found] for found in names]
+
+
 def rank_names(model, tokenizer, prompts: list[str], allowed_names: list[list[str]], top_k: int,
                name_end: str = "eos", prompts_per_prefill: int = 32) -> list[list[RankedName]]:
-    """For each prompt, its best `top_k` allowed names, best first (ties keep the names' order), exactly
-    as scoring every name would rank them; a name ends as `end_token_ids(tokenizer, name_end)` says.
+    """For each prompt, its best `top_k` allowed names, best first (ties keep the names' order), as scoring
+    every name would rank them (up to rounding: `name_logprobs` packs names differently, and bf16 weights
+    can flip a near-tie); a name ends as `end_token_ids(tokenizer, name_end)` says.
     Prompts are prefilled `prompts_per_prefill` at a time.
     Names are stripped and deduplicated; a prompt with no name gets []."""
     from llm_predictor.decoding import check_allowed_names
 
     check_allowed_names(prompts, allowed_names)
-    names = [list(dict.fromkeys(n.strip() for n in found if n and n.strip())) for found in allowed_names]
-    flat = [name for found in names for name in found]
-    flat_ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-    bounds = np.cumsum([0, *map(len, names)])
-    name_ids = [flat_ids[bounds[p]:bounds[p + 1]] for p in range(len(prompts))]
+    names, name_ids = prepare_names(tokenizer, allowed_names)
     best, scores = [], []
     for start in range(0, len(prompts), prompts_per_prefill):
         chunk = slice(start, start + prompts_per_prefill)

@@ -349,7 +349,8 @@ def _sample_users(requests, max_users: int | None, seed: int):
 
 
 def _sampled_labels(world, config: LLMConfig, sampled) -> dict:
-    """Eval labels (V0, V1) of the sampled users only, so unsampled users do not count as misses."""
+    """Eval labels (V0, V1) of the (user, anchor) pairs of `sampled` only, so users left out do not count as
+    misses."""
     from llm_predictor import evaluate
 
     keys = sampled.select("user_id", "anchor_date")
@@ -387,25 +388,33 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
 
     def work(directory: Path):
         world = run_world(run_root)
-        requests = evaluate.evaluation_requests(world, config.eval.evaluation)
-        sampled = _sample_users(requests, config.eval.max_users, config.seed)
-        generations = {name: generate_method(run, world, config, METHODS[name], sampled,
+        everyone = evaluate.evaluation_requests(world, config.eval.evaluation)
+        sampled = _sample_users(everyone, config.eval.max_users, config.seed)
+        # ranking names costs milliseconds a user: those methods and the baselines see every eval user,
+        # the methods that generate text a sample of `eval.max_users`
+        is_sampled = {name: method_decoding(METHODS[name], config.predict.decoding).strategy != "rank"
+                      for name in config.eval.methods}
+        generations = {name: generate_method(run, world, config, METHODS[name],
+                                             sampled if is_sampled[name] else everyone,
                                              directory / "generations" / name, show_progress)
                        for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
-        predictions |= evaluate.baseline_predictions(world, sampled)
-        labels = _sampled_labels(world, config, sampled)
-        allowed = build_prompts(world, sampled, config.features, config.preset_pool_size, "inference")
+        predictions |= evaluate.baseline_predictions(world, everyone)
+        labels = _sampled_labels(world, config, everyone)
+        allowed = build_prompts(world, everyone, config.features, config.preset_pool_size, "inference")
         predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
         predictions["most_recent_allowed"] = evaluate.restricted_to_allowed(predictions["most_recent"], allowed,
                                                                             "most_recent_allowed")
-        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts)
+        users = {name: sampled for name, flag in is_sampled.items() if flag and sampled.height < everyone.height}
+        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts, users)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
-        outputs = [path.name for path in evaluate.write_table(
-            table, directory, "results", f"Advertiser prediction on {sampled.height} eval users at {anchor} "
-                                         f"(V0: Table 2, V1: Table 3 analogues)")]
-        outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory)
-        summary = {"users": sampled.height, "requests": requests.height}
+        title = (f"Advertiser prediction on {everyone.height} eval users at {anchor} "
+                 "(V0: Table 2, V1: Table 3 analogues)")
+        if users:
+            title += f"; the methods that generate text ({', '.join(users)}) on a sample of {sampled.height}"
+        outputs = [path.name for path in evaluate.write_table(table, directory, "results", title)]
+        outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, tuple(users), sampled)
+        summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, sampled, directory, show_progress)
         print_results_table(table)
@@ -414,10 +423,14 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
     return run_stage(run, "llm_eval", stage_config, work, force)
 
 
-def complementarity_table(run_root: Path, world, predictions: dict, labels, directory: Path) -> list[str]:
+def complementarity_table(run_root: Path, world, predictions: dict, labels, directory: Path,
+                          sampled_methods: tuple[str, ...] = (), sample=None) -> list[str]:
     """Each method beside the most-recent list on the V1 labels (`llm_predictor.complementarity`): the hits it
-    misses, union recall, recall per conversion mechanism and first-ranked diversity. The mechanisms come from
-    the world's `conversions_truth`, read here for evaluation only."""
+    misses, union recall, recall per conversion mechanism and first-ranked diversity. `sampled_methods`
+    predicted only the users of `sample` (KEYS) and are compared on those users' labels. The mechanisms
+    come from the world's `conversions_truth`, read here for evaluation only."""
+    import polars as pl
+
     from synthetic_data.schema import load_table
 
     from llm_predictor.complementarity import complementarity, label_mechanisms
@@ -426,10 +439,18 @@ def complementarity_table(run_root: Path, world, predictions: dict, labels, dire
     keys = ["user_id", "anchor_date"]
     truth = load_table(run_root / "world", "conversions_truth")
     timed = labels.join(world.labels.select(*keys, "ts"), on=keys, how="left", maintain_order="left")
-    table = complementarity(predictions, label_mechanisms(world.events, truth, timed), "most_recent")
+    mechanisms = label_mechanisms(world.events, truth, timed)
+    tables = [complementarity({m: p for m, p in predictions.items() if m not in sampled_methods}, mechanisms,
+                              "most_recent")]
+    sampled_labels = mechanisms.join(sample.select(keys), on=keys, how="semi") if sampled_methods else None
+    if sampled_labels is not None and not sampled_labels.is_empty():
+        methods = {m: predictions[m] for m in sampled_methods} | {"most_recent": predictions["most_recent"]}
+        tables.append(complementarity(methods, sampled_labels, "most_recent").filter(pl.col("method") != "most_recent"))
+    table = pl.concat(tables, how="diagonal_relaxed")
     return [path.name for path in write_table(
-        table, directory, "complementarity", f"Complementary to the most-recent list? V1, {labels.height} labels, "
-                                             "K = 20 (hits it misses, union recall, recall per mechanism, diversity)")]
+        table, directory, "complementarity", f"Complementary to the most-recent list? V1, {labels.height} labels "
+                                             "(`labels`: a method's own), K = 20 (hits it misses, union recall, "
+                                             "recall per mechanism, diversity)")]
 
 
 def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progress: bool) -> list[str]:

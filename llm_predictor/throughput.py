@@ -148,18 +148,18 @@ def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], 
     """Users scored per second by name ranking with a trained model (its bounds depend on what it
     learned; random weights would make every name a candidate): the bounded top-k that serving uses,
     and every name scored, each with the names scored per user and the share of the bf16 ceiling
-    (2 x params per prompt or name token actually run; padding is not counted)."""
+    (2 x params per prompt token and per name scored times the mean name length; padding is not counted)."""
     import torch
 
     from llm_predictor.backends import serving_settings
     from llm_predictor.model import load_model
-    from llm_predictor.name_ranking import name_logprobs, top_k_names
+    from llm_predictor.name_ranking import name_logprobs, prepare_names, top_k_names
     from llm_predictor.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, *serving_settings(is_bf16=True))
     params = parameter_count(model)
-    name_ids = [tokenizer(names, add_special_tokens=False)["input_ids"] for names in allowed_names]
+    _, name_ids = prepare_names(tokenizer, allowed_names)
     prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
     order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))  # as the backend batches them
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -158,7 +158,8 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
            clamp: Annotated[bool, typer.Option(help="measure a q outside the reachable range at the nearest end "
                                                     "(w = 0 or 1) instead of exiting")] = False,
            all_users: Annotated[bool, typer.Option(help="lists for every user of the set, not the LLM preset's "
-                                                        "sample; the stage name ends in _all")] = False,
+                                                        "sample (small samples held-out users); the stage name "
+                                                        "ends in _all")] = False,
            force: Annotated[bool, typer.Option(help="re-run even if the stage is complete with this config")] = False,
            ) -> None:
     """Positive control (reads *_truth): lists ranked by the true response, mixed with popularity draws to

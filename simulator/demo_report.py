@@ -133,7 +133,8 @@ def served_method(root: Path) -> str:
 
 def recall_row(root: Path) -> VerdictRow:
     """Table 3: the served method's V1 Recall@20 and Recall@1 (Wilson intervals) beside the most-recent-advertiser
-    and popularity baselines; measured when its Recall@20 interval and the most-recent baseline's are disjoint."""
+    and popularity baselines; the verdict is the paired difference from most-recent's Recall@20 on the same
+    labels (`llm_eval/complementarity.parquet`, Tango interval): measured when its interval excludes 0."""
     use, paper = "Predictor: V1 Recall@20 (Table 3)", _paper("sft_recall_at_20", "grpo_recall_at_20",
                                                               "sid_recall_at_20")
     path = root / "llm_eval" / "results.parquet"
@@ -148,18 +149,22 @@ def recall_row(root: Path) -> VerdictRow:
     shown = [(f"`{name}` (served)", served)] + [(f"`{baseline}`", methods[baseline]) for baseline in
                                                 ("most_recent", "popularity") if baseline in methods]
     measured = "; ".join(f"{name} R@20 {share_cell(row, 20)}, R@1 {share_cell(row, 1)}" for name, row in shown)
-    checks = f"{served['n_labels']:,} V1 labels; Wilson intervals"
+    checks = f"{served['n_labels']:,} V1 labels; Wilson intervals; paired Tango interval of the difference"
     effect = f"R@20 {share_cell(served, 20)}"
-    baseline = methods.get("most_recent")
-    if baseline is None:
-        return VerdictRow(use, measured, paper, checks, MEASURED, effect)
-    versus = f"the most-recent baseline's {share_cell(baseline, 20)}"
-    if served["recall_at_20_high"] < baseline["recall_at_20_low"]:
+    paired = root / "llm_eval" / "complementarity.parquet"
+    rows = pl.read_parquet(paired).filter(pl.col("method") == name) if paired.exists() else pl.DataFrame()
+    if rows.is_empty():
+        return _not_measured(use, paper, f"no paired comparison of `{name}` with the most-recent list "
+                                         "(`llm_eval/complementarity.parquet`)")
+    row = rows.row(0, named=True)
+    difference = (f"{row['recall_at_20_minus_reference']:+.3f} [{row['recall_at_20_minus_reference_low']:+.3f}, "
+                  f"{row['recall_at_20_minus_reference_high']:+.3f}]")
+    versus = f"the most-recent list's on the same {row['labels']:,} labels: {difference}"
+    if row["recall_at_20_minus_reference_high"] < 0:
         return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, below {versus}")
-    if served["recall_at_20_low"] > baseline["recall_at_20_high"]:
+    if row["recall_at_20_minus_reference_low"] > 0:
         return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, above {versus}")
-    return VerdictRow(use, measured, paper, checks, TOO_THIN,
-                      f"{served['n_labels']:,} labels: its R@20 interval overlaps {versus}")
+    return VerdictRow(use, measured, paper, checks, TOO_THIN, f"{effect}, level with {versus}")
 
 
 def _lift_cells(path: Path, task: str) -> dict[str, dict]:

@@ -51,8 +51,8 @@ class OracleConfig:
     # instead (w = 1, the pure oracle, for q above it; w = 0, popularity draws, for q below it), so a
     # dose-response from q = 0 to q = 1 spans everything a predictor ranked by the truth can reach.
     clamp: bool = False
-    # Whose lists: False, the LLM preset's seeded samples of the serving and held-out users (as
-    # `adsim llm predict` covers them); True, every user of the set (a control serving everyone).
+    # Whose lists: False, the LLM preset's serving and held-out users (as `adsim llm predict` covers them:
+    # a seeded sample where the preset caps them, as small does the held-out users); True, every user of the set.
     all_users: bool = False
 
     def __post_init__(self) -> None:

@@ -80,7 +80,7 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
 
     from llm_predictor.baselines import eligible_advertisers, popularity_predictions
     from llm_predictor.model import ModelConfig, load_model, prepare_base_model
-    from llm_predictor.name_ranking import rank_names
+    from llm_predictor.name_ranking import name_logprobs, prepare_names, rank_names, top_k_names
     from llm_predictor.pretrain import PretrainConfig, pretrain
     from llm_predictor.tokenizer import TokenizerConfig, load_tokenizer
 
@@ -101,7 +101,8 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
     names = eligible_advertisers(world)["name"].to_list()
     model_dir = tmp_path / "cpt" / "model"
     prompts = sequence_prompt(sequences["sequence"]).to_list()
-    ranked = rank_names(load_model(model_dir), load_tokenizer(model_dir), prompts, [names] * sequences.height, top_k=1)
+    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    ranked = rank_names(model, tokenizer, prompts, [names] * sequences.height, top_k=1, name_end="separator")
     model_share = np.mean([found[0].name == name for found, name in zip(ranked, latest)])
     popular_first = popularity_predictions(world, sequences.select("user_id", "anchor_date")).filter(
         pl.col("rank") == 1)
@@ -111,6 +112,15 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
     print(f"latest advertiser first: model {model_share:.3f}, popularity {popularity_share:.3f}")
     # a model that learnt only the popularity prior scores about the latter
     assert model_share >= popularity_share + 0.2, (model_share, popularity_share)
+
+    # bounded ranking on a trained model stops early, and its top 5 is that of every name scored (the tiny
+    # world's 26 names leave a top 20 no room to stop early)
+    _, name_ids = prepare_names(tokenizer, [names] * 32)
+    best, _, scored = top_k_names(model, tokenizer, prompts[:32], name_ids, 5, name_end="separator")
+    every = name_logprobs(model, tokenizer, prompts[:32], name_ids, name_end="separator")
+    assert [b.tolist() for b in best] == [np.argsort(-e, kind="stable")[:5].tolist() for e in every]
+    print(f"names scored: {scored} of {32 * len(names)}")
+    assert scored < 0.6 * 32 * len(names)
 
 
 def test_sequence_prompts_name_the_allowed_or_every_eligible_advertiser(tiny_world, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import timedelta
 
 import polars as pl
@@ -129,8 +130,12 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     labelled = results.filter(pl.col("n_labels") > 0)["eval_set"].unique().to_list()
     assert labelled
     for eval_set in labelled:  # the methods that choose among the allowed names stay under their ceiling
-        for method in ("behaviour_ranked", "sft_single_ranked", "grpo_constrained", "most_recent_allowed"):
+        for method in ("behaviour_ranked", "sft_single_ranked", "most_recent_allowed"):
             assert recall[(method, eval_set)] <= recall[("allowed_names_ceiling", eval_set)]
+    # ranked methods and baselines see every eval label; the methods that generate text the sampled users'
+    n_labels = {m: n for m, e, n in results.select("method", "eval_set", "n_labels").iter_rows() if e == "v1"}
+    assert n_labels["behaviour_ranked_open"] == n_labels["sft_single_ranked"] == n_labels["most_recent"]
+    assert n_labels["grpo"] < n_labels["most_recent"]  # the nano preset samples 6 eval users
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3
     assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
@@ -138,7 +143,9 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     assert set(beside["method"]) == methods and beside.filter(pl.col("method") == "most_recent")[
         "hits_reference_misses"].item() == 0
     v1_labels = results.filter((pl.col("method") == "most_recent") & (pl.col("eval_set") == "v1"))["n_labels"].item()
-    assert beside.select(pl.sum_horizontal(pl.col("^labels_.*$")))[0].item() == v1_labels  # every label's mechanism
+    mechanisms = beside.filter(pl.col("method") == "most_recent").select(pl.sum_horizontal(pl.col("^labels_.*$")))
+    assert mechanisms.item() == v1_labels  # every label's mechanism
+    assert beside.filter(pl.col("method") == "grpo")["labels"].item() == n_labels["grpo"]  # on its own users
 
 
 @pytest.mark.slow
@@ -163,11 +170,13 @@ def test_prediction_keys_serve_fresh_lists_and_hold_out_trained_users(tiny_world
     assert heldout.group_by("user_id").len()["len"].unique().to_list() == [tiny_world.labels["anchor_date"].n_unique()]
 
 
-def test_the_small_preset_predicts_every_serving_and_heldout_user(tiny_world):
+def test_the_small_preset_predicts_every_serving_user(tiny_world):
     """Paper 3.2.1's serving population: every user with a conversion in the 90 days before the world's
-    last day (no sample), and every eval-split user at every label anchor."""
-    keys = {users: prediction_keys(tiny_world, resolve_config("small", None, None), users)
-            for users in ("serving", "heldout")}
+    last day (no sample); unset, `heldout_max_users` gives every eval-split user at every label anchor."""
+    config = resolve_config("small", None, None)
+    assert config.serving_max_users is None  # the tiny world has fewer serving users than any cap would
+    config = replace(config, heldout_max_users=None)
+    keys = {users: prediction_keys(tiny_world, config, users) for users in ("serving", "heldout")}
     last = tiny_world.events["ts"].max()
     recent = tiny_world.events.filter(pl.col("kind").is_in(["attributed_conversion", "matched_conversion"]),
                                       pl.col("ts") >= last.replace(hour=0, minute=0, second=0, microsecond=0)

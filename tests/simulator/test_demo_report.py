@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from llm_predictor.complementarity import complementarity
 from llm_predictor.evaluate import EvalConfig, results_table, write_table
 from ranking.lift import ARMS, summarize_lift
 from simulator.demo import SERVED_METHOD
@@ -105,8 +106,8 @@ def test_ab_row_shows_mde_srm_and_exposure_beside_the_paper(tmp_path):
 # ---- predictor recall (Table 3)
 
 def _llm_eval(root, hits: dict[str, int], labels: int = 40) -> None:
-    """llm_eval/results.parquet by the real writer: each method ranks the label's advertiser first for its
-    first `hits` users and names another advertiser for the rest."""
+    """llm_eval/results.parquet and complementarity.parquet by the real writers: each method ranks the label's
+    advertiser first for its first `hits` users and names another advertiser for the rest."""
     users = pl.int_range(labels, eager=True).cast(pl.Int64)
     label_table = pl.DataFrame({"user_id": users, "anchor_date": ANCHOR, "advertiser_id": 1})
     predictions = {method: pl.DataFrame({"user_id": users, "anchor_date": ANCHOR, "rank": 1,
@@ -114,22 +115,31 @@ def _llm_eval(root, hits: dict[str, int], labels: int = 40) -> None:
                    for method, count in hits.items()}
     table = results_table(predictions, {"v1": label_table}, EvalConfig())
     write_table(table, root / "llm_eval", "results", "Advertiser prediction")
+    write_table(complementarity(predictions, label_table, "most_recent"), root / "llm_eval", "complementarity", "")
 
 
-def test_recall_below_the_baseline_is_measured_and_an_overlap_is_too_thin(tmp_path):
+def test_recall_is_judged_by_the_paired_difference_from_the_most_recent_list(tmp_path):
     _llm_eval(tmp_path, {SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
-    assert verdict_of(tmp_path, "Predictor") == ("measured: R@20 0.100 [0.040, 0.231], below the most-recent "
-                                                 "baseline's 0.750 [0.598, 0.858]")
+    assert verdict_of(tmp_path, "Predictor") == ("measured: R@20 0.100 [0.040, 0.231], below the most-recent list's "
+                                                 "on the same 40 labels: -0.650 [-0.779, -0.495]")
+    # 26 against 30 hits: the two Wilson intervals overlap, the paired difference does not reach 0
     _llm_eval(tmp_path, {SERVED_METHOD: 26, "most_recent": 30, "popularity": 10})
-    assert verdict_of(tmp_path, "Predictor") == "too thin to say (40 labels: its R@20 interval overlaps the " \
-                                                "most-recent baseline's 0.750 [0.598, 0.858])"
+    assert verdict_of(tmp_path, "Predictor") == ("measured: R@20 0.650 [0.495, 0.779], below the most-recent list's "
+                                                 "on the same 40 labels: -0.100 [-0.231, -0.004]")
+    _llm_eval(tmp_path, {SERVED_METHOD: 28, "most_recent": 30, "popularity": 10})
+    assert verdict_of(tmp_path, "Predictor") == ("too thin to say (R@20 0.700 [0.546, 0.819], level with the "
+                                                 "most-recent list's on the same 40 labels: -0.050 [-0.165, +0.042])")
+    _llm_eval(tmp_path, {SERVED_METHOD: 36, "most_recent": 30, "popularity": 10})
+    assert verdict_of(tmp_path, "Predictor").endswith("above the most-recent list's on the same 40 labels: "
+                                                      "+0.150 [+0.049, +0.291]")
+    (tmp_path / "llm_eval" / "complementarity.parquet").unlink()
+    assert verdict_of(tmp_path, "Predictor").startswith("not measured (no paired comparison")
 
 
 def test_the_served_method_is_the_one_the_run_chose_on_validation_users(tmp_path):
     RunFolder(tmp_path).complete("llm_choice", {}, [], {"method": "behaviour_ranked_open"})
-    _llm_eval(tmp_path, {"behaviour_ranked_open": 26, SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
-    assert verdict_of(tmp_path, "Predictor") == "too thin to say (40 labels: its R@20 interval overlaps the " \
-                                                "most-recent baseline's 0.750 [0.598, 0.858])"
+    _llm_eval(tmp_path, {"behaviour_ranked_open": 28, SERVED_METHOD: 4, "most_recent": 30, "popularity": 10})
+    assert verdict_of(tmp_path, "Predictor").startswith("too thin to say (R@20 0.700 [0.546, 0.819], level with")
 
 
 # ---- ranking lift (Table 5)
