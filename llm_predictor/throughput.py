@@ -56,15 +56,15 @@ class _Vocabulary:
         return self.size
 
 
-def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: float) -> dict:
-    return {"measure": measure, "tokens": tokens, "seconds": round(seconds, 3),
-            "tokens_per_second": tokens / seconds, "share_of_bf16_ceiling": flops / seconds / ceiling}
+def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: float | None) -> dict:
+    return {"measure": measure, "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": tokens / seconds,
+            "share_of_bf16_ceiling": None if ceiling is None else flops / seconds / ceiling}
 
 
-def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, ceiling: float,
+def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, ceiling: float | None = None,
                   precisions: tuple[bool, ...] = (False, True)) -> list[dict]:
     """AdamW steps on random tokens in each of `precisions` (False: fp32, True: bf16 autocast);
-    FLOPs = 6 x params x tokens, over `ceiling` (FLOP/s)."""
+    FLOPs = 6 x params x tokens, over `ceiling` (FLOP/s; without it, no share)."""
     import torch
 
     params = parameter_count(model)
