@@ -123,7 +123,7 @@ def print_ranking_table(console: Console, run_root: Path, method_name: str, user
     from llm_predictor.throughput import ranking_rows
     from synthetic_data.run_folder import RunFolder
 
-    ranked = [name for name in METHODS if name.endswith(("_ranked", "_ranked_open"))]
+    ranked = [name for name, method in METHODS.items() if method.is_ranked]
     if method_name not in ranked:
         raise SystemExit(f"--ranking-method {method_name!r} does not rank names; pick one of {ranked}")
     run = RunFolder(run_root)

@@ -48,6 +48,11 @@ class Method:
     def __post_init__(self) -> None:
         require(self.rule in RULES, "rule", f"must be one of {RULES}")
 
+    @property
+    def is_ranked(self) -> bool:
+        """Ranks names (`name_ranking.py`, milliseconds a user) instead of generating text."""
+        return self.decoding == "single_ranked"
+
 
 @dataclass(frozen=True)
 class EvalRunConfig:

@@ -149,21 +149,20 @@ def generation_predictions(world_tables, generations: Mapping[str, pl.DataFrame]
 
 def results_table(predictions: Mapping[str, pl.DataFrame], labels: Mapping[str, pl.DataFrame],
                   config: EvalConfig, counts: Mapping[str, ConversionCounts] | None = None,
-                  users: Mapping[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+                  sampled_methods: Sequence[str] = (), sample: pl.DataFrame | None = None) -> pl.DataFrame:
     """Rows = (method, eval set); Recall@K with Wilson intervals, parse, exact-20 and unmapped rates.
 
-    A method of `users` (method -> the KEYS it predicted, a sample) is scored on those users' labels only, so
-    users it never saw do not count as misses; `n_labels` is each row's own. Rates are null for methods
-    that output IDs directly (the baselines).
+    `sampled_methods` predicted only the (user_id, anchor_date) pairs of `sample` and are scored on those
+    pairs' labels, so users they never saw do not count as misses; `n_labels` is each row's own. Rates are
+    null for methods that output IDs directly (the baselines).
     """
     counts = counts or {}
-    users = users or {}
+    keys = ["user_id", "anchor_date"]
     rows = []
     for eval_set, all_labels in labels.items():
+        sampled_labels = all_labels.join(sample.select(keys), on=keys, how="semi") if sampled_methods else None
         for method, table in predictions.items():
-            keys = ["user_id", "anchor_date"]
-            eval_labels = (all_labels.join(users[method].select(keys), on=keys, how="semi") if method in users
-                           else all_labels)
+            eval_labels = sampled_labels if method in sampled_methods else all_labels
             recall = recall_with_intervals(table, eval_labels, config.ks, config.confidence)
             conversion = counts.get(method)
             rows.append({

@@ -78,17 +78,16 @@ def _packed_names(requests: list[list[list[int]]], pad_token_id: int):
     import torch
 
     width = max(sum(map(len, names)) for names in requests)
-    tokens = torch.full((len(requests), width), pad_token_id, dtype=torch.long)
-    block = torch.full((len(requests), width), -1, dtype=torch.long)
-    offset = torch.zeros((len(requests), width), dtype=torch.long)
+    tokens = np.full((len(requests), width), pad_token_id, dtype=np.int64)
+    block = np.full((len(requests), width), -1, dtype=np.int64)
+    offset = np.zeros((len(requests), width), dtype=np.int64)
     for row, names in enumerate(requests):
-        at = 0
-        for name, ids in enumerate(names):
-            tokens[row, at:at + len(ids)] = torch.tensor(ids)
-            block[row, at:at + len(ids)] = name
-            offset[row, at:at + len(ids)] = torch.arange(len(ids))
-            at += len(ids)
-    return tokens, block, offset
+        lengths = np.fromiter(map(len, names), dtype=np.int64, count=len(names))
+        total = int(lengths.sum())
+        tokens[row, :total] = np.fromiter((token for ids in names for token in ids), dtype=np.int64, count=total)
+        block[row, :total] = np.repeat(np.arange(len(names)), lengths)
+        offset[row, :total] = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return torch.from_numpy(tokens), torch.from_numpy(block), torch.from_numpy(offset)
 
 
 def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],

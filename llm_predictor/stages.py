@@ -292,7 +292,7 @@ def method_decoding(method: Method, base: DecodingConfig) -> DecodingConfig:
     if method.decoding == "single_sampling":
         return replace(base, strategy="sampling", num_return_sequences=N_ADVERTISERS, max_new_tokens=24,
                        is_name_constrained=False)
-    if method.decoding == "single_ranked":
+    if method.is_ranked:
         return replace(base, strategy="rank", num_return_sequences=N_ADVERTISERS, is_name_constrained=True,
                        name_end="separator" if method.template == "sequence" else "eos")
     if method.decoding == "list_sampling":
@@ -392,28 +392,28 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         sampled = _sample_users(everyone, config.eval.max_users, config.seed)
         # ranking names costs milliseconds a user: those methods and the baselines see every eval user,
         # the methods that generate text a sample of `eval.max_users`
-        is_sampled = {name: method_decoding(METHODS[name], config.predict.decoding).strategy != "rank"
-                      for name in config.eval.methods}
+        sampled_methods = (tuple(name for name in config.eval.methods if not METHODS[name].is_ranked)
+                           if sampled.height < everyone.height else ())
         generations = {name: generate_method(run, world, config, METHODS[name],
-                                             sampled if is_sampled[name] else everyone,
+                                             sampled if name in sampled_methods else everyone,
                                              directory / "generations" / name, show_progress)
                        for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
         predictions |= evaluate.baseline_predictions(world, everyone)
-        labels = _sampled_labels(world, config, everyone)
+        labels = evaluate.evaluation_labels(world, config.eval.evaluation)
         allowed = build_prompts(world, everyone, config.features, config.preset_pool_size, "inference")
         predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
         predictions["most_recent_allowed"] = evaluate.restricted_to_allowed(predictions["most_recent"], allowed,
                                                                             "most_recent_allowed")
-        users = {name: sampled for name, flag in is_sampled.items() if flag and sampled.height < everyone.height}
-        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts, users)
+        table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts, sampled_methods, sampled)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
         title = (f"Advertiser prediction on {everyone.height} eval users at {anchor} "
                  "(V0: Table 2, V1: Table 3 analogues)")
-        if users:
-            title += f"; the methods that generate text ({', '.join(users)}) on a sample of {sampled.height}"
+        if sampled_methods:
+            title += f"; the methods that generate text ({', '.join(sampled_methods)}) on a sample of {sampled.height}"
         outputs = [path.name for path in evaluate.write_table(table, directory, "results", title)]
-        outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, tuple(users), sampled)
+        outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, sampled_methods,
+                                         sampled)
         summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, sampled, directory, show_progress)

@@ -35,6 +35,20 @@ def test_eval_sets_hold_only_eval_users_at_the_eval_anchor(tiny_world):
     assert requests.height == pl.concat([t.select("user_id") for t in labels.values()]).n_unique()
 
 
+def test_a_sampled_method_is_scored_on_its_sample_only(tiny_world):
+    """A method that predicted half the users, perfectly, recalls 1 on their labels (the others would count
+    as misses were it scored on every label); the rest are still scored on every label."""
+    v1 = evaluation_labels(tiny_world, CONFIG)["v1"]
+    sample = v1.select("user_id", "anchor_date").unique().sort("user_id").head(v1.height // 2)
+    half = v1.join(sample, on=["user_id", "anchor_date"], how="semi").with_columns(pl.lit(1, dtype=pl.Int32)
+                                                                                    .alias("rank"))
+    table = results_table({"half": half, "everyone": half}, {"v1": v1}, CONFIG, sampled_methods=("half",),
+                          sample=sample)
+    rows = {r["method"]: r for r in table.iter_rows(named=True)}
+    assert rows["half"]["recall_at_1"] == 1.0 and rows["half"]["n_labels"] == half.height < v1.height
+    assert rows["everyone"]["n_labels"] == v1.height and rows["everyone"]["recall_at_1"] < 1.0
+
+
 def test_results_table_scores_perfect_and_empty_methods(tiny_world):
     labels = evaluation_labels(tiny_world, CONFIG)
     v1 = labels["v1"]
