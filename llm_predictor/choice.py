@@ -24,7 +24,7 @@ class ChoiceConfig:
     """The candidate methods and the validation Recall@K that picks among them (ties: the first listed)."""
 
     methods: tuple[str, ...] = ("behaviour_ranked", "behaviour_ranked_open", "sft_single_ranked",
-                                "sft_single_ranked_open")
+                                "sft_single_ranked_open", "grpo_ranked", "grpo_ranked_open")
     k: int = 20
 
     def __post_init__(self) -> None:

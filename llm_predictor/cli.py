@@ -105,7 +105,7 @@ def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: Confi
 @app.command()
 def predict(run: Run = Path("runs/demo"),
             method: Annotated[str, typer.Option(help=f"one of: {', '.join(METHODS)}, or {CHOSEN} (the method "
-                                                     "`adsim llm choose` picked on validation users)")] = "grpo",
+                                                     "`adsim llm choose` picked on validation users)")] = "grpo_ranked",
             users: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in PREDICT_USERS.items()))] = "eval",
             preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
             quiet: Quiet = False) -> None:

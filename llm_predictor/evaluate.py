@@ -194,6 +194,28 @@ def ablation_table(reference: str, predictions: Mapping[str, pl.DataFrame], labe
     return pl.DataFrame(rows)
 
 
+def paired_effects_table(pairs: Sequence[tuple[str, str]], predictions: Mapping[str, pl.DataFrame],
+                         labels: pl.DataFrame, config: EvalConfig) -> pl.DataFrame:
+    """Each (method, reference) pair's Recall@K difference on the same labels, for every K of `config.ks`,
+    with Tango score intervals (e.g. a GRPO model beside its SFT initialisation: paper Table 3's +GRPO row).
+    Raises ValueError for a method without predictions."""
+    missing = sorted({name for pair in pairs for name in pair} - set(predictions))
+    if missing:
+        raise ValueError(f"paired_effects_table: no predictions of {missing}")
+    rows = []
+    for method, reference in pairs:
+        hits = hits_at_k(predictions[method], labels, config.ks)
+        base = hits_at_k(predictions[reference], labels, config.ks)
+        row = {"method": method, "reference": reference, "n_labels": labels.height}
+        for k in config.ks:
+            ours, theirs = hits[f"hit_at_{k}"].to_numpy(), base[f"hit_at_{k}"].to_numpy()
+            low, high = paired_difference_interval(ours, theirs, config.confidence)
+            row |= {f"delta_recall_at_{k}": float(ours.mean() - theirs.mean()), f"delta_recall_at_{k}_low": low,
+                    f"delta_recall_at_{k}_high": high}
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
 def _cell(value, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 

@@ -29,3 +29,27 @@ def plot_loss_curves(summary: dict, path: Path, title: str) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_reward_curves(summary: dict, path: Path, title: str) -> Path:
+    """Plot a GRPO run's mean reward per logged step (`loss_steps`): of the sampled lists (`rewards`) and of the
+    greedy list, the served top 20 (`greedy_rewards`); returns `path`. Within the first epoch each batch is
+    scored before the model trains on it, so these are rewards on prompts it has not seen yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    steps = summary["loss_steps"][:len(summary["rewards"])]
+    axis.plot(steps, summary["rewards"], label="sampled lists", color="tab:blue")
+    axis.plot(steps, summary["greedy_rewards"], label="greedy list (served top 20)", color="tab:orange")
+    axis.set_xlabel("step")
+    axis.set_ylabel("mean reward (eq. 1-5)")
+    axis.set_title(title)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

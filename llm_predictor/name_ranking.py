@@ -42,7 +42,8 @@ class _Prefill(NamedTuple):
     pad_token_id: int
 
 
-def _prefill(model, tokenizer, prompts: list[str]) -> _Prefill:
+def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Prefill:
+    """`is_grad`: keep the autograd graph (GRPO trains through the scores), else no_grad."""
     import torch
 
     from llm_predictor.decoding import prefill
@@ -50,7 +51,7 @@ def _prefill(model, tokenizer, prompts: list[str]) -> _Prefill:
     if tokenizer.padding_side != "left":
         raise ValueError("name ranking needs a left-padding tokenizer (as `load_tokenizer` makes)")
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    with torch.no_grad():
+    with torch.set_grad_enabled(is_grad):
         cache, first = prefill(model, batch["input_ids"], batch["attention_mask"])
     return _Prefill(cache, batch["attention_mask"], torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id)
 
@@ -90,12 +91,13 @@ def _packed_names(requests: list[list[list[int]]], pad_token_id: int):
     return torch.from_numpy(tokens), torch.from_numpy(block), torch.from_numpy(offset)
 
 
-def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
-           end_ids: list[int]) -> list[np.ndarray]:
+def _score_tensor(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
+                  end_ids: list[int]):
     """log P(name, then one of `end_ids` | prompt) of each name of `requests[j]` (token ids) after the
-    prompt `prompts[j]` of the prefilled batch. One forward pass: a prompt's names share one row, each
-    name attending to the prompt's cache and to its own earlier tokens only (a 4D mask), so the cache is
-    never repeated per name. The first token's log-probability is the prefill's, and every other term
+    prompt `prompts[j]` of the prefilled batch, as a (len(prompts), max names) float32 tensor (0 past a
+    prompt's names), differentiable when grad is enabled. One forward pass: a prompt's names share one row,
+    each name attending to the prompt's cache and to its own earlier tokens only (a 4D mask), so the cache
+    is never repeated per name. The first token's log-probability is the prefill's, and every other term
     is <= 0, so a score never exceeds its name's bound (rounding is monotone)."""
     import torch
     from transformers import DynamicCache
@@ -112,23 +114,45 @@ def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[l
     mask = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill(~visible,
                                                                                      torch.finfo(model.dtype).min)
     cache = DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in prefilled.cache.layers])
+    # positions number on from the prompt's real length, each name from its own start
+    logits = model(input_ids=tokens, attention_mask=mask, position_ids=prompt_mask.sum(-1, keepdim=True) + offset,
+                   past_key_values=cache, use_cache=True).logits.float()
+    normaliser = torch.logsumexp(logits, dim=-1)
+    continues = is_name[:, :-1] & (block[:, 1:] == block[:, :-1])
+    rest = ((logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1) - normaliser[:, :-1])
+            .clamp(max=0.0) * continues)
+    is_last = is_name & ~torch.cat([continues, torch.zeros_like(continues[:, :1])], dim=1)
+    end = (torch.logsumexp(logits[..., end_ids], dim=-1) - normaliser).clamp(max=0.0) * is_last
+    per_token = torch.cat([rest, torch.zeros_like(rest[:, :1])], dim=1) + end
+    first = prefilled.first_logprobs[rows.unsqueeze(1), tokens] * (offset == 0) * is_name
+    names = max(map(len, requests))
+    scores = torch.zeros(len(requests), names + 1, device=device).scatter_add(
+        1, torch.where(is_name, block, names), first + per_token)
+    return scores[:, :names]
+
+
+def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
+           end_ids: list[int]) -> list[np.ndarray]:
+    """`_score_tensor` without grad, one array per prompt."""
+    import torch
+
     with torch.no_grad():
-        # positions number on from the prompt's real length, each name from its own start
-        logits = model(input_ids=tokens, attention_mask=mask, position_ids=prompt_mask.sum(-1, keepdim=True) + offset,
-                       past_key_values=cache, use_cache=True).logits.float()
-        normaliser = torch.logsumexp(logits, dim=-1)
-        continues = is_name[:, :-1] & (block[:, 1:] == block[:, :-1])
-        rest = ((logits[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1) - normaliser[:, :-1])
-                .clamp(max=0.0) * continues)
-        is_last = is_name & ~torch.cat([continues, torch.zeros_like(continues[:, :1])], dim=1)
-        end = (torch.logsumexp(logits[..., end_ids], dim=-1) - normaliser).clamp(max=0.0) * is_last
-        per_token = torch.cat([rest, torch.zeros_like(rest[:, :1])], dim=1) + end
-        first = prefilled.first_logprobs[rows.unsqueeze(1), tokens] * (offset == 0) * is_name
-        names = max(map(len, requests))
-        scores = torch.zeros(len(requests), names + 1, device=device).scatter_add_(
-            1, torch.where(is_name, block, names), first + per_token)
-    scores = scores.cpu().numpy()
+        scores = _score_tensor(model, prefilled, prompts, requests, end_ids).cpu().numpy()
     return [scores[row, :len(found)] for row, found in enumerate(requests)]
+
+
+def name_scores(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]], name_end: str = "eos"):
+    """Differentiable log P(name, then its end | prompt) of every name of each prompt, one forward pass
+    over the prompts and one over their packed names: a (prompts, max names) float32 tensor, -inf past a
+    prompt's names. What listwise GRPO (`grpo.py`) trains through; `name_logprobs` is its no-grad twin."""
+    import torch
+
+    prefilled = _prefill(model, tokenizer, prompts, is_grad=True)
+    scores = _score_tensor(model, prefilled, list(range(len(prompts))), name_ids,
+                           end_token_ids(tokenizer, name_end))
+    counts = torch.tensor([len(ids) for ids in name_ids], device=scores.device)
+    return scores.masked_fill(torch.arange(scores.shape[1], device=scores.device) >= counts.unsqueeze(1),
+                              float("-inf"))
 
 
 def name_logprobs(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]],

@@ -109,7 +109,7 @@ def run_trainer(trainer, output_dir: Path) -> dict:
         "train_runtime_s": runtime,
         "tokens_seen": int(tokens),
         # a resumed run counts all tokens but times only its own steps: no honest rate then
-        "tokens_per_second": tokens / runtime if runtime and resume is None else None,
+        "tokens_per_second": tokens / runtime if tokens and runtime and resume is None else None,
     }
 
 

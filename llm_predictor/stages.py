@@ -231,9 +231,12 @@ def _rehearsal(run, share: float, examples: int) -> tuple[list[str], list[str]]:
 
 
 def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
+    """GRPO from the `grpo_init` model (`grpo.py`): the `names` policy on the 1-advertiser prompts and their
+    allowed names, or the `text` policy on the 20-advertiser XML prompts."""
     from synthetic_data.run_folder import RunFolder
 
-    from llm_predictor.grpo import grpo
+    from llm_predictor.grpo import grpo, grpo_names
+    from llm_predictor.loss_curves import plot_reward_curves
 
     run = RunFolder(run_root)
     init_stage = MODEL_STAGES[config.grpo_init]
@@ -242,10 +245,16 @@ def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                     "held_out": _held_out(config)}
 
     def work(directory: Path):
-        examples = _label_examples(run_world(run_root), config, "grpo")
-        summary = grpo(run.root / init_stage / "model", examples["prompt"].to_list(),
-                       examples["target_advertiser"].to_list(), config.grpo, directory, show_progress)
-        return ["model"], summary
+        init_dir = run.root / init_stage / "model"
+        if config.grpo.policy == "text":
+            examples = _label_examples(run_world(run_root), config, "grpo")
+            return ["model"], grpo(init_dir, examples["prompt"].to_list(), examples["target_advertiser"].to_list(),
+                                   config.grpo, directory, show_progress)
+        examples = _label_examples(run_world(run_root), config, SFT_TEMPLATES["single"])
+        summary = grpo_names(init_dir, examples["prompt"].to_list(), examples["allowed_names"].to_list(),
+                             examples["target_advertiser"].to_list(), config.grpo, directory, show_progress)
+        plot_reward_curves(summary, directory / "reward_curves.png", "GRPO (names policy)")
+        return ["model", "reward_curves.png"], summary
 
     return run_stage(run, "llm_grpo", stage_config, work, force)
 
@@ -414,9 +423,10 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         outputs = [path.name for path in evaluate.write_table(table, directory, "results", title)]
         outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, sampled_methods,
                                          sampled)
+        outputs += grpo_effect_table(run, config, predictions, labels["v1"], directory, sampled_methods, sampled)
         summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
-            outputs += ablation(run, world, config, sampled, directory, show_progress)
+            outputs += ablation(run, world, config, everyone, sampled, directory, show_progress)
         print_results_table(table)
         return outputs, summary
 
@@ -453,23 +463,62 @@ def complementarity_table(run_root: Path, world, predictions: dict, labels, dire
                                              "recall per mechanism, diversity)")]
 
 
-def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progress: bool) -> list[str]:
-    """Table 4 analogue on the GRPO model, greedy and name-constrained: Recall@5 change per feature
-    change. The constraint keeps format failures (which a briefly trained model makes often) from
-    drowning what each feature group contributes to the choice of names."""
+def grpo_pairs(run, methods: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(GRPO method, its initialisation's method) pairs among `methods`: the same template, decoding and rule
+    on the model GRPO started from (the run's `llm_grpo` record); [] before GRPO has run."""
+    record = run.stage_record(MODEL_STAGES["grpo"])
+    if record is None:
+        return []
+    by_method = {METHODS[name]: name for name in methods}
+    return [(name, by_method[twin]) for name in methods if METHODS[name].model == "grpo"
+            and (twin := replace(METHODS[name], model=record["config"]["init"])) in by_method]
+
+
+def grpo_effect_table(run, config: LLMConfig, predictions: dict, labels, directory: Path,
+                      sampled_methods: tuple[str, ...], sample) -> list[str]:
+    """Paper Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same V1 labels
+    (paired Tango intervals; a pair with a sampled method on the sample's labels only)."""
     import polars as pl
 
     from llm_predictor import evaluate
 
-    users = _sample_users(sampled, config.eval.max_ablation_users, config.seed)
+    tables = []
+    for method, reference in grpo_pairs(run, config.eval.methods):
+        is_sampled = method in sampled_methods or reference in sampled_methods
+        pair_labels = labels.join(sample.select("user_id", "anchor_date"), on=["user_id", "anchor_date"],
+                                  how="semi") if is_sampled else labels
+        tables.append(evaluate.paired_effects_table([(method, reference)], predictions, pair_labels,
+                                                    config.eval.evaluation))
+    if not tables:
+        return []
+    return [path.name for path in evaluate.write_table(
+        pl.concat(tables), directory, "grpo_effect", "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K "
+                                                     "difference on the same labels")]
+
+
+def ablation(run, world, config: LLMConfig, everyone, sampled, directory: Path, show_progress: bool) -> list[str]:
+    """Table 4 analogue on the GRPO model as its policy serves it, on `eval.max_ablation_users` eval users
+    (sampled; unset: all): Recall@5 change per feature change. The `names` policy's model ranks the allowed
+    names (`grpo_ranked`, any eval user); the `text` policy's decodes greedily under the name constraint,
+    on users of the text methods' sample (the constraint keeps format failures, which a briefly trained
+    model makes often, from drowning what each feature group contributes to the choice of names)."""
+    import polars as pl
+
+    from llm_predictor import evaluate
+
+    record = run.stage_record(MODEL_STAGES["grpo"])
+    if record["config"]["grpo"].get("policy", "text") == "names":
+        pool, method, method_config, kind = everyone, METHODS["grpo_ranked"], config, "top 20 of the allowed names"
+    else:
+        pool, method, kind = sampled, Method("grpo", "inference"), "greedy, name-constrained"
+        method_config = replace(config, predict=replace(config.predict, decoding=replace(
+            config.predict.decoding, strategy="greedy", num_return_sequences=1, is_name_constrained=True)))
+    users = _sample_users(pool, config.eval.max_ablation_users, config.seed)
     labels = _sampled_labels(world, config, users)
     all_labels = pl.concat(list(labels.values())).unique(["user_id", "anchor_date"]).sort("user_id")
-    greedy = Method("grpo", "inference")
-    greedy_config = replace(config, predict=replace(config.predict, decoding=replace(
-        config.predict.decoding, strategy="greedy", num_return_sequences=1, is_name_constrained=True)))
 
     def score(variants: dict[str, tuple[str, ...]]):
-        generations = {name: generate_method(run, world, greedy_config, greedy, users,
+        generations = {name: generate_method(run, world, method_config, method, users,
                                              directory / "generations" / f"ablation_{name}", show_progress,
                                              features=replace(config.features, groups=groups))
                        for name, groups in variants.items()}
@@ -481,8 +530,8 @@ def ablation(run, world, config: LLMConfig, sampled, directory: Path, show_progr
     predictions |= score(_ablation_variants(deltas))
     table = evaluate.ablation_table("all_groups", predictions, all_labels, config.eval.evaluation)
     return [path.name for path in evaluate.write_table(
-        table, directory, "ablation", "Feature ablation (Table 4 analogue): GRPO model, greedy, name-constrained, "
-                                      "V0 and V1 users")]
+        table, directory, "ablation", f"Feature ablation (Table 4 analogue): GRPO model, {kind}, "
+                                      f"{all_labels.height} V0 and V1 labels")]
 
 
 def model_dir(run, method_name: str) -> Path:

@@ -157,7 +157,7 @@ def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], 
     from llm_predictor.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, *serving_settings(is_bf16=True))
+    model = load_model(model_dir, *serving_settings(is_bf16=True, strategy="rank"))
     params = parameter_count(model)
     _, name_ids = prepare_names(tokenizer, allowed_names)
     prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])

@@ -36,8 +36,8 @@ StackOption = Annotated[str, typer.Option(
          "or baseline (model-free: category popularity, predicted-advertiser filter, history scorer)")]
 NightlyOption = Annotated[str, typer.Option(
     help="nightly re-inference of users with new activity: none, history (most-converted advertisers), llm "
-         "(the run's name-constrained GRPO; needs `adsim llm grpo`) or llm:METHOD (e.g. llm:chosen), over world + "
-         "simulated events, fed to the LLM generator and the ranker")]
+         "(the run's GRPO model ranking the allowed names; needs `adsim llm grpo`) or llm:METHOD (e.g. llm:chosen), "
+         "over world + simulated events, fed to the LLM generator and the ranker")]
 NightlyUsersOption = Annotated[int, typer.Option(help="--nightly llm: users re-inferred per night (a seeded sample "
                                                       "of the day's active users; the inference budget)")]
 ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]

@@ -489,6 +489,10 @@ def llm_training_section(run: RunFolder) -> list[str]:
     if behaviour.exists():
         lines += ["Behaviour-sequence CPT, train and validation loss (held-out train users):", "",
                   f"![llm_behaviour_loss]({behaviour.relative_to(run.root)})", ""]
+    rewards = run.root / "llm_grpo" / "reward_curves.png"
+    if rewards.exists():
+        lines += ["GRPO (names policy), mean reward of the sampled and the greedy lists, each batch scored before "
+                  "the model trains on it:", "", f"![llm_grpo_rewards]({rewards.relative_to(run.root)})", ""]
     return lines + llm_training_tables(run)  # a plot means a training stage, so the tables are never empty
 
 

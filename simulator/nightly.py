@@ -54,7 +54,7 @@ class LlmPredictor:
     Users not re-inferred keep their last list; parse and name-mapping counts add up in `counts_`.
     """
 
-    def __init__(self, run: Path, world: World, preset: str = "small", method: str = "grpo_constrained",
+    def __init__(self, run: Path, world: World, preset: str = "small", method: str = "grpo_ranked",
                  max_users: int = 100, seed: int = 0):
         from llm_predictor.backends import make_backend
         from llm_predictor.config import trained_config

@@ -28,9 +28,9 @@ BASELINE_SOURCES = ("main", "llm")  # main: category popularity; llm: items of p
 
 
 def nightly_job(kind: str, world: World, run: Path | None = None, llm_max_users: int = 100) -> NightlyJob | None:
-    """The nightly re-inference: none, the history baseline, or the run's LLM (`llm`: its name-constrained
-    GRPO; `llm:METHOD`: any `adsim llm` method, e.g. `llm:chosen`) for `llm_max_users` of each day's active
-    users, each over world + simulated events."""
+    """The nightly re-inference: none, the history baseline, or the run's LLM (`llm`: its GRPO model's top
+    20 of the allowed names; `llm:METHOD`: any `adsim llm` method, e.g. `llm:chosen`) for `llm_max_users`
+    of each day's active users, each over world + simulated events."""
     if kind == "none":
         return None
     if kind == "history":

@@ -76,7 +76,7 @@ def sasrec(
 @app.command("llm-predict-sample")
 def llm_predict_sample(
     run: Path = typer.Option(..., help="run folder holding a leave-one-out world/ and trained llm_* stages"),
-    method: str = typer.Option("grpo", help="an `adsim llm` method, e.g. grpo or sft_list"),
+    method: str = typer.Option("grpo_ranked", help="an `adsim llm` method, e.g. grpo_ranked or sft_list"),
     n_users: int = typer.Option(200, help="test users sampled (seeded) for the LLM"),
     seed: int = typer.Option(0, help="seed of the user sample"),
     preset: str = typer.Option("small", help="`adsim llm` size preset"),

@@ -42,7 +42,7 @@ def test_presets_and_overrides_resolve():
 
 
 @pytest.mark.parametrize("override, field", [("sft.train.max_step=3", "sft.train.max_step"),
-                                             ("grpo.num_generations=3", "train.batch_size"),
+                                             ("grpo.beta=0.1", "beta"),
                                              ("eval.methods=['nope']", "eval.methods")])
 def test_bad_config_names_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -135,7 +135,7 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     # ranked methods and baselines see every eval label; the methods that generate text the sampled users'
     n_labels = {m: n for m, e, n in results.select("method", "eval_set", "n_labels").iter_rows() if e == "v1"}
     assert n_labels["behaviour_ranked_open"] == n_labels["sft_single_ranked"] == n_labels["most_recent"]
-    assert n_labels["grpo"] < n_labels["most_recent"]  # the nano preset samples 6 eval users
+    assert n_labels["sft_list"] < n_labels["most_recent"]  # the nano preset samples 6 eval users
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3
     assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
@@ -145,7 +145,11 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     v1_labels = results.filter((pl.col("method") == "most_recent") & (pl.col("eval_set") == "v1"))["n_labels"].item()
     mechanisms = beside.filter(pl.col("method") == "most_recent").select(pl.sum_horizontal(pl.col("^labels_.*$")))
     assert mechanisms.item() == v1_labels  # every label's mechanism
-    assert beside.filter(pl.col("method") == "grpo")["labels"].item() == n_labels["grpo"]  # on its own users
+    assert beside.filter(pl.col("method") == "sft_list")["labels"].item() == n_labels["sft_list"]  # its own users
+    effect = pl.read_parquet(run_root / "llm_eval" / "grpo_effect.parquet")  # GRPO beside its initialisation
+    assert effect.select("method", "reference").rows() == [("grpo_ranked", "sft_single_ranked"),
+                                                            ("grpo_ranked_open", "sft_single_ranked_open")]
+    assert (effect["n_labels"] == n_labels["most_recent"]).all()
 
 
 @pytest.mark.slow

@@ -115,4 +115,4 @@ def test_paper_reward_function_is_equations_1_to_5():
 
 def test_grpo_batch_must_hold_whole_groups():
     with pytest.raises(Exception, match="num_generations"):
-        GRPOStageConfig(train=TrainConfig(batch_size=6), num_generations=4)
+        GRPOStageConfig(train=TrainConfig(batch_size=6), num_generations=4, policy="text")
