@@ -128,7 +128,26 @@ def recall_lines(run: Path) -> list[str]:
             *markdown_rows(["method", "labels", "Recall@1", "Recall@5", "Recall@20"],
                            [[f"`{row['method']}`", f"{row['n_labels']:,}", *[share_cell(row, k) for k in (1, 5, 20)]]
                             for row in table.iter_rows(named=True)]),
-            "", "[low, high]: Wilson score interval of the share of labels hit (95%).", ""]
+            "", "[low, high]: Wilson score interval of the share of labels hit (95%).", "", *grpo_effect_lines(run)]
+
+
+def grpo_effect_lines(run: Path) -> list[str]:
+    """Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same labels (paired Tango
+    intervals, `llm_eval/grpo_effect.parquet`); none before GRPO has run."""
+    path = run / "llm_eval" / "grpo_effect.parquet"
+    if not path.exists():
+        return []
+
+    ks = (1, 5, 20)
+
+    def delta(row: dict, k: int) -> str:
+        name = f"delta_recall_at_{k}"
+        return f"{row[name]:+.3f} [{row[name + '_low']:+.3f}, {row[name + '_high']:+.3f}]"
+
+    rows = [[f"`{row['method']}`", f"`{row['reference']}`", f"{row['n_labels']:,}", *(delta(row, k) for k in ks)]
+            for row in pl.read_parquet(path).iter_rows(named=True)]
+    return ["GRPO over its initialisation, on the same V1 labels (paired Tango intervals of the difference):", "",
+            *markdown_rows(["method", "initialisation", "labels", "Δ Recall@1", "Δ Recall@5", "Δ Recall@20"], rows), ""]
 
 
 def retrieval_lines(run: Path) -> list[str]:

@@ -157,3 +157,16 @@ def test_a_page_without_its_markers_is_not_overwritten(run_folder, tmp_path):
     with pytest.raises(ValueError, match="needs exactly one generated part"):
         write_results_page(run_folder, out)
     assert out.read_text() == "# Someone's page\n"
+
+
+def test_the_grpo_effect_is_shown_as_paired_differences(tmp_path):
+    from llm_predictor.evaluate import write_table
+    from simulator.results_page import grpo_effect_lines
+
+    assert grpo_effect_lines(tmp_path) == []  # before GRPO has run
+    row = {"method": "grpo_ranked", "reference": "sft_single_ranked", "n_labels": 440}
+    for k, (value, low, high) in {1: (0.064, 0.027, 0.102), 5: (0.125, 0.082, 0.169), 20: (0.036, 0.006, 0.069)}.items():
+        row |= {f"delta_recall_at_{k}": value, f"delta_recall_at_{k}_low": low, f"delta_recall_at_{k}_high": high}
+    write_table(pl.DataFrame([row]), tmp_path / "llm_eval", "grpo_effect", "t")
+    assert ("| `grpo_ranked` | `sft_single_ranked` | 440 | +0.064 [+0.027, +0.102] | +0.125 [+0.082, +0.169] | "
+            "+0.036 [+0.006, +0.069] |") in grpo_effect_lines(tmp_path)
