@@ -1,5 +1,5 @@
 """The served method, chosen on validation users (issue 14): every candidate method predicts the held-out
-train users (`behaviour.validation_users`, never eval users) at the evaluation anchor, and the one with the
+train users (`behaviour.validation_users`, never eval users) at every label anchor, and the one with the
 best validation Recall@K serves (`adsim llm predict --method chosen`, the demo's lists and nightly job).
 
 Candidates default to the ranked methods: ~5 ms a user on 2 cores for the sequence model with bounded name
@@ -37,18 +37,18 @@ class ChoiceConfig:
 
 
 def validation_labels(world_tables, config) -> pl.DataFrame:
-    """(user_id, anchor_date, advertiser_id) of the validation users' labels: at the evaluation anchor and in
-    V1 on a synthetic world; the validation-role labels on a leave-one-out world."""
+    """(user_id, anchor_date, advertiser_id) of the validation users' labels: in V1 at every label anchor on a
+    synthetic world (no training stage sees these users at any anchor; the demo world's 600 validation users
+    have 492 such labels, against 134 at the evaluation anchor alone); the validation-role labels on a
+    leave-one-out world."""
     from llm_predictor.behaviour import is_leave_one_out, validation_users
-    from llm_predictor.evaluate import evaluation_anchor
 
     labels = world_tables.labels
     if is_leave_one_out(world_tables):
         chosen = labels.filter(pl.col("role") == "validation")
     else:
         users = validation_users(world_tables, config.behaviour.validation_users, config.seed)
-        chosen = labels.join(users, on="user_id", how="semi").filter(
-            (pl.col("anchor_date") == evaluation_anchor(world_tables, config.eval.evaluation)) & pl.col("in_v1"))
+        chosen = labels.join(users, on="user_id", how="semi").filter(pl.col("in_v1"))
     if chosen.is_empty():
         raise ValueError("no validation label to choose a method on: raise behaviour.validation_users")
     return chosen.select("user_id", "anchor_date", "advertiser_id").sort("user_id")
@@ -78,7 +78,7 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
 
     run = RunFolder(run_root)
     models = sorted({METHODS[name].model for name in config.choice.methods})
-    stage_config = {"upstream": {m: upstream_hash(run, MODEL_STAGES[m]) for m in models},
+    stage_config = {"upstream": {m: upstream_hash(run, MODEL_STAGES[m]) for m in models}, "labels": "v1_every_anchor",
                     "choice": to_dict(config.choice), "behaviour": to_dict(config.behaviour), "seed": config.seed,
                     "predict": to_dict(config.predict), "features": to_dict(config.features),
                     "preset_pool_size": config.preset_pool_size}

@@ -154,7 +154,7 @@ PRESETS: dict[str, dict] = {
         "sft": {"train": {"max_steps": 80}},
         "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
         "eval": {"max_users": 50, "max_ablation_users": 100,
-                 "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_list", "sft_single_beam",
+                 "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_single_beam",
                              "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo_ranked",
                              "grpo_ranked_open"]},
         # Table 5's lift on the held-out lists' impressions grows with their users: every eval-split user

@@ -10,8 +10,9 @@ advertiser (`reward.py`), under one of two policies (`GRPOStageConfig.policy`):
   `name_ranking.py` serves the top 20 of. The list is a Plackett-Luce sample at temperature t (Gumbel
   top-k on s / t): log pi(list) = sum_i s_(i) / t - logsumexp over the names not yet drawn. Every list
   parses into 20 distinct names by construction, eq. 1-5 scores it, and the group-normalised advantage
-  weights log pi(list) (GRPO with one update per batch, so the clipped ratio is 1, and no KL term).
-  Greedy decoding of this policy is the served ranking: the top 20 scores.
+  weights log pi(list) (GRPO with one update per batch, so the clipped ratio is 1). The KL term is exact
+  for the first name: beta * KL(softmax(s / t) || the same under the initial model), over the allowed
+  names. Greedy decoding of this policy is the served ranking: the top 20 scores.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ class GRPOStageConfig:
     also the rollout length, KL weight and format credit. `train.batch_size` counts completions under
     `text` (TRL's convention) and prompts under `names` (each drawing `num_generations` lists)."""
 
-    # the `names` policy's, chosen on validation users of the demo world (learning rate 2e-4, 5e-4, 1e-3:
-    # validation Recall@20 0.537, 0.545, 0.493; docs/results.md); one step of 8 prompts takes ~1.4 s on 2 cores
+    # the `names` policy's, chosen by validation Recall@20 on the demo world (docs/results.md, "GRPO that
+    # learns on a CPU"); a step of 8 prompts takes ~1.4 s on 2 cores
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=200, batch_size=8, learning_rate=5e-4, save_steps=50,
+        default_factory=lambda: TrainConfig(max_steps=100, batch_size=8, learning_rate=5e-4, save_steps=50,
                                             logging_steps=10)
     )
     num_generations: int = 8
     max_completion_length: int = 256
     temperature: float = 1.0
-    beta: float = 0.0
+    beta: float = 0.1
     partial_format_credit: float = 0.0  # reward per XML tag found, early on (0 = off, as the paper)
     policy: str = "names"
 
@@ -54,8 +55,6 @@ class GRPOStageConfig:
             self.policy == "names" or self.train.batch_size % self.num_generations == 0, "train.batch_size",
             f"must be a multiple of num_generations={self.num_generations} (completions per step)",
         )
-        require(self.policy == "text" or self.beta == 0, "beta",
-                "the names policy has no KL term: set grpo.beta=0, or grpo.policy=text")
         require(self.max_completion_length >= 8, "max_completion_length", "must be >= 8 tokens")
         require(self.temperature > 0, "temperature", "must be > 0")
         require(self.beta >= 0, "beta", "must be >= 0")
@@ -155,9 +154,20 @@ def group_advantages(rewards):
     return (rewards - rewards.mean(dim=1, keepdim=True)) / (rewards.std(dim=1, keepdim=True) + 1e-4)
 
 
-def _names_trainer(config: GRPOStageConfig):
+def first_name_kl(scores, reference_scores, temperature: float):
+    """KL(softmax(scores / t) || softmax(reference_scores / t)) over each prompt's names (-inf: no name), per
+    prompt: how far the first name's distribution moved from the initial model's; differentiable in `scores`."""
+    import torch
+
+    logp, logq = (torch.log_softmax(x.float().nan_to_num(neginf=-1e4) / temperature, dim=-1)
+                  for x in (scores, reference_scores))
+    return (logp.exp() * (logp - logq)).sum(dim=-1)
+
+
+def _names_trainer(config: GRPOStageConfig, reference=None):
     """A `transformers.Trainer` whose loss is the `names` policy's GRPO loss on a batch of (prompt, allowed
-    names, target); it logs the mean reward of the sampled lists and of the greedy list (the served top 20)."""
+    names, target), with `config.beta` x `first_name_kl` against the frozen `reference` model (needed when
+    beta > 0); it logs the mean reward of the sampled lists and of the greedy list (the served top 20)."""
     import torch
     from transformers import Trainer
 
@@ -185,6 +195,10 @@ def _names_trainer(config: GRPOStageConfig):
             self.rewards.append((rewards.mean().item(), float(greedy_rewards.mean())))
             logprobs = list_logprob(scores, lists, lengths, config.temperature)
             loss = -(group_advantages(rewards) * logprobs / lengths[:, None]).mean()
+            if config.beta:
+                with torch.no_grad(), self.accelerator.autocast():
+                    reference_scores = name_scores(reference, self.processing_class, inputs["prompt"], name_ids)
+                loss = loss + config.beta * first_name_kl(scores, reference_scores, config.temperature).mean()
             return (loss, None) if return_outputs else loss
 
         def log(self, logs, *args, **kwargs):
@@ -199,7 +213,7 @@ def _names_trainer(config: GRPOStageConfig):
 def grpo_names(model_dir: Path, prompts: list[str], allowed_names: list[list[str]], target_advertisers: list[str],
                config: GRPOStageConfig, output_dir: Path, show_progress: bool = True) -> dict:
     """GRPO of the `names` policy (module docstring) on the 1-advertiser model in `model_dir`: each prompt's
-    lists are drawn from its `allowed_names`. A prompt whose target is not one of its names gives every list
+    lists are drawn from its `allowed_names`. A prompt whose target matches none of its names gives every list
     the same reward (zero advantage, no gradient), so only the others train (`examples`; the rest are
     counted in `examples_target_not_allowed`). Resumable; returns the run summary with the logged rewards.
     Raises ValueError when no prompt has its target among its names."""
@@ -209,8 +223,10 @@ def grpo_names(model_dir: Path, prompts: list[str], allowed_names: list[list[str
     from llm_predictor.model import load_model
     from llm_predictor.tokenizer import load_tokenizer
 
+    from synthetic_data.names import normalise_name
+
     keep = [i for i, (names, target) in enumerate(zip(allowed_names, target_advertisers, strict=True))
-            if target in names]
+            if normalise_name(target) in {normalise_name(name) for name in names}]  # as the reward matches names
     if not keep:
         raise ValueError("grpo: no training prompt has its target among its allowed names; check the world's labels")
     tokenizer = load_tokenizer(model_dir)
@@ -219,7 +235,8 @@ def grpo_names(model_dir: Path, prompts: list[str], allowed_names: list[list[str
                                  "target_advertiser": [target_advertisers[i] for i in keep]})
     arguments = training_arguments(config.train, output_dir, show_progress)
     arguments["include_num_input_tokens_seen"] = "no"  # inputs are strings, tokenised in the loss
-    trainer = _names_trainer(config)(
+    reference = load_model(model_dir).eval().requires_grad_(False) if config.beta else None
+    trainer = _names_trainer(config, reference)(
         model=load_model(model_dir).train(), args=TrainingArguments(**arguments, remove_unused_columns=False),
         train_dataset=dataset, processing_class=tokenizer,
         data_collator=lambda rows: {key: [row[key] for row in rows] for key in rows[0]},

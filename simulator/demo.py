@@ -89,7 +89,6 @@ def demo_steps(run: Path, world_preset: str, llm_preset: str, quotas: str, quiet
         Step("llm: tokenizer + continued pre-training", lambda: llm.pretrain(**llm_args)),
         Step("llm: continued pre-training on conversion sequences", lambda: llm.behaviour(**llm_args)),
         Step("llm: SFT, 1-advertiser prompt", lambda: llm.sft(target="single", **llm_args)),
-        Step("llm: SFT, 20-advertiser prompt", lambda: llm.sft(target="list", **llm_args)),
         Step("llm: GRPO", lambda: llm.grpo(**llm_args)),
         Step("llm: the served method, chosen on validation users", lambda: llm.choose(**llm_args)),
         Step("llm: predictions for the serving population",

@@ -42,7 +42,7 @@ def test_presets_and_overrides_resolve():
 
 
 @pytest.mark.parametrize("override, field", [("sft.train.max_step=3", "sft.train.max_step"),
-                                             ("grpo.beta=0.1", "beta"),
+                                             ("grpo.beta=-0.1", "beta"),
                                              ("eval.methods=['nope']", "eval.methods")])
 def test_bad_config_names_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

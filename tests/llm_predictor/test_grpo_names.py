@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm_predictor.grpo import (GRPOStageConfig, group_advantages, grpo_names, list_logprob, list_rewards,
-                                sample_name_lists)
+from llm_predictor.grpo import (GRPOStageConfig, first_name_kl, group_advantages, grpo_names, list_logprob,
+                                list_rewards, sample_name_lists)
 from llm_predictor.model import ModelConfig, load_model, prepare_base_model
 from llm_predictor.name_ranking import name_scores, prepare_names
 from llm_predictor.pretrain import TrainConfig
@@ -113,9 +113,10 @@ def test_names_policy_grpo_ranks_the_target_higher_and_resumes(base_dir, tmp_pat
     """The reward favours the prompt's own brand: a sign or normaliser error in the loss moves it down."""
     config = GRPOStageConfig(train=TrainConfig(max_steps=60, batch_size=7, learning_rate=1e-2, warmup_steps=0,
                                                logging_steps=10, save_steps=30, is_bf16=False),
-                             num_generations=8)
+                             num_generations=8, beta=0.0)
     allowed = [NAMES + ["Unlisted Brand"]] * len(PROMPTS)
-    targets = TARGETS[:-1] + ["Nobody Listed"]  # one prompt whose target is not a name: counted, not trained
+    # one target spelt otherwise (kept: names match as the reward matches them), one that is no name (counted)
+    targets = TARGETS[:-2] + ["OLLO", "Nobody Listed"]
     before = _target_rank(base_dir)
     summary = grpo_names(base_dir, PROMPTS, allowed, targets, config, tmp_path, show_progress=False)
     assert summary["steps"] == 60 and summary["examples_target_not_allowed"] == 1
@@ -126,7 +127,28 @@ def test_names_policy_grpo_ranks_the_target_higher_and_resumes(base_dir, tmp_pat
     assert resumed["resumed_from"] is not None and resumed["steps"] == 60
 
 
-def test_names_policy_has_no_kl_term():
-    with pytest.raises(Exception, match="beta"):
-        GRPOStageConfig(beta=0.1)
-    assert GRPOStageConfig(beta=0.1, policy="text", train=TrainConfig(batch_size=8), num_generations=4).beta == 0.1
+def test_first_name_kl_is_the_kl_divergence_over_the_names():
+    scores = torch.tensor([[0.0, -1.0, float("-inf")], [-0.5, -0.5, -3.0]])
+    reference = torch.tensor([[-1.0, 0.0, float("-inf")], [-0.5, -0.5, -3.0]])
+    p, q = torch.softmax(scores[0, :2] / 2, 0), torch.softmax(reference[0, :2] / 2, 0)
+    got = first_name_kl(scores, reference, temperature=2.0)
+    assert got.tolist() == pytest.approx([float((p * (p / q).log()).sum()), 0.0], abs=1e-6)
+
+
+def _moved(base_dir, tmp_path, beta: float) -> float:
+    """Mean first-name KL of the trained model from the initial one, on the training prompts."""
+    config = GRPOStageConfig(train=TrainConfig(max_steps=20, batch_size=7, learning_rate=1e-2, warmup_steps=0,
+                                               logging_steps=10, save_steps=20, is_bf16=False),
+                             num_generations=8, beta=beta)
+    allowed = [NAMES] * len(PROMPTS)
+    grpo_names(base_dir, PROMPTS, allowed, TARGETS, config, tmp_path, show_progress=False)
+    tokenizer = load_tokenizer(base_dir)
+    _, ids = prepare_names(tokenizer, allowed[:len(NAMES)])
+    with torch.no_grad():
+        before = name_scores(load_model(base_dir), tokenizer, PROMPTS[:len(NAMES)], ids)
+        after = name_scores(load_model(tmp_path / "model"), tokenizer, PROMPTS[:len(NAMES)], ids)
+    return float(first_name_kl(after, before, 1.0).mean())
+
+
+def test_the_kl_term_keeps_the_policy_near_its_initialisation(base_dir, tmp_path):
+    assert _moved(base_dir, tmp_path / "held", beta=5.0) < 0.5 * _moved(base_dir, tmp_path / "free", beta=0.0)

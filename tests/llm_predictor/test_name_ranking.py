@@ -53,15 +53,22 @@ def any_attention(model, request):
     model.set_attn_implementation(previous)
 
 
+# a template header the prompts share: it runs once and its cache serves every prompt
+HEADER = "Potean and Vowis Labs and Tratrea Co. sell rugs to users; Deachigrin House sells rugs to users too.\n"
+
+
+@pytest.mark.parametrize("header", ["", HEADER])
 @pytest.mark.parametrize("name_end, ends", [("eos", ()), ("separator", ("|",))])
-def test_scores_equal_a_plain_forward_pass(any_attention, tokenizer, name_end, ends):
-    """Left-padded prompts of different lengths, names of different lengths packed into one row, split
-    over forward passes: a wrong position, mask, token offset or end changes the scores."""
+def test_scores_equal_a_plain_forward_pass(any_attention, tokenizer, name_end, ends, header):
+    """Left-padded prompts of different lengths (after a shared header or not), names of different lengths
+    packed into one row, split over forward passes: a wrong position, mask, token offset or end changes the
+    scores."""
     model = any_attention
+    prompts = [header + prompt for prompt in PROMPTS]
     names = [NAMES, NAMES[2:5], ["Levi's", "Potean"]]
     name_ids = [tokenizer(found, add_special_tokens=False)["input_ids"] for found in names]
-    scores = name_logprobs(model, tokenizer, PROMPTS, name_ids, names_per_forward=4, name_end=name_end)
-    for prompt, found, got in zip(PROMPTS, names, scores, strict=True):
+    scores = name_logprobs(model, tokenizer, prompts, name_ids, names_per_forward=4, name_end=name_end)
+    for prompt, found, got in zip(prompts, names, scores, strict=True):
         expected = [_plain_logprob(model, tokenizer, prompt, name, ends) for name in found]
         assert got == pytest.approx(expected, abs=1e-4)
 
@@ -137,3 +144,13 @@ def test_rank_needs_the_name_constraint_and_does_not_generate():
         DecodingConfig(strategy="rank")
     with pytest.raises(ValueError, match="rank_names"):
         generate_kwargs(DecodingConfig(strategy="rank", is_name_constrained=True))
+
+
+def test_the_shared_header_is_found_and_each_prompt_keeps_a_token(tokenizer):
+    from llm_predictor.name_ranking import SHARED_PREFIX_MIN_TOKENS, _shared_prefix
+
+    ids = tokenizer([HEADER + prompt for prompt in PROMPTS], add_special_tokens=False)["input_ids"]
+    header = tokenizer(HEADER, add_special_tokens=False)["input_ids"]
+    assert len(header) >= SHARED_PREFIX_MIN_TOKENS  # the test above exercises the shared path
+    assert len(header) - 1 <= _shared_prefix(ids) <= len(header)  # a token may merge across the boundary
+    assert _shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2 and _shared_prefix([[1, 2], [3, 2]]) == 0

@@ -97,7 +97,7 @@ def test_grpo_raises_the_reward(base_dir, tmp_path, monkeypatch):
         return [text.count("|") / max(len(text), 1) for text in completions]
 
     monkeypatch.setattr(grpo_module, "paper_reward_function", lambda credit: pipe_share)
-    config = GRPOStageConfig(train=_train(max_steps=40, batch_size=16, learning_rate=3e-2, logging_steps=4),
+    config = GRPOStageConfig(beta=0.0, train=_train(max_steps=40, batch_size=16, learning_rate=3e-2, logging_steps=4),
                              num_generations=8, max_completion_length=8)
     summary = grpo(base_dir, PROMPTS, TARGETS, config, tmp_path, show_progress=False)
     assert summary["steps"] == 40
