@@ -11,6 +11,7 @@ import torch
 
 from llm_predictor.grpo import (GRPOStageConfig, first_name_kl, group_advantages, grpo_names, list_logprob,
                                 list_rewards, sample_name_lists)
+from llm_predictor.loss_curves import plot_reward_curves
 from llm_predictor.model import ModelConfig, load_model, prepare_base_model
 from llm_predictor.name_ranking import name_scores, prepare_names
 from llm_predictor.pretrain import TrainConfig
@@ -123,6 +124,7 @@ def test_names_policy_grpo_ranks_the_target_higher_and_resumes(base_dir, tmp_pat
     assert summary["examples"] == len(PROMPTS) - 1 and len(summary["rewards"]) == len(summary["greedy_rewards"])
     after = _target_rank(tmp_path / "model")
     assert after < before - 1.0, (before, after)
+    assert plot_reward_curves(summary, tmp_path / "rewards.png", "t").stat().st_size > 0
     resumed = grpo_names(base_dir, PROMPTS, allowed, targets, config, tmp_path, show_progress=False)
     assert resumed["resumed_from"] is not None and resumed["steps"] == 60
 
@@ -152,3 +154,27 @@ def _moved(base_dir, tmp_path, beta: float) -> float:
 
 def test_the_kl_term_keeps_the_policy_near_its_initialisation(base_dir, tmp_path):
     assert _moved(base_dir, tmp_path / "held", beta=5.0) < 0.5 * _moved(base_dir, tmp_path / "free", beta=0.0)
+
+
+def test_gradients_through_a_shared_header_equal_those_without_it(base_dir, monkeypatch):
+    """The header's cache runs once and is repeated per prompt: the gradient must still reach the weights as
+    if each prompt ran whole."""
+    from llm_predictor import name_ranking
+
+    header = "#Role\nYou are an ad-matching assistant for a commerce platform; rank the advertisers below.\n"
+    prompts = [header + prompt for prompt in PROMPTS[:3]]
+    tokenizer = load_tokenizer(base_dir)
+    _, ids = prepare_names(tokenizer, [NAMES, NAMES[:4], NAMES[2:]])
+    assert name_ranking._shared_prefix(tokenizer(prompts, add_special_tokens=False)["input_ids"]) >= 16
+
+    def gradient(minimum: int):
+        monkeypatch.setattr(name_ranking, "SHARED_PREFIX_MIN_TOKENS", minimum)
+        model = load_model(base_dir)
+        scores = name_scores(model, tokenizer, prompts, ids)
+        scores[torch.isfinite(scores)].sum().backward()
+        return scores.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    shared_scores, shared_grad = gradient(16)
+    whole_scores, whole_grad = gradient(10**9)
+    assert torch.allclose(shared_scores, whole_scores, atol=1e-4)
+    assert torch.allclose(shared_grad, whole_grad, atol=1e-4, rtol=1e-3)
