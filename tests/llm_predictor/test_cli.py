@@ -135,7 +135,7 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     # ranked methods and baselines see every eval label; the methods that generate text the sampled users'
     n_labels = {m: n for m, e, n in results.select("method", "eval_set", "n_labels").iter_rows() if e == "v1"}
     assert n_labels["behaviour_ranked_open"] == n_labels["sft_single_ranked"] == n_labels["most_recent"]
-    assert n_labels["sft_list"] < n_labels["most_recent"]  # the nano preset samples 6 eval users
+    assert n_labels["sft_single_beam"] < n_labels["most_recent"]  # the nano preset samples 6 eval users
     ablation = pl.read_parquet(run_root / "llm_eval" / "ablation.parquet")
     assert ablation.height == len(GROUPS) + 3
     assert (run_root / "llm_eval" / "results.md").read_text().startswith("### ")
@@ -145,7 +145,7 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     v1_labels = results.filter((pl.col("method") == "most_recent") & (pl.col("eval_set") == "v1"))["n_labels"].item()
     mechanisms = beside.filter(pl.col("method") == "most_recent").select(pl.sum_horizontal(pl.col("^labels_.*$")))
     assert mechanisms.item() == v1_labels  # every label's mechanism
-    assert beside.filter(pl.col("method") == "sft_list")["labels"].item() == n_labels["sft_list"]  # its own users
+    assert beside.filter(pl.col("method") == "sft_single_beam")["labels"].item() == n_labels["sft_single_beam"]
     effect = pl.read_parquet(run_root / "llm_eval" / "grpo_effect.parquet")  # GRPO beside its initialisation
     assert effect.select("method", "reference").rows() == [("grpo_ranked", "sft_single_ranked"),
                                                             ("grpo_ranked_open", "sft_single_ranked_open")]
