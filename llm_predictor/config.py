@@ -133,6 +133,8 @@ class LLMConfig:
         require(self.preset_pool_size >= 1, "preset_pool_size", "must be >= 1")
         require(self.tokenizer_prompt_sample >= 0, "tokenizer_prompt_sample", "must be >= 0")
         require(self.grpo_init in ("sft_single", "sft_list"), "grpo_init", "must be sft_single or sft_list")
+        require(self.grpo.policy == "text" or self.grpo_init == "sft_single", "grpo_init",
+                "the names policy ranks the 1-advertiser model's names: set grpo_init=sft_single, or grpo.policy=text")
         require(self.sft_init in ("pretrain", "behaviour"), "sft_init", "must be pretrain or behaviour")
         for name in ("serving_max_users", "heldout_max_users"):
             value = getattr(self, name)

@@ -171,7 +171,7 @@ def _names_trainer(config: GRPOStageConfig, reference=None):
     import torch
     from transformers import Trainer
 
-    from llm_predictor.name_ranking import name_scores, prepare_names
+    from llm_predictor.name_ranking import name_scores, prefill_tokens, prepare_names
 
     class NameListGRPOTrainer(Trainer):
         def __init__(self, *args, **kwargs):
@@ -182,10 +182,9 @@ def _names_trainer(config: GRPOStageConfig, reference=None):
             names, name_ids = prepare_names(self.processing_class, inputs["allowed_names"])
             with self.accelerator.autocast():  # bf16 as the wrapped `model.forward`
                 scores = name_scores(model, self.processing_class, inputs["prompt"], name_ids)
-            prompt_ids = self.processing_class(inputs["prompt"], add_special_tokens=False)["input_ids"]
             if model.training:  # the tokens through the forward and backward pass, for tokens/s
-                self.state.num_input_tokens_seen += sum(map(len, prompt_ids)) + sum(len(t) for ids in name_ids
-                                                                                      for t in ids)
+                self.state.num_input_tokens_seen += prefill_tokens(self.processing_class, inputs["prompt"]) + sum(
+                    len(t) for ids in name_ids for t in ids)
             lists, lengths = sample_name_lists(scores, config.num_generations, config.temperature)
             greedy = scores.detach().topk(lists.shape[2], dim=-1).indices.unsqueeze(1)
             targets = inputs["target_advertiser"]
@@ -241,6 +240,8 @@ def grpo_names(model_dir: Path, prompts: list[str], allowed_names: list[list[str
         train_dataset=dataset, processing_class=tokenizer,
         data_collator=lambda rows: {key: [row[key] for row in rows] for key in rows[0]},
     )
+    if reference is not None:
+        reference.to(trainer.args.device)  # the Trainer places only the model it trains
     summary = run_trainer(trainer, output_dir)
     logged = [entry for entry in trainer.state.log_history if "reward" in entry]
     summary.update(rewards=[entry["reward"] for entry in logged],

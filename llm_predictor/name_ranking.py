@@ -52,6 +52,19 @@ def _shared_prefix(ids: list[list[int]]) -> int:
     return min(shared, shortest - 1)
 
 
+def _shared_tokens(ids: list[list[int]]) -> int:
+    """How many leading tokens `_prefill` runs once for the batch `ids` (0: none)."""
+    shared = _shared_prefix(ids) if len(ids) > 1 else 0
+    return shared if shared >= SHARED_PREFIX_MIN_TOKENS else 0
+
+
+def prefill_tokens(tokenizer, prompts: list[str]) -> int:
+    """The tokens `_prefill` runs for `prompts`: the shared prefix once, then each prompt's own tokens."""
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    shared = _shared_tokens(ids)
+    return shared + sum(len(row) - shared for row in ids)
+
+
 def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Prefill:
     """Run the prompts once, keeping the graph when `is_grad` (GRPO trains through the scores). The tokens all
     prompts share (the paper's template header: role, requirements, preset pool, ~40% of a 1-advertiser prompt)
@@ -65,9 +78,7 @@ def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Pr
     if tokenizer.padding_side != "left":
         raise ValueError("name ranking needs a left-padding tokenizer (as `load_tokenizer` makes)")
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    shared = _shared_prefix(ids) if len(prompts) > 1 else 0
-    if shared < SHARED_PREFIX_MIN_TOKENS:
-        shared = 0
+    shared = _shared_tokens(ids)
     own = tokenizer.pad({"input_ids": [row[shared:] for row in ids]}, return_tensors="pt").to(model.device)
     with torch.set_grad_enabled(is_grad):
         if not shared:
@@ -171,12 +182,13 @@ def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[l
 
 
 def name_scores(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]], name_end: str = "eos"):
-    """Differentiable log P(name, then its end | prompt) of every name of each prompt, one forward pass
-    over the prompts and one over their packed names: a (prompts, max names) float32 tensor, -inf past a
-    prompt's names. What listwise GRPO (`grpo.py`) trains through; `name_logprobs` is its no-grad twin."""
+    """Differentiable (when grad is enabled) log P(name, then its end | prompt) of every name of each prompt,
+    one forward pass over the prompts and one over their packed names: a (prompts, max names) float32 tensor,
+    -inf past a prompt's names. What listwise GRPO (`grpo.py`) trains through; `name_logprobs` is its no-grad
+    twin."""
     import torch
 
-    prefilled = _prefill(model, tokenizer, prompts, is_grad=True)
+    prefilled = _prefill(model, tokenizer, prompts, is_grad=torch.is_grad_enabled())
     scores = _score_tensor(model, prefilled, list(range(len(prompts))), name_ids,
                            end_token_ids(tokenizer, name_end))
     counts = torch.tensor([len(ids) for ids in name_ids], device=scores.device)

@@ -59,8 +59,8 @@ def test_list_logprob_is_a_distribution_over_ordered_lists():
 def test_list_logprob_counts_only_a_prompts_own_length():
     """A prompt with 2 names draws a list of 2; the positions past it add nothing, not nan, to the value or
     the gradient."""
-    scores = torch.tensor([[0.0, -1.0, float("-inf")]], requires_grad=True)
-    value = list_logprob(scores, torch.tensor([[[1, 0, 2]]]), torch.tensor([2]), 1.0)
+    scores = torch.tensor([[0.0, -1.0, float("-inf"), float("-inf")]], requires_grad=True)
+    value = list_logprob(scores, torch.tensor([[[1, 0, 2, 3]]]), torch.tensor([2]), 1.0)  # 2 padded: log 1/2 each
     assert float(value) == pytest.approx(float(torch.log_softmax(scores[0, :2], 0)[1]), abs=1e-6)  # then log 1
     value.sum().backward()
     assert torch.isfinite(scores.grad).all()
@@ -121,7 +121,8 @@ def test_names_policy_grpo_ranks_the_target_higher_and_resumes(base_dir, tmp_pat
     before = _target_rank(base_dir)
     summary = grpo_names(base_dir, PROMPTS, allowed, targets, config, tmp_path, show_progress=False)
     assert summary["steps"] == 60 and summary["examples_target_not_allowed"] == 1
-    assert summary["examples"] == len(PROMPTS) - 1 and len(summary["rewards"]) == len(summary["greedy_rewards"])
+    assert summary["examples"] == len(PROMPTS) - 1 and len(summary["rewards"]) == len(summary["greedy_rewards"]) == 7
+    assert summary["tokens_seen"] > 0
     after = _target_rank(tmp_path / "model")
     assert after < before - 1.0, (before, after)
     assert plot_reward_curves(summary, tmp_path / "rewards.png", "t").stat().st_size > 0
@@ -130,9 +131,11 @@ def test_names_policy_grpo_ranks_the_target_higher_and_resumes(base_dir, tmp_pat
 
 
 def test_first_name_kl_is_the_kl_divergence_over_the_names():
-    scores = torch.tensor([[0.0, -1.0, float("-inf")], [-0.5, -0.5, -3.0]])
-    reference = torch.tensor([[-1.0, 0.0, float("-inf")], [-0.5, -0.5, -3.0]])
-    p, q = torch.softmax(scores[0, :2] / 2, 0), torch.softmax(reference[0, :2] / 2, 0)
+    """Unequal, non-mirrored rows: KL(p || q) differs from KL(q || p), so swapped arguments fail."""
+    scores = torch.tensor([[0.0, -1.0, -3.0, float("-inf")], [-0.5, -0.5, -3.0, -1.0]])
+    reference = torch.tensor([[-2.0, 0.0, -0.2, float("-inf")], [-0.5, -0.5, -3.0, -1.0]])
+    p, q = torch.softmax(scores[0, :3] / 2, 0), torch.softmax(reference[0, :3] / 2, 0)
+    assert float((p * (p / q).log()).sum()) != pytest.approx(float((q * (q / p).log()).sum()), abs=1e-3)
     got = first_name_kl(scores, reference, temperature=2.0)
     assert got.tolist() == pytest.approx([float((p * (p / q).log()).sum()), 0.0], abs=1e-6)
 
@@ -140,7 +143,7 @@ def test_first_name_kl_is_the_kl_divergence_over_the_names():
 def _moved(base_dir, tmp_path, beta: float) -> float:
     """Mean first-name KL of the trained model from the initial one, on the training prompts."""
     config = GRPOStageConfig(train=TrainConfig(max_steps=20, batch_size=7, learning_rate=1e-2, warmup_steps=0,
-                                               logging_steps=10, save_steps=20, is_bf16=False),
+                                               logging_steps=10, save_steps=20, is_bf16=False, seed=1),
                              num_generations=8, beta=beta)
     allowed = [NAMES] * len(PROMPTS)
     grpo_names(base_dir, PROMPTS, allowed, TARGETS, config, tmp_path, show_progress=False)
