@@ -123,14 +123,18 @@ def sample_name_lists(scores, num_generations: int, temperature: float, length: 
     return keys.topk(min(length, scores.shape[1]), dim=-1).indices, lengths
 
 
+def _policy_logits(scores, temperature: float):
+    """scores / temperature, float32, with no name (-inf) floored at -1e4 first: a list shorter than the
+    drawn width would otherwise give -inf - -inf = nan past its length, and nan gradients even where masked."""
+    return scores.float().nan_to_num(neginf=-1e4) / temperature
+
+
 def list_logprob(scores, lists, lengths, temperature: float):
     """log pi(list) under the Plackett-Luce policy of `scores` / temperature (module docstring): (prompts,
     generations), summed over each prompt's first `lengths` positions; differentiable in `scores`."""
     import torch
 
-    # no name (-inf) -> a finite floor: a list shorter than `lists` would otherwise give -inf - -inf = nan
-    # past its length, and nan gradients even where masked out
-    logits = scores.float().nan_to_num(neginf=-1e4) / temperature  # (P, N)
+    logits = _policy_logits(scores, temperature)  # (P, N)
     drawn = torch.nn.functional.one_hot(lists, logits.shape[1]).bool()  # (P, G, L, N)
     before = drawn.cumsum(dim=2).bool() & ~drawn  # names drawn at an earlier position
     remaining = logits[:, None, None, :].masked_fill(before, float("-inf"))
@@ -142,10 +146,15 @@ def list_logprob(scores, lists, lengths, temperature: float):
 def list_rewards(names: list[list[str]], lists: np.ndarray, lengths: np.ndarray, targets: list[str]) -> np.ndarray:
     """Eq. 1-5 of each sampled list (prompts, generations): R_match at the target's position minus the
     length penalty of the advertiser list (there are no interests: their penalty would be one constant)."""
-    from llm_predictor.reward import length_penalty, match_reward
+    from llm_predictor.reward import key_match_reward, length_penalty
+    from synthetic_data.names import normalise_name
 
-    return np.array([[match_reward([found[i] for i in drawn[:length]], target) - length_penalty(length, N_ADVERTISERS)
-                      for drawn in group] for found, group, length, target in zip(names, lists, lengths, targets)])
+    rewards = []
+    for found, group, length, target in zip(names, lists, lengths, targets):
+        keys, target_key = [normalise_name(name) for name in found], normalise_name(target)  # once a prompt
+        rewards.append([key_match_reward([keys[i] for i in drawn[:length]], target_key)
+                        - length_penalty(length, N_ADVERTISERS) for drawn in group])
+    return np.array(rewards)
 
 
 def group_advantages(rewards):
@@ -159,8 +168,7 @@ def first_name_kl(scores, reference_scores, temperature: float):
     prompt: how far the first name's distribution moved from the initial model's; differentiable in `scores`."""
     import torch
 
-    logp, logq = (torch.log_softmax(x.float().nan_to_num(neginf=-1e4) / temperature, dim=-1)
-                  for x in (scores, reference_scores))
+    logp, logq = (torch.log_softmax(_policy_logits(x, temperature), dim=-1) for x in (scores, reference_scores))
     return (logp.exp() * (logp - logq)).sum(dim=-1)
 
 
@@ -171,7 +179,7 @@ def _names_trainer(config: GRPOStageConfig, reference=None):
     import torch
     from transformers import Trainer
 
-    from llm_predictor.name_ranking import name_scores, prefill_tokens, prepare_names
+    from llm_predictor.name_ranking import name_scores, prepare_names
 
     class NameListGRPOTrainer(Trainer):
         def __init__(self, *args, **kwargs):
@@ -181,10 +189,9 @@ def _names_trainer(config: GRPOStageConfig, reference=None):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             names, name_ids = prepare_names(self.processing_class, inputs["allowed_names"])
             with self.accelerator.autocast():  # bf16 as the wrapped `model.forward`
-                scores = name_scores(model, self.processing_class, inputs["prompt"], name_ids)
+                scores, tokens = name_scores(model, self.processing_class, inputs["prompt"], name_ids)
             if model.training:  # the tokens through the forward and backward pass, for tokens/s
-                self.state.num_input_tokens_seen += prefill_tokens(self.processing_class, inputs["prompt"]) + sum(
-                    len(t) for ids in name_ids for t in ids)
+                self.state.num_input_tokens_seen += tokens
             lists, lengths = sample_name_lists(scores, config.num_generations, config.temperature)
             greedy = scores.detach().topk(lists.shape[2], dim=-1).indices.unsqueeze(1)
             targets = inputs["target_advertiser"]
@@ -196,7 +203,7 @@ def _names_trainer(config: GRPOStageConfig, reference=None):
             loss = -(group_advantages(rewards) * logprobs / lengths[:, None]).mean()
             if config.beta:
                 with torch.no_grad(), self.accelerator.autocast():
-                    reference_scores = name_scores(reference, self.processing_class, inputs["prompt"], name_ids)
+                    reference_scores = name_scores(reference, self.processing_class, inputs["prompt"], name_ids).scores
                 loss = loss + config.beta * first_name_kl(scores, reference_scores, config.temperature).mean()
             return (loss, None) if return_outputs else loss
 

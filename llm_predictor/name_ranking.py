@@ -40,6 +40,14 @@ class _Prefill(NamedTuple):
     mask: object
     first_logprobs: object  # (prompts, vocabulary) float32
     pad_token_id: int
+    tokens: int  # the tokens the prefill ran: a shared prefix once, then each prompt's own
+
+
+class NameScores(NamedTuple):
+    """`name_scores`' result: the scores, and the tokens its two forward passes ran (for tokens/s)."""
+
+    scores: object  # (prompts, max names) float32, -inf past a prompt's names
+    tokens: int
 
 
 SHARED_PREFIX_MIN_TOKENS = 16  # a shorter common prefix is not worth its own forward pass
@@ -47,22 +55,15 @@ SHARED_PREFIX_MIN_TOKENS = 16  # a shorter common prefix is not worth its own fo
 
 def _shared_prefix(ids: list[list[int]]) -> int:
     """The number of leading tokens every prompt of `ids` shares, leaving each at least one token of its own."""
-    first, shortest = ids[0], min(map(len, ids))
-    shared = next((i for i in range(shortest) if any(row[i] != first[i] for row in ids)), shortest)
-    return min(shared, shortest - 1)
+    import os.path
+
+    return min(len(os.path.commonprefix(ids)), min(map(len, ids)) - 1)
 
 
 def _shared_tokens(ids: list[list[int]]) -> int:
     """How many leading tokens `_prefill` runs once for the batch `ids` (0: none)."""
     shared = _shared_prefix(ids) if len(ids) > 1 else 0
     return shared if shared >= SHARED_PREFIX_MIN_TOKENS else 0
-
-
-def prefill_tokens(tokenizer, prompts: list[str]) -> int:
-    """The tokens `_prefill` runs for `prompts`: the shared prefix once, then each prompt's own tokens."""
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    shared = _shared_tokens(ids)
-    return shared + sum(len(row) - shared for row in ids)
 
 
 def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Prefill:
@@ -80,11 +81,12 @@ def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Pr
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     shared = _shared_tokens(ids)
     own = tokenizer.pad({"input_ids": [row[shared:] for row in ids]}, return_tensors="pt").to(model.device)
+    tokens = shared + sum(len(row) - shared for row in ids)
     with torch.set_grad_enabled(is_grad):
         if not shared:
             cache, first = prefill(model, own["input_ids"], own["attention_mask"])
             return _Prefill(cache, own["attention_mask"], torch.log_softmax(first.float(), dim=-1),
-                            tokenizer.pad_token_id)
+                            tokenizer.pad_token_id, tokens)
         prefix = torch.tensor([ids[0][:shared]], device=model.device)
         cache, _ = prefill(model, prefix, torch.ones_like(prefix))
         cache.batch_repeat_interleave(len(prompts))
@@ -93,7 +95,7 @@ def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Pr
         first = model(input_ids=own["input_ids"], attention_mask=mask,
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:], past_key_values=cache,
                       use_cache=True, logits_to_keep=1).logits[:, -1]
-    return _Prefill(cache, mask, torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id)
+    return _Prefill(cache, mask, torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id, tokens)
 
 
 def end_token_ids(tokenizer, name_end: str) -> list[int]:
@@ -181,19 +183,21 @@ def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[l
     return [scores[row, :len(found)] for row, found in enumerate(requests)]
 
 
-def name_scores(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]], name_end: str = "eos"):
+def name_scores(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]],
+                name_end: str = "eos") -> NameScores:
     """Differentiable (when grad is enabled) log P(name, then its end | prompt) of every name of each prompt,
     one forward pass over the prompts and one over their packed names: a (prompts, max names) float32 tensor,
-    -inf past a prompt's names. What listwise GRPO (`grpo.py`) trains through; `name_logprobs` is its no-grad
-    twin."""
+    -inf past a prompt's names, and the tokens both passes ran. What listwise GRPO (`grpo.py`) trains
+    through; `name_logprobs` is its no-grad twin."""
     import torch
 
     prefilled = _prefill(model, tokenizer, prompts, is_grad=torch.is_grad_enabled())
     scores = _score_tensor(model, prefilled, list(range(len(prompts))), name_ids,
                            end_token_ids(tokenizer, name_end))
     counts = torch.tensor([len(ids) for ids in name_ids], device=scores.device)
-    return scores.masked_fill(torch.arange(scores.shape[1], device=scores.device) >= counts.unsqueeze(1),
-                              float("-inf"))
+    return NameScores(scores.masked_fill(torch.arange(scores.shape[1], device=scores.device) >= counts.unsqueeze(1),
+                                         float("-inf")),
+                      prefilled.tokens + sum(len(name) for ids in name_ids for name in ids))
 
 
 def name_logprobs(model, tokenizer, prompts: list[str], name_ids: list[list[list[int]]],

@@ -39,11 +39,11 @@ def match_reward(advertisers: Sequence[str], target: str) -> float:
 
     The floor past position 20 (not in the paper) keeps a hit from ever scoring below a miss.
     """
-    return _key_match_reward([normalise_name(name) for name in advertisers], normalise_name(target))
+    return key_match_reward([normalise_name(name) for name in advertisers], normalise_name(target))
 
 
-def _key_match_reward(keys: Sequence[str], target_key: str) -> float:
-    """`match_reward` on names already keyed by `normalise_name`."""
+def key_match_reward(keys: Sequence[str], target_key: str) -> float:
+    """`match_reward` on names already keyed by `normalise_name` (GRPO keys each prompt's names once)."""
     if target_key not in keys:
         return 0.0
     i = keys.index(target_key) + 1
@@ -59,7 +59,7 @@ def total_reward(advertisers: Sequence[str], interests: Sequence[str], target: s
     """Eq. 1: R_total = R_match - P_len(n_adv, 20) - P_len(n_interest, 5), over distinct names."""
     distinct_advertisers = list(dict.fromkeys(normalise_name(name) for name in advertisers))
     distinct_interests = {normalise_name(name) for name in interests}
-    return (_key_match_reward(distinct_advertisers, normalise_name(target))
+    return (key_match_reward(distinct_advertisers, normalise_name(target))
             - length_penalty(len(distinct_advertisers), N_ADVERTISERS)
             - length_penalty(len(distinct_interests), N_INTERESTS))
 

@@ -120,6 +120,11 @@ def share_cell(row: dict, k: int) -> str:
     return f"{row[f'recall_at_{k}']:.3f} [{row[f'recall_at_{k}_low']:.3f}, {row[f'recall_at_{k}_high']:.3f}]"
 
 
+def difference_cell(row: dict, name: str) -> str:
+    """A signed difference of shares with its interval (columns `name`, `name`_low, `name`_high)."""
+    return f"{row[name]:+.3f} [{row[f'{name}_low']:+.3f}, {row[f'{name}_high']:+.3f}]"
+
+
 def served_method(root: Path) -> str:
     """The method the demo serves (`SERVED_METHOD`), resolved: `chosen` is the one its `llm_choice` stage
     recorded (the name itself when that stage has not run)."""
@@ -158,8 +163,7 @@ def recall_row(root: Path) -> VerdictRow:
         return _not_measured(use, paper, f"no paired comparison of `{name}` with the most-recent list "
                                          "(`llm_eval/complementarity.parquet`)")
     row = rows.row(0, named=True)
-    difference = (f"{row['recall_at_20_minus_reference']:+.3f} [{row['recall_at_20_minus_reference_low']:+.3f}, "
-                  f"{row['recall_at_20_minus_reference_high']:+.3f}]")
+    difference = difference_cell(row, "recall_at_20_minus_reference")
     versus = f"the most-recent list's on the same {row['labels']:,} labels: {difference}"
     if row["recall_at_20_minus_reference_high"] < 0:
         return VerdictRow(use, measured, paper, checks, MEASURED, f"{effect}, below {versus}")

@@ -21,8 +21,8 @@ from ranking.lift import lift_markdown
 from retrieval.config import OBJECTIVES
 from retrieval.evaluate import compare_objectives, markdown_table
 from simulator.demo import SERVED_METHOD
-from simulator.demo_report import (lessons, llm_training_tables, markdown_rows, recorded_checks, share_cell,
-                                   verdict_rows)
+from simulator.demo_report import (difference_cell, lessons, llm_training_tables, markdown_rows, recorded_checks,
+                                   share_cell, verdict_rows)
 from simulator.report import (comparison_table, coverage_line, exposure_lines, interval_cell, number_cell, percent,
                               power_lines, srm_line, verdict)
 from simulator.sensitivity import (check_dose_response, finding, rankers_markdown, reachable_range,
@@ -138,13 +138,8 @@ def grpo_effect_lines(run: Path) -> list[str]:
     if not path.exists():
         return []
 
-    ks = (1, 5, 20)
-
-    def delta(row: dict, k: int) -> str:
-        name = f"delta_recall_at_{k}"
-        return f"{row[name]:+.3f} [{row[name + '_low']:+.3f}, {row[name + '_high']:+.3f}]"
-
-    rows = [[f"`{row['method']}`", f"`{row['reference']}`", f"{row['n_labels']:,}", *(delta(row, k) for k in ks)]
+    rows = [[f"`{row['method']}`", f"`{row['reference']}`", f"{row['n_labels']:,}",
+             *(difference_cell(row, f"delta_recall_at_{k}") for k in (1, 5, 20))]
             for row in pl.read_parquet(path).iter_rows(named=True)]
     return ["GRPO over its initialisation, on the same V1 labels (paired Tango intervals of the difference):", "",
             *markdown_rows(["method", "initialisation", "labels", "Δ Recall@1", "Δ Recall@5", "Δ Recall@20"], rows), ""]

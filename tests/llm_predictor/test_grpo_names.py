@@ -93,7 +93,9 @@ def test_name_scores_are_differentiable_name_logprobs(base_dir):
 
     model, tokenizer = load_model(base_dir), load_tokenizer(base_dir)
     _, ids = prepare_names(tokenizer, [NAMES, NAMES[:3]])
-    scores = name_scores(model, tokenizer, PROMPTS[:2], ids)
+    scores, tokens = name_scores(model, tokenizer, PROMPTS[:2], ids)
+    prompt_tokens = sum(map(len, tokenizer(PROMPTS[:2], add_special_tokens=False)["input_ids"]))
+    assert tokens == prompt_tokens + sum(len(name) for found in ids for name in found)  # no shared header here
     assert scores.requires_grad and torch.isinf(scores[1, 3:]).all()
     expected = name_logprobs(model, tokenizer, PROMPTS[:2], ids)
     for row, want in zip(scores.detach().numpy(), expected):
@@ -150,8 +152,8 @@ def _moved(base_dir, tmp_path, beta: float) -> float:
     tokenizer = load_tokenizer(base_dir)
     _, ids = prepare_names(tokenizer, allowed[:len(NAMES)])
     with torch.no_grad():
-        before = name_scores(load_model(base_dir), tokenizer, PROMPTS[:len(NAMES)], ids)
-        after = name_scores(load_model(tmp_path / "model"), tokenizer, PROMPTS[:len(NAMES)], ids)
+        before = name_scores(load_model(base_dir), tokenizer, PROMPTS[:len(NAMES)], ids).scores
+        after = name_scores(load_model(tmp_path / "model"), tokenizer, PROMPTS[:len(NAMES)], ids).scores
     return float(first_name_kl(after, before, 1.0).mean())
 
 
@@ -173,11 +175,13 @@ def test_gradients_through_a_shared_header_equal_those_without_it(base_dir, monk
     def gradient(minimum: int):
         monkeypatch.setattr(name_ranking, "SHARED_PREFIX_MIN_TOKENS", minimum)
         model = load_model(base_dir)
-        scores = name_scores(model, tokenizer, prompts, ids)
+        scores, tokens = name_scores(model, tokenizer, prompts, ids)
         scores[torch.isfinite(scores)].sum().backward()
-        return scores.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return scores.detach(), tokens, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
-    shared_scores, shared_grad = gradient(16)
-    whole_scores, whole_grad = gradient(10**9)
+    shared_scores, shared_tokens, shared_grad = gradient(16)
+    whole_scores, whole_tokens, whole_grad = gradient(10**9)
+    header_tokens = name_ranking._shared_prefix(tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    assert whole_tokens - shared_tokens == 2 * header_tokens  # the header ran once, not for each of 3 prompts
     assert torch.allclose(shared_scores, whole_scores, atol=1e-4)
     assert torch.allclose(shared_grad, whole_grad, atol=1e-4, rtol=1e-3)
