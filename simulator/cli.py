@@ -41,6 +41,27 @@ NightlyOption = Annotated[str, typer.Option(
 NightlyUsersOption = Annotated[int, typer.Option(help="--nightly llm: users re-inferred per night (a seeded sample "
                                                       "of the day's active users; the inference budget)")]
 ObjectiveOption = Annotated[str, typer.Option(help="two-tower objective of the trained stack (its retrieval_* stages)")]
+EngineOption = Annotated[str, typer.Option(help="local (one market after the other) or ray (the independent markets as "
+                                                "Ray tasks of one CPU each): the same numbers, the same stage record")]
+AddressOption = Annotated[Optional[str], typer.Option(
+    help="--engine ray: the Ray cluster to join (auto, ray://host:10001); default a local ray.init() on every core")]
+
+
+def _start_engine(engine: str, address: Optional[str]) -> None:
+    """Check --engine and --address and, for ray, start or join the cluster (errors exit 2)."""
+    from rich.console import Console
+
+    from synthetic_data.ray_cluster import connect, require_engine
+
+    try:
+        require_engine(engine)
+        if address is not None and engine != "ray":
+            raise ValueError(f"--address {address} joins a Ray cluster: give it with --engine ray")
+        if engine == "ray":
+            connect(address)
+    except (ImportError, ValueError) as error:
+        Console().print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
 
 
 def _prepare(run: Path, config: Optional[Path], overrides: Optional[list[str]], stack: str,
@@ -107,13 +128,16 @@ def ab(run: RunOption = Path("runs/demo"), config: ConfigOption = None, set_: Se
        stack: StackOption = "trained", predictions: PredictionsOption = None, objective: ObjectiveOption = "clicks",
        nightly: NightlyOption = "history", nightly_users: NightlyUsersOption = 100,
        force: Annotated[bool, typer.Option(help="re-run even if ab/ is complete with this config")] = False,
-       quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+       quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+       engine: EngineOption = "local", address: AddressOption = None) -> None:
     """Offline A/B experiment on the simulated market (paper Table 6): writes <run>/ab/."""
     from simulator.stages import ab_stage
 
+    _start_engine(engine, address)
     console, folder, experiment, world_tables, market_stack, label, _ = _prepare(
         run, config, set_, stack, predictions, objective, nightly, nightly_users)
-    summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force)
+    summary = ab_stage(folder, experiment, world_tables, market_stack, label, progress=not quiet, force=force,
+                       engine=engine)
     typer.echo((folder.root / "ab" / "report.md").read_text())
     console.print(f"A/B done in {summary['seconds']} s; wrote {folder.root / 'ab'}")
 
@@ -128,7 +152,8 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
           objective: ObjectiveOption = "clicks", nightly: NightlyOption = "history",
           nightly_users: NightlyUsersOption = 100,
           force: Annotated[bool, typer.Option(help="re-run even if sweep/ is complete with this config")] = False,
-          quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+          quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+          engine: EngineOption = "local", address: AddressOption = None) -> None:
     """Sweep the LLM generator's L0 quota: RoAS, diversity and survival per quota, with plots."""
     from simulator.stages import sweep_stage
 
@@ -136,10 +161,11 @@ def sweep(quota: Annotated[str, typer.Option(help="comma-separated L0 quotas; th
         quotas = [int(q) for q in quota.split(",") if q.strip()]
     except ValueError as error:
         raise typer.BadParameter(f"--quota must be comma-separated integers like 0,25,50, got {quota!r}") from error
+    _start_engine(engine, address)
     console, folder, experiment, world_tables, market_stack, label, llm_source = _prepare(
         run, config, set_, stack, predictions, objective, nightly, nightly_users, tuple(quotas), source)
     summary = sweep_stage(folder, experiment, world_tables, market_stack, label, source or llm_source, quotas,
-                          progress=not quiet, force=force)
+                          progress=not quiet, force=force, engine=engine)
     typer.echo((folder.root / "sweep" / "report.md").read_text())
     console.print(f"sweep done in {summary['seconds']} s; wrote {folder.root / 'sweep'} and {folder.root / 'plots'}")
 
@@ -209,7 +235,11 @@ def sensitivity(run: RunOption = Path("runs/demo"),
                 set_: Annotated[Optional[list[str]], typer.Option(
                     "--set", help="override a field: e.g. tolerance=0.05, experiment.simulation.days=1")] = None,
                 force: Annotated[bool, typer.Option(help="re-measure every source even if complete")] = False,
-                quiet: Annotated[bool, typer.Option(help="no progress bars")] = False) -> None:
+                quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+                engine: Annotated[str, typer.Option(help="local or ray (each source's A/B as a Ray task while this "
+                                                         "process measures the next sources' lists and Table 5): "
+                                                         "the same numbers, the same records")] = "local",
+                address: AddressOption = None) -> None:
     """Dose-response (issue #15): Table 5 and the A/B against Recall@20 for the oracle at each q, the random
     control and each --method; writes <run>/sensitivity/ and plots/sensitivity_*.png."""
     import json
@@ -225,6 +255,7 @@ def sensitivity(run: RunOption = Path("runs/demo"),
         grid = None if q_grid is None else [float(q) for q in q_grid.split(",")]
     except ValueError as error:
         raise typer.BadParameter(f"--q-grid must be comma-separated numbers like 0,0.5,1, got {q_grid!r}") from error
+    _start_engine(engine, address)
     chosen = {"q_grid": grid, "parts": parts and [part.strip() for part in parts.split(",")], "stack": stack,
               "llm_preset": llm_preset}
     try:
@@ -232,7 +263,7 @@ def sensitivity(run: RunOption = Path("runs/demo"),
         overrides += [override for spec in method or [] for override in method_overrides(spec)] + list(set_ or [])
         resolved = load_config(SensitivityConfig, path=config, overrides=overrides,
                                base={"experiment": {"arms": trained_arms()}} if stack == "trained" else None)
-        summary = sensitivity_stage(run, resolved, progress=not quiet, force=force)
+        summary = sensitivity_stage(run, resolved, progress=not quiet, force=force, engine=engine)
     except (FileNotFoundError, ValueError) as error:  # ConfigError and SchemaError are ValueErrors
         console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from error

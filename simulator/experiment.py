@@ -25,16 +25,18 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
+from blending.blend import BlendConfig
 from blending.diversity import diversity_measures
-from simulator.config import ArmConfig, ExperimentConfig
+from simulator.config import ArmConfig, ExperimentConfig, SimulationConfig
 from simulator.engine import SimulationResult, Stack, simulate, simulation_start
 from simulator.power import POWER, achieved_mde, per_user_log_ratio_variance, planned_log_standard_error, relative_mde
 from simulator.random_streams import uniforms
 from simulator.stats import Comparison, RatioMetric, SampleRatioCheck, compare, is_underpowered, sample_ratio_mismatch
-from simulator.traffic import traffic_tables
+from simulator.traffic import TrafficTables, traffic_tables
 from synthetic_data import schema
 from synthetic_data.config_io import ConfigError
 from synthetic_data.intervals import bootstrap_interval, holm_adjust, proportion_interval
+from synthetic_data.ray_cluster import map_tasks
 from synthetic_data.schema import World
 
 METRICS = (
@@ -63,6 +65,7 @@ class ExperimentResult:
     funnels: pl.DataFrame
     srm: SampleRatioCheck
     results: dict[str, SimulationResult]
+    replay: SimulationResult | None = None  # the paired A/A's replay of the control arm (run_ab's aa_replay)
 
 
 def assign_arms(user_ids: np.ndarray, n_arms: int, salt: int) -> np.ndarray:
@@ -209,9 +212,34 @@ def arms_table(config: ExperimentConfig, results: dict[str, SimulationResult], f
     return pl.DataFrame(rows).with_columns(pl.col("is_treatment_measured").cast(pl.Boolean))
 
 
-def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool = False) -> ExperimentResult:
+@dataclass(frozen=True)
+class MarketRun:
+    """One market to simulate: an arm's (or the A/A replay's) blending, users and simulation config."""
+
+    blend: BlendConfig
+    user_ids: np.ndarray
+    simulation: SimulationConfig
+
+
+def simulate_market(run: MarketRun, world: World, stack: Stack, tables: TrafficTables,
+                    progress: bool) -> SimulationResult:
+    """`simulate` one MarketRun: the unit that `map_tasks` runs in this process or as a Ray task (each is
+    deterministic given its config and seed, so the engine changes no number)."""
+    return simulate(world, stack, run.blend, run.user_ids, run.simulation, progress=progress, tables=tables)
+
+
+def aa_replay_run(config: ExperimentConfig, user_ids: np.ndarray) -> MarketRun:
+    """The paired A/A's replay of the control arm on `user_ids`: the same config, another simulation seed."""
+    return MarketRun(config.arms[0].blend, user_ids,
+                     replace(config.simulation, seed=config.simulation.seed + AA_REPLAY_SEED_OFFSET))
+
+
+def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool = False, engine: str = "local",
+           aa_replay: bool = False) -> ExperimentResult:
     """Simulate every arm and compare each treatment arm with the control (the first arm); the planned
-    MDE on RoAS is known (and printed with `progress`) after the control arm, before the treatment arms."""
+    MDE on RoAS is known (and printed with `progress`) after the control arm. engine "ray" simulates the
+    arms (and, with `aa_replay` in the paired design, the A/A's replay: `ExperimentResult.replay`) as Ray
+    tasks, "local" one after the other: the same results (synthetic_data.ray_cluster.map_tasks)."""
     user_ids = np.sort(world.users["user_id"].to_numpy())
     tables = traffic_tables(world)
     covariates = pre_period_covariates(world, config.pre_period_days)
@@ -219,26 +247,33 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
     assignment = assign_arms(user_ids, n_arms, config.salt)
     users_of = {arm.name: user_ids if config.design == "paired" else user_ids[assignment == index]
                 for index, arm in enumerate(config.arms)}
-    results: dict[str, SimulationResult] = {}
-    columns: dict[str, dict[str, np.ndarray]] = {}  # per arm, its _user_columns
-    for index, arm in enumerate(config.arms):
-        arm_users = users_of[arm.name]
-        simulation = (config.simulation if config.design == "paired"
-                      else replace(config.simulation, budget_share=config.simulation.budget_share / n_arms))
-        if arm_users.size == 0:
+    simulation = (config.simulation if config.design == "paired"
+                  else replace(config.simulation, budget_share=config.simulation.budget_share / n_arms))
+    for arm in config.arms:
+        if users_of[arm.name].size == 0:
             raise ValueError(f"arm '{arm.name}' got no users; the world has {user_ids.size} users for {n_arms} arms")
         if progress:
-            print(f"arm {arm.name}: {arm_users.size} users, quotas {arm.blend.quotas}")
-        results[arm.name] = simulate(world, stack, arm.blend, arm_users, simulation, progress=progress, tables=tables)
-        columns[arm.name] = _user_columns(results[arm.name], covariates)
+            print(f"arm {arm.name}: {users_of[arm.name].size} users, quotas {arm.blend.quotas}")
+    runs = [MarketRun(arm.blend, users_of[arm.name], simulation) for arm in config.arms]
+    is_replayed = aa_replay and config.design == "paired"
+    if is_replayed:
+        runs.append(aa_replay_run(config, users_of[config.arms[0].name]))
+    simulated = map_tasks(simulate_market, runs, (world, stack, tables, progress and engine == "local"),
+                          engine=engine, progress=progress and engine == "ray", desc="markets")
+    results: dict[str, SimulationResult] = {}
+    columns: dict[str, dict[str, np.ndarray]] = {}  # per arm, its _user_columns
+    for index, (arm, result) in enumerate(zip(config.arms, simulated)):
+        results[arm.name] = result
+        columns[arm.name] = _user_columns(result, covariates)
         if index == 0:
             planned = planned_mde(columns[arm.name],
                                   {other.name: users_of[other.name].size for other in config.arms[1:]}, config)
             if progress:
                 for name, mde in planned.items():
                     print(f"planned MDE on RoAS ({POWER:.0%} power, alpha {config.alpha}) for arm {name}: {mde:+.1%} "
-                          f"({arm_users.size} control and {users_of[name].size} treatment users over "
+                          f"({users_of[arm.name].size} control and {users_of[name].size} treatment users over "
                           f"{config.simulation.days} simulated day(s))")
+    replay = next(simulated) if is_replayed else None
     tested = compare_arms(config, results, columns)
     served = served_comparisons(config, results, columns, stack.served_users)
     achieved = dict(tested.filter(pl.col("metric") == PRIMARY_METRIC).select("arm", "mde").rows())
@@ -252,7 +287,7 @@ def run_ab(config: ExperimentConfig, world: World, stack: Stack, progress: bool 
     funnels = pl.concat([funnel.with_columns(pl.lit(name).alias("arm")) for name, funnel in funnel_of.items()])
     return ExperimentResult(comparisons=flagged(tested), served=flagged(served) if served.height else served,
                             arms=arms, funnels=funnels,
-                            srm=sample_ratio_check(config, results), results=results)
+                            srm=sample_ratio_check(config, results), results=results, replay=replay)
 
 
 def sample_ratio_check(config: ExperimentConfig, results: dict[str, SimulationResult]) -> SampleRatioCheck:
@@ -400,12 +435,14 @@ def sweep_arms(base: ArmConfig, source: str, quotas: list[int]) -> tuple[ArmConf
 
 
 def run_sweep(config: ExperimentConfig, world: World, stack: Stack, source: str, quotas: list[int],
-              progress: bool = False) -> tuple[pl.DataFrame, ExperimentResult]:
+              progress: bool = False, engine: str = "local") -> tuple[pl.DataFrame, ExperimentResult]:
     """Run one arm per quota of `source` (the first quota is the control) in `config.sweep_design` (paired
     by default: every quota replays the same users with common random numbers) and tabulate the curves:
-    one row per quota with arms_table's columns, the RoAS change (`roas_*`) and concentration_tests'."""
+    one row per quota with arms_table's columns, the RoAS change (`roas_*`) and concentration_tests'.
+    engine "ray" simulates the quotas as Ray tasks (run_ab)."""
     arms = sweep_arms(config.arms[0], source, quotas)
-    result = run_ab(replace(config, arms=arms, design=config.sweep_design), world, stack, progress=progress)
+    result = run_ab(replace(config, arms=arms, design=config.sweep_design), world, stack, progress=progress,
+                    engine=engine)
     columns = ("ci_low", "ci_high", "mde", "p_value", "p_value_adjusted", "arm_users", "nonzero_users",
                "is_underpowered", "is_significant")
     roas = result.comparisons.filter(pl.col("metric") == PRIMARY_METRIC).select(
@@ -449,7 +486,8 @@ def concentration_quota(table: pl.DataFrame) -> int | None:
 
 
 def aa_check(config: ExperimentConfig, world: World, stack: Stack, control: SimulationResult,
-             covariates: pl.DataFrame, n_splits: int, progress: bool = False) -> pl.DataFrame:
+             covariates: pl.DataFrame, n_splits: int, progress: bool = False,
+             replay: SimulationResult | None = None) -> pl.DataFrame:
     """A/A calibration of the design's own test at the A/B's size: `n_splits` re-randomisations of data
     with no treatment, every metric tested as the A/B tests it; about `alpha` of the p-values should fall
     below `alpha` (Kohavi, Tang & Xu 2020, ch. 19). One row per (salt, metric): relative_change, p_value.
@@ -458,16 +496,17 @@ def aa_check(config: ExperimentConfig, world: World, stack: Stack, control: Simu
     control arm replayed on the same users with another simulation seed (the same config, so no effect),
     and for each salt a fair coin per user decides which replay is the "control" (under no effect a
     user's two outcomes are exchangeable); each flip is tested by the paired test. The replay costs one
-    more arm's simulation. Raises ValueError for n_splits < 1.
+    more arm's simulation: `replay` (run_ab's with aa_replay), or simulated here when None.
+    Raises ValueError for n_splits < 1.
     """
     if n_splits < 1:
         raise ValueError(f"the A/A needs at least one re-randomisation, got n_splits = {n_splits}")
     paired = config.design == "paired"
     columns = _user_columns(control, covariates)
     if paired:
-        replay = simulate(world, stack, config.arms[0].blend, control.user_metrics["user_id"].to_numpy(),
-                          replace(config.simulation, seed=config.simulation.seed + AA_REPLAY_SEED_OFFSET),
-                          progress=progress)
+        if replay is None:
+            replay = simulate_market(aa_replay_run(config, control.user_metrics["user_id"].to_numpy()), world, stack,
+                                     traffic_tables(world), progress)
         other = _user_columns(replay, covariates)
         if not np.array_equal(other["user_id"], columns["user_id"]):
             raise ValueError("the A/A replay did not report the control arm's users in the same order")

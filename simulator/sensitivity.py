@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from llm_predictor.metrics import recall_with_intervals
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
@@ -48,6 +47,7 @@ from simulator.stats import compare
 from synthetic_data import schema
 from synthetic_data.config import WorldConfig
 from synthetic_data.config_io import ConfigError, from_dict, require, to_dict
+from synthetic_data.ray_cluster import map_tasks
 from synthetic_data.run_folder import RunFolder, file_digest
 
 STAGE = "sensitivity"
@@ -245,6 +245,12 @@ class StageInputs:
     def builder(self):
         return fit_builder(self.world, self.config.ranking)
 
+    def load_market_inputs(self) -> None:
+        """Load what the A/B markets read (the world, its config, the covariates), so that a copy of these
+        inputs sent to another process carries them instead of reading the run folder per market."""
+        for name in ("world", "world_config", "covariates"):
+            getattr(self, name)
+
     def market(self, serving: pl.DataFrame) -> Stack:
         """The A/B's market serving `serving` lists (no nightly job: the source's lists are what serves)."""
         if self.config.stack == "baseline":
@@ -360,15 +366,13 @@ def lift_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tup
     return columns, {"lift.parquet": summary}
 
 
-def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple[dict, dict[str, pl.DataFrame]]:
-    """The A/B with the source's serving lists: `ab_<metric>` = the treatment arm's relative change (%) against
+def ab_columns(inputs: StageInputs, serving: pl.DataFrame, progress: bool) -> tuple[dict, dict[str, pl.DataFrame]]:
+    """The A/B with the source's `serving` lists: `ab_<metric>` = the treatment arm's relative change (%) against
     the control, `_low`/`_high` its 95% interval, `_p` its p-value, the achieved MDE on RoAS and whether the
     arm measured its treatment (experiment.treatment_check); and its tables: the comparisons and the treatment
     arm's per-user metrics (INFORMATION_USERS, for information_columns)."""
-    if lists.serving is None:
-        return {"ab_reason": "no serving lists given"}, {}
     experiment = inputs.config.experiment
-    result = run_ab(experiment, inputs.world, inputs.market(lists.serving), progress=progress)
+    result = run_ab(experiment, inputs.world, inputs.market(serving), progress=progress)
     treatment = experiment.arms[1].name
     compared = result.comparisons.filter(pl.col("arm") == treatment)
     columns: dict = {"ab_reason": None}
@@ -379,7 +383,7 @@ def ab_columns(inputs: StageInputs, lists: SourceLists, progress: bool) -> tuple
         if row["metric"] == "roas":
             columns["ab_roas_mde"] = row["mde"] * 100
     arm = result.arms.filter(pl.col("arm") == treatment).row(0, named=True)
-    columns |= {"ab_serving_users": lists.serving["user_id"].n_unique(),
+    columns |= {"ab_serving_users": serving["user_id"].n_unique(),
                 "ab_is_treatment_measured": arm["is_treatment_measured"],
                 "ab_treatment_impressions": arm["treatment_impressions"], "ab_treatment_check": arm["treatment_check"]}
     users = user_table(result.results[treatment], inputs.covariates)
@@ -474,39 +478,73 @@ def row_frame(row: dict) -> pl.DataFrame:
                                for name, dtype in frame.schema.items() if dtype == pl.Null])
 
 
-def measure_source(run: RunFolder, source: Source, shared: dict, inputs: StageInputs, progress: bool,
-                   force: bool) -> pl.DataFrame:
-    """The source's row (from its sub-stage when complete with this config, else measured and recorded);
-    an oracle q that cannot be calibrated is a `skipped` row whose reason names the measured limit."""
+@dataclass(frozen=True)
+class Measurement:
+    """A source's row on its way through the stage: begun here (begin_measurement), its A/B measured where the
+    engine runs it (measure_ab), recorded here (record_measurement). `serving`: the lists whose A/B is still to
+    run; `reused`: the row of a sub-stage already complete with this config."""
+
+    stage: str
+    config: dict
+    row: dict = field(default_factory=dict)
+    tables: dict[str, pl.DataFrame | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    serving: pl.DataFrame | None = None
+    reused: pl.DataFrame | None = None
+
+
+def begin_measurement(run: RunFolder, source: Source, shared: dict, inputs: StageInputs, progress: bool,
+                      force: bool) -> Measurement:
+    """The source's row reused from its sub-stage when complete with this config; else its lists and, with
+    the lift part, Table 5, measured in this process (the sources share the without-LLM arm), its A/B left to
+    measure_ab. An oracle q that cannot be calibrated is a `skipped` row whose reason names the measured limit."""
     config = {**shared, **source.identity}
     if not force and run.is_complete(source.stage, config):
-        return pl.read_parquet(run.root / source.stage / "row.parquet")
+        return Measurement(source.stage, config, reused=pl.read_parquet(run.root / source.stage / "row.parquet"))
     started = time.perf_counter()
     head = {"source": source.name, "kind": source.kind, "q": source.q}
-    tables: dict[str, pl.DataFrame | None] = {}
     try:
         lists = source.lists(inputs)
     except CalibrationError as error:
-        row = {**head, "status": "skipped", "reason": str(error)}
-    else:
-        row = {**head, "status": "measured", "reason": None, **lists.columns}
-        if source.keeps_lists:
-            tables |= {"heldout.parquet": lists.heldout, "interests.parquet": lists.interests,
-                       "serving.parquet": lists.serving}
-        for part, measure in (("lift", lift_columns), ("ab", ab_columns)):
-            if part in inputs.config.parts:
-                columns, part_tables = measure(inputs, lists, progress)
-                row |= columns
-                tables |= part_tables
-    row["seconds"] = round(time.perf_counter() - started, 1)
-    folder = run.stage_dir(source.stage)
-    outputs = ["row.parquet", *[name for name, table in tables.items() if table is not None]]
+        return Measurement(source.stage, config, {**head, "status": "skipped", "reason": str(error)},
+                           seconds=time.perf_counter() - started)
+    row = {**head, "status": "measured", "reason": None, **lists.columns}
+    tables = ({"heldout.parquet": lists.heldout, "interests.parquet": lists.interests,
+               "serving.parquet": lists.serving} if source.keeps_lists else {})
+    if "lift" in inputs.config.parts:
+        columns, part_tables = lift_columns(inputs, lists, progress)
+        row |= columns
+        tables |= part_tables
+    if "ab" in inputs.config.parts and lists.serving is None:
+        row["ab_reason"] = "no serving lists given"
+    return Measurement(source.stage, config, row, tables, time.perf_counter() - started,
+                       serving=lists.serving if "ab" in inputs.config.parts else None)
+
+
+def measure_ab(measurement: Measurement, inputs: StageInputs, progress: bool) -> Measurement:
+    """The measurement with its A/B (ab_columns), or unchanged without one to run: the unit that
+    `map_tasks` runs in this process or as a Ray task (the A/B is deterministic given its config)."""
+    if measurement.serving is None:
+        return measurement
+    started = time.perf_counter()
+    columns, tables = ab_columns(inputs, measurement.serving, progress)
+    return replace(measurement, row={**measurement.row, **columns}, tables={**measurement.tables, **tables},
+                   seconds=measurement.seconds + time.perf_counter() - started, serving=None)
+
+
+def record_measurement(run: RunFolder, measurement: Measurement) -> pl.DataFrame:
+    """The source's row: a reused one as read, else written with its tables to its sub-stage and recorded."""
+    if measurement.reused is not None:
+        return measurement.reused
+    row = {**measurement.row, "seconds": round(measurement.seconds, 1)}
+    tables = {name: table for name, table in measurement.tables.items() if table is not None}
+    folder = run.stage_dir(measurement.stage)
     frame = row_frame(row)
     frame.write_parquet(folder / "row.parquet")
     for name, table in tables.items():
-        if table is not None:
-            table.write_parquet(folder / name)
-    run.complete(source.stage, config, outputs, {"status": row["status"], "reason": row["reason"]})
+        table.write_parquet(folder / name)
+    run.complete(measurement.stage, measurement.config, ["row.parquet", *tables],
+                 {"status": row["status"], "reason": row["reason"]})
     return frame
 
 
@@ -814,9 +852,12 @@ def stage_config(run: RunFolder, config: SensitivityConfig) -> dict:
     return shared
 
 
-def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = True, force: bool = False) -> dict:
+def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = True, force: bool = False,
+                      engine: str = "local") -> dict:
     """`adsim sensitivity`: measure every source (reusing each finished one), then write
-    `sensitivity/{table.parquet,report.md}` and `plots/sensitivity_{lift,ab}.png`. Returns the stage
+    `sensitivity/{table.parquet,report.md}` and `plots/sensitivity_{lift,ab}.png`. engine "ray" runs the
+    sources' A/Bs as Ray tasks while this process measures the next sources' lists and Table 5: the same
+    rows, the same records. Returns the stage
     summary (rows, reachable range, the dose-response checks). Raises FileNotFoundError without the world
     (or, for the lift, the impressions; for a trained market, its trained stages), ConfigError for an
     unknown LLM preset, SchemaError for a method's table off its contract."""
@@ -829,8 +870,12 @@ def sensitivity_stage(root: Path, config: SensitivityConfig, progress: bool = Tr
         return run.stage_record(STAGE)["summary"]
     started = time.perf_counter()
     inputs = StageInputs(run.root, config)
-    rows = [measure_source(run, source, shared, inputs, progress, force)
-            for source in tqdm(measured_sources, desc="dose-response sources", disable=not progress)]
+    if engine == "ray" and "ab" in config.parts:
+        inputs.load_market_inputs()  # before map_tasks puts the inputs in Ray's object store, once
+    begun = (begin_measurement(run, source, shared, inputs, progress, force) for source in measured_sources)
+    measured = map_tasks(measure_ab, begun, (inputs, progress and engine == "local"), engine=engine,
+                         progress=progress, desc="dose-response sources")
+    rows = [record_measurement(run, measurement) for measurement in measured]
     table = information_columns(run, config, pl.concat(rows, how="diagonal_relaxed"))
     folder = run.stage_dir(STAGE)
     table.write_parquet(folder / "table.parquet")

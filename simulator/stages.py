@@ -31,18 +31,19 @@ from synthetic_data.schema import World
 
 
 def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
-             progress: bool = True, force: bool = False) -> dict:
+             progress: bool = True, force: bool = False, engine: str = "local") -> dict:
     """Run (or reuse) the A/B experiment; writes ab/{comparisons,arms,funnels,aa}.parquet, ab/report.md (with
-    the funnel per source) and plots/ab_funnel.png."""
+    the funnel per source) and plots/ab_funnel.png. engine "ray" simulates the arms and the A/A's replay as
+    Ray tasks; the record does not name it (the same numbers either way)."""
     config = {"experiment": to_dict(experiment), "stack": stack_label}
     if not force and run.is_complete("ab", config):
         return run.stage_record("ab")["summary"]
     started = time.perf_counter()
-    result = run_ab(experiment, world, stack, progress=progress)
+    result = run_ab(experiment, world, stack, progress=progress, engine=engine, aa_replay=True)
     served = 0 if stack.served_users is None else int(np.size(stack.served_users))
     control = result.results[experiment.arms[0].name]
     aa = aa_check(experiment, world, stack, control, pre_period_covariates(world, experiment.pre_period_days),
-                  experiment.aa_splits, progress=progress)
+                  experiment.aa_splits, progress=progress, replay=result.replay)
     aa_rates = aa_false_positive_rates(aa, experiment.alpha)
     folder = run.stage_dir("ab")
     result.comparisons.write_parquet(folder / "comparisons.parquet")
@@ -74,14 +75,16 @@ def ab_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: 
 
 
 def sweep_stage(run: RunFolder, experiment: ExperimentConfig, world: World, stack: Stack, stack_label: str,
-                source: str, quotas: list[int], progress: bool = True, force: bool = False) -> dict:
+                source: str, quotas: list[int], progress: bool = True, force: bool = False,
+                engine: str = "local") -> dict:
     """Run (or reuse) the L0 quota sweep; writes sweep/{sweep,funnels}.parquet, sweep/report.md (RoAS, the
-    over-concentration section and the funnel per source) and plots/sweep_*.png."""
+    over-concentration section and the funnel per source) and plots/sweep_*.png. engine "ray" simulates the
+    quotas as Ray tasks; the record does not name it (the same numbers either way)."""
     config = {"experiment": to_dict(experiment), "stack": stack_label, "source": source, "quotas": list(quotas)}
     if not force and run.is_complete("sweep", config):
         return run.stage_record("sweep")["summary"]
     started = time.perf_counter()
-    table, result = run_sweep(experiment, world, stack, source, quotas, progress=progress)
+    table, result = run_sweep(experiment, world, stack, source, quotas, progress=progress, engine=engine)
     folder = run.stage_dir("sweep")
     table.write_parquet(folder / "sweep.parquet")
     result.funnels.write_parquet(folder / "funnels.parquet")

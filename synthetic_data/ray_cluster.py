@@ -5,6 +5,10 @@ cluster, so batch inference (`adsim llm predict --engine ray`) and the fan-out o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
 ENGINES = ("local", "ray")
 
 
@@ -31,3 +35,43 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     else:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+
+
+def _one_thread_per_task(function: Callable, item, *shared):
+    """Run one task with one thread per numerical op (torch, BLAS, OpenMP): each Ray task holds one CPU,
+    so two workers on two cores must not each start a pool of every core."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return function(item, *shared)
+
+
+def map_tasks(function: Callable, items: Iterable, shared: tuple = (), engine: str = "local",
+              progress: bool = False, desc: str = "tasks") -> Iterator:
+    """Yield `function(item, *shared)` for each item, in the items' order.
+
+    engine "local": one after the other in this process, lazily (the caller acts on each result before
+    the next item runs). engine "ray": one Ray task of one CPU per item, all submitted at once (`connect()`
+    first, or a local cluster is started), the `shared` arguments put in the object store once; `function`
+    and the items must be picklable. `progress` shows a bar of the results returned. A task's exception is
+    raised here (Ray's error is an instance of the task's exception class). Raises ValueError for an
+    unknown engine.
+    """
+    require_engine(engine)
+    bar = tqdm(desc=desc, unit="task", disable=not progress)
+    if engine == "local":
+        for item in items:
+            yield function(item, *shared)
+            bar.update(1)
+    else:
+        import ray
+
+        connect()
+        references = [ray.put(value) for value in shared]
+        task = ray.remote(num_cpus=1)(_one_thread_per_task)
+        pending = [task.remote(function, item, *references) for item in items]
+        bar.total = len(pending)
+        for reference in pending:
+            yield ray.get(reference)
+            bar.update(1)
+    bar.close()
