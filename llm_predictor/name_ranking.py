@@ -227,9 +227,23 @@ def top_k_names(model, tokenizer, prompts: list[str], name_ids: list[list[list[i
     prefilled = _prefill(model, tokenizer, prompts)
     first = prefilled.first_logprobs.cpu().numpy()
     bounds = [first[p, [ids[0] for ids in found]] if found else np.zeros(0) for p, found in enumerate(name_ids)]
+
+    def score(pending: list[int], chosen: list[np.ndarray]) -> list[np.ndarray]:
+        requests = [[name_ids[p][i] for i in found] for p, found in zip(pending, chosen)]
+        return _score(model, prefilled, pending, requests, end_ids)
+
+    return bounded_top_k(bounds, score, top_k)
+
+
+def bounded_top_k(bounds: list[np.ndarray], score, top_k: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """The bounded search of the module docstring, for any scorer: `bounds[p][i]` is an upper bound of name i's
+    score in prompt p (its first token's log-probability); `score(prompts, names)` scores, for each prompt index
+    of `prompts`, the name indices `names[j]` (an int array), returning one score array each, never above the
+    bounds. Returns each prompt's best `top_k` name indices (ties keep the names' order), their scores, and the
+    number of names scored. Shared by the transformers scorer (`top_k_names`) and the vLLM backend."""
     orders = [np.argsort(-bound, kind="stable") for bound in bounds]
-    scored = [dict() for _ in prompts]  # name index -> score
-    taken = [0] * len(prompts)
+    scored = [dict() for _ in bounds]  # name index -> score
+    taken = [0] * len(bounds)
     step = top_k + 8  # a few past k in the first pass, where most prompts finish
 
     def is_open(p: int) -> bool:
@@ -240,13 +254,12 @@ def top_k_names(model, tokenizer, prompts: list[str], name_ids: list[list[list[i
         kth = sorted(scored[p].values(), reverse=True)[top_k - 1]
         return kth <= bounds[p][orders[p][taken[p]]]
 
-    pending = [p for p in range(len(prompts)) if is_open(p)]
+    pending = [p for p in range(len(bounds)) if is_open(p)]
     while pending:
         chosen = [orders[p][taken[p]:taken[p] + step] for p in pending]
-        requests = [[name_ids[p][i] for i in found] for p, found in zip(pending, chosen)]
-        scores = _score(model, prefilled, pending, requests, end_ids)
+        scores = score(pending, chosen)
         for p, found, found_scores in zip(pending, chosen, scores, strict=True):
-            scored[p].update(zip(found.tolist(), found_scores.tolist()))
+            scored[p].update(zip(found.tolist(), np.asarray(found_scores).tolist()))
             taken[p] += len(found)
         pending, step = [p for p in pending if is_open(p)], top_k
     best = [sorted(found, key=lambda i: (-found[i], i))[:top_k] for found in scored]
@@ -281,5 +294,11 @@ def rank_names(model, tokenizer, prompts: list[str], allowed_names: list[list[st
                                                       name_end=name_end)
         best += chunk_best
         scores += chunk_scores
+    return ranked_names(names, name_ids, best, scores)
+
+
+def ranked_names(names: list[list[str]], name_ids: list[list[list[int]]], best: list[np.ndarray],
+                 scores: list[np.ndarray]) -> list[list[RankedName]]:
+    """`RankedName`s from a bounded search's best indices and scores (`prepare_names`' names and ids)."""
     return [[RankedName(found[i], float(score), len(ids[i])) for i, score in zip(order, score_row)]
             for found, ids, order, score_row in zip(names, name_ids, best, scores, strict=True)]
