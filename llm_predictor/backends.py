@@ -145,6 +145,7 @@ class VLLMBackend:
         self.llm_ = None
         self.tokenizer_ = None
         self.cache_hits_: list[tuple[int, int]] = []  # per score request: (prompt tokens, tokens read from the cache)
+        self.names_scored_ = 0  # names the bounded searches scored (of all the prompts' names)
 
     def _load(self) -> None:
         import os
@@ -248,7 +249,8 @@ class VLLMBackend:
             scores = iter(bounds[p][i] + rest for (p, i), rest in zip(pairs, rests))
             return [np.array([next(scores) for _ in found]) for found in chosen]
 
-        best, scores, self.names_scored_ = bounded_top_k(bounds, score, top_k)
+        best, scores, scored = bounded_top_k(bounds, score, top_k)
+        self.names_scored_ += scored
         return ranked_names(names, name_ids, best, scores)
 
     def _first_logprobs(self, prompt_ids: list[list[int]], token_sets: list[list[int]]) -> list[dict[int, float]]:

@@ -95,10 +95,10 @@ def test_prefix_caching_serves_the_prompt_to_every_name(trained, backends):
     """The score requests read each prompt's whole blocks from the cache its bound request filled."""
     _, prompts, names = trained
     vllm_backend = backends[1]
-    vllm_backend.cache_hits_ = []
+    vllm_backend.cache_hits_, vllm_backend.names_scored_ = [], 0
     vllm_backend.rank_names(prompts, [names] * len(prompts), TOP_K, "separator")
     block = vllm_backend.block_size
-    assert vllm_backend.llm_.llm_engine.vllm_config.cache_config.enable_prefix_caching
     assert len(vllm_backend.cache_hits_) == vllm_backend.names_scored_ >= TOP_K * len(prompts)
     assert sum(length >= block for length, _ in vllm_backend.cache_hits_) > 0  # some prompts fill a block
     assert all(cached >= length // block * block for length, cached in vllm_backend.cache_hits_)
+    assert vllm_backend.llm_.llm_engine.vllm_config.cache_config.enable_prefix_caching
