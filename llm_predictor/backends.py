@@ -124,8 +124,10 @@ class VLLMBackend:
     prompt, so they are computed unless a cache hit reaches into the name (`RequestOutput.num_cached_tokens`
     says; the rare such request is re-run without reading the cache). The cache is kept in whole blocks of
     `block_size` tokens (vLLM's CPU default 128; 32 here so that short prompts share blocks too).
-    `dtype` float32 gives scores within ~1e-5 of the transformers backend's in float32; `is_bf16` serves bf16.
-    The KV cache is `VLLM_CPU_KVCACHE_SPACE` GiB on CPU (set to `kv_cache_gib` unless already set)."""
+    `is_bf16=False` serves float32: the same greedy texts and top 20 as the transformers backend in float32,
+    scores within 1e-4 (tests/llm_predictor/test_vllm_backend.py); bf16 kernels differ, so near-ties can flip.
+    The KV cache is `VLLM_CPU_KVCACHE_SPACE` GiB on CPU (set to `kv_cache_gib` unless already set). vLLM's CPU
+    attention wants head_dim 64, which every `model.SIZES` preset keeps."""
 
     def __init__(self, model_dir: Path, is_bf16: bool = True, max_model_len: int | None = None,
                  prompts_per_batch: int = 256, kv_cache_gib: int = 1):
