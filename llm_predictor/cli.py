@@ -108,13 +108,33 @@ def predict(run: Run = Path("runs/demo"),
                                                      "`adsim llm choose` picked on validation users)")] = "grpo_ranked",
             users: Annotated[str, typer.Option(help="; ".join(f"{k}: {v}" for k, v in PREDICT_USERS.items()))] = "eval",
             preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None, force: Force = False,
-            quiet: Quiet = False) -> None:
+            quiet: Quiet = False,
+            engine: Annotated[str, typer.Option(help="local (this process) or ray (a Ray Dataset: prompt, model, "
+                                                     "parse and conversion stages, checkpointed per request)")]
+            = "local",
+            address: Annotated[Optional[str], typer.Option(help="--engine ray: an existing cluster's address "
+                                                               "(default: a local one over this machine's cores)")]
+            = None,
+            workers: Annotated[int, typer.Option(help="--engine ray: model replicas (Ray actors)")] = 1,
+            threads: Annotated[int, typer.Option(help="--engine ray: torch threads (and CPUs) per model replica")]
+            = 1) -> None:
     """Advertiser predictions (PREDICTIONS table) of one method for eval, serving or held-out users."""
+    from llm_predictor.ray_predict import RayEngine
+    from synthetic_data.ray_cluster import require_engine
+
     if (method not in METHODS and method != CHOSEN) or users not in PREDICT_USERS:
         console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; "
                       f"--users one of {list(PREDICT_USERS)}")
         raise typer.Exit(2)
-    summary = stage_predict(run, _config_or_exit(preset, config, set_), method, users, force, not quiet)
+    resolved = _config_or_exit(preset, config, set_)
+    try:
+        require_engine(engine)
+        ray_engine = None if engine == "local" else RayEngine(address, workers, threads,
+                                                              resolved.predict.virtual_epoch_size)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    summary = stage_predict(run, resolved, method, users, force, not quiet, ray_engine)
     _print_summary(f"llm_predict_{method}_{users}", summary)
 
 

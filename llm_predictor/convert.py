@@ -122,6 +122,12 @@ def parse_generations(generations_df: pl.DataFrame, expected_advertisers: int = 
     return [parse_output(text, expected_advertisers) for text in texts]
 
 
+KEYS = ["user_id", "anchor_date"]
+COUNT_COLUMNS = ("outputs", "parsed", "exact_count_outputs", "names", "exact", "normalised", "fuzzy", "unmapped",
+                 "duplicate_names", "duplicate_ids")  # ConversionCounts' integer fields
+COUNT_SCHEMA = {**{name: pl.Int64 for name in COUNT_COLUMNS}, "issues": pl.List(pl.String)}  # per request
+
+
 def convert_predictions(generations_df: pl.DataFrame, converter: NameConverter, source: str,
                         max_names: int = N_ADVERTISERS) -> tuple[pl.DataFrame, ConversionCounts]:
     """Generations (user_id, anchor_date, text[, rank]) -> a PREDICTIONS table and the counts.
@@ -130,28 +136,38 @@ def convert_predictions(generations_df: pl.DataFrame, converter: NameConverter, 
     1-advertiser SFT model) and is read as a list in rank order. Ranks are 1-based over the mapped,
     distinct advertisers, at most `max_names` per user.
     """
+    predictions, per_request = convert_per_request(generations_df, converter, source, max_names)
+    return predictions, total_counts(per_request)
+
+
+def convert_per_request(generations_df: pl.DataFrame, converter: NameConverter, source: str,
+                        max_names: int = N_ADVERTISERS) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`convert_predictions` with the counts per (user_id, anchor_date): COUNT_COLUMNS (Int64) and `issues`
+    (the parse issues, List(String)), one row per request; batches of requests add up (`total_counts`)."""
     for column in ("user_id", "anchor_date", "text"):
         if column not in generations_df.columns:
             raise ValueError(f"generations table lacks column '{column}' (user_id, anchor_date, text[, rank])")
     is_single = "rank" in generations_df.columns
-    if not is_single and generations_df.select("user_id", "anchor_date").is_duplicated().any():
+    if not is_single and generations_df.select(KEYS).is_duplicated().any():
         raise ValueError("generations table has two XML outputs for one (user_id, anchor_date); "
                          "keep one, or give single-name rows a 'rank' column")
-    generations = generations_df.sort(["user_id", "anchor_date", "rank"]) if is_single else generations_df
+    generations = generations_df.sort([*KEYS, "rank"]) if is_single else generations_df
     parsed = parse_generations(generations, expected_advertisers=1 if is_single else max_names)
+    per_output = generations.select(KEYS).with_columns(
+        pl.Series("is_parsed", [p.is_parsed and bool(p.advertisers) for p in parsed]),
+        pl.Series("duplicate_names", [p.duplicate_count for p in parsed], dtype=pl.Int64),
+        pl.Series("issues", [list(p.issues) for p in parsed], dtype=pl.List(pl.String)))
     names = (
-        generations.select("user_id", "anchor_date")
+        generations.select(KEYS)
         .with_columns(pl.Series("name", [p.advertisers for p in parsed], dtype=pl.List(pl.String)))
         .with_row_index("output")
         .explode("name").drop_nulls("name")
         .with_row_index("position")
     )
+    all_names = names
     if is_single:  # repeated names across the beams of one user are duplicates too
-        first = names.group_by("user_id", "anchor_date", "name").agg(pl.col("position").min())
-        beam_duplicates = names.height - first.height
-        names = names.join(first, on=["user_id", "anchor_date", "name", "position"], how="semi")
-    else:
-        beam_duplicates = 0
+        first = names.group_by(*KEYS, "name").agg(pl.col("position").min())
+        names = names.join(first, on=[*KEYS, "name", "position"], how="semi")
     unique_names = names["name"].unique().to_list()
     converted = pl.DataFrame(
         [(c.name, c.advertiser_id, c.kind) for c in converter.convert(unique_names)],
@@ -159,30 +175,38 @@ def convert_predictions(generations_df: pl.DataFrame, converter: NameConverter, 
     )
     names = names.join(converted, on="name", how="left")
     mapped = names.filter(pl.col("advertiser_id").is_not_null()).sort("position")
-    distinct = mapped.unique(["user_id", "anchor_date", "advertiser_id"], keep="first", maintain_order=True)
+    distinct = mapped.unique([*KEYS, "advertiser_id"], keep="first", maintain_order=True)
     predictions = (
-        distinct.with_columns(pl.int_range(1, pl.len() + 1).over("user_id", "anchor_date").alias("rank"))
+        distinct.with_columns(pl.int_range(1, pl.len() + 1).over(KEYS).alias("rank"))
         .filter(pl.col("rank") <= max_names)
-        .select("user_id", "anchor_date", "rank", "advertiser_id", pl.col("name").alias("advertiser_name"),
+        .select(*KEYS, "rank", "advertiser_id", pl.col("name").alias("advertiser_name"),
                 pl.lit(source).alias("source"))
     )
-    keys = ["user_id", "anchor_date"]
-    per_output = (
-        generations.select(keys).with_columns(pl.Series("is_parsed", [p.is_parsed and bool(p.advertisers)
-                                                                      for p in parsed]))
-        .group_by(keys).agg(pl.col("is_parsed").any())
-        .join(names.group_by(keys).len("n_names"), on=keys, how="left")
-    )
-    kinds = Counter(names["kind"].to_list())
-    counts = ConversionCounts(
-        outputs=per_output.height, parsed=int(per_output["is_parsed"].sum()),
-        exact_count_outputs=int((per_output["n_names"] == max_names).sum()),
-        names=names.height, exact=kinds["exact"], normalised=kinds["normalised"], fuzzy=kinds["fuzzy"],
-        unmapped=kinds["unmapped"], duplicate_names=sum(p.duplicate_count for p in parsed) + beam_duplicates,
-        duplicate_ids=mapped.height - distinct.height,
-        issues=dict(sorted(Counter(issue for p in parsed for issue in p.issues).items())),
+    counts = (
+        per_output.group_by(KEYS, maintain_order=True).agg(
+            pl.col("is_parsed").any().cast(pl.Int64).alias("parsed"), pl.col("duplicate_names").sum(),
+            pl.col("issues").list.explode(keep_nulls=False, empty_as_null=False))
+        .with_columns(pl.lit(1, pl.Int64).alias("outputs"))  # one output per request (a list, or its ranked names)
+        .join(names.group_by(KEYS).agg(
+            pl.len().alias("names"), *[(pl.col("kind") == kind).sum().alias(kind)
+                                       for kind in ("exact", "normalised", "fuzzy", "unmapped")]), on=KEYS, how="left")
+        .join(all_names.group_by(KEYS).len("all_names"), on=KEYS, how="left")
+        .join(mapped.group_by(KEYS).len("mapped"), on=KEYS, how="left")
+        .join(distinct.group_by(KEYS).len("distinct"), on=KEYS, how="left")
+        .fill_null(0)
+        .with_columns((pl.col("names") == max_names).cast(pl.Int64).alias("exact_count_outputs"),
+                      (pl.col("duplicate_names") + pl.col("all_names") - pl.col("names")).alias("duplicate_names"),
+                      (pl.col("mapped") - pl.col("distinct")).alias("duplicate_ids"))
+        .select(*KEYS, *[pl.col(name).cast(pl.Int64) for name in COUNT_COLUMNS], "issues")
     )
     return conform(predictions, PREDICTIONS, "predictions"), counts
+
+
+def total_counts(per_request: pl.DataFrame) -> ConversionCounts:
+    """The ConversionCounts of a `convert_per_request` counts table (or several concatenated)."""
+    totals = {name: int(per_request[name].sum()) for name in COUNT_COLUMNS}
+    issues = Counter(per_request["issues"].explode().drop_nulls().to_list())
+    return ConversionCounts(**totals, issues=dict(sorted(issues.items())))
 
 
 def interests_from_generations(generations_df: pl.DataFrame) -> pl.DataFrame:

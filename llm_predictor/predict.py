@@ -118,16 +118,7 @@ def generate_predictions(model_dir: Path, prompts_df: pl.DataFrame, decoding_con
         rows = ordered.slice(epoch * config.virtual_epoch_size, config.virtual_epoch_size)
         if backend is None:
             backend = make_backend(config.backend, model_dir, config.batch_size, config.is_bf16)
-        allowed = rows["allowed_names"].to_list() if decoding_config.is_name_constrained else None
-        generations = backend.generate(rows["prompt"].to_list(), decoding_config, allowed)
-        index = pl.DataFrame({
-            "row": [g.prompt_index for g in generations], "rank": [g.rank for g in generations],
-            "text": [g.text for g in generations], "num_tokens": [g.num_tokens for g in generations],
-        }, schema={"row": pl.UInt32, "rank": pl.Int32, "text": pl.String, "num_tokens": pl.Int32})
-        frame = (
-            rows.select(KEYS).with_row_index("row").join(index, on="row", how="inner")
-            .sort("row", "rank").select(*KEYS, *(["rank"] if has_rank else []), "text", "num_tokens")
-        )
+        frame = generate_rows(backend, rows, decoding_config)
         if out_dir is not None:
             tmp = _epoch_path(out_dir, epoch).with_suffix(".tmp")
             frame.write_parquet(tmp)
@@ -141,6 +132,20 @@ def generate_predictions(model_dir: Path, prompts_df: pl.DataFrame, decoding_con
     return result
 
 
+def generate_rows(backend, rows: pl.DataFrame, decoding_config: DecodingConfig) -> pl.DataFrame:
+    """One batch of prompts (KEYS, prompt, allowed_names) through `backend`: KEYS[, rank], text, num_tokens,
+    in the rows' order (rank 1..n within a prompt when several sequences are returned per prompt)."""
+    allowed = rows["allowed_names"].to_list() if decoding_config.is_name_constrained else None
+    generations = backend.generate(rows["prompt"].to_list(), decoding_config, allowed)
+    index = pl.DataFrame({
+        "row": [g.prompt_index for g in generations], "rank": [g.rank for g in generations],
+        "text": [g.text for g in generations], "num_tokens": [g.num_tokens for g in generations],
+    }, schema={"row": pl.UInt32, "rank": pl.Int32, "text": pl.String, "num_tokens": pl.Int32})
+    has_rank = decoding_config.num_return_sequences > 1
+    return (rows.select(KEYS).with_row_index("row").join(index, on="row", how="inner")
+            .sort("row", "rank").select(*KEYS, *(["rank"] if has_rank else []), "text", "num_tokens"))
+
+
 def users_with_new_activity(events: pl.DataFrame, since: datetime) -> pl.Series:
     """Users with any event at or after `since` (the last inference run): the ones to re-infer."""
     return events.filter(pl.col("ts") >= since)["user_id"].unique().sort()
@@ -149,4 +154,5 @@ def users_with_new_activity(events: pl.DataFrame, since: datetime) -> pl.Series:
 def merge_generations(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
     """Replace the previous generations of every user in `fresh`; keep the others as they were."""
     kept = previous.join(fresh.select("user_id").unique(), on="user_id", how="anti")
-    return pl.concat([kept, fresh.select(previous.columns)]).sort(KEYS)
+    return pl.concat([kept, fresh.select(previous.columns)]).sort([*KEYS, *(["rank"] if "rank" in previous.columns
+                                                                          else [])])

@@ -8,8 +8,10 @@ stays light.
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,6 +21,7 @@ from llm_predictor.config import MODEL_STAGES, SFT_TEMPLATES, LLMConfig, Method,
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.features import GROUPS, FeatureConfig
 from synthetic_data.config_io import ConfigError, to_dict
+from synthetic_data.run_folder import config_hash
 
 console = Console()
 
@@ -44,10 +47,6 @@ def run_stage(run, stage: str, stage_config: dict, work, force: bool) -> dict:
     """Skip a stage that finished with this config, else do `work()` and record it. A stage folder
     left by an interrupted run of the same config is kept (its checkpoints resume); one left by
     another config is cleared first, so no stale checkpoint is resumed."""
-    import shutil
-
-    from synthetic_data.run_folder import config_hash
-
     if not force and run.is_complete(stage, stage_config):
         console.print(f"[green]{stage}: complete with this config; skipping[/green]")
         return run.stage_record(stage)["summary"]
@@ -262,8 +261,6 @@ def stage_grpo(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
 def stage_sid(run_root: Path, config: LLMConfig, force: bool, show_progress: bool) -> dict:
     """Semantic IDs (paper 3.5): item codes, SID tokens added to the pretrained model, then phase 1
     (new embeddings only) and phase 2 (full model, web corpus mixed in) on SID documents."""
-    import shutil
-
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor.semantic_ids import add_sid_tokens, item_sids, sid_documents, train_phases
@@ -540,14 +537,21 @@ def model_dir(run, method_name: str) -> Path:
 
 
 def predict_users(run, world, config: LLMConfig, method_name: str, keys, directory: Path | None,
-                  show_progress: bool, backend=None):
+                  show_progress: bool, backend=None, ray_engine=None):
     """Prompt, generate (resumable under `directory/epochs`, if given) and convert one method's lists
     for `keys`. Returns (generations, PREDICTIONS table, conversion counts); shared by `predict`, the
-    real-data sample stage and the simulator's nightly job (which passes its loaded `backend`).
+    real-data sample stage and the simulator's nightly job (which passes its loaded `backend`). With a
+    `ray_predict.RayEngine` the same runs as a Ray Dataset, checkpointed per request under `directory`/ray.
     """
     from llm_predictor.convert import NameConverter, convert_predictions
     from llm_predictor.predict import generate_predictions
 
+    if ray_engine is not None:
+        from llm_predictor.ray_predict import predict_with_ray
+
+        if directory is None:
+            raise ValueError("the ray engine checkpoints into the stage folder: pass `directory`")
+        return predict_with_ray(run.root, world, config, method_name, keys, directory, ray_engine, show_progress)
     method = METHODS[method_name]
     prompts = method_prompts(run, world, config, method, keys, config.features)
     decoding = method_decoding(method, config.predict.decoding)
@@ -594,16 +598,26 @@ def prediction_keys(world, config: LLMConfig, users: str):
 
 
 def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: str, force: bool,
-                  show_progress: bool) -> dict:
+                  show_progress: bool, ray_engine=None, incremental: bool = False) -> dict:
     """A method's PREDICTIONS (and interests, for list methods) for one of `PREDICT_USERS`; method `chosen`
-    is the one `adsim llm choose` picked on validation users (stage `llm_predict_chosen_<users>`)."""
+    is the one `adsim llm choose` picked on validation users (stage `llm_predict_chosen_<users>`). The
+    engine (`ray_engine`: a Ray Dataset; None: this process) is not part of the stage's config: both write
+    the same tables.
+
+    `incremental` (serving users only; paper 3.7): after the world's events grew, re-infer only the users
+    with an event since the stage's last run (`predicted_through`) or without a list yet; the other serving
+    users keep their last list. The last run's outputs wait in `<stage>.previous/` until this one completes,
+    so an interrupted incremental run resumes. Raises ConfigError without a complete last run of this config.
+    """
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor.choice import resolve_method
-    from llm_predictor.convert import interests_from_generations
 
     if users not in PREDICT_USERS:
         raise ConfigError(f"users {users!r} is not one of {sorted(PREDICT_USERS)}")
+    if incremental and users != "serving":
+        raise ConfigError(f"--incremental re-infers serving users with new activity; --users {users} has fixed "
+                          "label anchors: run it without --incremental")
     run = RunFolder(run_root)
     stage = f"llm_predict_{method_name}_{users}"
     method_name = resolve_method(run, method_name)
@@ -613,23 +627,108 @@ def stage_predict(run_root: Path, config: LLMConfig, method_name: str, users: st
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size,
                     "evaluation": to_dict(config.eval.evaluation), "users": users,
                     "max_users": {"serving": config.serving_max_users, "heldout": config.heldout_max_users}.get(users)}
+    previous, is_restart = _previous_predictions(run, stage, stage_config) if incremental else (None, False)
 
     def work(directory: Path):
+        import polars as pl
+
+        from llm_predictor.convert import COUNT_SCHEMA, total_counts
+
         world = run_world(run_root)
         keys = prediction_keys(world, config, users)
-        generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
-                                                         show_progress)
-        generations.write_parquet(directory / "generations.parquet")
-        predictions.write_parquet(directory / "predictions.parquet")
-        outputs = ["generations.parquet", "predictions.parquet"]
-        if "rank" not in generations.columns:
-            interests_from_generations(generations).write_parquet(directory / "interests.parquet")
-            outputs.append("interests.parquet")
-        anchors = sorted({str(anchor) for anchor in keys["anchor_date"].to_list()})
-        return outputs, {"method": method_name, "users": keys["user_id"].n_unique(), "prompts": keys.height,
-                         "anchor_dates": anchors, **counts.as_dict()}
+        summary = {"method": method_name, "users": keys["user_id"].n_unique(), "prompts": keys.height,
+                   "anchor_dates": sorted({str(anchor) for anchor in keys["anchor_date"].to_list()}),
+                   "predicted_through": str(world.events["ts"].max())}
+        if previous is not None:
+            keys, kept_users = _keys_to_reinfer(world, keys, previous)
+            summary |= {"reinferred_users": keys.height, "kept_users": kept_users.height}
+        if previous is not None and keys.height == 0:  # nobody acted: every list stays
+            tables = {path.name: pl.read_parquet(path).clear() for path in sorted(previous.folder.glob("*.parquet"))}
+            counts = total_counts(pl.DataFrame(schema=COUNT_SCHEMA))
+        else:
+            tables, counts = _predict_tables(run, world, config, method_name, keys, directory, show_progress,
+                                             ray_engine)
+        if previous is not None:
+            tables = {name: _merge_lists(previous.folder / name, table, kept_users) for name, table in tables.items()}
+        for name, table in tables.items():
+            table.write_parquet(directory / name)
+        return list(tables), {**summary, **counts.as_dict()}
 
-    return run_stage(run, stage, stage_config, work, force)
+    summary = run_stage(run, stage, stage_config, work, force or is_restart)
+    if previous is not None:
+        shutil.rmtree(previous.folder)
+    return summary
+
+
+def _predict_tables(run, world, config: LLMConfig, method_name: str, keys, directory: Path, show_progress: bool,
+                    ray_engine):
+    """The stage outputs of predict_users ({file name: table}: generations, predictions and, for XML list
+    methods, interests) and its conversion counts."""
+    from llm_predictor.convert import interests_from_generations
+
+    generations, predictions, counts = predict_users(run, world, config, method_name, keys, directory,
+                                                     show_progress, ray_engine=ray_engine)
+    tables = {"generations.parquet": generations, "predictions.parquet": predictions}
+    if "rank" not in generations.columns:
+        tables["interests.parquet"] = interests_from_generations(generations)
+    return tables, counts
+
+
+@dataclass(frozen=True)
+class PreviousPredictions:
+    """A complete run of a predict stage kept for an incremental one: its folder and `predicted_through`."""
+
+    folder: Path
+    through: str
+
+
+def _previous_predictions(run, stage: str, stage_config: dict) -> tuple[PreviousPredictions, bool]:
+    """The last complete run of `stage` under this config, for an incremental run, and whether it was just
+    set aside (True: the stage starts afresh) or an interrupted incremental run resumes (False)."""
+    import json
+
+    folder = run.root / f"{stage}.previous"
+    is_restart = run.is_complete(stage, stage_config)
+    if is_restart:
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(run.root / stage, folder)
+    record = folder / "stage.json"
+    if not record.exists():
+        raise ConfigError(f"--incremental needs a complete run of {stage} with this config to update; run "
+                          "`adsim llm predict` without --incremental first")
+    recorded = json.loads(record.read_text())
+    if recorded["config_hash"] != config_hash(stage_config):
+        raise ConfigError(f"{folder} was predicted under another config; run without --incremental")
+    through = recorded["summary"].get("predicted_through")
+    if through is None:
+        raise ConfigError(f"{stage}'s record predates incremental runs (no predicted_through): run it again "
+                          "without --incremental (--force), then incrementally")
+    return PreviousPredictions(folder, through), is_restart
+
+
+def _keys_to_reinfer(world, keys, previous: PreviousPredictions):
+    """The serving keys whose users acted since `previous.through` or have no list in `previous`, and the users
+    of `keys` who keep their last list."""
+    import polars as pl
+
+    from llm_predictor.predict import users_with_new_activity
+
+    since = datetime.fromisoformat(previous.through)
+    listed = pl.read_parquet(previous.folder / "generations.parquet", columns=["user_id"]).unique()
+    is_fresh = (pl.col("user_id").is_in(users_with_new_activity(world.events, since).implode())
+                | ~pl.col("user_id").is_in(listed["user_id"].implode()))
+    return keys.filter(is_fresh), keys.filter(~is_fresh).select("user_id")
+
+
+def _merge_lists(previous_path: Path, fresh, kept_users):
+    """`predict.merge_generations` of the kept users' last rows and the fresh rows."""
+    import polars as pl
+
+    from llm_predictor.predict import merge_generations
+
+    kept = pl.read_parquet(previous_path).join(kept_users, on="user_id", how="semi")
+    return merge_generations(kept, fresh)
 
 
 def print_results_table(table) -> None:

@@ -50,6 +50,12 @@ class TwoTowerRetriever:
         self.config = config
         self._settled_vectors: WeakKeyDictionary[UserHistory, SettledValues] = WeakKeyDictionary()
 
+    def __getstate__(self) -> dict:  # the cache of settled vectors is per process (and a weak mapping cannot pickle)
+        return {name: value for name, value in self.__dict__.items() if name != "_settled_vectors"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _settled_vectors=WeakKeyDictionary())
+
     def fit(self, events: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame,
             train_user_ids: pl.Series, before: datetime, impressions: pl.DataFrame | None = None,
             progress: bool = False) -> TwoTowerRetriever:

@@ -272,3 +272,16 @@ def test_blending_a_smaller_quota_keeps_the_generators_own_first_items(fitted):
     assert blended.height == small.height > 0
     assert blended.select("request_id", "item_id").sort("request_id", "item_id").equals(
         small.select("request_id", "item_id").sort("request_id", "item_id"))
+
+
+def test_a_retriever_with_cached_vectors_pickles_for_another_process(fitted):
+    """Ray ships the trained stack to its workers by pickling: the per-process vector cache stays behind."""
+    import pickle
+
+    retriever, history = fitted["retriever"], fitted["history"]
+    requests = fitted["requests"].head(10)
+    vectors = retriever.user_vectors(history, requests["user_id"].to_numpy(), requests["ts"])
+    assert len(retriever._settled_vectors) == 1
+    copy = pickle.loads(pickle.dumps(retriever))
+    assert len(copy._settled_vectors) == 0
+    np.testing.assert_array_equal(copy.user_vectors(history, requests["user_id"].to_numpy(), requests["ts"]), vectors)
