@@ -202,7 +202,7 @@ def predict_with_ray(run_root: Path, world, config, method_name: str, keys: pl.D
                                                  delete_checkpoint_on_success=False)
     try:
         dataset = (
-            ray.data.read_parquet(str(requests_path), ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS})
+            ray.data.read_parquet(str(requests_path), num_cpus=LIGHT_STAGE_CPUS)
             .repartition(target_num_rows_per_block=engine.block_size)  # blocks stream (and commit) one by one
             .map_batches(PromptStage, fn_constructor_args=(str(run_root), config, method_name),
                          batch_size=engine.block_size, batch_format="pyarrow", concurrency=1,
