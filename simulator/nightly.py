@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,10 @@ class LlmPredictor:
 
 
 def history_predictor(k: int = 5) -> Predictor:
-    """The history baseline as a nightly predictor: each active user's most-converted advertisers."""
-    def predict(day: date, user_ids: np.ndarray, events: pl.DataFrame) -> pl.DataFrame:
-        return history_predictions(events, k=k, user_ids=user_ids)
-    return predict
+    """The history baseline as a nightly predictor: each active user's most-converted advertisers (a
+    partial of a module function, so a stack holding it pickles for a Ray worker)."""
+    return partial(_history_predict, k=k)
+
+
+def _history_predict(day: date, user_ids: np.ndarray, events: pl.DataFrame, k: int) -> pl.DataFrame:
+    return history_predictions(events, k=k, user_ids=user_ids)

@@ -55,3 +55,14 @@ def test_each_market_starts_from_the_initial_predictions(tiny_world, tiny_stack)
     first = simulate(tiny_world, stack, BlendConfig({"main": 30, "llm": 10}), users, config)
     second = simulate(tiny_world, stack, BlendConfig({"main": 30, "llm": 10}), users, config)
     assert first.user_metrics.equals(second.user_metrics)  # no state leaks from one market to the next
+
+
+def test_the_history_nightly_job_pickles_for_a_ray_worker():
+    """A trained stack holding the history job ships to `--engine ray` workers by pickling."""
+    import pickle
+
+    history = _events([(1, 10, datetime(2026, 3, 1), "attributed_conversion", 5, 1, 1.0)])
+    refresh = pickle.loads(pickle.dumps(NightlyRefresh(history_predictor(k=3), history)))
+    new = _events([(1, 10, datetime(2026, 3, 2), "attributed_conversion", 7, 3, 2.0),
+                   (2, 10, datetime(2026, 3, 2, 1), "attributed_conversion", 7, 3, 2.0)])
+    assert refresh(date(2026, 3, 2), new).sort("rank")["advertiser_id"].to_list() == [7, 5]
