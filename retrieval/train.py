@@ -200,6 +200,12 @@ class SettledValues:
         self.is_known = np.zeros(len(history.user_ids), dtype=bool)
         self.columns: tuple[np.ndarray, ...] = ()  # [users, ...] per value, allocated on the first store
 
+    def __getstate__(self) -> dict:  # a per-process cache: another process (a Ray worker) fills its own
+        return {"history": self.history}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["history"])
+
     def values(self, user_ids: np.ndarray, as_of: pl.Series,
                compute: Callable[[np.ndarray, pl.Series], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
         """`compute(user_ids, as_of)` for every pair, calling it only for settled users not yet kept
