@@ -117,7 +117,10 @@ def predict(run: Run = Path("runs/demo"),
             = None,
             workers: Annotated[int, typer.Option(help="--engine ray: model replicas (Ray actors)")] = 1,
             threads: Annotated[int, typer.Option(help="--engine ray: torch threads (and CPUs) per model replica")]
-            = 1) -> None:
+            = 1,
+            incremental: Annotated[bool, typer.Option(help="--users serving: re-infer only users with an event "
+                                                           "since the stage's last run (or no list); keep the rest")]
+            = False) -> None:
     """Advertiser predictions (PREDICTIONS table) of one method for eval, serving or held-out users."""
     from llm_predictor.ray_predict import RayEngine
     from synthetic_data.ray_cluster import require_engine
@@ -134,7 +137,11 @@ def predict(run: Run = Path("runs/demo"),
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    summary = stage_predict(run, resolved, method, users, force, not quiet, ray_engine)
+    try:
+        summary = stage_predict(run, resolved, method, users, force, not quiet, ray_engine, incremental)
+    except ConfigError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
     _print_summary(f"llm_predict_{method}_{users}", summary)
 
 

@@ -147,8 +147,8 @@ def generate_rows(backend, rows: pl.DataFrame, decoding_config: DecodingConfig) 
 
 
 def users_with_new_activity(events: pl.DataFrame, since: datetime) -> pl.Series:
-    """Users with any event at or after `since` (the last inference run): the ones to re-infer."""
-    return events.filter(pl.col("ts") >= since)["user_id"].unique().sort()
+    """Users with an event after `since` (the last event the last inference run saw): the ones to re-infer."""
+    return events.filter(pl.col("ts") > since)["user_id"].unique().sort()
 
 
 def merge_generations(previous: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:

@@ -177,6 +177,7 @@ def predict_with_ray(run_root: Path, world, config, method_name: str, keys: pl.D
     """
     import ray
     import ray.data
+    from ray.data import ActorPoolStrategy
     from ray.data.checkpoint import CheckpointConfig
 
     from llm_predictor.config import METHODS
@@ -184,6 +185,7 @@ def predict_with_ray(run_root: Path, world, config, method_name: str, keys: pl.D
     from synthetic_data.run_folder import RunFolder
     from synthetic_data.schema import PREDICTIONS, conform
 
+    run_root, directory = Path(run_root).resolve(), Path(directory).resolve()  # Ray's checkpoint needs absolute paths
     method = METHODS[method_name]
     decoding = method_decoding(method, config.predict.decoding)
     predict_config = replace(config.predict, decoding=decoding)
@@ -205,16 +207,17 @@ def predict_with_ray(run_root: Path, world, config, method_name: str, keys: pl.D
             ray.data.read_parquet(str(requests_path), num_cpus=LIGHT_STAGE_CPUS)
             .repartition(target_num_rows_per_block=engine.block_size)  # blocks stream (and commit) one by one
             .map_batches(PromptStage, fn_constructor_args=(str(run_root), config, method_name),
-                         batch_size=engine.block_size, batch_format="pyarrow", concurrency=1,
+                         batch_size=engine.block_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
                          num_cpus=LIGHT_STAGE_CPUS)
             .map_batches(ModelStage, fn_constructor_args=(str(model_dir(RunFolder(run_root), method_name)),
                                                           predict_config, engine.threads_per_worker, backend_factory),
-                         batch_size=engine.block_size, batch_format="pyarrow", concurrency=engine.workers,
+                         batch_size=engine.block_size, batch_format="pyarrow",
+                         compute=ActorPoolStrategy(size=engine.workers),
                          num_cpus=engine.threads_per_worker)
             .map_batches(ConvertStage, fn_constructor_args=(world.advertisers,
                                                             config.eval.evaluation.name_match_threshold,
                                                             f"llm_{method_name}", has_rank),
-                         batch_size=engine.block_size, batch_format="pyarrow", concurrency=1,
+                         batch_size=engine.block_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
                          num_cpus=LIGHT_STAGE_CPUS)
         )
         dataset.write_parquet(str(folder / ROW_FOLDER), ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS})

@@ -104,6 +104,9 @@ def to_dict(config: Any) -> dict:
 
 
 def _parse_override_value(text: str) -> Any:
+    """A TOML value, `null` for None (TOML has no null: it unsets an optional field), else the bare string."""
+    if text == "null":
+        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -118,6 +118,7 @@ def test_incremental_reinference_replaces_only_active_users():
         "ts": [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (1, 2, 9, 10)],
     })
     assert users_with_new_activity(events, datetime(2026, 1, 5, tzinfo=timezone.utc)).to_list() == [2, 3]
+    assert users_with_new_activity(events, datetime(2026, 1, 9, tzinfo=timezone.utc)).to_list() == [3]  # after only
     previous = pl.DataFrame({"user_id": [1, 2, 3], "anchor_date": [ANCHOR] * 3, "text": ["a", "b", "c"]})
     fresh = pl.DataFrame({"user_id": [3, 2], "anchor_date": [ANCHOR] * 2, "text": ["c2", "b2"]})
     assert merge_generations(previous, fresh)["text"].to_list() == ["a", "b2", "c2"]

@@ -3,6 +3,7 @@ and a job that fails midway resumes to every request exactly once, equal to an u
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_incremental_serving_reinfers_only_users_with_new_activity(trained, tiny
     after = pl.read_parquet(stage / "predictions.parquet")
     full = stage_predict(root, config, METHOD, "serving", False, False)  # everyone, on the grown world
     everyone = pl.read_parquet(root / f"llm_predict_{METHOD}_serving" / "predictions.parquet")
-    acted = tiny_world.events.filter(pl.col("ts") >= datetime.fromisoformat(first["predicted_through"]))["user_id"]
+    acted = tiny_world.events.filter(pl.col("ts") > datetime.fromisoformat(first["predicted_through"]))["user_id"]
     fresh = after.filter(pl.col("anchor_date") > before["anchor_date"].max())["user_id"].unique()
     assert update["users"] == full["users"] == after["user_id"].n_unique()  # every serving user has a list
     assert 0 < update["reinferred_users"] < update["users"] and fresh.len() == update["reinferred_users"]
@@ -154,3 +155,31 @@ def test_incremental_serving_reinfers_only_users_with_new_activity(trained, tiny
     kept = after.join(fresh.to_frame(), on="user_id", how="anti")
     assert kept.equals(before.join(kept.select("user_id").unique(), on="user_id", how="semi"))  # lists kept as were
     assert not (tmp_path / f"llm_predict_{METHOD}_serving.previous").exists()
+
+
+def test_cli_ray_engine_takes_a_relative_run_and_an_incremental_update(trained, cluster, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from llm_predictor.cli import app
+
+    root = trained[0]
+    run = tmp_path / "run"
+    run.mkdir()
+    for stage in ("world", "llm_base", "llm_pretrain", "llm_behaviour"):
+        if (root / stage).exists():
+            shutil.copytree(root / stage, run / stage)
+    monkeypatch.chdir(tmp_path)  # `--run run`: Ray's checkpoint path must still be absolute
+    args = ["predict", "--run", "run", "--method", METHOD, "--users", "serving", "--preset", "nano", "--quiet",
+            "--engine", "ray", "--set", "predict.is_bf16=false", "--set", "serving_max_users=null"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    stage = run / f"llm_predict_{METHOD}_serving"
+    before = pl.read_parquet(stage / "predictions.parquet")
+    assert before["user_id"].n_unique() > 10  # `null` unset the nano preset's sample of 10 serving users
+    again = CliRunner().invoke(app, [*args, "--incremental"])  # no event since: every list is kept
+    assert again.exit_code == 0, again.output
+    record = json.loads((stage / "stage.json").read_text())["summary"]
+    assert (record["reinferred_users"], record["kept_users"]) == (0, before["user_id"].n_unique())
+    assert pl.read_parquet(stage / "predictions.parquet").equals(before)
+    eval_users = CliRunner().invoke(app, [*args[:6], "eval", *args[7:], "--incremental"])
+    assert eval_users.exit_code == 2 and "--incremental" in eval_users.output

@@ -48,3 +48,15 @@ def test_override_syntax_errors_are_explained(tmp_path):
         apply_overrides({}, ["seed"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, tmp_path / "missing.toml")
+
+
+def test_null_unsets_an_optional_field_and_stays_a_string_elsewhere():
+    @dataclass(frozen=True)
+    class Sampled:
+        max_users: int | None = 10
+        label: str = "x"
+
+    assert load_config(Sampled, overrides=["max_users=null"]).max_users is None
+    assert load_config(Sampled, overrides=["max_users=3", "label=nullable"]) == Sampled(3, "nullable")
+    with pytest.raises(ConfigError, match="label"):
+        load_config(Sampled, overrides=["label=null"])
