@@ -36,6 +36,13 @@ class PredictConfig:
         require(self.virtual_epoch_size >= 1, "virtual_epoch_size", "must be >= 1")
 
 
+def predict_backend(model_dir: Path, config: PredictConfig):
+    """The backend `config` names (backend, batch size, dtype) over the model in `model_dir`."""
+    from llm_predictor.backends import make_backend
+
+    return make_backend(config.backend, model_dir, config.batch_size, config.is_bf16)
+
+
 def build_prompts(world_tables, keys: pl.DataFrame, feature_config, preset_pool_size: int, template: str,
                   reasoning: bool = False, sids: pl.DataFrame | None = None, sid_config=None) -> pl.DataFrame:
     """Prompts for each (user_id, anchor_date) of `keys`: user_id, anchor_date, prompt and
@@ -96,8 +103,6 @@ def generate_predictions(model_dir: Path, prompts_df: pl.DataFrame, decoding_con
     written there as it finishes and a rerun skips finished epochs."""
     from tqdm.auto import tqdm
 
-    from llm_predictor.backends import make_backend
-
     config = config or PredictConfig(decoding=decoding_config)
     if prompts_df.select(KEYS).is_duplicated().any():
         raise ValueError("prompts_df has two prompts for one (user_id, anchor_date); keep one per user and date")
@@ -117,7 +122,7 @@ def generate_predictions(model_dir: Path, prompts_df: pl.DataFrame, decoding_con
             continue
         rows = ordered.slice(epoch * config.virtual_epoch_size, config.virtual_epoch_size)
         if backend is None:
-            backend = make_backend(config.backend, model_dir, config.batch_size, config.is_bf16)
+            backend = predict_backend(model_dir, config)
         frame = generate_rows(backend, rows, decoding_config)
         if out_dir is not None:
             tmp = _epoch_path(out_dir, epoch).with_suffix(".tmp")

@@ -110,18 +110,16 @@ class PromptStage:
 class ModelStage:
     """Ray Data stage (an actor: the model loads once): a block of prompts -> its generations, nested per
     request as `generations` (List of struct rank, text, num_tokens). `backend_factory(model_dir, config)`
-    builds the backend (default: `make_backend` of the config's backend)."""
+    builds the backend (default: `predict.predict_backend`)."""
 
     def __init__(self, model_dir: str, predict_config, threads: int, backend_factory: Callable | None = None):
         import torch
 
-        from llm_predictor.backends import make_backend
+        from llm_predictor.predict import predict_backend
 
         torch.set_num_threads(threads)
         self.config = predict_config
-        factory = backend_factory or (lambda directory, config: make_backend(
-            config.backend, directory, config.batch_size, config.is_bf16))
-        self.backend = factory(Path(model_dir), predict_config)
+        self.backend = (backend_factory or predict_backend)(Path(model_dir), predict_config)
 
     def __call__(self, batch):
         from llm_predictor.predict import generate_rows

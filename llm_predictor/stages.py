@@ -692,7 +692,7 @@ def _previous_predictions(run, stage: str, stage_config: dict) -> tuple[Previous
     if is_restart:
         if folder.exists():
             shutil.rmtree(folder)
-        shutil.copytree(run.root / stage, folder)
+        shutil.copytree(run.root / stage, folder, ignore=shutil.ignore_patterns("epochs", "ray"))  # not checkpoints
     record = folder / "stage.json"
     if not record.exists():
         raise ConfigError(f"--incremental needs a complete run of {stage} with this config to update; run "

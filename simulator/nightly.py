@@ -57,8 +57,8 @@ class LlmPredictor:
 
     def __init__(self, run: Path, world: World, preset: str = "small", method: str = "grpo_ranked",
                  max_users: int = 100, seed: int = 0):
-        from llm_predictor.backends import make_backend
         from llm_predictor.config import trained_config
+        from llm_predictor.predict import predict_backend
         from llm_predictor.stages import model_dir
         from synthetic_data.run_folder import RunFolder
 
@@ -71,8 +71,7 @@ class LlmPredictor:
         if not directory.exists():
             raise FileNotFoundError(f"{directory} is missing: train the LLM (`adsim llm ...`) before --nightly llm")
         self.config = trained_config(self.folder, self.method, preset)  # prompts as the model was trained on
-        predict = self.config.predict
-        self.backend = make_backend(predict.backend, directory, predict.batch_size, predict.is_bf16)
+        self.backend = predict_backend(directory, self.config.predict)
         self.counts_: dict[str, int] = {}
 
     def __call__(self, day: date, user_ids: np.ndarray, events: pl.DataFrame) -> pl.DataFrame:

@@ -68,10 +68,9 @@ class FailOnce:
     def __call__(self, model_dir, config):
         import time
 
-        from llm_predictor.backends import make_backend
+        from llm_predictor.predict import predict_backend
 
-        backend, flag, rows = make_backend(config.backend, model_dir, config.batch_size, config.is_bf16), *(
-            self.flag, self.rows)
+        backend, flag, rows = predict_backend(model_dir, config), self.flag, self.rows
 
         class Failing:
             calls = 0
