@@ -126,7 +126,7 @@ def _window_events(world_tables, requests: pl.DataFrame, config: BaselineConfig)
     ).select(*KEYS, "ts", "kind", "text", "advertiser_id", "brand_id", "category_id")
 
 
-def _advertiser_events(world_tables, events: pl.DataFrame) -> pl.DataFrame:
+def advertiser_events(world_tables, events: pl.DataFrame) -> pl.DataFrame:
     """Events with the advertiser they concern: their own, their brand's owner, or for searches the
     advertiser whose brand or name the query mentions."""
     brand_owner = world_tables.brands.select("brand_id", pl.col("advertiser_id").alias("brand_advertiser_id"))
@@ -184,7 +184,7 @@ def pair_features(world_tables, requests: pl.DataFrame, config: BaselineConfig) 
     events = _window_events(world_tables, requests, config)
     if config.inputs == "prompt":
         events = _prompt_events(events)
-    history = _advertiser_events(world_tables, events).with_columns(
+    history = advertiser_events(world_tables, events).with_columns(
         ((pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1) - pl.col("ts"))
          .dt.total_seconds() / 86400.0).alias("age_days"))
     per_kind = (

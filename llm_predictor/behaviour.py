@@ -1,12 +1,14 @@
 """Behaviour-sequence continued pre-training (paper 3.5, phase 2: "recommendation datasets" after the
-web corpus): each train user's conversions, oldest first, written as the advertiser names the prompts use.
+web corpus): each train user's conversions, oldest first, written as the advertiser names the prompts use,
+and the searches and URLs of the last `browse_window_days` that concern an advertiser, each a marked name.
 
 Why: the 1-advertiser SFT supervises one name per ~600-token prompt, and a small model trained on that
 alone fits the popularity prior and never learns to read the user's own advertisers (issue 14). In a
 sequence document every name is a next-advertiser target given the names before it, so one forward pass
 supervises dozens, and the model learns that a user's advertisers recur (the repeat mechanism) and which
-follow which. The same format is a prompt of its own (`sequence_prompt`): the user's sequence, then the
-separator where the next name goes, so the model can rank names without any SFT (method
+follow which; the browse items let it learn that users convert with what they browsed (the world's
+`semantic` mechanism). The same format is a prompt of its own (`sequence_prompt`): the user's sequence,
+then the separator where the next name goes, so the model can rank names without any SFT (method
 `behaviour_ranked`). Validation documents come from train-split users held out of training, never from
 eval users.
 """
@@ -28,34 +30,62 @@ KEYS = ["user_id", "anchor_date"]
 
 @dataclass(frozen=True)
 class BehaviourConfig:
-    """Documents (the last `max_conversions` names per user), held-out validation users, loop settings."""
+    """Documents (the last `max_conversions` conversions per user, and with `browse_window_days` > 0 the
+    searches and URLs of that many days), held-out validation users, loop settings."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=450, batch_size=16, learning_rate=2e-3, warmup_steps=20, save_steps=150, logging_steps=25))
-    block_size: int = 128
+        max_steps=3000, batch_size=8, learning_rate=2e-3, warmup_steps=20, save_steps=250, logging_steps=25))
+    # rows of whole documents (`pretrain.pack_documents`); a longer document keeps its last block_size tokens
+    block_size: int = 256
     max_conversions: int = 60
+    # days of searches and URLs written into the sequences (0: conversions only); the `semantic` conversions
+    # follow what the user browsed (docs/world.md), and the prompt shows 14 days of URLs (paper 4.1)
+    browse_window_days: int = 14
     validation_users: int = 600  # train-split users kept out of training: the validation loss's documents
-    eval_steps: int = 75  # validation loss every this many steps
+    eval_steps: int = 250  # validation loss every this many steps
 
     def __post_init__(self) -> None:
         require(self.block_size >= 16, "behaviour.block_size", "must be >= 16 tokens")
         require(self.max_conversions >= 2, "behaviour.max_conversions", "must be >= 2")
+        require(self.browse_window_days >= 0, "behaviour.browse_window_days", "must be >= 0 days (0: conversions only)")
         require(self.validation_users >= 1, "behaviour.validation_users", "must be >= 1")
         require(self.eval_steps >= 1, "behaviour.eval_steps", "must be >= 1")
 
 
-def conversion_sequences(world_tables, keys: pl.DataFrame, max_conversions: int) -> pl.DataFrame:
-    """Per (user_id, anchor_date) of `keys`: `sequence`, the names of the advertisers of the user's
-    conversions up to the end of the anchor date, oldest first, the last `max_conversions`, joined by '|'.
-    A key whose user has no conversion gets an empty sequence. Shape: one row per key, in `keys`' order."""
-    conversions = (world_tables.events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
-                   .select("user_id", "ts", "advertiser_id")
-                   .join(world_tables.advertisers.select("advertiser_id", "name"), on="advertiser_id"))
+# Browse items (the prompt's searches and URLs, paper 3.2.3) carry a marker before the advertiser's name, so
+# that the separator is still followed by a name only where the next item is a conversion.
+BROWSE_MARKERS = {"offsite_url": "~", "onsite_search": "?", "offsite_search": "?"}
+
+
+def behaviour_sequences(world_tables, keys: pl.DataFrame, max_conversions: int,
+                        browse_window_days: int = 0) -> pl.DataFrame:
+    """Per (user_id, anchor_date) of `keys`: `sequence`, the user's items up to the end of the anchor date,
+    oldest first, joined by '|': the names of the advertisers of the last `max_conversions` conversions and,
+    with `browse_window_days` > 0, the searches and URLs of that many days before the end that concern an
+    advertiser (the same mapping as the pair ranker's, `baselines.advertiser_events`), each as a marker
+    (`BROWSE_MARKERS`) and the advertiser's name. A key whose user has no item gets an empty sequence.
+    Shape: one row per key, in `keys`' order."""
+    from llm_predictor.baselines import advertiser_events
+
+    names = world_tables.advertisers.select("advertiser_id", "name")
     ends = keys.select(*KEYS).unique().with_columns(
         end=pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1))
-    sequences = (conversions.join(ends, on="user_id").filter(pl.col("ts") < pl.col("end"))
-                 .sort(*KEYS, "ts", "advertiser_id")
-                 .group_by(KEYS).agg(pl.col("name").tail(max_conversions).str.join(ITEM_SEPARATOR).alias("sequence")))
+    events = world_tables.events.join(ends, on="user_id").filter(pl.col("ts") < pl.col("end"))
+    conversions = (events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
+                   .sort(*KEYS, "ts", "advertiser_id")
+                   .filter(pl.int_range(pl.len(), 0, -1).over(KEYS) <= max_conversions)
+                   .join(names, on="advertiser_id").select(*KEYS, "ts", item=pl.col("name")))
+    items = [conversions]
+    if browse_window_days > 0:
+        browses = events.filter(pl.col("kind").is_in(list(BROWSE_MARKERS)),
+                                pl.col("ts") >= pl.col("end") - pl.duration(days=browse_window_days))
+        markers = pl.col("kind").cast(pl.String).replace_strict(BROWSE_MARKERS)
+        items.append(advertiser_events(world_tables, browses.select(
+            *KEYS, "ts", "kind", "text", "advertiser_id", "brand_id"))
+            .unique([*KEYS, "ts", "kind", "advertiser_id"])
+            .join(names, on="advertiser_id").select(*KEYS, "ts", item=markers + pl.col("name")))
+    sequences = (pl.concat(items).sort(*KEYS, "ts", "item")
+                 .group_by(KEYS).agg(pl.col("item").str.join(ITEM_SEPARATOR).alias("sequence")))
     return (keys.select(*KEYS).join(sequences, on=KEYS, how="left", maintain_order="left")
             .with_columns(pl.col("sequence").fill_null("")))
 
@@ -106,7 +136,7 @@ def behaviour_documents(world_tables, config: BehaviourConfig, seed: int) -> tup
     and are left out. Raises ValueError when no train document is left."""
     held_out = validation_users(world_tables, config.validation_users, seed)
     keys = document_users(world_tables).with_columns(anchor_date=pl.lit(documents_anchor(world_tables)))
-    sequences = conversion_sequences(world_tables, keys, config.max_conversions).filter(
+    sequences = behaviour_sequences(world_tables, keys, config.max_conversions, config.browse_window_days).filter(
         pl.col("sequence").str.contains(ITEM_SEPARATOR, literal=True))
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
     train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)

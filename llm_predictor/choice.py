@@ -54,6 +54,42 @@ def validation_labels(world_tables, config) -> pl.DataFrame:
     return chosen.select("user_id", "anchor_date", "advertiser_id").sort("user_id")
 
 
+def validation_baselines(run, world_tables, labels: pl.DataFrame, config) -> dict[str, pl.DataFrame]:
+    """The non-LLM baselines on the validation labels' (user, anchor) pairs, to show beside the candidates
+    (they are never chosen): most recent (and restricted to the paper prompt's allowed names, the `allowed`
+    rule's yardstick) and the LightGBM pair ranker on the prompt's inputs, fit on train labels without the
+    validation users (so that it is not scored on its own training labels)."""
+    from dataclasses import replace
+
+    from llm_predictor import evaluate
+    from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions
+    from llm_predictor.behaviour import validation_users
+    from llm_predictor.config import METHODS
+    from llm_predictor.stages import method_prompts
+
+    keys = labels.select("user_id", "anchor_date").unique(maintain_order=True)
+    held_out = validation_users(world_tables, config.behaviour.validation_users, config.seed)
+    train = evaluate.labelled_users(world_tables, "train").join(held_out, on="user_id", how="anti")
+    baseline_config = BaselineConfig()
+    recent = most_recent_predictions(world_tables, keys, baseline_config)
+    allowed = method_prompts(run, world_tables, config, METHODS["behaviour_ranked"], keys, config.features)
+    return {
+        "most_recent": recent,
+        "most_recent_allowed": evaluate.restricted_to_allowed(recent, allowed, "most_recent_allowed"),
+        "lightgbm_pairs_prompt": PairRanker(replace(baseline_config, inputs="prompt")).fit(world_tables, train)
+        .predict(world_tables, keys),
+    }
+
+
+def baseline_pairs(methods) -> list[tuple[str, str]]:
+    """(candidate, baseline) pairs: an `open` method against most recent and the prompt-input LightGBM, an
+    `allowed` one against most recent restricted to the same allowed names (issue 14's yardsticks)."""
+    from llm_predictor.config import METHODS
+
+    return [(name, reference) for name in methods for reference in
+            (("most_recent", "lightgbm_pairs_prompt") if METHODS[name].rule == "open" else ("most_recent_allowed",))]
+
+
 def chosen_method(run) -> str:
     """The method `adsim llm choose` picked for `run` (a RunFolder). Raises ConfigError before it has run."""
     record = run.stage_record("llm_choice")
@@ -74,6 +110,7 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
 
     from llm_predictor import evaluate
     from llm_predictor.config import MODEL_STAGES, METHODS
+    from llm_predictor.behaviour import is_leave_one_out
     from llm_predictor.stages import generate_method, run_stage, run_world, upstream_hash
 
     run = RunFolder(run_root)
@@ -90,6 +127,9 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
         generations = {name: generate_method(run, world, config, METHODS[name], keys, directory / "generations" / name,
                                              show_progress) for name in config.choice.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
+        has_baselines = not is_leave_one_out(world)  # real data: its baselines are `adsim real`'s
+        if has_baselines:
+            predictions |= validation_baselines(run, world, labels, config)
         table = evaluate.results_table(predictions, {"validation": labels}, config.eval.evaluation, counts)
         column = f"recall_at_{config.choice.k}"
         if column not in table.columns:
@@ -99,6 +139,12 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
         outputs = [path.name for path in evaluate.write_table(
             table, directory, "choice", f"Method choice: {labels.height} validation users (held-out train users), "
                                         f"chosen by Recall@{config.choice.k}: {best}")]
+        if has_baselines:
+            effects = evaluate.paired_effects_table(baseline_pairs(config.choice.methods), predictions, labels,
+                                                    config.eval.evaluation)
+            outputs += [path.name for path in evaluate.write_table(
+                effects, directory, "choice_baselines",
+                f"Candidates against the non-LLM baselines on the same {labels.height} validation labels")]
         return outputs, {"method": best, "validation_labels": labels.height,
                          f"validation_{column}": {name: round(scores[name], 4) for name in config.choice.methods}}
 

@@ -43,10 +43,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """CPT: the loop settings and the length of the packed corpus blocks."""
+    """CPT: the loop settings and how documents become `block_size`-token rows: a stream cut into blocks (the
+    web corpus), or whole documents packed with attention kept within each (`is_document_masked`, `pack_documents`:
+    behaviour sequences, where a user's history must neither be cut at a block edge nor read another user's)."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=300, learning_rate=2e-3))
     block_size: int = 256
+    is_document_masked: bool = False
 
     def __post_init__(self) -> None:
         require(self.block_size >= 16, "block_size", "must be >= 16 tokens")
@@ -130,6 +133,35 @@ def pack_corpus(texts: list[str], tokenizer, block_size: int):
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
+def pack_documents(texts: list[str], tokenizer, block_size: int):
+    """Whole documents (tokens and EOS, the last `block_size` of a longer one) packed in order into rows of
+    `block_size` tokens, none split across rows, the rest of a row padding (a Dataset of input_ids, labels,
+    position_ids). Positions restart at each document, from which the model masks attention to within it
+    (transformers' packed-sequence mask; it needs no attention_mask and no cache); a document's first token
+    and the padding are not targets. Every token weighs the same in a step, and attention costs a row's
+    `block_size`, not a whole batch's length."""
+    from datasets import Dataset
+
+    docs = [(doc + [tokenizer.eos_token_id])[-block_size:]
+            for doc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    if not docs:
+        raise ValueError("no document to train on: generate a larger world")
+    rows, current = [], []
+    for doc in docs:
+        if current and sum(map(len, current)) + len(doc) > block_size:
+            rows.append(current)
+            current = []
+        current.append(doc)
+    rows.append(current)
+    columns = {"input_ids": [], "labels": [], "position_ids": []}
+    for row in rows:
+        padding = block_size - sum(map(len, row))
+        columns["input_ids"].append([t for doc in row for t in doc] + [tokenizer.pad_token_id] * padding)
+        columns["labels"].append([-100 if i == 0 else t for doc in row for i, t in enumerate(doc)] + [-100] * padding)
+        columns["position_ids"].append([i for doc in row for i in range(len(doc))] + list(range(padding)))
+    return Dataset.from_dict(columns)
+
+
 def freeze_all_but_new_embeddings(model, first_new_token: int) -> None:
     """Only the embedding rows from `first_new_token` on stay trainable (SID phase 1, paper 3.5)."""
     for parameter in model.parameters():
@@ -166,11 +198,14 @@ def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_d
     if trainable_from_token is not None:
         freeze_all_but_new_embeddings(model, trainable_from_token)
         train_config = replace(train_config, weight_decay=0.0)  # decay would move the frozen rows
-    dataset = pack_corpus(texts, tokenizer, config.block_size)
+    rows = pack_documents if config.is_document_masked else pack_corpus
+    if config.is_document_masked:  # a cache turns the packed-sequence mask off
+        model.config.use_cache = False
+    dataset = rows(texts, tokenizer, config.block_size)
     arguments = training_arguments(train_config, output_dir, show_progress)
     validation = None
     if validation_texts is not None:
-        validation = pack_corpus(validation_texts, tokenizer, config.block_size)
+        validation = rows(validation_texts, tokenizer, config.block_size)
         arguments.update(eval_strategy="steps", eval_steps=eval_steps,
                          per_device_eval_batch_size=train_config.batch_size)
     trainer = Trainer(

@@ -154,7 +154,8 @@ def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progres
         pl.DataFrame({"document": train + validation, "is_validation": [False] * len(train) + [True] * len(validation)}
                      ).write_parquet(directory / "documents.parquet")
         summary = pretrain(run.root / "llm_pretrain" / "model", train,
-                           PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size),
+                           PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size,
+                                          is_document_masked=True),
                            directory, show_progress, validation_texts=validation,
                            eval_steps=config.behaviour.eval_steps)
         plot_loss_curves(summary, directory / "loss_curves.png", "behaviour-sequence CPT")
@@ -315,7 +316,7 @@ def method_prompts(run, world, config: LLMConfig, method: Method, keys, features
     import polars as pl
 
     from llm_predictor.baselines import eligible_advertisers
-    from llm_predictor.behaviour import conversion_sequences, sequence_prompt
+    from llm_predictor.behaviour import behaviour_sequences, sequence_prompt
     from llm_predictor.predict import build_prompts
 
     is_sequence = method.template == "sequence"
@@ -326,7 +327,8 @@ def method_prompts(run, world, config: LLMConfig, method: Method, keys, features
                                 "sft" if is_sequence else method.template, reasoning=method.is_reasoning,
                                 sids=_sids(run, method.template), sid_config=config.semantic_ids)
     if is_sequence:
-        sequences = conversion_sequences(world, prompts, config.behaviour.max_conversions)
+        sequences = behaviour_sequences(world, prompts, config.behaviour.max_conversions,
+                                        config.behaviour.browse_window_days)
         prompts = prompts.with_columns(sequence_prompt(sequences["sequence"]))
     if method.rule == "open":
         names = eligible_advertisers(world)["name"].to_list()

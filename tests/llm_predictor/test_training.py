@@ -8,7 +8,7 @@ import pytest
 import llm_predictor.grpo as grpo_module
 from llm_predictor.grpo import GRPOStageConfig, grpo, paper_reward_function
 from llm_predictor.model import ModelConfig, prepare_base_model
-from llm_predictor.pretrain import PretrainConfig, TrainConfig, pack_corpus, pretrain
+from llm_predictor.pretrain import PretrainConfig, TrainConfig, pack_corpus, pack_documents, pretrain
 from llm_predictor.reward import total_reward
 from llm_predictor.sft import SFTStageConfig, completion_loss, length_filter, sft
 from llm_predictor.tokenizer import TokenizerConfig, load_tokenizer
@@ -41,6 +41,38 @@ def test_pack_corpus_cuts_eos_joined_stream_into_blocks(base_dir):
     assert blocks["labels"] == blocks["input_ids"]
 
 
+def test_pack_documents_keeps_documents_whole_and_each_attends_only_within_itself(base_dir):
+    """Behaviour sequences' rows: whole documents (a longer one keeps its end), positions restarting per
+    document, no target at a document's first token or the padding; each document then gets the logits it gets
+    alone, where the same row without its positions lets documents read each other."""
+    import torch
+
+    from llm_predictor.model import load_model
+
+    tokenizer = load_tokenizer(base_dir)
+    texts = [CORPUS[0], CORPUS[1][:12], CORPUS[2]]
+    docs = [doc + [tokenizer.eos_token_id] for doc in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    assert pack_documents(texts[:1], tokenizer, 6)["input_ids"] == [docs[0][-6:]]
+    size = len(docs[0]) + len(docs[1]) + 1  # the first two fit in a row, the third starts the next
+    rows = pack_documents(texts, tokenizer, size)
+    pad = tokenizer.pad_token_id
+    assert rows["input_ids"] == [docs[0] + docs[1] + [pad], docs[2][-size:] + [pad] * (size - len(docs[2][-size:]))]
+    assert rows["position_ids"][0] == [*range(len(docs[0])), *range(len(docs[1])), 0]
+    first_of_second = len(docs[0])
+    assert rows["labels"][0][0] == rows["labels"][0][first_of_second] == rows["labels"][0][-1] == -100
+    assert rows["labels"][0][1] == docs[0][1]
+    model = load_model(base_dir).eval()
+    row = torch.tensor(rows["input_ids"][:1])
+    with torch.no_grad():
+        packed = model(input_ids=row, position_ids=torch.tensor(rows["position_ids"][:1]), use_cache=False).logits[0]
+        alone = [model(input_ids=torch.tensor([doc])).logits[0] for doc in docs[:2]]
+        unmasked = model(input_ids=row, use_cache=False).logits[0]
+    second = slice(first_of_second, first_of_second + len(docs[1]))
+    assert torch.allclose(packed[:first_of_second], alone[0], atol=1e-4)
+    assert torch.allclose(packed[second], alone[1], atol=1e-4)
+    assert not torch.allclose(unmasked[second], alone[1], atol=1e-4)
+
+
 def test_pretrain_loss_goes_down_and_resumes(base_dir, tmp_path):
     config = PretrainConfig(train=_train(max_steps=20), block_size=32)
     first = pretrain(base_dir, CORPUS, config, tmp_path, show_progress=False)
@@ -50,6 +82,14 @@ def test_pretrain_loss_goes_down_and_resumes(base_dir, tmp_path):
     longer = PretrainConfig(train=_train(max_steps=25), block_size=32)
     second = pretrain(base_dir, CORPUS, longer, tmp_path, show_progress=False)
     assert second["resumed_from"].endswith("checkpoint-20") and second["steps"] == 25
+
+
+def test_pretrain_on_whole_documents_learns(base_dir, tmp_path):
+    config = PretrainConfig(train=_train(max_steps=20), block_size=64, is_document_masked=True)
+    summary = pretrain(base_dir, CORPUS, config, tmp_path, show_progress=False, validation_texts=CORPUS[:6],
+                       eval_steps=20)
+    assert summary["last_loss"] < 0.7 * summary["first_loss"]
+    assert summary["validation_losses"][-1][0] == 20
 
 
 def test_length_filter_counts_prompt_completion_and_eos(base_dir):

@@ -27,7 +27,7 @@ def trained(tiny_world, tmp_path_factory):
     """(model directory, sequence prompts, eligible names): a nano model after 400 steps of behaviour-sequence
     pre-training (~15 s), saved by `pretrain` as the demo saves its models; prompts of eval users with history."""
     from llm_predictor.baselines import eligible_advertisers
-    from llm_predictor.behaviour import BehaviourConfig, behaviour_documents, conversion_sequences, sequence_prompt
+    from llm_predictor.behaviour import BehaviourConfig, behaviour_documents, behaviour_sequences, sequence_prompt
     from llm_predictor.model import ModelConfig, prepare_base_model
     from llm_predictor.pretrain import PretrainConfig, TrainConfig, pretrain
     from llm_predictor.tokenizer import TokenizerConfig
@@ -43,7 +43,8 @@ def trained(tiny_world, tmp_path_factory):
     assert summary["last_loss"] < summary["first_loss"]
     anchor = tiny_world.labels["anchor_date"].max()
     users = tiny_world.splits.filter(pl.col("split") == "eval").select("user_id", anchor_date=pl.lit(anchor))
-    sequences = conversion_sequences(tiny_world, users, config.max_conversions).filter(pl.col("sequence") != "")
+    sequences = behaviour_sequences(tiny_world, users, config.max_conversions, config.browse_window_days).filter(
+        pl.col("sequence") != "")
     return root / "cpt" / "model", sequence_prompt(sequences["sequence"].head(USERS)).to_list(), names
 
 
