@@ -109,8 +109,8 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor import evaluate
-    from llm_predictor.config import MODEL_STAGES, METHODS
     from llm_predictor.behaviour import is_leave_one_out
+    from llm_predictor.config import MODEL_STAGES, METHODS
     from llm_predictor.stages import generate_method, run_stage, run_world, upstream_hash
 
     run = RunFolder(run_root)

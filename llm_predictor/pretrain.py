@@ -146,12 +146,13 @@ def pack_documents(texts: list[str], tokenizer, block_size: int):
             for doc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     if not docs:
         raise ValueError("no document to train on: generate a larger world")
-    rows, current = [], []
+    rows, current, used = [], [], 0
     for doc in docs:
-        if current and sum(map(len, current)) + len(doc) > block_size:
+        if current and used + len(doc) > block_size:
             rows.append(current)
-            current = []
+            current, used = [], 0
         current.append(doc)
+        used += len(doc)
     rows.append(current)
     columns = {"input_ids": [], "labels": [], "position_ids": []}
     for row in rows:

@@ -423,6 +423,7 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, sampled_methods,
                                          sampled)
         outputs += grpo_effect_table(run, config, predictions, labels["v1"], directory, sampled_methods, sampled)
+        outputs += baselines_effect_table(config, predictions, labels["v1"], directory, sampled_methods)
         summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, everyone, sampled, directory, show_progress)
@@ -493,6 +494,23 @@ def grpo_effect_table(run, config: LLMConfig, predictions: dict, labels, directo
     return [path.name for path in evaluate.write_table(
         pl.concat(tables), directory, "grpo_effect", "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K "
                                                      "difference on the same labels")]
+
+
+def baselines_effect_table(config: LLMConfig, predictions: dict, labels, directory: Path,
+                           sampled_methods: tuple[str, ...]) -> list[str]:
+    """Each ranked LLM method's Recall@K minus the non-LLM yardsticks' on the same V1 labels (paired Tango
+    intervals; `choice.baseline_pairs`: an `open` method against most recent and the prompt-input LightGBM, an
+    `allowed` one against most recent on the same allowed names). Methods scored on a sample are left out."""
+    from llm_predictor import evaluate
+    from llm_predictor.choice import baseline_pairs
+
+    methods = [name for name in config.eval.methods if METHODS[name].is_ranked and name not in sampled_methods]
+    if not methods:
+        return []
+    table = evaluate.paired_effects_table(baseline_pairs(methods), predictions, labels, config.eval.evaluation)
+    return [path.name for path in evaluate.write_table(
+        table, directory, "baselines_effect", f"LLM methods against the non-LLM baselines: V1 Recall@K difference on "
+                                              f"the same {labels.height} labels")]
 
 
 def ablation(run, world, config: LLMConfig, everyone, sampled, directory: Path, show_progress: bool) -> list[str]:

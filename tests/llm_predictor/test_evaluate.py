@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -204,3 +205,28 @@ def test_pair_ranker_trains_on_train_role_labels(tiny_world):
     ranked = predictions["lightgbm_pairs"].select("user_id", "anchor_date").unique()
     assert ranked.join(requests, on=["user_id", "anchor_date"], how="anti").is_empty()
     assert ranked.height == requests.height
+
+
+def test_the_baselines_effect_table_pairs_each_ranked_method_with_its_rules_yardsticks(tmp_path):
+    from llm_predictor.config import resolve_config
+    from llm_predictor.stages import baselines_effect_table
+
+    config = resolve_config("nano", None, ['eval.methods=["behaviour_ranked","behaviour_ranked_open","zero_shot"]'])
+    keys = {"user_id": [1, 2, 3, 4], "anchor_date": [date(2026, 3, 2)] * 4}
+    labels = pl.DataFrame(keys).with_columns(advertiser_id=pl.Series([10, 11, 12, 13], dtype=pl.Int32))
+
+    def ranked(hits: list[bool], source: str) -> pl.DataFrame:  # rank 1 = the label where `hits`, else another
+        return pl.DataFrame(keys).with_columns(
+            rank=pl.lit(1, pl.Int32), advertiser_id=pl.Series([a if h else 99 for a, h in zip([10, 11, 12, 13], hits)],
+                                                              dtype=pl.Int32),
+            advertiser_name=pl.lit("x"), source=pl.lit(source))
+
+    predictions = {"behaviour_ranked_open": ranked([True] * 4, "o"), "behaviour_ranked": ranked([True, False] * 2, "a"),
+                   "most_recent": ranked([True, False, False, False], "m"),
+                   "lightgbm_pairs_prompt": ranked([True] * 4, "l"), "most_recent_allowed": ranked([False] * 4, "r")}
+    written = baselines_effect_table(config, predictions, labels, tmp_path, sampled_methods=("zero_shot",))
+    assert sorted(written) == ["baselines_effect.md", "baselines_effect.parquet"]
+    table = pl.read_parquet(tmp_path / "baselines_effect.parquet")
+    deltas = {(m, r): d for m, r, d in table.select("method", "reference", "delta_recall_at_1").iter_rows()}
+    assert deltas == {("behaviour_ranked", "most_recent_allowed"): 0.5, ("behaviour_ranked_open", "most_recent"): 0.75,
+                      ("behaviour_ranked_open", "lightgbm_pairs_prompt"): 0.0}
