@@ -70,7 +70,10 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, max_conversions: int,
     names = world_tables.advertisers.select("advertiser_id", "name")
     ends = keys.select(*KEYS).unique().with_columns(
         end=pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1))
-    events = world_tables.events.join(ends, on="user_id").filter(pl.col("ts") < pl.col("end"))
+    kinds = [*CONVERSION_KINDS, *(BROWSE_MARKERS if browse_window_days > 0 else ())]
+    events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
+              .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
+              .join(ends, on="user_id").filter(pl.col("ts") < pl.col("end")))
     conversions = (events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
                    .sort(*KEYS, "ts", "advertiser_id")
                    .filter(pl.int_range(pl.len(), 0, -1).over(KEYS) <= max_conversions)
@@ -80,8 +83,7 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, max_conversions: int,
         browses = events.filter(pl.col("kind").is_in(list(BROWSE_MARKERS)),
                                 pl.col("ts") >= pl.col("end") - pl.duration(days=browse_window_days))
         markers = pl.col("kind").cast(pl.String).replace_strict(BROWSE_MARKERS)
-        items.append(advertiser_events(world_tables, browses.select(
-            *KEYS, "ts", "kind", "text", "advertiser_id", "brand_id"))
+        items.append(advertiser_events(world_tables, browses.drop("end"))
             .unique([*KEYS, "ts", "kind", "advertiser_id"])
             .join(names, on="advertiser_id").select(*KEYS, "ts", item=markers + pl.col("name")))
     sequences = (pl.concat(items).sort(*KEYS, "ts", "item")

@@ -54,7 +54,7 @@ def validation_labels(world_tables, config) -> pl.DataFrame:
     return chosen.select("user_id", "anchor_date", "advertiser_id").sort("user_id")
 
 
-def validation_baselines(run, world_tables, labels: pl.DataFrame, config) -> dict[str, pl.DataFrame]:
+def validation_baselines(world_tables, labels: pl.DataFrame, config) -> dict[str, pl.DataFrame]:
     """The non-LLM baselines on the validation labels' (user, anchor) pairs, to show beside the candidates
     (they are never chosen): most recent (and restricted to the paper prompt's allowed names, the `allowed`
     rule's yardstick) and the LightGBM pair ranker on the prompt's inputs, fit on train labels without the
@@ -64,15 +64,14 @@ def validation_baselines(run, world_tables, labels: pl.DataFrame, config) -> dic
     from llm_predictor import evaluate
     from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions
     from llm_predictor.behaviour import validation_users
-    from llm_predictor.config import METHODS
-    from llm_predictor.stages import method_prompts
+    from llm_predictor.predict import build_prompts
 
     keys = labels.select("user_id", "anchor_date").unique(maintain_order=True)
     held_out = validation_users(world_tables, config.behaviour.validation_users, config.seed)
     train = evaluate.labelled_users(world_tables, "train").join(held_out, on="user_id", how="anti")
     baseline_config = BaselineConfig()
     recent = most_recent_predictions(world_tables, keys, baseline_config)
-    allowed = method_prompts(run, world_tables, config, METHODS["behaviour_ranked"], keys, config.features)
+    allowed = build_prompts(world_tables, keys, config.features, config.preset_pool_size, "inference")  # as llm eval
     return {
         "most_recent": recent,
         "most_recent_allowed": evaluate.restricted_to_allowed(recent, allowed, "most_recent_allowed"),
@@ -129,7 +128,7 @@ def stage_choose(run_root: Path, config, force: bool, show_progress: bool) -> di
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
         has_baselines = not is_leave_one_out(world)  # real data: its baselines are `adsim real`'s
         if has_baselines:
-            predictions |= validation_baselines(run, world, labels, config)
+            predictions |= validation_baselines(world, labels, config)
         table = evaluate.results_table(predictions, {"validation": labels}, config.eval.evaluation, counts)
         column = f"recall_at_{config.choice.k}"
         if column not in table.columns:

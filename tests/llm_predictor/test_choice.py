@@ -34,7 +34,7 @@ def test_choice_settings_and_a_run_without_a_choice_are_refused(tmp_path):
 
 
 def test_validation_baselines_predict_the_labels_and_the_ranker_never_trains_on_a_validation_user(
-        tiny_world, tmp_path, monkeypatch):
+        tiny_world, monkeypatch):
     from llm_predictor import baselines
     from llm_predictor.choice import baseline_pairs, validation_baselines
 
@@ -44,7 +44,7 @@ def test_validation_baselines_predict_the_labels_and_the_ranker_never_trains_on_
     fit = baselines.PairRanker.fit
     monkeypatch.setattr(baselines.PairRanker, "fit",
                         lambda self, world, train: fitted.append(train) or fit(self, world, train))
-    found = validation_baselines(RunFolder(tmp_path), tiny_world, labels, config)
+    found = validation_baselines(tiny_world, labels, config)
     assert set(found) == {"most_recent", "most_recent_allowed", "lightgbm_pairs_prompt"}
     held_out = set(validation_users(tiny_world, 100, config.seed)["user_id"])
     assert len(fitted) == 1 and fitted[0].height > 0 and not set(fitted[0]["user_id"]) & held_out
