@@ -7,10 +7,12 @@ alone fits the popularity prior and never learns to read the user's own advertis
 sequence document every name is a next-advertiser target given the names before it, so one forward pass
 supervises dozens, and the model learns that a user's advertisers recur (the repeat mechanism) and which
 follow which; the browse items let it learn that users convert with what they browsed (the world's
-`semantic` mechanism). The same format is a prompt of its own (`sequence_prompt`): the user's sequence,
-then the separator where the next name goes, so the model can rank names without any SFT (method
-`behaviour_ranked`). Validation documents come from train-split users held out of training, never from
-eval users.
+`semantic` mechanism). Optional age markers (`@8`: the items from here on are 8-15 days old at the sequence's
+end) would give the model what a name list lacks and the pair ranker's recency features have, how long ago
+each item happened (as time-aware sequential recommenders do, e.g. TiSASRec, Li et al. 2020). The same
+format is a prompt of its own (`sequence_prompt`): the user's sequence, then the separator where the next
+name goes, so the model can rank names without any SFT (method `behaviour_ranked`). Validation documents
+come from train-split users held out of training, never from eval users.
 """
 
 from __future__ import annotations
@@ -43,53 +45,76 @@ class BehaviourConfig:
     browse_window_days: int = 14
     validation_users: int = 600  # train-split users kept out of training: the validation loss's documents
     eval_steps: int = 250  # validation loss every this many steps
+    # day buckets of an item's age at the sequence's end, e.g. (1, 2, 4, 8, 16, 32, 64); a marker item `@<bucket>`
+    # opens each bucket's run of items, and one `@0` closes a sequence whose last item is older (the next item
+    # comes after the end). Off by default: on the demo's validation labels those log2 buckets lowered open
+    # Recall@5 by 0.051 [0.016, 0.087] and left Recall@1 and @20 within their intervals (docs/results.md)
+    age_buckets_days: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         require(self.block_size >= 16, "behaviour.block_size", "must be >= 16 tokens")
-        require(self.max_conversions >= 2, "behaviour.max_conversions", "must be >= 2")
+        require(self.max_conversions >= 1, "behaviour.max_conversions", "must be >= 1")
         require(self.browse_window_days >= 0, "behaviour.browse_window_days", "must be >= 0 days (0: conversions only)")
         require(self.validation_users >= 1, "behaviour.validation_users", "must be >= 1")
         require(self.eval_steps >= 1, "behaviour.eval_steps", "must be >= 1")
+        buckets = list(self.age_buckets_days)
+        require(all(isinstance(b, int) and b >= 1 for b in buckets) and buckets == sorted(set(buckets)),
+                "behaviour.age_buckets_days", "must be increasing whole days >= 1, e.g. [1, 2, 4, 8], or [] for none")
 
 
 # Browse items (the prompt's searches and URLs, paper 3.2.3) carry a marker before the advertiser's name, so
 # that the separator is still followed by a name only where the next item is a conversion.
 BROWSE_MARKERS = {"offsite_url": "~", "onsite_search": "?", "offsite_search": "?"}
+AGE_MARKER = "@"  # an age-marker item: AGE_MARKER and the bucket's first day, e.g. "@8"
 
 
-def behaviour_sequences(world_tables, keys: pl.DataFrame, max_conversions: int,
-                        browse_window_days: int = 0) -> pl.DataFrame:
+def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfig) -> pl.DataFrame:
     """Per (user_id, anchor_date) of `keys`: `sequence`, the user's items up to the end of the anchor date,
-    oldest first, joined by '|': the names of the advertisers of the last `max_conversions` conversions and,
-    with `browse_window_days` > 0, the searches and URLs of that many days before the end that concern an
-    advertiser (the same mapping as the pair ranker's, `baselines.advertiser_events`), each as a marker
-    (`BROWSE_MARKERS`) and the advertiser's name. A key whose user has no item gets an empty sequence.
+    oldest first, joined by '|': the names of the advertisers of the last `config.max_conversions`
+    conversions and, with `config.browse_window_days` > 0, the searches and URLs of that many days before the
+    end that concern an advertiser (the same mapping as the pair ranker's, `baselines.advertiser_events`),
+    each as a marker (`BROWSE_MARKERS`) and the advertiser's name; with `config.age_buckets_days`, age-marker
+    items between them (`BehaviourConfig.age_buckets_days`). `items`: the conversions and browses written
+    (markers not counted). A key whose user has no item gets an empty sequence and 0 items.
     Shape: one row per key, in `keys`' order."""
     from llm_predictor.baselines import advertiser_events
 
     names = world_tables.advertisers.select("advertiser_id", "name")
-    ends = keys.select(*KEYS).unique().with_columns(
-        end=pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1))
-    kinds = [*CONVERSION_KINDS, *(BROWSE_MARKERS if browse_window_days > 0 else ())]
+    end = pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1)
+    ends = keys.select(*KEYS).unique().with_columns(end=end)
+    kinds = [*CONVERSION_KINDS, *(BROWSE_MARKERS if config.browse_window_days > 0 else ())]
     events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
               .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
               .join(ends, on="user_id").filter(pl.col("ts") < pl.col("end")))
     conversions = (events.filter(pl.col("kind").is_in(CONVERSION_KINDS))
                    .sort(*KEYS, "ts", "advertiser_id")
-                   .filter(pl.int_range(pl.len(), 0, -1).over(KEYS) <= max_conversions)
+                   .filter(pl.int_range(pl.len(), 0, -1).over(KEYS) <= config.max_conversions)
                    .join(names, on="advertiser_id").select(*KEYS, "ts", item=pl.col("name")))
     items = [conversions]
-    if browse_window_days > 0:
+    if config.browse_window_days > 0:
         browses = events.filter(pl.col("kind").is_in(list(BROWSE_MARKERS)),
-                                pl.col("ts") >= pl.col("end") - pl.duration(days=browse_window_days))
+                                pl.col("ts") >= pl.col("end") - pl.duration(days=config.browse_window_days))
         markers = pl.col("kind").cast(pl.String).replace_strict(BROWSE_MARKERS)
-        items.append(advertiser_events(world_tables, browses.drop("end"))
+        items.append(advertiser_events(world_tables, browses)
             .unique([*KEYS, "ts", "kind", "advertiser_id"])
             .join(names, on="advertiser_id").select(*KEYS, "ts", item=markers + pl.col("name")))
-    sequences = (pl.concat(items).sort(*KEYS, "ts", "item")
-                 .group_by(KEYS).agg(pl.col("item").str.join(ITEM_SEPARATOR).alias("sequence")))
+    age_days = (end - pl.col("ts")).dt.total_seconds() / 86_400
+    bucket = pl.lit(0)
+    for edge in config.age_buckets_days:
+        bucket = pl.when(age_days >= edge).then(edge).otherwise(bucket)
+    marked = pl.concat(items).sort(*KEYS, "ts", "item").with_columns(bucket=bucket)
+    if config.age_buckets_days:
+        opens = pl.col("bucket").shift(1).over(KEYS).fill_null(-1) != pl.col("bucket")
+        marked = marked.with_columns(item=pl.when(opens).then(
+            pl.lit(AGE_MARKER) + pl.col("bucket").cast(pl.String) + ITEM_SEPARATOR + pl.col("item"))
+            .otherwise(pl.col("item")))
+    # the next item comes after the end: a sequence whose last run is older says so with the newest marker
+    closing = pl.when(pl.col("bucket").last() > 0).then(pl.lit(ITEM_SEPARATOR + AGE_MARKER + "0")).otherwise(
+        pl.lit("")) if config.age_buckets_days else pl.lit("")
+    sequences = marked.group_by(KEYS).agg(sequence=pl.col("item").str.join(ITEM_SEPARATOR) + closing,
+                                          items=pl.len().cast(pl.Int32))
     return (keys.select(*KEYS).join(sequences, on=KEYS, how="left", maintain_order="left")
-            .with_columns(pl.col("sequence").fill_null("")))
+            .with_columns(pl.col("sequence").fill_null(""), pl.col("items").fill_null(0)))
 
 
 def sequence_prompt(sequences: pl.Series) -> pl.Series:
@@ -138,8 +163,7 @@ def behaviour_documents(world_tables, config: BehaviourConfig, seed: int) -> tup
     and are left out. Raises ValueError when no train document is left."""
     held_out = validation_users(world_tables, config.validation_users, seed)
     keys = document_users(world_tables).with_columns(anchor_date=pl.lit(documents_anchor(world_tables)))
-    sequences = behaviour_sequences(world_tables, keys, config.max_conversions, config.browse_window_days).filter(
-        pl.col("sequence").str.contains(ITEM_SEPARATOR, literal=True))
+    sequences = behaviour_sequences(world_tables, keys, config).filter(pl.col("items") >= 2)
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
     train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)
     if train.is_empty():

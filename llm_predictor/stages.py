@@ -327,8 +327,7 @@ def method_prompts(run, world, config: LLMConfig, method: Method, keys, features
                                 "sft" if is_sequence else method.template, reasoning=method.is_reasoning,
                                 sids=_sids(run, method.template), sid_config=config.semantic_ids)
     if is_sequence:
-        sequences = behaviour_sequences(world, prompts, config.behaviour.max_conversions,
-                                        config.behaviour.browse_window_days)
+        sequences = behaviour_sequences(world, prompts, config.behaviour)
         prompts = prompts.with_columns(sequence_prompt(sequences["sequence"]))
     if method.rule == "open":
         names = eligible_advertisers(world)["name"].to_list()

@@ -32,6 +32,36 @@ class _World:
                     "advertiser_id": pl.Int32, "text": pl.String, "brand_id": pl.Int32}, orient="row")
 
 
+def _plain(max_conversions: int = 10, browse_window_days: int = 0) -> BehaviourConfig:
+    """Sequences of names only: no age markers, and browse items only when asked for."""
+    return BehaviourConfig(max_conversions=max_conversions, browse_window_days=browse_window_days, age_buckets_days=())
+
+
+def test_age_markers_open_each_buckets_run_and_close_a_sequence_that_ends_before_the_last_day():
+    world = _World([
+        (7, "2026-02-01T10:00", "attributed_conversion", 1),  # 29.6 days before the end (Mar 3, 00:00)
+        (7, "2026-02-25T10:00", "offsite_url", 3),  # 5.6 days
+        (7, "2026-02-26T10:00", "onsite_search", None, "cheap beta labs shoes"),  # 4.6 days: same bucket
+        (7, "2026-03-01T10:00", "matched_conversion", 2),  # 1.6 days
+        (7, "2026-03-02T10:00", "matched_conversion", 3),  # 0.6 days: the newest bucket, no closing marker
+        (8, "2026-02-20T00:00", "matched_conversion", 3),  # exactly 11 days
+        (8, "2026-02-21T00:00", "matched_conversion", 1),  # 10 days: same bucket; closed by @0
+    ])
+    keys = pl.DataFrame({"user_id": [7, 8], "anchor_date": [date(2026, 3, 2)] * 2})
+    config = BehaviourConfig(max_conversions=10, browse_window_days=14, age_buckets_days=(1, 2, 4, 8, 16, 32))
+    table = behaviour_sequences(world, keys, config)
+    assert table["sequence"].to_list() == ["@16|Alpha Co.|@4|~Gamma|?Beta Labs|@1|Beta Labs|@0|Gamma",
+                                           "@8|Gamma|Alpha Co.|@0"]
+    assert table["items"].to_list() == [5, 2]  # markers are not items
+    # ages are counted from the end of the key's own anchor date
+    later = behaviour_sequences(world, keys.with_columns(anchor_date=pl.lit(date(2026, 3, 30))), config)
+    assert later["sequence"][1] == "@32|Gamma|Alpha Co.|@0"
+    with pytest.raises(ConfigError, match="behaviour.age_buckets_days"):
+        BehaviourConfig(age_buckets_days=(4, 2))
+    with pytest.raises(ConfigError, match="behaviour.age_buckets_days"):
+        BehaviourConfig(age_buckets_days=(0, 2))
+
+
 def test_behaviour_sequences_are_oldest_first_cut_at_the_anchor_day_and_capped():
     world = _World([
         (7, "2026-03-01T10:00", "matched_conversion", 2),
@@ -42,10 +72,11 @@ def test_behaviour_sequences_are_oldest_first_cut_at_the_anchor_day_and_capped()
         (8, "2026-03-05T00:00", "attributed_conversion", 1),  # only after the anchor
     ])
     keys = pl.DataFrame({"user_id": [8, 7], "anchor_date": [date(2026, 3, 2)] * 2})
-    table = behaviour_sequences(world, keys, max_conversions=10)
+    table = behaviour_sequences(world, keys, _plain(max_conversions=10))
     assert table["user_id"].to_list() == [8, 7]  # the keys' order
     assert table["sequence"].to_list() == ["", "Alpha Co.|Beta Labs|Gamma"]
-    assert behaviour_sequences(world, keys, max_conversions=2)["sequence"][1] == "Beta Labs|Gamma"
+    assert table["items"].to_list() == [0, 3]
+    assert behaviour_sequences(world, keys, _plain(max_conversions=2))["sequence"][1] == "Beta Labs|Gamma"
     assert sequence_prompt(table["sequence"]).to_list() == ["|", "Alpha Co.|Beta Labs|Gamma|"]
 
 
@@ -62,10 +93,10 @@ def test_browse_items_are_the_windows_searches_and_urls_marked_before_their_adve
         (7, "2026-03-03T10:00", "offsite_url", 1),  # after the anchor day
     ])
     keys = pl.DataFrame({"user_id": [7], "anchor_date": [date(2026, 3, 2)]})
-    assert behaviour_sequences(world, keys, 10, browse_window_days=14)["sequence"].to_list() == [
+    assert behaviour_sequences(world, keys, _plain(browse_window_days=14))["sequence"].to_list() == [
         "Alpha Co.|~Gamma|?Beta Labs|?Gamma|Beta Labs"]
-    assert behaviour_sequences(world, keys, 10)["sequence"].to_list() == ["Alpha Co.|Beta Labs"]
-    assert behaviour_sequences(world, keys, 1, browse_window_days=14)["sequence"].to_list() == [
+    assert behaviour_sequences(world, keys, _plain())["sequence"].to_list() == ["Alpha Co.|Beta Labs"]
+    assert behaviour_sequences(world, keys, _plain(max_conversions=1, browse_window_days=14))["sequence"].to_list() == [
         "~Gamma|?Beta Labs|?Gamma|Beta Labs"]  # the conversion cap leaves the browses alone
     with pytest.raises(ConfigError, match="behaviour.browse_window_days"):
         BehaviourConfig(browse_window_days=-1)
@@ -80,8 +111,7 @@ def test_validation_users_are_train_users_and_documents_leave_them_and_eval_user
     anchor = tiny_world.labels["anchor_date"].max()
     train, validation = behaviour_documents(tiny_world, config, seed=0)
     everyone = behaviour_sequences(tiny_world, tiny_world.users.select("user_id").with_columns(
-        anchor_date=pl.lit(anchor)), config.max_conversions, config.browse_window_days).filter(
-        pl.col("sequence").str.contains("|", literal=True))
+        anchor_date=pl.lit(anchor)), config).filter(pl.col("items") >= 2)
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
     is_train = pl.col("user_id").is_in(train_users.to_list())
     assert sorted(train) == sorted(everyone.filter(is_train & ~is_held_out)["sequence"].to_list())
@@ -90,7 +120,7 @@ def test_validation_users_are_train_users_and_documents_leave_them_and_eval_user
     with pytest.raises(ValueError, match="validation_users"):
         validation_users(tiny_world, train_users.len(), seed=0)
     with pytest.raises(ConfigError, match="behaviour.max_conversions"):
-        BehaviourConfig(max_conversions=1)
+        BehaviourConfig(max_conversions=0)
 
 
 def test_rehearsal_pairs_put_every_later_name_in_the_completion():
@@ -127,8 +157,8 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
 
     eval_users = world.splits.filter(pl.col("split") == "eval").select("user_id", anchor_date=pl.lit(anchor))
     # the prompts carry the browse items the documents did; `latest`: the last item without a browse marker
-    sequences = behaviour_sequences(world, eval_users, config.max_conversions, config.browse_window_days).with_columns(
-        latest=pl.col("sequence").str.split("|").list.eval(pl.element().filter(~pl.element().str.contains(r"^[~?]")))
+    sequences = behaviour_sequences(world, eval_users, config).with_columns(
+        latest=pl.col("sequence").str.split("|").list.eval(pl.element().filter(~pl.element().str.contains(r"^[~?@]")))
         .list.last()).filter(pl.col("latest").is_not_null() & (pl.col("latest") != ""))
     latest = sequences["latest"].to_numpy()
     names = eligible_advertisers(world)["name"].to_list()
@@ -167,8 +197,7 @@ def test_sequence_prompts_name_the_allowed_or_every_eligible_advertiser(tiny_wor
     config = resolve_config("nano", None, None)
     anchor = tiny_world.labels["anchor_date"].max()
     keys = tiny_world.labels.filter(pl.col("anchor_date") == anchor).select("user_id", "anchor_date").head(12)
-    sequences = behaviour_sequences(tiny_world, keys, config.behaviour.max_conversions,
-                                    config.behaviour.browse_window_days)
+    sequences = behaviour_sequences(tiny_world, keys, config.behaviour)
     expected = dict(zip(sequences["user_id"], sequence_prompt(sequences["sequence"])))
     allowed = method_prompts(run, tiny_world, config, METHODS["behaviour_ranked"], keys, config.features)
     paper = build_prompts(tiny_world, keys, config.features, config.preset_pool_size, "sft")

@@ -43,7 +43,7 @@ def trained(tiny_world, tmp_path_factory):
     assert summary["last_loss"] < summary["first_loss"]
     anchor = tiny_world.labels["anchor_date"].max()
     users = tiny_world.splits.filter(pl.col("split") == "eval").select("user_id", anchor_date=pl.lit(anchor))
-    sequences = behaviour_sequences(tiny_world, users, config.max_conversions, config.browse_window_days).filter(
+    sequences = behaviour_sequences(tiny_world, users, config).filter(
         pl.col("sequence") != "")
     return root / "cpt" / "model", sequence_prompt(sequences["sequence"].head(USERS)).to_list(), names
 
