@@ -31,12 +31,16 @@ def _save(figure, axis, path: Path, ylabel: str, title: str) -> Path:
 
 def plot_loss_curves(summary: dict, path: Path, title: str) -> Path:
     """Plot `summary`'s train losses (`loss_steps`, `losses`) and validation losses (`validation_losses`,
-    [step, loss] pairs; may be empty) against the step; returns `path`."""
+    [step, loss] pairs; may be empty) against the step, and the step of the model kept (`best_step`, when
+    set); returns `path`."""
     figure, axis = _axis()
     axis.plot(summary["loss_steps"], summary["losses"], label="train", color="tab:blue")
     if summary["validation_losses"]:
         steps, losses = zip(*summary["validation_losses"])
         axis.plot(steps, losses, "o-", label="validation (held-out train users)", color="tab:orange")
+    if summary.get("best_step") is not None:
+        axis.axvline(summary["best_step"], color="tab:gray", linestyle="--",
+                     label=f"model kept: step {summary['best_step']:,} (lowest validation loss)")
     axis.set_yscale("log")
     return _save(figure, axis, path, "loss (nats per token, log scale)", title)
 

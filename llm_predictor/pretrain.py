@@ -181,14 +181,18 @@ def _zero_rows(grad, rows: int):
 
 def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_dir: Path,
              show_progress: bool = True, trainable_from_token: int | None = None,
-             validation_texts: list[str] | None = None, eval_steps: int = 50) -> dict:
+             validation_texts: list[str] | None = None, eval_steps: int = 50,
+             early_stopping_patience: int = 0) -> dict:
     """Continue pretraining the model in `model_dir` on `texts` (causal LM loss); resumable. With
     `trainable_from_token`, only the embeddings of tokens from that id on learn (no weight decay).
     With `validation_texts`, the loss on them (packed alike) is logged every `eval_steps` steps and at
-    the end (the summary's `validation_losses`: [step, loss] pairs)."""
+    the end (the summary's `validation_losses`: [step, loss] pairs), the model saved is the checkpoint of
+    lowest validation loss (`best_step`; `config.train.save_steps` must be a multiple of `eval_steps`), and
+    with `early_stopping_patience` > 0 training stops after that many evaluations without a lower loss
+    (transformers' `EarlyStoppingCallback`): a fixed step count chosen on one dataset overfits a smaller one."""
     from dataclasses import replace
 
-    from transformers import Trainer, TrainingArguments, default_data_collator
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, default_data_collator
 
     from llm_predictor.model import load_model
     from llm_predictor.tokenizer import load_tokenizer
@@ -204,11 +208,17 @@ def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_d
         model.config.use_cache = False
     dataset = rows(texts, tokenizer, config.block_size)
     arguments = training_arguments(train_config, output_dir, show_progress)
-    validation = None
+    validation, callbacks = None, []
     if validation_texts is not None:
+        if train_config.save_steps % eval_steps:
+            raise ValueError(f"save_steps={train_config.save_steps} is not a multiple of eval_steps={eval_steps}: "
+                             "the checkpoint of lowest validation loss would not be saved; make it one")
         validation = rows(validation_texts, tokenizer, config.block_size)
         arguments.update(eval_strategy="steps", eval_steps=eval_steps,
-                         per_device_eval_batch_size=train_config.batch_size)
+                         per_device_eval_batch_size=train_config.batch_size, load_best_model_at_end=True,
+                         metric_for_best_model="eval_loss", greater_is_better=False)
+        if early_stopping_patience > 0:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
     trainer = Trainer(
         model=model,
         args=TrainingArguments(**arguments),
@@ -216,10 +226,10 @@ def pretrain(model_dir: Path, texts: list[str], config: PretrainConfig, output_d
         eval_dataset=validation,
         data_collator=default_data_collator,
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     summary = run_trainer(trainer, output_dir)
-    evaluated_steps = [step for step, _ in summary["validation_losses"]]
-    if validation is not None and trainer.state.global_step not in evaluated_steps:
-        summary["validation_losses"].append([trainer.state.global_step, trainer.evaluate()["eval_loss"]])
     summary["corpus_blocks"] = len(dataset)
+    if validation is not None:  # transformers evaluates the last step too, and loads the best checkpoint
+        summary["best_step"] = trainer.state.best_global_step
     return summary

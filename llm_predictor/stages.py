@@ -157,7 +157,8 @@ def stage_behaviour(run_root: Path, config: LLMConfig, force: bool, show_progres
                            PretrainConfig(train=config.behaviour.train, block_size=config.behaviour.block_size,
                                           is_document_masked=True),
                            directory, show_progress, validation_texts=validation,
-                           eval_steps=config.behaviour.eval_steps)
+                           eval_steps=config.behaviour.eval_steps,
+                           early_stopping_patience=config.behaviour.early_stopping_patience)
         plot_loss_curves(summary, directory / "loss_curves.png", "behaviour-sequence CPT")
         return ["model", "loss_curves.png", "documents.parquet"], {**summary, "train_documents": len(train),
                                               "validation_documents": len(validation)}

@@ -147,12 +147,12 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
     anchor = world.labels["anchor_date"].max()
     config = BehaviourConfig(train=TrainConfig(max_steps=400, batch_size=16, learning_rate=1e-2, warmup_steps=5,
                                                save_steps=400, logging_steps=100), block_size=64, validation_users=50,
-                             browse_window_days=0)
+                             browse_window_days=0, eval_steps=200)
     train, validation = behaviour_documents(world, config, seed=0)
     base = prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=600),
                               train + world.advertisers["name"].to_list(), tmp_path / "base")
     summary = pretrain(base, train, PretrainConfig(train=config.train, block_size=config.block_size), tmp_path / "cpt",
-                       show_progress=False, validation_texts=validation, eval_steps=200)
+                       show_progress=False, validation_texts=validation, eval_steps=config.eval_steps)
     assert [step for step, _ in summary["validation_losses"]] == [200, 400]
 
     eval_users = world.splits.filter(pl.col("split") == "eval").select("user_id", anchor_date=pl.lit(anchor))

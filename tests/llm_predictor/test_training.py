@@ -87,7 +87,7 @@ def test_pretrain_loss_goes_down_and_resumes(base_dir, tmp_path):
 def test_pretrain_on_whole_documents_learns(base_dir, tmp_path):
     config = PretrainConfig(train=_train(max_steps=20), block_size=64, is_document_masked=True)
     summary = pretrain(base_dir, CORPUS, config, tmp_path, show_progress=False, validation_texts=CORPUS[:6],
-                       eval_steps=20)
+                       eval_steps=10)
     assert summary["last_loss"] < 0.7 * summary["first_loss"]
     assert summary["validation_losses"][-1][0] == 20
 
@@ -156,3 +156,29 @@ def test_paper_reward_function_is_equations_1_to_5():
 def test_grpo_batch_must_hold_whole_groups():
     with pytest.raises(Exception, match="num_generations"):
         GRPOStageConfig(train=TrainConfig(batch_size=6), num_generations=4, policy="text")
+
+
+def test_pretrain_keeps_the_checkpoint_of_lowest_validation_loss_and_stops_early(base_dir, tmp_path):
+    """Validation texts are the corpus' words in another order: its loss falls while the model learns the
+    words and rises once it learns the corpus' order, so the lowest loss comes before the last step."""
+    import torch
+
+    from llm_predictor.model import load_model
+
+    shuffled = [" ".join(sorted(text.split(), key=len)) for text in CORPUS[::8]]
+    config = PretrainConfig(train=_train(max_steps=200, learning_rate=1e-2, save_steps=5), block_size=32)
+    summary = pretrain(base_dir, CORPUS, config, tmp_path, show_progress=False, validation_texts=shuffled,
+                       eval_steps=5, early_stopping_patience=2)
+    losses = dict(summary["validation_losses"])
+    best = min(losses, key=losses.get)
+    print(summary["validation_losses"])
+    assert summary["best_step"] == best and summary["steps"] == best + 2 * 5 < 200  # stopped after 2 higher losses
+    tokenizer = load_tokenizer(base_dir)
+    rows = pack_corpus(shuffled, tokenizer, 32)
+    batch = {key: torch.tensor(rows[key]) for key in ("input_ids", "labels")}
+    with torch.no_grad():
+        saved = load_model(tmp_path / "model")(**batch).loss.item()
+    assert saved == pytest.approx(losses[best], rel=1e-2)  # the saved model is the best checkpoint's
+    with pytest.raises(ValueError, match="save_steps=5 is not a multiple of eval_steps=2"):
+        pretrain(base_dir, CORPUS, config, tmp_path / "other", show_progress=False, validation_texts=shuffled,
+                 eval_steps=2)

@@ -34,7 +34,8 @@ def trained(tiny_world, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm_model")
     config = BehaviourConfig(train=TrainConfig(max_steps=400, batch_size=16, learning_rate=1e-2, warmup_steps=5,
-                                               save_steps=400, logging_steps=100), block_size=64, validation_users=20)
+                                               save_steps=400, logging_steps=100), block_size=64, validation_users=20,
+                             eval_steps=400)
     train, _ = behaviour_documents(tiny_world, config, seed=0)
     names = eligible_advertisers(tiny_world)["name"].to_list()
     base = prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=600), train + names, root / "base")
