@@ -2,9 +2,11 @@
 
 Scores every method's PREDICTIONS file found in the run folder (`<run>/<stage>/predictions*.parquet`)
 against the held-out test labels, with Wilson score intervals for Recall@K and Tango score intervals
-for each method's paired difference from the reference method (synthetic_data.intervals; both keep
-their width at 0 and at all hits), the share of users that got a list and, for generated outputs, the
-parse and unmapped rates recorded by the stage that wrote them. A stage that predicted
+for each method's paired difference from each reference method present (popularity, and SASRec, the
+sequential recommender an LLM has to beat; synthetic_data.intervals; both keep their width at 0 and at all
+hits), the number of distinct first-ranked brands (a list collapsed to one popular brand shows as 1), the
+share of users that got a list and, for generated outputs, the parse and unmapped rates recorded by the
+stage that wrote them. A stage that predicted
 only a sample of users (it writes `requests.parquet`) gets its own table on that sample, beside
 every full-coverage method on the same users.
 """
@@ -45,11 +47,11 @@ SAMPLE_NOTE = ("\nEvery method scored on the same sampled users (a stage's reque
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    """Cut-offs, label role and reference method of the results table."""
+    """Cut-offs, label roles and reference methods of the results table."""
 
     ks: tuple[int, ...] = (1, 5, 20)
     roles: tuple[str, ...] = ("test", "validation")  # held-out labels to score, one table each
-    reference: str = "popularity"  # paired differences are method minus this method, if present
+    references: tuple[str, ...] = ("popularity", "sasrec")  # paired differences: method minus each one present
 
     def __post_init__(self) -> None:
         require(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "ks", "list cut-offs >= 1")
@@ -92,6 +94,8 @@ def score_method(predictions: pl.DataFrame, labels: pl.DataFrame, ks: tuple[int,
     listed = labels.join(predictions.select("user_id", "anchor_date").unique(),
                          on=["user_id", "anchor_date"], how="semi")
     row["with_list_rate"] = listed.height / max(labels.height, 1)
+    firsts = predictions.filter(pl.col("rank") == 1).join(listed.select(KEYS), on=KEYS, how="semi")
+    row["distinct_first"] = firsts["advertiser_id"].drop_nulls().n_unique()
     row["unmapped_rate"] = (
         predictions["advertiser_id"].null_count() / predictions.height if predictions.height else 0.0
     )
@@ -102,21 +106,27 @@ def hits_at(ranks: np.ndarray, k: int) -> np.ndarray:
     return ((ranks >= 1) & (ranks <= k)).astype(np.float64)
 
 
-def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, ...]) -> dict:
-    """Recall@k of one method minus a reference on the same users, with a 95% Tango score interval."""
+def delta_column(reference: str, k: int) -> str:
+    """The column of Recall@k minus `reference`'s (with `_low` and `_high` beside it)."""
+    return f"delta_vs_{reference}_at_{k}"
+
+
+def paired_delta(ranks: np.ndarray, reference_ranks: np.ndarray, ks: tuple[int, ...], reference: str) -> dict:
+    """Recall@k of one method minus `reference`'s on the same users, with a 95% Tango score interval."""
     row = {}
     for k in ks:
         hits, reference_hits = hits_at(ranks, k), hits_at(reference_ranks, k)
         low, high = paired_difference_interval(hits, reference_hits)
-        row |= {f"delta_at_{k}": (hits - reference_hits).mean(), f"delta_at_{k}_low": low,
-                f"delta_at_{k}_high": high}
+        column = delta_column(reference, k)
+        row |= {column: (hits - reference_hits).mean(), f"{column}_low": low, f"{column}_high": high}
     return row
 
 
 def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: ResultsConfig,
                   conversion_rates: dict[str, dict] | None = None) -> pl.DataFrame:
     """One row per `source` with predictions for these labels, with Wilson intervals for Recall@K;
-    `delta_at_k` columns compare each method with `config.reference` when present (Tango intervals);
+    `delta_vs_<reference>_at_k` columns compare each method with each of `config.references` present
+    (Tango intervals); `distinct_first`: distinct advertisers ranked first;
     for generated methods, `conversion_rates[source]` gives the parse rate and the unmapped share of
     generated names (names that map to no advertiser never reach PREDICTIONS); parse_rate is null
     for methods that output IDs."""
@@ -128,35 +138,37 @@ def results_table(predictions: pl.DataFrame, labels: pl.DataFrame, config: Resul
         for source in sorted(scored_sources["source"].unique().to_list())
     }
     ranks = {source: label_ranks(scored, labels) for source, scored in by_source.items()}
-    reference_ranks = ranks.get(config.reference)
+    references = [reference for reference in config.references if reference in ranks]
     rows = []
     for source, scored in by_source.items():
         row = {"method": source} | score_method(scored, labels, config.ks, ranks[source])
         row["parse_rate"] = conversion_rates.get(source, {}).get("parse_rate")
         row["unmapped_rate"] = conversion_rates.get(source, {}).get("unmapped_rate", row["unmapped_rate"])
-        if reference_ranks is not None:
-            row |= paired_delta(ranks[source], reference_ranks, config.ks)
+        for reference in references:
+            row |= paired_delta(ranks[source], ranks[reference], config.ks, reference)
         rows.append(row)
     return pl.DataFrame(rows, schema_overrides={"parse_rate": pl.Float64}).sort(
         f"recall_at_{config.ks[-1]}", descending=True)
 
 
-def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, reference: str) -> str:
-    """The table as Markdown: recall with [low, high] intervals, list and unmapped rates, the paired
-    differences with the reference method when present, and a note naming the interval methods."""
-    header = ["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks] + ["with list", "parsed", "unmapped"]
+def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, references: tuple[str, ...]) -> str:
+    """The table as Markdown: recall with [low, high] intervals, distinct first-ranked advertisers, list and
+    unmapped rates, the paired differences with each reference method present, and a note naming the
+    interval methods."""
+    header = (["method", "users"] + [f"Recall@{k} [95% CI]" for k in ks]
+              + ["distinct first", "with list", "parsed", "unmapped"])
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.iter_rows(named=True):
         cells = [row["method"], str(row["users"])]
         cells += [_interval(row, f"recall_at_{k}") for k in ks]
         parsed = "—" if row.get("parse_rate") is None else f"{row['parse_rate']:.4f}"
-        cells += [f"{row['with_list_rate']:.4f}", parsed, f"{row['unmapped_rate']:.4f}"]
+        cells += [str(row["distinct_first"]), f"{row['with_list_rate']:.4f}", parsed, f"{row['unmapped_rate']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    if f"delta_at_{ks[0]}" in table.columns:
+    for reference in (reference for reference in references if delta_column(reference, ks[0]) in table.columns):
         header = ["method"] + [f"Δ Recall@{k} vs {reference} [95% CI]" for k in ks]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table.filter(pl.col("method") != reference).iter_rows(named=True):
-            lines.append("| " + " | ".join([row["method"]] + [_interval(row, f"delta_at_{k}", signed=True)
+            lines.append("| " + " | ".join([row["method"]] + [_interval(row, delta_column(reference, k), signed=True)
                                                              for k in ks]) + " |")
     return "\n".join(lines) + "\n" + INTERVAL_NOTE
 
@@ -232,15 +244,16 @@ def write_results(run_dir: Path, config: ResultsConfig | None = None) -> pl.Data
         table = results_table(full.drop("stage"), held_out, config, conversion_rates)
         tables.append(table.select(pl.lit(role).alias("role"), pl.lit(None, pl.String).alias("sample"), pl.all()))
         title = f"Next-brand prediction, {role} labels ({held_out.height} users)"
-        sections.append(to_markdown(table, config.ks, title, config.reference) + ROLE_NOTES[role])
+        sections.append(to_markdown(table, config.ks, title, config.references) + ROLE_NOTES[role])
     for name, requests in _distinct_samples(samples).items():
         same_users = [stage for stage, other in samples.items() if other.sort(KEYS).equals(requests.sort(KEYS))]
         held_out = held_out_labels(labels, "test").join(requests, on=KEYS, how="semi")
         scored = pl.concat([full, predictions.filter(pl.col("stage").is_in(same_users))]).drop("stage")
         table = results_table(scored, held_out, config, conversion_rates)
         tables.append(table.select(pl.lit("test").alias("role"), pl.lit(name).alias("sample"), pl.all()))
-        title = f"Next-brand prediction, test labels of the users sampled by {', '.join(same_users)} ({held_out.height} users)"
-        sections.append(to_markdown(table, config.ks, title, config.reference) + SAMPLE_NOTE)
+        title = (f"Next-brand prediction, test labels of the users sampled by {', '.join(same_users)} "
+                 f"({held_out.height} users)")
+        sections.append(to_markdown(table, config.ks, title, config.references) + SAMPLE_NOTE)
     table = pl.concat(tables, how="diagonal_relaxed")
     out = run.stage_dir(RESULTS_STAGE)
     table.write_parquet(out / "next_brand.parquet")

@@ -267,17 +267,27 @@ def test_baselines_are_exact_on_hand_made_data(tiny):
     # Test labels: u0 Acme, u1 Acme, u2 Gamma. most_recent ranks: 2, 2, 1; popularity: 1, 1, absent.
     assert rows["most_recent_no_fill"]["recall_at_1"] == pytest.approx(1 / 3)
     assert rows["most_recent_no_fill"]["recall_at_5"] == pytest.approx(1.0)
-    assert rows["most_recent_no_fill"]["delta_at_1"] == pytest.approx(1 / 3 - 2 / 3)
+    assert rows["most_recent_no_fill"]["delta_vs_popularity_at_1"] == pytest.approx(1 / 3 - 2 / 3)
     assert rows["popularity"]["recall_at_1"] == pytest.approx(2 / 3)
     assert rows["popularity"]["recall_at_5"] == pytest.approx(2 / 3)
+    # first-ranked: popularity Acme for u0 and u1 (u2 gets none); most recent Beta, Beta, Gamma
+    assert rows["popularity"]["distinct_first"] == 1 and rows["most_recent_no_fill"]["distinct_first"] == 2
+    # every reference present gets its own columns: most recent as a reference, popularity against it
+    both = results_table(pl.concat([popularity, recent]), test, ResultsConfig(references=("popularity",
+                                                                                          "most_recent_no_fill")))
+    assert {r["method"]: r["delta_vs_most_recent_no_fill_at_1"] for r in both.iter_rows(named=True)
+            }["popularity"] == pytest.approx(2 / 3 - 1 / 3)
+    assert "delta_vs_sasrec_at_1" not in table.columns  # absent references get no columns
     # Wilson for the share of 3 users, Tango for the paired difference (1 user each way at Recall@1)
     assert (rows["most_recent_no_fill"]["recall_at_5_low"], rows["most_recent_no_fill"]["recall_at_5_high"]
             ) == pytest.approx(proportion_interval(3, 3))
-    assert (rows["most_recent_no_fill"]["delta_at_1_low"], rows["most_recent_no_fill"]["delta_at_1_high"]
+    assert (rows["most_recent_no_fill"]["delta_vs_popularity_at_1_low"],
+            rows["most_recent_no_fill"]["delta_vs_popularity_at_1_high"]
             ) == pytest.approx(paired_difference_interval(np.array([0, 0, 1]), np.array([1, 1, 0])))
     # the reference against itself: no discordant user, yet ±z²/(n + z²), not [0, 0]
     z2 = 1.959963984540054**2
-    assert (rows["popularity"]["delta_at_1_low"], rows["popularity"]["delta_at_1_high"]) == pytest.approx(
+    assert (rows["popularity"]["delta_vs_popularity_at_1_low"],
+            rows["popularity"]["delta_vs_popularity_at_1_high"]) == pytest.approx(
         (-z2 / (3 + z2), z2 / (3 + z2)))
 
 
@@ -309,7 +319,7 @@ def test_results_show_the_parse_rate_of_generated_methods_only(tiny):
     rows = {r["method"]: r for r in table.iter_rows(named=True)}
     assert rows["llm"]["parse_rate"] == 0.875 and rows["popularity"]["parse_rate"] is None
     assert rows["llm"]["unmapped_rate"] == 0.125 and rows["popularity"]["unmapped_rate"] == 0.0
-    markdown = to_markdown(table, config.ks, "t", config.reference)
+    markdown = to_markdown(table, config.ks, "t", config.references)
     assert "| parsed |" in markdown and "| 0.8750 |" in markdown and "| — |" in markdown
 
 
