@@ -1,6 +1,7 @@
 """Behaviour-sequence continued pre-training (paper 3.5, phase 2: "recommendation datasets" after the
 web corpus): each train user's conversions, oldest first, written as the advertiser names the prompts use,
-and the searches and URLs of the last `browse_window_days` that concern an advertiser, each a marked name.
+and the URLs and searches of the last `url_window_days` and `search_window_days` that concern an advertiser,
+each a marked name.
 
 Why: the 1-advertiser SFT supervises one name per ~600-token prompt, and a small model trained on that
 alone fits the popularity prior and never learns to read the user's own advertisers (issue 14). In a
@@ -32,17 +33,18 @@ KEYS = ["user_id", "anchor_date"]
 
 @dataclass(frozen=True)
 class BehaviourConfig:
-    """Documents (the last `max_conversions` conversions per user, and with `browse_window_days` > 0 the
-    searches and URLs of that many days), held-out validation users, loop settings."""
+    """Documents (the last `max_conversions` conversions per user, the URLs of `url_window_days` and the
+    searches of `search_window_days`), held-out validation users, loop settings."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=3000, batch_size=8, learning_rate=2e-3, warmup_steps=20, save_steps=250, logging_steps=25))
     # rows of whole documents (`pretrain.pack_documents`); a longer document keeps its last block_size tokens
     block_size: int = 256
     max_conversions: int = 60
-    # days of searches and URLs written into the sequences (0: conversions only); the `semantic` conversions
-    # follow what the user browsed (docs/world.md), and the prompt shows 14 days of URLs (paper 4.1)
-    browse_window_days: int = 14
+    # days of URLs and of searches written into the sequences (0: none of that kind); the `semantic` conversions
+    # follow what the user browsed (docs/world.md); the prompt shows 14 days of URLs (paper 4.1)
+    url_window_days: int = 14
+    search_window_days: int = 14
     validation_users: int = 600  # train-split users kept out of training: the validation loss's documents
     eval_steps: int = 250  # validation loss every this many steps; the model kept is the checkpoint of lowest loss
     # stop after this many validation losses without a new lowest (0: run every step); the 3,000 steps chosen on
@@ -57,7 +59,8 @@ class BehaviourConfig:
     def __post_init__(self) -> None:
         require(self.block_size >= 16, "behaviour.block_size", "must be >= 16 tokens")
         require(self.max_conversions >= 1, "behaviour.max_conversions", "must be >= 1")
-        require(self.browse_window_days >= 0, "behaviour.browse_window_days", "must be >= 0 days (0: conversions only)")
+        require(self.url_window_days >= 0, "behaviour.url_window_days", "must be >= 0 days (0: no URLs)")
+        require(self.search_window_days >= 0, "behaviour.search_window_days", "must be >= 0 days (0: no searches)")
         require(self.validation_users >= 1, "behaviour.validation_users", "must be >= 1")
         require(self.eval_steps >= 1, "behaviour.eval_steps", "must be >= 1")
         require(self.train.save_steps % self.eval_steps == 0, "behaviour.train.save_steps",
@@ -77,8 +80,8 @@ AGE_MARKER = "@"  # an age-marker item: AGE_MARKER and the bucket's first day, e
 def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfig) -> pl.DataFrame:
     """Per (user_id, anchor_date) of `keys`: `sequence`, the user's items up to the end of the anchor date,
     oldest first, joined by '|': the names of the advertisers of the last `config.max_conversions`
-    conversions and, with `config.browse_window_days` > 0, the searches and URLs of that many days before the
-    end that concern an advertiser (the same mapping as the pair ranker's, `baselines.advertiser_events`),
+    conversions, and the URLs of `config.url_window_days` and the searches of `config.search_window_days`
+    before the end that concern an advertiser (the same mapping as the pair ranker's, `baselines.advertiser_events`),
     each as a marker (`BROWSE_MARKERS`) and the advertiser's name; with `config.age_buckets_days`, age-marker
     items between them (`BehaviourConfig.age_buckets_days`). `items`: the conversions and browses written
     (markers not counted). A key whose user has no item gets an empty sequence and 0 items.
@@ -88,7 +91,10 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
     names = world_tables.advertisers.select("advertiser_id", "name")
     end = pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1)
     ends = keys.select(*KEYS).unique().with_columns(end=end)
-    kinds = [*CONVERSION_KINDS, *(BROWSE_MARKERS if config.browse_window_days > 0 else ())]
+    windows = {kind: config.url_window_days if kind == "offsite_url" else config.search_window_days
+               for kind in BROWSE_MARKERS}
+    windows = {kind: days for kind, days in windows.items() if days > 0}
+    kinds = [*CONVERSION_KINDS, *windows]
     events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
               .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
               .join(ends, on="user_id").filter(pl.col("ts") < pl.col("end")))
@@ -97,9 +103,10 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
                    .filter(pl.int_range(pl.len(), 0, -1).over(KEYS) <= config.max_conversions)
                    .join(names, on="advertiser_id").select(*KEYS, "ts", item=pl.col("name")))
     items = [conversions]
-    if config.browse_window_days > 0:
-        browses = events.filter(pl.col("kind").is_in(list(BROWSE_MARKERS)),
-                                pl.col("ts") >= pl.col("end") - pl.duration(days=config.browse_window_days))
+    if windows:
+        window = pl.col("kind").cast(pl.String).replace_strict(windows, default=0, return_dtype=pl.Int64)
+        browses = events.filter(pl.col("kind").is_in(list(windows)),
+                                pl.col("ts") >= pl.col("end") - pl.duration(days=window))
         markers = pl.col("kind").cast(pl.String).replace_strict(BROWSE_MARKERS)
         items.append(advertiser_events(world_tables, browses)
             .unique([*KEYS, "ts", "kind", "advertiser_id"])

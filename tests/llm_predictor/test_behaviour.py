@@ -3,6 +3,7 @@ seconds puts a held-out user's own most recent advertiser first far more often t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import numpy as np
@@ -32,9 +33,10 @@ class _World:
                     "advertiser_id": pl.Int32, "text": pl.String, "brand_id": pl.Int32}, orient="row")
 
 
-def _plain(max_conversions: int = 10, browse_window_days: int = 0) -> BehaviourConfig:
-    """Sequences of names only: no age markers, and browse items only when asked for."""
-    return BehaviourConfig(max_conversions=max_conversions, browse_window_days=browse_window_days, age_buckets_days=())
+def _plain(max_conversions: int = 10, window_days: int = 0) -> BehaviourConfig:
+    """Sequences of names only: no age markers, and URLs and searches only when asked for."""
+    return BehaviourConfig(max_conversions=max_conversions, url_window_days=window_days, search_window_days=window_days,
+                           age_buckets_days=())
 
 
 def test_age_markers_open_each_buckets_run_and_close_a_sequence_that_ends_before_the_last_day():
@@ -48,7 +50,7 @@ def test_age_markers_open_each_buckets_run_and_close_a_sequence_that_ends_before
         (8, "2026-02-21T00:00", "matched_conversion", 1),  # 10 days: same bucket; closed by @0
     ])
     keys = pl.DataFrame({"user_id": [7, 8], "anchor_date": [date(2026, 3, 2)] * 2})
-    config = BehaviourConfig(max_conversions=10, browse_window_days=14, age_buckets_days=(1, 2, 4, 8, 16, 32))
+    config = BehaviourConfig(max_conversions=10, age_buckets_days=(1, 2, 4, 8, 16, 32))
     table = behaviour_sequences(world, keys, config)
     assert table["sequence"].to_list() == ["@16|Alpha Co.|@4|~Gamma|?Beta Labs|@1|Beta Labs|@0|Gamma",
                                            "@8|Gamma|Alpha Co.|@0"]
@@ -93,13 +95,21 @@ def test_browse_items_are_the_windows_searches_and_urls_marked_before_their_adve
         (7, "2026-03-03T10:00", "offsite_url", 1),  # after the anchor day
     ])
     keys = pl.DataFrame({"user_id": [7], "anchor_date": [date(2026, 3, 2)]})
-    assert behaviour_sequences(world, keys, _plain(browse_window_days=14))["sequence"].to_list() == [
+    assert behaviour_sequences(world, keys, _plain(window_days=14))["sequence"].to_list() == [
         "Alpha Co.|~Gamma|?Beta Labs|?Gamma|Beta Labs"]
     assert behaviour_sequences(world, keys, _plain())["sequence"].to_list() == ["Alpha Co.|Beta Labs"]
-    assert behaviour_sequences(world, keys, _plain(max_conversions=1, browse_window_days=14))["sequence"].to_list() == [
+    assert behaviour_sequences(world, keys, _plain(max_conversions=1, window_days=14))["sequence"].to_list() == [
         "~Gamma|?Beta Labs|?Gamma|Beta Labs"]  # the conversion cap leaves the browses alone
-    with pytest.raises(ConfigError, match="behaviour.browse_window_days"):
-        BehaviourConfig(browse_window_days=-1)
+    # each kind its own window: URLs of 3 days drop the URL of Feb 25, 6 days of searches keep both searches
+    windows = BehaviourConfig(max_conversions=10, url_window_days=3, search_window_days=6)
+    assert behaviour_sequences(world, keys, windows)["sequence"].to_list() == [
+        "Alpha Co.|?Beta Labs|?Gamma|Beta Labs"]
+    assert behaviour_sequences(world, keys, replace(windows, search_window_days=0))["sequence"].to_list() == [
+        "Alpha Co.|Beta Labs"]
+    with pytest.raises(ConfigError, match="behaviour.url_window_days"):
+        BehaviourConfig(url_window_days=-1)
+    with pytest.raises(ConfigError, match="behaviour.search_window_days"):
+        BehaviourConfig(search_window_days=-1)
 
 
 def test_validation_users_are_train_users_and_documents_leave_them_and_eval_users_out(tiny_world):
@@ -147,7 +157,7 @@ def test_a_nano_model_trained_on_sequences_for_seconds_puts_the_users_own_latest
     anchor = world.labels["anchor_date"].max()
     config = BehaviourConfig(train=TrainConfig(max_steps=400, batch_size=16, learning_rate=1e-2, warmup_steps=5,
                                                save_steps=400, logging_steps=100), block_size=64, validation_users=50,
-                             browse_window_days=0, eval_steps=200)
+                             url_window_days=0, search_window_days=0, eval_steps=200)
     train, validation = behaviour_documents(world, config, seed=0)
     base = prepare_base_model(ModelConfig(size="nano"), TokenizerConfig(vocab_size=600),
                               train + world.advertisers["name"].to_list(), tmp_path / "base")
