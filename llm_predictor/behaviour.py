@@ -47,7 +47,7 @@ class BehaviourConfig:
     search_window_days: int = 14
     validation_users: int = 600  # train-split users kept out of training: the validation loss's documents
     eval_steps: int = 250  # validation loss every this many steps; the model kept is the checkpoint of lowest loss
-    # stop after this many validation losses without a new lowest (0: run every step); the 3,000 steps chosen on
+    # stop after this many validation losses without a new lowest (0: never stop early); the 3,000 steps chosen on
     # the demo world run Amazon Scientific's ~7x fewer documents for ~45 epochs, past its lowest loss at ~15
     early_stopping_patience: int = 2
     # day buckets of an item's age at the sequence's end, e.g. (1, 2, 4, 8, 16, 32, 64); a marker item `@<bucket>`
