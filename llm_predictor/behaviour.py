@@ -91,9 +91,8 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
     names = world_tables.advertisers.select("advertiser_id", "name")
     end = pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1)
     ends = keys.select(*KEYS).unique().with_columns(end=end)
-    windows = {kind: config.url_window_days if kind == "offsite_url" else config.search_window_days
-               for kind in BROWSE_MARKERS}
-    windows = {kind: days for kind, days in windows.items() if days > 0}
+    windows = {kind: days for kind in BROWSE_MARKERS
+               if (days := config.url_window_days if kind == "offsite_url" else config.search_window_days) > 0}
     kinds = [*CONVERSION_KINDS, *windows]
     events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
               .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
@@ -111,23 +110,30 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
         items.append(advertiser_events(world_tables, browses)
             .unique([*KEYS, "ts", "kind", "advertiser_id"])
             .join(names, on="advertiser_id").select(*KEYS, "ts", item=markers + pl.col("name")))
-    age_days = (end - pl.col("ts")).dt.total_seconds() / 86_400
-    bucket = pl.lit(0)
-    for edge in config.age_buckets_days:
-        bucket = pl.when(age_days >= edge).then(edge).otherwise(bucket)
-    marked = pl.concat(items).sort(*KEYS, "ts", "item").with_columns(bucket=bucket)
+    marked = pl.concat(items).sort(*KEYS, "ts", "item")
+    closing = pl.lit("")
     if config.age_buckets_days:
-        opens = pl.col("bucket").shift(1).over(KEYS).fill_null(-1) != pl.col("bucket")
-        marked = marked.with_columns(item=pl.when(opens).then(
-            pl.lit(AGE_MARKER) + pl.col("bucket").cast(pl.String) + ITEM_SEPARATOR + pl.col("item"))
-            .otherwise(pl.col("item")))
-    # the next item comes after the end: a sequence whose last run is older says so with the newest marker
-    closing = pl.when(pl.col("bucket").last() > 0).then(pl.lit(ITEM_SEPARATOR + AGE_MARKER + "0")).otherwise(
-        pl.lit("")) if config.age_buckets_days else pl.lit("")
+        marked = _with_age_markers(marked, end, config.age_buckets_days)
+        # the next item comes after the end: a sequence whose last run is older says so with the newest marker
+        closing = pl.when(pl.col("bucket").last() > 0).then(pl.lit(ITEM_SEPARATOR + AGE_MARKER + "0")).otherwise(
+            pl.lit(""))
     sequences = marked.group_by(KEYS).agg(sequence=pl.col("item").str.join(ITEM_SEPARATOR) + closing,
                                           items=pl.len().cast(pl.Int32))
     return (keys.select(*KEYS).join(sequences, on=KEYS, how="left", maintain_order="left")
             .with_columns(pl.col("sequence").fill_null(""), pl.col("items").fill_null(0)))
+
+
+def _with_age_markers(items: pl.DataFrame, end: pl.Expr, buckets: tuple[int, ...]) -> pl.DataFrame:
+    """`items` (sorted by key and time) with `bucket`, the largest of `buckets` at most the item's age in days
+    at `end` (0 below the first), and an age marker item before the first item of each bucket's run."""
+    age_days = (end - pl.col("ts")).dt.total_seconds() / 86_400
+    bucket = pl.lit(0)
+    for edge in buckets:
+        bucket = pl.when(age_days >= edge).then(edge).otherwise(bucket)
+    opens = pl.col("bucket").shift(1).over(KEYS).fill_null(-1) != pl.col("bucket")
+    return items.with_columns(bucket=bucket).with_columns(item=pl.when(opens).then(
+        pl.lit(AGE_MARKER) + pl.col("bucket").cast(pl.String) + ITEM_SEPARATOR + pl.col("item"))
+        .otherwise(pl.col("item")))
 
 
 def sequence_prompt(sequences: pl.Series) -> pl.Series:
