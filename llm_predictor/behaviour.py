@@ -37,7 +37,8 @@ class BehaviourConfig:
     searches of `search_window_days`), held-out validation users, loop settings."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=3000, batch_size=8, learning_rate=2e-3, warmup_steps=20, save_steps=250, logging_steps=25))
+        max_steps=3000, batch_size=8, learning_rate=2e-3, warmup_steps=20, save_steps=250, logging_steps=25,
+        torch_compile=True))
     # rows of whole documents (`pretrain.pack_documents`); a longer document keeps its last block_size tokens
     block_size: int = 256
     max_conversions: int = 60
@@ -55,6 +56,10 @@ class BehaviourConfig:
     # comes after the end). Off by default: on the demo's validation labels those log2 buckets lowered open
     # Recall@5 by 0.051 [0.016, 0.087] and left Recall@1 and @20 within their intervals (docs/results.md)
     age_buckets_days: tuple[int, ...] = ()
+    # train documents per user: its sequences at each of the latest this-many label anchors (a week apart on the
+    # demo world), each with its own URL and search windows, so more conversions follow the browsing before them;
+    # the validation documents stay at the latest anchor (`documents_anchors`)
+    document_anchors: int = 1
 
     def __post_init__(self) -> None:
         require(self.block_size >= 16, "behaviour.block_size", "must be >= 16 tokens")
@@ -69,6 +74,7 @@ class BehaviourConfig:
         buckets = list(self.age_buckets_days)
         require(all(isinstance(b, int) and b >= 1 for b in buckets) and buckets == sorted(set(buckets)),
                 "behaviour.age_buckets_days", "must be increasing whole days >= 1, e.g. [1, 2, 4, 8], or [] for none")
+        require(self.document_anchors >= 1, "behaviour.document_anchors", "must be >= 1")
 
 
 # Browse items (the prompt's searches and URLs, paper 3.2.3) carry a marker before the advertiser's name, so
@@ -150,19 +156,25 @@ def is_leave_one_out(world_tables) -> bool:
 
 def document_users(world_tables) -> pl.DataFrame:
     """The users (user_id) whose sequences may be trained on: the train split, or on a leave-one-out world
-    every user (its documents end before the validation and test labels, `documents_anchor`)."""
+    every user (its documents end before the validation and test labels, `documents_anchors`)."""
     if is_leave_one_out(world_tables):
         return world_tables.users.select("user_id").sort("user_id")
     return world_tables.splits.filter(pl.col("split") == "train").select("user_id").sort("user_id")
 
 
-def documents_anchor(world_tables) -> date:
-    """The anchor date the documents end on: the latest label anchor (only train-split users are written),
-    or on a leave-one-out world the validation labels' anchor, before which neither held-out label lies."""
+def documents_anchors(world_tables, count: int = 1) -> list[date]:
+    """The anchor dates train documents end on, latest first: the latest `count` label anchors (only train-split
+    users are written), or on a leave-one-out world the validation labels' anchor, before which neither held-out
+    label lies (one anchor only). Raises ValueError when fewer than `count` anchors exist."""
     labels = world_tables.labels
     if is_leave_one_out(world_tables):
-        return labels.filter(pl.col("role") == "validation")["anchor_date"].min()
-    return labels["anchor_date"].max()
+        anchors = [labels.filter(pl.col("role") == "validation")["anchor_date"].min()]
+    else:
+        anchors = labels["anchor_date"].unique().sort(descending=True).to_list()
+    if len(anchors) < count:
+        raise ValueError(f"behaviour.document_anchors={count} but the world has {len(anchors)} label anchor(s) to "
+                         f"end documents on; lower it to {len(anchors)}")
+    return anchors[:count]
 
 
 def validation_users(world_tables, count: int, seed: int) -> pl.DataFrame:
@@ -177,15 +189,19 @@ def validation_users(world_tables, count: int, seed: int) -> pl.DataFrame:
 
 
 def behaviour_documents(world_tables, config: BehaviourConfig, seed: int) -> tuple[list[str], list[str]]:
-    """(train documents, validation documents): the `document_users`' conversion sequences at
-    `documents_anchor`, split by `validation_users`; users with fewer than two conversions say nothing
-    and are left out. Raises ValueError when no train document is left."""
+    """(train documents, validation documents): the `document_users`' sequences, split by `validation_users`:
+    a train user's at each of `documents_anchors` (`config.document_anchors`), a validation user's at the latest;
+    sequences of fewer than two items say nothing and are left out. Raises ValueError when no train document
+    is left."""
     held_out = validation_users(world_tables, config.validation_users, seed)
-    keys = document_users(world_tables).with_columns(anchor_date=pl.lit(documents_anchor(world_tables)))
+    anchors = documents_anchors(world_tables, config.document_anchors)
+    users = document_users(world_tables)
+    keys = pl.concat([users.with_columns(anchor_date=pl.lit(anchor)) for anchor in anchors])
     sequences = behaviour_sequences(world_tables, keys, config).filter(pl.col("items") >= 2)
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
     train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)
     if train.is_empty():
         raise ValueError("behaviour: no train user has two conversions before the documents' anchor; generate a "
                          "larger world, or skip the stage with sft_init=pretrain")
-    return train["sequence"].to_list(), sequences.filter(is_held_out)["sequence"].to_list()
+    validation = sequences.filter(is_held_out, pl.col("anchor_date") == anchors[0])
+    return train["sequence"].to_list(), validation["sequence"].to_list()

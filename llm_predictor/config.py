@@ -155,7 +155,7 @@ PRESETS: dict[str, dict] = {
         "pretrain": {"train": {"max_steps": 150}},
         "sft": {"train": {"max_steps": 80}},
         "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
-        "eval": {"max_users": 50, "max_ablation_users": 100,
+        "eval": {"max_users": 50,
                  "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_single_beam",
                              "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo_ranked",
                              "grpo_ranked_open"]},

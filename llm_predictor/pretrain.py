@@ -17,7 +17,7 @@ from synthetic_data.config_io import require
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings of one training stage (steps, batch, learning rate, bf16, checkpoints)."""
+    """Optimisation settings of one training stage (steps, batch, learning rate, bf16, checkpoints, compilation)."""
 
     max_steps: int = 200
     batch_size: int = 8
@@ -29,6 +29,10 @@ class TrainConfig:
     save_steps: int = 50
     logging_steps: int = 10
     seed: int = 0
+    # transformers' `torch_compile` (inductor): the behaviour stage ran 1.29x the tokens/s on this 2-core CPU, after
+    # ~25 s of compiling and with its own rounding (another training trajectory); off where a stage is too short
+    # to repay the compile
+    torch_compile: bool = False
 
     def __post_init__(self) -> None:
         require(self.max_steps >= 1, "max_steps", "must be >= 1")
@@ -69,6 +73,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, show_progress: boo
         weight_decay=config.weight_decay,
         lr_scheduler_type="cosine",
         bf16=config.is_bf16,
+        torch_compile=config.torch_compile,
         use_cpu=not torch.cuda.is_available(),
         save_steps=config.save_steps,
         save_total_limit=2,
@@ -85,8 +90,13 @@ def training_arguments(config: TrainConfig, output_dir: Path, show_progress: boo
 
 def run_trainer(trainer, output_dir: Path) -> dict:
     """Train (resuming from the latest checkpoint in `output_dir`), save the final model to
-    `output_dir/model`, and return a summary: steps, first/last logged loss, tokens/s."""
+    `output_dir/model`, and return a summary: steps, first/last logged loss, tokens/s and their share of
+    this machine's bf16 matrix-product ceiling (6 x params FLOPs a token, as `throughput.training_rows`;
+    the run's time includes its evaluations and checkpoints)."""
     from transformers.trainer_utils import get_last_checkpoint
+
+    from llm_predictor.model import parameter_count
+    from llm_predictor.throughput import matmul_ceiling
 
     output_dir = Path(output_dir)
     resume = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
@@ -99,6 +109,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
     runtime = result.metrics.get("train_runtime", float("nan"))
     logged_tokens = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
     tokens = trainer.state.num_input_tokens_seen or (logged_tokens[-1] if logged_tokens else 0)
+    # a resumed run counts all tokens but times only its own steps: no honest rate then
+    rate = tokens / runtime if tokens and runtime and resume is None else None
     return {
         "model_dir": str(final_dir),
         "resumed_from": resume,
@@ -111,8 +123,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
                               if "eval_loss" in entry],
         "train_runtime_s": runtime,
         "tokens_seen": int(tokens),
-        # a resumed run counts all tokens but times only its own steps: no honest rate then
-        "tokens_per_second": tokens / runtime if tokens and runtime and resume is None else None,
+        "tokens_per_second": rate,
+        "share_of_bf16_ceiling": None if rate is None else 6 * parameter_count(trainer.model) * rate / matmul_ceiling(),
     }
 
 

@@ -62,8 +62,9 @@ def _rate_row(measure: str, tokens: int, seconds: float, flops: float, ceiling: 
 
 
 def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, ceiling: float | None = None,
-                  precisions: tuple[bool, ...] = (False, True)) -> list[dict]:
-    """AdamW steps on random tokens in each of `precisions` (False: fp32, True: bf16 autocast);
+                  variants: tuple[tuple[bool, bool], ...] = ((False, False), (True, False))) -> list[dict]:
+    """AdamW steps on random tokens in each of `variants`, (is_bf16, is_compiled) pairs: fp32 or bf16 autocast,
+    eager or `torch.compile`d as `TrainConfig.torch_compile` trains (its compilation is in the untimed first step);
     FLOPs = 6 x params x tokens, over `ceiling` (FLOP/s; without it, no share)."""
     import torch
 
@@ -72,19 +73,20 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, c
     ids = torch.randint(2, model.config.vocab_size, (batch_size, seq_len), generator=generator)
     rows = []
     model.train()
-    for is_bf16 in precisions:
-        for step in range(steps + 1):  # the first step warms up and is not timed
+    for is_bf16, is_compiled in variants:
+        stepped = torch.compile(model) if is_compiled else model  # shares the parameters the optimizer steps
+        for step in range(steps + 1):  # the first step warms up (and compiles) and is not timed
             if step == 1:
                 started = time.perf_counter()
             with autocast(is_bf16):
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = stepped(input_ids=ids, labels=ids).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
         tokens = steps * batch_size * seq_len
-        rows.append(_rate_row(f"train tokens/s ({'bf16 autocast' if is_bf16 else 'fp32'})", tokens, seconds,
-                              6 * params * tokens, ceiling))
+        label = ("bf16 autocast" if is_bf16 else "fp32") + (", torch.compile" if is_compiled else "")
+        rows.append(_rate_row(f"train tokens/s ({label})", tokens, seconds, 6 * params * tokens, ceiling))
     return rows
 
 
@@ -128,9 +130,10 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
 
 def measure(size: str = "small", vocab_size: int = 8000, batch_size: int = 8, seq_len: int = 1024,
             train_steps: int = 3, n_prompts: int = 8, prompt_len: int = 768, new_tokens: int = 64,
-            num_beams: int = 4, seed: int = 0) -> list[dict]:
+            num_beams: int = 4, seed: int = 0, is_compiled: bool = True) -> list[dict]:
     """Training and generation throughput of a freshly built `size` model (weights do not change
-    the speed); one dict per row with tokens/s and the share of the bf16 ceiling."""
+    the speed); one dict per row with tokens/s and the share of the bf16 ceiling. Training runs in fp32, bf16
+    autocast and, with `is_compiled`, bf16 autocast compiled (the behaviour stage's setting, `TrainConfig`)."""
     import torch
 
     model = build_model(ModelConfig(size=size, seed=seed), _Vocabulary(vocab_size))
@@ -138,7 +141,8 @@ def measure(size: str = "small", vocab_size: int = 8000, batch_size: int = 8, se
     ceiling = matmul_ceiling()
     header = {"model": size, "parameters": parameter_count(model), "threads": torch.get_num_threads(),
               "bf16_ceiling_gflops": round(ceiling / 1e9)}
-    rows = training_rows(model, batch_size, seq_len, train_steps, generator, ceiling)
+    variants = ((False, False), (True, False)) + (((True, True),) if is_compiled else ())
+    rows = training_rows(model, batch_size, seq_len, train_steps, generator, ceiling, variants)
     rows += generation_rows(model, n_prompts, prompt_len, new_tokens, num_beams, generator, ceiling)
     return [{**header, **row} for row in rows]
 

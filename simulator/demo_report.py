@@ -503,15 +503,18 @@ def llm_training_section(run: RunFolder) -> list[str]:
 
 
 def llm_training_tables(run: RunFolder) -> list[str]:
-    """One table row per LLM training stage (steps, first and last loss, tokens/s, seconds), then one per
+    """One table row per LLM training stage (steps, first and last loss, tokens/s and their share of the bf16
+    ceiling, seconds), then one per
     prediction stage (users, prompts, parse, exact-count and unmapped rates, seconds), read from their stage
     records; `_no LLM stages_` without any."""
     trained = _llm_training_summaries(run)
     lines = []
     if trained:
-        lines += [*markdown_rows(["stage", "steps", "first loss", "last loss", "tokens/s", "seconds"], [
+        lines += [*markdown_rows(["stage", "steps", "first loss", "last loss", "tokens/s", "share of bf16 ceiling",
+                                  "seconds"], [
             [f"`{stage}`", _value(s, "steps", ","), _value(s, "first_loss", ".3f"), _value(s, "last_loss", ".3f"),
-             _value(s, "tokens_per_second", ",.0f"), _value(s, "seconds", ".1f")] for stage, s in trained.items()]), ""]
+             _value(s, "tokens_per_second", ",.0f"), _value(s, "share_of_bf16_ceiling", ".1%"),
+             _value(s, "seconds", ".1f")] for stage, s in trained.items()]), ""]
     predicted = {path.parent.name: json.loads(path.read_text())["summary"]
                  for path in sorted(run.root.glob("llm_predict_*/stage.json"))}
     if predicted:

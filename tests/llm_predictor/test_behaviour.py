@@ -133,6 +133,26 @@ def test_validation_users_are_train_users_and_documents_leave_them_and_eval_user
         BehaviourConfig(max_conversions=0)
 
 
+def test_document_anchors_add_a_train_document_per_earlier_anchor_and_keep_validation_at_the_latest(tiny_world):
+    anchors = tiny_world.labels["anchor_date"].unique().sort(descending=True).to_list()
+    assert len(anchors) >= 2
+    one = BehaviourConfig(validation_users=40)
+    two = replace(one, document_anchors=2)
+    train_one, validation_one = behaviour_documents(tiny_world, one, seed=0)
+    train_two, validation_two = behaviour_documents(tiny_world, two, seed=0)
+    assert validation_two == validation_one  # the validation loss stays comparable across settings
+    held_out = validation_users(tiny_world, 40, seed=0)["user_id"].to_list()
+    train_users = tiny_world.splits.filter(pl.col("split") == "train", ~pl.col("user_id").is_in(held_out))
+    earlier = behaviour_sequences(tiny_world, train_users.select("user_id").with_columns(
+        anchor_date=pl.lit(anchors[1])), one).filter(pl.col("items") >= 2)["sequence"].to_list()
+    assert sorted(train_two) == sorted(train_one + earlier) and len(earlier) > 0
+    assert set(earlier) - set(train_one)  # an earlier anchor's sequence is another document, not a copy
+    with pytest.raises(ValueError, match="behaviour.document_anchors"):
+        behaviour_documents(tiny_world, replace(one, document_anchors=len(anchors) + 1), seed=0)
+    with pytest.raises(ConfigError, match="behaviour.document_anchors"):
+        BehaviourConfig(document_anchors=0)
+
+
 def test_rehearsal_pairs_put_every_later_name_in_the_completion():
     prompts, completions = rehearsal_pairs(["A|B|C", "single", "D|E"], "|")
     assert prompts == ["A|", "D|"] and completions == ["B|C", "E"]

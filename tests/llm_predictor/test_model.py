@@ -74,7 +74,7 @@ def test_throughput_rows_count_the_tokens_of_every_measure(monkeypatch):
     monkeypatch.setattr(throughput, "matmul_ceiling", lambda: 4.2e11)  # timed in its own test
 
     rows = measure(size="nano", vocab_size=300, batch_size=2, seq_len=32, train_steps=1, n_prompts=2,
-                   prompt_len=16, new_tokens=4, num_beams=2)
+                   prompt_len=16, new_tokens=4, num_beams=2, is_compiled=False)
     assert [row["measure"] for row in rows] == [
         "train tokens/s (fp32)", "train tokens/s (bf16 autocast)",
         "generate tokens/s (beam, 2 beams, prefill per beam)", "generate tokens/s (beam, 2 beams, prompt cache)",
@@ -82,6 +82,21 @@ def test_throughput_rows_count_the_tokens_of_every_measure(monkeypatch):
     assert [row["tokens"] for row in rows] == [64, 64, 8, 8, 8]
     assert all(row["tokens_per_second"] > 0 and row["share_of_bf16_ceiling"] > 0 for row in rows)
     assert {row["bf16_ceiling_gflops"] for row in rows} == {420}  # the measured ceiling, not a constant
+
+
+@pytest.mark.slow
+def test_the_compiled_training_row_steps_the_same_parameters():
+    """The compiled row (inductor compiles in the untimed first step) trains the model it measures."""
+    import torch
+
+    from llm_predictor.throughput import _Vocabulary, training_rows
+
+    model = build_model(ModelConfig(size="nano"), _Vocabulary(300))
+    before = [p.detach().clone() for p in model.parameters()]
+    rows = training_rows(model, 2, 32, 2, torch.Generator().manual_seed(0), 4.2e11, variants=((True, True),))
+    assert [row["measure"] for row in rows] == ["train tokens/s (bf16 autocast, torch.compile)"]
+    assert rows[0]["tokens"] == 2 * 2 * 32 and rows[0]["share_of_bf16_ceiling"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_the_matmul_ceiling_counts_two_flops_per_multiply_add(monkeypatch):

@@ -260,14 +260,15 @@ def test_sweep_verdict_reads_the_concentration_quota_unless_no_arm_measured_its_
 def test_llm_losses_are_a_linked_plot_and_a_table_in_the_appendix(tmp_path):
     run = RunFolder(tmp_path)
     run.complete("llm_pretrain", {}, [], {"steps": 150, "first_loss": 8.6, "last_loss": 1.9, "losses": [8.6, 4.0, 1.9],
-                                          "tokens_per_second": 510.2, "seconds": 593.7})
+                                          "tokens_per_second": 510.2, "share_of_bf16_ceiling": 0.3071,
+                                          "seconds": 593.7})
     run.complete("llm_grpo", {}, [], {"steps": 10, "losses": [0.02, -0.1], "rewards": [-3.3, -3.4], "seconds": 236.1})
     report = write_report(tmp_path, [("llm", 830.0)]).read_text()
     assert (tmp_path / "plots" / "llm_training_loss.png").stat().st_size > 0
     appendix = report.split("## Appendix")[1]
     assert report.count("](plots/llm_training_loss.png)") == 1 and "](plots/llm_training_loss.png)" in appendix
-    assert "| `llm_pretrain` | 150 | 8.600 | 1.900 | 510 | 593.7 |" in appendix
-    assert "| `llm_grpo` | 10 | n/a | n/a | n/a | 236.1 |" in appendix
+    assert "| `llm_pretrain` | 150 | 8.600 | 1.900 | 510 | 30.7% | 593.7 |" in appendix
+    assert "| `llm_grpo` | 10 | n/a | n/a | n/a | n/a | 236.1 |" in appendix
     assert "| **total** | 830.0 |" in appendix
     assert "8.6, 4.0" not in report and "'losses'" not in report  # no dumped lists or dicts
     assert report.index("## Verdict") < report.index("## The world") < report.index("## Appendix")
