@@ -182,7 +182,7 @@ def _llm(world, clock: Clock) -> list[Measurement]:
         tokenizer = train_tokenizer(prompts["prompt"].to_list(), config.tokenizer, Path(directory))
         model = build_model(config.model, tokenizer)
         (row,) = training_rows(model, batch_size=4, seq_len=512, steps=3, generator=torch.Generator().manual_seed(0),
-                               precisions=(True,))
+                               variants=((True, False),))  # bf16 eager, as its baseline
         out.append(clock.rate("llm_training_tokens_per_second", row["tokens"], row["seconds"], "tokens",
                               is_one_thread=True))
         model.save_pretrained(directory)
