@@ -29,9 +29,9 @@ class TrainConfig:
     save_steps: int = 50
     logging_steps: int = 10
     seed: int = 0
-    # transformers' `torch_compile` (inductor): the behaviour stage ran 1.29x the tokens/s on this 2-core CPU, after
-    # ~25 s of compiling and with its own rounding (another training trajectory); off where a stage is too short
-    # to repay the compile
+    # transformers' `torch_compile` (inductor): the demo's behaviour stage ran 1.23x the tokens/s on this 2-core CPU,
+    # ~25 s of compiling included, with its own rounding (another training trajectory); off where a stage is too
+    # short to repay the compile
     torch_compile: bool = False
 
     def __post_init__(self) -> None:

@@ -504,9 +504,8 @@ def llm_training_section(run: RunFolder) -> list[str]:
 
 def llm_training_tables(run: RunFolder) -> list[str]:
     """One table row per LLM training stage (steps, first and last loss, tokens/s and their share of the bf16
-    ceiling, seconds), then one per
-    prediction stage (users, prompts, parse, exact-count and unmapped rates, seconds), read from their stage
-    records; `_no LLM stages_` without any."""
+    ceiling, seconds), then one per prediction stage (users, prompts, parse, exact-count and unmapped rates,
+    seconds), read from their stage records; `_no LLM stages_` without any."""
     trained = _llm_training_summaries(run)
     lines = []
     if trained:
