@@ -97,8 +97,9 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
     names = world_tables.advertisers.select("advertiser_id", "name")
     end = pl.col("anchor_date").cast(pl.Datetime("us", "UTC")) + pl.duration(days=1)
     ends = keys.select(*KEYS).unique().with_columns(end=end)
-    windows = {kind: days for kind in BROWSE_MARKERS
-               if (days := config.url_window_days if kind == "offsite_url" else config.search_window_days) > 0}
+    days = {"offsite_url": config.url_window_days, "onsite_search": config.search_window_days,
+            "offsite_search": config.search_window_days}  # one per BROWSE_MARKERS kind
+    windows = {kind: days[kind] for kind in BROWSE_MARKERS if days[kind] > 0}
     kinds = [*CONVERSION_KINDS, *windows]
     events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
               .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
@@ -194,14 +195,14 @@ def behaviour_documents(world_tables, config: BehaviourConfig, seed: int) -> tup
     sequences of fewer than two items say nothing and are left out. Raises ValueError when no train document
     is left."""
     held_out = validation_users(world_tables, config.validation_users, seed)
-    anchors = documents_anchors(world_tables, config.document_anchors)
+    latest, *earlier = documents_anchors(world_tables, config.document_anchors)
     users = document_users(world_tables)
-    keys = pl.concat([users.with_columns(anchor_date=pl.lit(anchor)) for anchor in anchors])
-    sequences = behaviour_sequences(world_tables, keys, config).filter(pl.col("items") >= 2)
     is_held_out = pl.col("user_id").is_in(held_out["user_id"].to_list())
+    keys = pl.concat([users.with_columns(anchor_date=pl.lit(latest)),
+                      *(users.filter(~is_held_out).with_columns(anchor_date=pl.lit(anchor)) for anchor in earlier)])
+    sequences = behaviour_sequences(world_tables, keys, config).filter(pl.col("items") >= 2)
     train = sequences.filter(~is_held_out).sample(fraction=1.0, shuffle=True, seed=seed)
     if train.is_empty():
         raise ValueError("behaviour: no train user has two conversions before the documents' anchor; generate a "
                          "larger world, or skip the stage with sft_init=pretrain")
-    validation = sequences.filter(is_held_out, pl.col("anchor_date") == anchors[0])
-    return train["sequence"].to_list(), validation["sequence"].to_list()
+    return train["sequence"].to_list(), sequences.filter(is_held_out)["sequence"].to_list()

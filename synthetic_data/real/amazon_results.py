@@ -164,7 +164,9 @@ def to_markdown(table: pl.DataFrame, ks: tuple[int, ...], title: str, references
         parsed = "—" if row.get("parse_rate") is None else f"{row['parse_rate']:.4f}"
         cells += [str(row["distinct_first"]), f"{row['with_list_rate']:.4f}", parsed, f"{row['unmapped_rate']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    for reference in (reference for reference in references if delta_column(reference, ks[0]) in table.columns):
+    for reference in references:
+        if delta_column(reference, ks[0]) not in table.columns:  # absent from these predictions
+            continue
         header = ["method"] + [f"Δ Recall@{k} vs {reference} [95% CI]" for k in ks]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table.filter(pl.col("method") != reference).iter_rows(named=True):

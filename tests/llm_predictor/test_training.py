@@ -171,7 +171,6 @@ def test_pretrain_keeps_the_checkpoint_of_lowest_validation_loss_and_stops_early
                        eval_steps=5, early_stopping_patience=2)
     losses = dict(summary["validation_losses"])
     best = min(losses, key=losses.get)
-    print(summary["validation_losses"])
     assert summary["best_step"] == best and summary["steps"] == best + 2 * 5 < 200  # stopped after 2 higher losses
     tokenizer = load_tokenizer(base_dir)
     rows = pack_corpus(shuffled, tokenizer, 32)
