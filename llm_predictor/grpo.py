@@ -36,9 +36,10 @@ class GRPOStageConfig:
     `text` (TRL's convention) and prompts under `names` (each drawing `num_generations` lists)."""
 
     # the `names` policy's, chosen by validation Recall@20 on the demo world (docs/results.md, "GRPO that
-    # learns on a CPU"); a step of 8 prompts takes ~1.4 s on 2 cores
+    # learns on a CPU"; 200 steps over 100: three seeds' gains over the initialisation all above 0, against one
+    # of three); a step of 8 prompts takes ~0.95 s on 2 cores
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=100, batch_size=8, learning_rate=5e-4, save_steps=50,
+        default_factory=lambda: TrainConfig(max_steps=200, batch_size=8, learning_rate=5e-4, save_steps=50,
                                             logging_steps=10)
     )
     num_generations: int = 8
