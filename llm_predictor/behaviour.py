@@ -99,7 +99,7 @@ def behaviour_sequences(world_tables, keys: pl.DataFrame, config: BehaviourConfi
     ends = keys.select(*KEYS).unique().with_columns(end=end)
     days = {"offsite_url": config.url_window_days, "onsite_search": config.search_window_days,
             "offsite_search": config.search_window_days}  # one per BROWSE_MARKERS kind
-    windows = {kind: days[kind] for kind in BROWSE_MARKERS if days[kind] > 0}
+    windows = {kind: window for kind, window in days.items() if window > 0}
     kinds = [*CONVERSION_KINDS, *windows]
     events = (world_tables.events.filter(pl.col("kind").is_in(kinds))  # before the join: engagements are most rows
               .select("user_id", "ts", "kind", "text", "advertiser_id", "brand_id")
