@@ -7,6 +7,7 @@ maps to, and `run_trainer`, which resumes from the latest checkpoint and summari
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,22 @@ def training_arguments(config: TrainConfig, output_dir: Path, show_progress: boo
     )
 
 
+@contextmanager
+def deterministic_algorithms():
+    """`torch.use_deterministic_algorithms` on (warn-only: an op without a deterministic kernel warns) for the
+    block, then as before. Why: a `torch.compile`d training step on 2 CPU threads sums in an order that varies from
+    run to run, so two runs at one seed trained different models (40 behaviour steps, 6 runs: 6 models; on one
+    thread, eager, or compiled under this mode: one model, compiled at the same tokens/s)."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 def run_trainer(trainer, output_dir: Path) -> dict:
     """Train (resuming from the latest checkpoint in `output_dir`), save the final model to
     `output_dir/model`, and return a summary: steps, first/last logged loss, tokens/s and their share of
@@ -100,7 +117,8 @@ def run_trainer(trainer, output_dir: Path) -> dict:
 
     output_dir = Path(output_dir)
     resume = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
-    result = trainer.train(resume_from_checkpoint=resume)
+    with deterministic_algorithms():
+        result = trainer.train(resume_from_checkpoint=resume)
     final_dir = output_dir / "model"
     trainer.save_model(str(final_dir))
     trainer.processing_class.save_pretrained(str(final_dir))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,24 @@ def test_pretrain_keeps_the_checkpoint_of_lowest_validation_loss_and_stops_early
     with pytest.raises(ValueError, match="save_steps=5 is not a multiple of eval_steps=2"):
         pretrain(base_dir, CORPUS, config, tmp_path / "other", show_progress=False, validation_texts=shuffled,
                  eval_steps=2)
+
+
+@pytest.mark.slow
+def test_compiled_training_on_two_threads_is_reproducible(tmp_path):
+    """Two compiled trainings of one seed give the same weights (without `deterministic_algorithms`, 2 CPU
+    threads summed in a varying order and each run trained another model)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        base = prepare_base_model(ModelConfig(size="small"), TokenizerConfig(vocab_size=400), CORPUS + PROMPTS,
+                                  tmp_path / "base")
+        config = PretrainConfig(train=_train(max_steps=6, save_steps=6, torch_compile=True), block_size=64)
+        weights = []
+        for run in ("first", "second"):
+            summary = pretrain(base, CORPUS * 4, config, tmp_path / run, show_progress=False)
+            weights.append((Path(summary["model_dir"]) / "model.safetensors").read_bytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert weights[0] == weights[1]
