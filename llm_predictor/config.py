@@ -68,6 +68,10 @@ class EvalRunConfig:
     is_ablation: bool = True
     # Table 4's users (a seeded sample; None: every eval user, affordable when the GRPO model ranks names)
     max_ablation_users: int | None = None
+    # Table 3's +GRPO row also on the eval users' V1 labels at every label anchor (~4x the labels of the
+    # evaluation anchor on the demo world, none seen by a training stage), for the ranked GRPO methods under
+    # the `allowed` rule (~50 s in the demo)
+    is_grpo_every_anchor: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))

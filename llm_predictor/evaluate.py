@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from synthetic_data.config_io import require
-from synthetic_data.intervals import paired_difference_interval
+from synthetic_data.intervals import clustered_paired_difference_interval, paired_difference_interval
 from synthetic_data.schema import PREDICTIONS, conform
 
 from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions, popularity_predictions
@@ -27,6 +27,7 @@ from llm_predictor.metrics import hits_at_k, recall_with_intervals
 
 EVAL_SETS = ("v0", "v1")
 ROLE_OF_SPLIT = {"train": "train", "eval": "test", "validation": "validation"}
+CLUSTERED = "bootstrap over users"  # paired_effects_table's interval when users have several labels
 
 
 @dataclass(frozen=True)
@@ -196,20 +197,26 @@ def ablation_table(reference: str, predictions: Mapping[str, pl.DataFrame], labe
 
 def paired_effects_table(pairs: Sequence[tuple[str, str]], predictions: Mapping[str, pl.DataFrame],
                          labels: pl.DataFrame, config: EvalConfig) -> pl.DataFrame:
-    """Each (method, reference) pair's Recall@K difference on the same labels, for every K of `config.ks`,
-    with Tango score intervals (e.g. a GRPO model beside its SFT initialisation: paper Table 3's +GRPO row).
+    """Each (method, reference) pair's Recall@K difference on the same labels, for every K of `config.ks`
+    (e.g. a GRPO model beside its SFT initialisation: paper Table 3's +GRPO row). The interval is Tango's
+    score interval when every label is a different user's; when a user has labels at several anchors, whose
+    hits are not independent, it is a bootstrap that resamples users (column `interval` names which).
     Raises ValueError for a method without predictions."""
     missing = sorted({name for pair in pairs for name in pair} - set(predictions))
     if missing:
         raise ValueError(f"paired_effects_table: no predictions of {missing}")
+    users = labels["user_id"].to_numpy()
+    is_clustered = bool(labels["user_id"].is_duplicated().any())
     rows = []
     for method, reference in pairs:
         hits = hits_at_k(predictions[method], labels, config.ks)
         base = hits_at_k(predictions[reference], labels, config.ks)
-        row = {"method": method, "reference": reference, "n_labels": labels.height}
+        row = {"method": method, "reference": reference, "n_labels": labels.height,
+               "n_users": int(labels["user_id"].n_unique()), "interval": CLUSTERED if is_clustered else "Tango"}
         for k in config.ks:
             ours, theirs = hits[f"hit_at_{k}"].to_numpy(), base[f"hit_at_{k}"].to_numpy()
-            low, high = paired_difference_interval(ours, theirs, config.confidence)
+            low, high = (clustered_paired_difference_interval(ours, theirs, users, config.confidence) if is_clustered
+                         else paired_difference_interval(ours, theirs, config.confidence))
             row |= {f"delta_recall_at_{k}": float(ours.mean() - theirs.mean()), f"delta_recall_at_{k}_low": low,
                     f"delta_recall_at_{k}_high": high}
         rows.append(row)
@@ -225,7 +232,9 @@ INTERVAL_NOTES = {  # column prefix -> how its [low, high] interval is computed
                   "default 95%).",
     "delta_recall_at_": "Δ Recall@K [low, high]: Tango score interval of the paired difference on the same "
                         "labels, which depends on the discordant labels (hit by one method only); with none it "
-                        "still spans ±z²/(n + z²) (eval.confidence, default 95%).",
+                        "still spans ±z²/(n + z²) (eval.confidence, default 95%). Rows whose `interval` is "
+                        f"`{CLUSTERED}` (a user with labels at several anchors): a percentile bootstrap that "
+                        "resamples whole users.",
 }
 
 

@@ -422,7 +422,8 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         outputs = [path.name for path in evaluate.write_table(table, directory, "results", title)]
         outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, sampled_methods,
                                          sampled)
-        outputs += grpo_effect_table(run, config, predictions, labels["v1"], directory, sampled_methods, sampled)
+        outputs += grpo_effect_table(run, world, config, predictions, everyone, directory, sampled_methods, sampled,
+                                     show_progress)
         outputs += baselines_effect_table(config, predictions, labels["v1"], directory, sampled_methods)
         summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
@@ -474,26 +475,47 @@ def grpo_pairs(run, methods: tuple[str, ...]) -> list[tuple[str, str]]:
             and (twin := replace(METHODS[name], model=record["config"]["init"])) in by_method]
 
 
-def grpo_effect_table(run, config: LLMConfig, predictions: dict, labels, directory: Path,
-                      sampled_methods: tuple[str, ...], sample) -> list[str]:
+def grpo_effect_table(run, world, config: LLMConfig, predictions: dict, everyone, directory: Path,
+                      sampled_methods: tuple[str, ...], sample, show_progress: bool) -> list[str]:
     """Paper Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same V1 labels
-    (paired Tango intervals; a pair with a sampled method on the sample's labels only)."""
+    (`anchors` "evaluation": the evaluation anchor's, paired Tango intervals; a pair with a sampled method on the
+    sample's labels only). With `eval.is_grpo_every_anchor`, the ranked pairs under the `allowed` rule (the names
+    GRPO trains on) again on the eval users' V1 labels at every label anchor (`anchors` "every": ~4x the labels on
+    the demo world; `everyone`: the requests already predicted, at the evaluation anchor). The `open` pairs are left
+    out there: ~50 s more of the demo's 30 minutes."""
     import polars as pl
 
     from llm_predictor import evaluate
 
+    keys = ["user_id", "anchor_date"]
+    evaluation = config.eval.evaluation
+    labels = evaluate.evaluation_labels(world, evaluation)["v1"]
+    pairs = grpo_pairs(run, config.eval.methods)
     tables = []
-    for method, reference in grpo_pairs(run, config.eval.methods):
+    for method, reference in pairs:
         is_sampled = method in sampled_methods or reference in sampled_methods
-        pair_labels = labels.join(sample.select("user_id", "anchor_date"), on=["user_id", "anchor_date"],
-                                  how="semi") if is_sampled else labels
-        tables.append(evaluate.paired_effects_table([(method, reference)], predictions, pair_labels,
-                                                    config.eval.evaluation))
+        pair_labels = labels.join(sample.select(keys), on=keys, how="semi") if is_sampled else labels
+        tables.append(evaluate.paired_effects_table([(method, reference)], predictions, pair_labels, evaluation))
+    ranked = [(method, reference) for method, reference in pairs  # a pair shares its rule (`grpo_pairs`)
+              if METHODS[method].is_ranked and METHODS[reference].is_ranked and METHODS[method].rule == "allowed"]
+    every = evaluate.labelled_users(world, "eval").filter(pl.col("in_v1")).select(*keys, "advertiser_id")
+    new_keys = every.select(keys).join(everyone.select(keys), on=keys, how="anti")
+    if config.eval.is_grpo_every_anchor and ranked and not new_keys.is_empty():  # empty: a world of one anchor
+        names = list(dict.fromkeys(name for pair in ranked for name in pair))
+        generations = {name: generate_method(run, world, config, METHODS[name], new_keys,
+                                             directory / "generations" / "every_anchor" / name, show_progress)
+                       for name in names}
+        extra = evaluate.generation_predictions(world, generations, evaluation)[0]
+        tables.append(evaluate.paired_effects_table(
+            ranked, {name: pl.concat([predictions[name], extra[name]]) for name in names}, every, evaluation
+        ).with_columns(anchors=pl.lit("every")))
     if not tables:
         return []
+    table = pl.concat(tables, how="diagonal").with_columns(pl.col("anchors").fill_null("evaluation"))
     return [path.name for path in evaluate.write_table(
-        pl.concat(tables), directory, "grpo_effect", "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K "
-                                                     "difference on the same labels")]
+        table.select("anchors", pl.exclude("anchors")), directory, "grpo_effect",
+        "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K difference on the same labels, at the "
+        "evaluation anchor and at every label anchor")]
 
 
 def baselines_effect_table(config: LLMConfig, predictions: dict, labels, directory: Path,

@@ -132,17 +132,21 @@ def recall_lines(run: Path) -> list[str]:
 
 
 def grpo_effect_lines(run: Path) -> list[str]:
-    """Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same labels (paired Tango
-    intervals, `llm_eval/grpo_effect.parquet`); none before GRPO has run."""
+    """Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same labels, at the
+    evaluation anchor (paired Tango intervals) and at every label anchor (a bootstrap over users),
+    `llm_eval/grpo_effect.parquet`; none before GRPO has run."""
     path = run / "llm_eval" / "grpo_effect.parquet"
     if not path.exists():
         return []
 
-    rows = [[f"`{row['method']}`", f"`{row['reference']}`", f"{row['n_labels']:,}",
-             *(difference_cell(row, f"delta_recall_at_{k}") for k in (1, 5, 20))]
+    rows = [[f"`{row['method']}`", f"`{row['reference']}`", row["anchors"], f"{row['n_labels']:,}",
+             f"{row['n_users']:,}", *(difference_cell(row, f"delta_recall_at_{k}") for k in (1, 5, 20))]
             for row in pl.read_parquet(path).iter_rows(named=True)]
-    return ["GRPO over its initialisation, on the same V1 labels (paired Tango intervals of the difference):", "",
-            *markdown_rows(["method", "initialisation", "labels", "Δ Recall@1", "Δ Recall@5", "Δ Recall@20"], rows), ""]
+    return ["GRPO over its initialisation, on the same V1 labels of eval users: at the evaluation anchor (paired "
+            "Tango intervals of the difference) and at every label anchor (a user's labels at several anchors are "
+            "not independent: a bootstrap that resamples users):", "",
+            *markdown_rows(["method", "initialisation", "anchors", "labels", "users", "Δ Recall@1", "Δ Recall@5",
+                            "Δ Recall@20"], rows), ""]
 
 
 def retrieval_lines(run: Path) -> list[str]:

@@ -5,7 +5,9 @@ A share of n labels is a binomial proportion: Wilson's score interval (Wilson 19
 of two methods' shares on the same labels is a difference of paired proportions: Tango's score
 interval (Tango 1998, Statistics in Medicine 17:891), recommended for paired binomial data by
 Fagerland, Lydersen & Laake (2014). Both keep their coverage at 0 and at n hits, where a bootstrap
-of the hits collapses to a single point.
+of the hits collapses to a single point. Both assume independent labels: when one user has labels at
+several anchors, the paired difference's interval is a bootstrap that resamples users instead
+(a cluster bootstrap: Davison & Hinkley 1997, section 3.8).
 
 A bootstrap's percentile interval keeps every replicate: an infinite one stays in its tail (the
 bound is then unbounded), an undefined one counts against both bounds and both tails, never dropped.
@@ -64,6 +66,26 @@ def paired_difference_interval(hits: np.ndarray, reference_hits: np.ndarray, con
     low = -1.0 if estimate == -1 else optimize.brentq(lambda d: _tango_score(d, *counts) - level, -1.0, estimate)
     high = 1.0 if estimate == 1 else optimize.brentq(lambda d: _tango_score(d, *counts) + level, estimate, 1.0)
     return float(low), float(high)
+
+
+def clustered_paired_difference_interval(hits: np.ndarray, reference_hits: np.ndarray, clusters: np.ndarray,
+                                         confidence: float = 0.95, n_resamples: int = 4000, seed: int = 0
+                                         ) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(hits) - mean(reference_hits), two 0/1 arrays over the same labels,
+    that resamples whole clusters (`clusters`: one id per label, e.g. the user of labels at several anchors,
+    which are not independent); each resample's difference is its clusters' summed differences over their
+    summed labels (scipy.stats.bootstrap, paired). Seeded; NaNs for no labels. Without a discordant label it
+    collapses to [0, 0], where Tango's interval (`paired_difference_interval`) keeps its width."""
+    hits, reference_hits = np.asarray(hits, dtype=np.int64), np.asarray(reference_hits, dtype=np.int64)
+    if hits.size == 0:
+        return float("nan"), float("nan")
+    _, cluster = np.unique(np.asarray(clusters), return_inverse=True)
+    differences = np.bincount(cluster, weights=hits - reference_hits)
+    labels = np.bincount(cluster).astype(np.float64)
+    result = stats.bootstrap((differences, labels), lambda d, n, axis=-1: d.sum(axis) / n.sum(axis), paired=True,
+                             vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
+                             method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass(frozen=True)

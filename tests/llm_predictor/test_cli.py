@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from llm_predictor.cli import app
 from llm_predictor.config import METHODS, resolve_config
-from llm_predictor.stages import _ablation_variants, list_completion, method_decoding, prediction_keys
+from llm_predictor.evaluate import labelled_users
+from llm_predictor.stages import (_ablation_variants, list_completion, method_decoding, prediction_keys,
+                                   run_world)
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.features import GROUPS
 from llm_predictor.parse import parse_output
@@ -147,9 +149,12 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     assert mechanisms.item() == v1_labels  # every label's mechanism
     assert beside.filter(pl.col("method") == "sft_single_beam")["labels"].item() == n_labels["sft_single_beam"]
     effect = pl.read_parquet(run_root / "llm_eval" / "grpo_effect.parquet")  # GRPO beside its initialisation
-    assert effect.select("method", "reference").rows() == [("grpo_ranked", "sft_single_ranked"),
-                                                            ("grpo_ranked_open", "sft_single_ranked_open")]
-    assert (effect["n_labels"] == n_labels["most_recent"]).all()
+    pairs = [("grpo_ranked", "sft_single_ranked"), ("grpo_ranked_open", "sft_single_ranked_open")]
+    assert effect.select("method", "reference").rows() == [*pairs, pairs[0]]  # every anchor: the allowed rule's
+    assert effect["anchors"].to_list() == ["evaluation"] * 2 + ["every"]
+    every_anchor = labelled_users(run_world(run_root), "eval").filter(pl.col("in_v1"))
+    assert effect["n_labels"].to_list() == [n_labels["most_recent"]] * 2 + [every_anchor.height]
+    assert effect["n_users"][2] == every_anchor["user_id"].n_unique() < every_anchor.height  # users repeat
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from synthetic_data.intervals import paired_difference_interval
 from llm_predictor.baselines import BaselineConfig
 from llm_predictor.evaluate import (EvalConfig, ablation_table, allowed_names_ceiling, baseline_predictions,
                                     evaluate_methods, evaluation_labels, evaluation_requests, labelled_users,
-                                    results_table, to_markdown)
+                                    paired_effects_table, results_table, to_markdown)
 from llm_predictor.features import FeatureConfig
 from llm_predictor.predict import build_prompts
 from llm_predictor.prompts import list_target
@@ -125,6 +125,28 @@ def test_ablation_deltas_are_paired_differences(tiny_world):
     assert "Tango score interval" in to_markdown(table, "ablation")
     with pytest.raises(ValueError, match="reference"):
         ablation_table("missing", {"full": oracle}, v1, CONFIG)
+
+
+def test_paired_effects_resample_users_when_a_user_has_labels_at_several_anchors():
+    from llm_predictor.evaluate import CLUSTERED
+
+    anchors = [date(2026, 3, 2), date(2026, 3, 9)]
+    labels = pl.DataFrame({"user_id": [u for u in range(40) for _ in anchors], "anchor_date": anchors * 40,
+                           "advertiser_id": pl.Series(range(80), dtype=pl.Int32)})
+    oracle = labels.with_columns(rank=pl.lit(1, dtype=pl.Int32))
+    half = oracle.filter(pl.col("user_id") < 20)  # hits both labels of half the users
+    repeated = paired_effects_table([("half", "oracle")], {"oracle": oracle, "half": half}, labels, CONFIG).row(
+        0, named=True)
+    assert (repeated["n_labels"], repeated["n_users"], repeated["interval"]) == (80, 40, CLUSTERED)
+    assert repeated["delta_recall_at_1"] == pytest.approx(-0.5)
+    # 40 independent users' outcomes, each counted twice: as wide as on one label a user, not narrower
+    once = labels.filter(pl.col("anchor_date") == anchors[0])
+    single = paired_effects_table([("half", "oracle")], {"oracle": oracle, "half": half}, once, CONFIG).row(
+        0, named=True)
+    assert single["interval"] == "Tango" and single["n_users"] == 40
+    assert repeated["delta_recall_at_1_high"] - repeated["delta_recall_at_1_low"] > 0.8 * (
+        single["delta_recall_at_1_high"] - single["delta_recall_at_1_low"])
+    assert CLUSTERED in to_markdown(pl.DataFrame([repeated]), "effects")
 
 
 def test_evaluate_methods_writes_tables_with_llm_rates_and_baselines(tiny_world, tmp_path):

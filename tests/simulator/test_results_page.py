@@ -164,9 +164,10 @@ def test_the_grpo_effect_is_shown_as_paired_differences(tmp_path):
     from simulator.results_page import grpo_effect_lines
 
     assert grpo_effect_lines(tmp_path) == []  # before GRPO has run
-    row = {"method": "grpo_ranked", "reference": "sft_single_ranked", "n_labels": 440}
+    row = {"anchors": "evaluation", "method": "grpo_ranked", "reference": "sft_single_ranked", "n_labels": 440,
+           "n_users": 440, "interval": "Tango"}
     for k, (value, low, high) in {1: (0.064, 0.027, 0.102), 5: (0.125, 0.082, 0.169), 20: (0.036, 0.006, 0.069)}.items():
         row |= {f"delta_recall_at_{k}": value, f"delta_recall_at_{k}_low": low, f"delta_recall_at_{k}_high": high}
     write_table(pl.DataFrame([row]), tmp_path / "llm_eval", "grpo_effect", "t")
-    assert ("| `grpo_ranked` | `sft_single_ranked` | 440 | +0.064 [+0.027, +0.102] | +0.125 [+0.082, +0.169] | "
-            "+0.036 [+0.006, +0.069] |") in grpo_effect_lines(tmp_path)
+    assert ("| `grpo_ranked` | `sft_single_ranked` | evaluation | 440 | 440 | +0.064 [+0.027, +0.102] | "
+            "+0.125 [+0.082, +0.169] | +0.036 [+0.006, +0.069] |") in grpo_effect_lines(tmp_path)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic_data.intervals import bootstrap_interval, holm_adjust, paired_difference_interval, proportion_interval
+from synthetic_data.intervals import (bootstrap_interval, clustered_paired_difference_interval, holm_adjust,
+                                     paired_difference_interval, proportion_interval)
 
 Z2 = 1.959963984540054**2  # the 97.5% normal quantile, squared
 
@@ -49,6 +50,24 @@ def test_paired_difference_interval_keeps_its_width_without_discordant_labels():
     assert paired_difference_interval(*_pairs(0, 50, 0, 0)) == pytest.approx(((50 - Z2) / (50 + Z2), 1.0))
     assert paired_difference_interval(*_pairs(0, 0, 50, 0)) == pytest.approx((-1.0, -(50 - Z2) / (50 + Z2)))
     assert all(np.isnan(paired_difference_interval(np.array([]), np.array([]))))
+
+
+def test_the_clustered_interval_widens_with_the_labels_a_user_repeats():
+    """One label per user: close to Tango's interval. Each user's outcome copied to 4 anchors (perfectly
+    correlated labels): the resampled users carry the same information as before, so the interval keeps its
+    width, where Tango's on the copies (treating them as independent) halves."""
+    hits, reference = _pairs(30, 70, 40, 260)
+    users = np.arange(hits.size)
+    single = clustered_paired_difference_interval(hits, reference, users)
+    tango = paired_difference_interval(hits, reference)
+    assert single == pytest.approx(tango, abs=0.01)
+    copies = clustered_paired_difference_interval(np.repeat(hits, 4), np.repeat(reference, 4), np.repeat(users, 4))
+    naive = paired_difference_interval(np.repeat(hits, 4), np.repeat(reference, 4))
+    width = single[1] - single[0]
+    assert copies[1] - copies[0] == pytest.approx(width, rel=0.1)
+    assert naive[1] - naive[0] == pytest.approx(width / 2, rel=0.1)
+    assert clustered_paired_difference_interval(hits, reference, users) == single  # seeded
+    assert all(np.isnan(clustered_paired_difference_interval(np.array([]), np.array([]), np.array([]))))
 
 
 def test_bootstrap_interval_counts_infinite_and_undefined_replicates_exactly():
