@@ -232,9 +232,7 @@ INTERVAL_NOTES = {  # column prefix -> how its [low, high] interval is computed
                   "default 95%).",
     "delta_recall_at_": "Δ Recall@K [low, high]: Tango score interval of the paired difference on the same "
                         "labels, which depends on the discordant labels (hit by one method only); with none it "
-                        "still spans ±z²/(n + z²) (eval.confidence, default 95%). Rows whose `interval` is "
-                        f"`{CLUSTERED}` (a user with labels at several anchors): a percentile bootstrap that "
-                        "resamples whole users.",
+                        "still spans ±z²/(n + z²) (eval.confidence, default 95%).",
 }
 
 
@@ -256,6 +254,9 @@ def to_markdown(table: pl.DataFrame, title: str) -> str:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [note for prefix, note in INTERVAL_NOTES.items() if any(c.startswith(prefix) for c in interval_columns)]
+    if "interval" in table.columns and (table["interval"] == CLUSTERED).any():
+        notes.append(f"Rows whose `interval` is `{CLUSTERED}` (a user with labels at several anchors, which are not "
+                     "independent): a percentile bootstrap of the difference that resamples whole users.")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

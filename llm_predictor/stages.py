@@ -24,6 +24,7 @@ from synthetic_data.config_io import ConfigError, to_dict
 from synthetic_data.run_folder import config_hash
 
 console = Console()
+KEYS = ["user_id", "anchor_date"]  # one prediction request: a user at a label anchor
 
 
 def run_world(run_root: Path):
@@ -395,6 +396,8 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                     "features": to_dict(config.features), "preset_pool_size": config.preset_pool_size}
 
     def work(directory: Path):
+        import polars as pl
+
         world = run_world(run_root)
         everyone = evaluate.evaluation_requests(world, config.eval.evaluation)
         sampled = _sample_users(everyone, config.eval.max_users, config.seed)
@@ -407,12 +410,15 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                                              directory / "generations" / name, show_progress)
                        for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
-        predictions |= evaluate.baseline_predictions(world, everyone)
+        every_labels, other_keys = every_anchor_labels(world, everyone)
+        requests = pl.concat([everyone, other_keys])  # the baselines at every anchor: their rankers fit once
+        allowed = build_prompts(world, requests, config.features, config.preset_pool_size, "inference")
+        baselines = evaluate.baseline_predictions(world, requests)
+        baselines["most_recent_allowed"] = evaluate.restricted_to_allowed(baselines["most_recent"], allowed,
+                                                                          "most_recent_allowed")
+        predictions |= {name: table.join(everyone, on=KEYS, how="semi") for name, table in baselines.items()}
         labels = evaluate.evaluation_labels(world, config.eval.evaluation)
-        allowed = build_prompts(world, everyone, config.features, config.preset_pool_size, "inference")
         predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
-        predictions["most_recent_allowed"] = evaluate.restricted_to_allowed(predictions["most_recent"], allowed,
-                                                                            "most_recent_allowed")
         table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts, sampled_methods, sampled)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
         title = (f"Advertiser prediction on {everyone.height} eval users at {anchor} "
@@ -422,9 +428,12 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         outputs = [path.name for path in evaluate.write_table(table, directory, "results", title)]
         outputs += complementarity_table(run_root, world, predictions, labels["v1"], directory, sampled_methods,
                                          sampled)
-        outputs += grpo_effect_table(run, world, config, predictions, everyone, directory, sampled_methods, sampled,
-                                     show_progress)
-        outputs += baselines_effect_table(config, predictions, labels["v1"], directory, sampled_methods)
+        every = every_anchor_predictions(run, world, config, predictions, baselines, other_keys, directory,
+                                         show_progress)
+        outputs += grpo_effect_table(run, config, predictions, labels["v1"], every, every_labels, directory,
+                                     sampled_methods, sampled)
+        outputs += baselines_effect_table(config, predictions, labels["v1"], every, every_labels, directory,
+                                          sampled_methods)
         summary = {"users": everyone.height, "sampled_users": sampled.height}
         if config.eval.is_ablation:
             outputs += ablation(run, world, config, everyone, sampled, directory, show_progress)
@@ -475,64 +484,94 @@ def grpo_pairs(run, methods: tuple[str, ...]) -> list[tuple[str, str]]:
             and (twin := replace(METHODS[name], model=record["config"]["init"])) in by_method]
 
 
-def grpo_effect_table(run, world, config: LLMConfig, predictions: dict, everyone, directory: Path,
-                      sampled_methods: tuple[str, ...], sample, show_progress: bool) -> list[str]:
-    """Paper Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same V1 labels
-    (`anchors` "evaluation": the evaluation anchor's, paired Tango intervals; a pair with a sampled method on the
-    sample's labels only). With `eval.is_grpo_every_anchor`, the ranked pairs under the `allowed` rule (the names
-    GRPO trains on) again on the eval users' V1 labels at every label anchor (`anchors` "every": ~4x the labels on
-    the demo world; `everyone`: the requests already predicted, at the evaluation anchor). The `open` pairs are left
-    out there: ~50 s more of the demo's 30 minutes."""
+def every_anchor_labels(world, everyone):
+    """The eval users' V1 labels at every label anchor (user_id, anchor_date, advertiser_id; ~4x the evaluation
+    anchor's on the demo world, none seen by a training stage), and their (user_id, anchor_date) requests beyond
+    `everyone` (the evaluation anchor's)."""
     import polars as pl
 
     from llm_predictor import evaluate
 
-    keys = ["user_id", "anchor_date"]
+    labels = evaluate.labelled_users(world, "eval").filter(pl.col("in_v1")).select(*KEYS, "advertiser_id")
+    return labels, labels.select(KEYS).unique().join(everyone.select(KEYS), on=KEYS, how="anti").sort(KEYS)
+
+
+def every_anchor_predictions(run, world, config: LLMConfig, predictions: dict, baselines: dict, other_keys,
+                             directory: Path, show_progress: bool) -> dict:
+    """PREDICTIONS at every label anchor of `eval.every_anchor_methods` (those of `eval.methods`) and of the non-LLM
+    baselines (`baselines`: theirs on every request): the evaluation anchor's `predictions`, and the other anchors'
+    `other_keys` predicted here (`generations/every_anchor/`). {} when there is no other anchor."""
+    import polars as pl
+
+    from llm_predictor import evaluate
+
+    if other_keys.is_empty():
+        return {}
+    generations = {name: generate_method(run, world, config, METHODS[name], other_keys,
+                                         directory / "generations" / "every_anchor" / name, show_progress)
+                   for name in config.eval.every_anchor_methods if name in config.eval.methods}
+    every = {name: pl.concat([predictions[name], table]) for name, table in
+             evaluate.generation_predictions(world, generations, config.eval.evaluation)[0].items()}
+    return every | baselines
+
+
+def _effects_at_both(pairs: list[tuple[str, str]], predictions: dict, labels, every: dict, every_labels,
+                     config: LLMConfig, pair_labels=None):
+    """`evaluate.paired_effects_table` of `pairs` at the evaluation anchor (`labels`; `pair_labels(pair)`: a pair's
+    own labels there) and, for the pairs `every` predicts, at every label anchor; column `anchors` says which."""
+    import polars as pl
+
+    from llm_predictor import evaluate
+
     evaluation = config.eval.evaluation
-    labels = evaluate.evaluation_labels(world, evaluation)["v1"]
+    tables = [evaluate.paired_effects_table([pair], predictions, pair_labels(pair) if pair_labels else labels,
+                                            evaluation).with_columns(anchors=pl.lit("evaluation")) for pair in pairs]
+    every_pairs = [pair for pair in pairs if set(pair) <= set(every)]
+    if every_pairs:
+        tables.append(evaluate.paired_effects_table(every_pairs, every, every_labels, evaluation)
+                      .with_columns(anchors=pl.lit("every")))
+    table = pl.concat(tables, how="diagonal")
+    return table.select("anchors", pl.exclude("anchors"))
+
+
+def grpo_effect_table(run, config: LLMConfig, predictions: dict, labels, every: dict, every_labels, directory: Path,
+                      sampled_methods: tuple[str, ...], sample) -> list[str]:
+    """Paper Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same V1 labels, at
+    the evaluation anchor (`labels`; a pair with a sampled method on the sample's labels only) and, for the pairs
+    of `eval.every_anchor_methods`, at every label anchor (`every`, `every_labels`)."""
+    from llm_predictor import evaluate
+
     pairs = grpo_pairs(run, config.eval.methods)
-    tables = []
-    for method, reference in pairs:
-        is_sampled = method in sampled_methods or reference in sampled_methods
-        pair_labels = labels.join(sample.select(keys), on=keys, how="semi") if is_sampled else labels
-        tables.append(evaluate.paired_effects_table([(method, reference)], predictions, pair_labels, evaluation))
-    ranked = [(method, reference) for method, reference in pairs  # a pair shares its rule (`grpo_pairs`)
-              if METHODS[method].is_ranked and METHODS[reference].is_ranked and METHODS[method].rule == "allowed"]
-    every = evaluate.labelled_users(world, "eval").filter(pl.col("in_v1")).select(*keys, "advertiser_id")
-    new_keys = every.select(keys).join(everyone.select(keys), on=keys, how="anti")
-    if config.eval.is_grpo_every_anchor and ranked and not new_keys.is_empty():  # empty: a world of one anchor
-        names = list(dict.fromkeys(name for pair in ranked for name in pair))
-        generations = {name: generate_method(run, world, config, METHODS[name], new_keys,
-                                             directory / "generations" / "every_anchor" / name, show_progress)
-                       for name in names}
-        extra = evaluate.generation_predictions(world, generations, evaluation)[0]
-        tables.append(evaluate.paired_effects_table(
-            ranked, {name: pl.concat([predictions[name], extra[name]]) for name in names}, every, evaluation
-        ).with_columns(anchors=pl.lit("every")))
-    if not tables:
+    if not pairs:
         return []
-    table = pl.concat(tables, how="diagonal").with_columns(pl.col("anchors").fill_null("evaluation"))
+
+    def pair_labels(pair: tuple[str, str]):
+        is_sampled = bool(set(pair) & set(sampled_methods))
+        return labels.join(sample.select(KEYS), on=KEYS, how="semi") if is_sampled else labels
+
+    table = _effects_at_both(pairs, predictions, labels, every, every_labels, config, pair_labels)
     return [path.name for path in evaluate.write_table(
-        table.select("anchors", pl.exclude("anchors")), directory, "grpo_effect",
-        "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K difference on the same labels, at the "
-        "evaluation anchor and at every label anchor")]
+        table, directory, "grpo_effect", "GRPO over its initialisation (Table 3's +GRPO row): V1 Recall@K difference "
+                                         "on the same labels, at the evaluation anchor and at every label anchor")]
 
 
-def baselines_effect_table(config: LLMConfig, predictions: dict, labels, directory: Path,
+def baselines_effect_table(config: LLMConfig, predictions: dict, labels, every: dict, every_labels, directory: Path,
                            sampled_methods: tuple[str, ...]) -> list[str]:
-    """Each ranked LLM method's Recall@K minus the non-LLM yardsticks' on the same V1 labels (paired Tango
-    intervals; `choice.baseline_pairs`: an `open` method against most recent and the prompt-input LightGBM, an
-    `allowed` one against most recent on the same allowed names). Methods scored on a sample are left out."""
+    """Each ranked LLM method's Recall@K minus the non-LLM yardsticks' on the same V1 labels (`choice.baseline_pairs`:
+    an `open` method against most recent and the prompt-input LightGBM, an `allowed` one against most recent on the
+    same allowed names), at the evaluation anchor and, for `eval.every_anchor_methods`, at every label anchor
+    (`every`, `every_labels`). Methods scored on a sample are left out."""
     from llm_predictor import evaluate
     from llm_predictor.choice import baseline_pairs
 
     methods = [name for name in config.eval.methods if METHODS[name].is_ranked and name not in sampled_methods]
     if not methods:
         return []
-    table = evaluate.paired_effects_table(baseline_pairs(methods), predictions, labels, config.eval.evaluation)
+    table = _effects_at_both(baseline_pairs(methods), predictions, labels, every, every_labels, config)
     return [path.name for path in evaluate.write_table(
         table, directory, "baselines_effect", f"LLM methods against the non-LLM baselines: V1 Recall@K difference on "
-                                              f"the same {labels.height} labels")]
+                                              f"the same labels, at the evaluation anchor ({labels.height}) and at "
+                                              f"every label anchor ({every_labels.height})")]
 
 
 def ablation(run, world, config: LLMConfig, everyone, sampled, directory: Path, show_progress: bool) -> list[str]:

@@ -155,6 +155,12 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     every_anchor = labelled_users(run_world(run_root), "eval").filter(pl.col("in_v1"))
     assert effect["n_labels"].to_list() == [n_labels["most_recent"]] * 2 + [every_anchor.height]
     assert effect["n_users"][2] == every_anchor["user_id"].n_unique() < every_anchor.height  # users repeat
+    against = pl.read_parquet(run_root / "llm_eval" / "baselines_effect.parquet").filter(pl.col("anchors") == "every")
+    assert set(against.select("method", "reference").rows()) == {  # eval.every_anchor_methods' pairs
+        ("behaviour_ranked", "most_recent_allowed"), ("behaviour_ranked_open", "most_recent"),
+        ("behaviour_ranked_open", "lightgbm_pairs_prompt"), ("sft_single_ranked", "most_recent_allowed"),
+        ("grpo_ranked", "most_recent_allowed")}
+    assert (against["n_labels"] == every_anchor.height).all()
 
 
 @pytest.mark.slow

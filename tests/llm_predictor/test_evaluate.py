@@ -231,24 +231,35 @@ def test_pair_ranker_trains_on_train_role_labels(tiny_world):
 
 def test_the_baselines_effect_table_pairs_each_ranked_method_with_its_rules_yardsticks(tmp_path):
     from llm_predictor.config import resolve_config
+    from llm_predictor.evaluate import CLUSTERED
     from llm_predictor.stages import baselines_effect_table
 
     config = resolve_config("nano", None, ['eval.methods=["behaviour_ranked","behaviour_ranked_open","zero_shot"]'])
-    keys = {"user_id": [1, 2, 3, 4], "anchor_date": [date(2026, 3, 2)] * 4}
-    labels = pl.DataFrame(keys).with_columns(advertiser_id=pl.Series([10, 11, 12, 13], dtype=pl.Int32))
+    anchors = [date(2026, 2, 23), date(2026, 3, 2)]
+    keys = pl.DataFrame({"user_id": [1, 2, 3, 4] * 2, "anchor_date": [a for a in anchors for _ in range(4)]})
+    every_labels = keys.with_columns(advertiser_id=pl.Series([10, 11, 12, 13] * 2, dtype=pl.Int32))
+    labels = every_labels.filter(pl.col("anchor_date") == anchors[1])
 
     def ranked(hits: list[bool], source: str) -> pl.DataFrame:  # rank 1 = the label where `hits`, else another
-        return pl.DataFrame(keys).with_columns(
-            rank=pl.lit(1, pl.Int32), advertiser_id=pl.Series([a if h else 99 for a, h in zip([10, 11, 12, 13], hits)],
-                                                              dtype=pl.Int32),
+        return every_labels.with_columns(
+            rank=pl.lit(1, pl.Int32), advertiser_id=pl.when(pl.Series(hits * 2)).then("advertiser_id").otherwise(99),
             advertiser_name=pl.lit("x"), source=pl.lit(source))
 
-    predictions = {"behaviour_ranked_open": ranked([True] * 4, "o"), "behaviour_ranked": ranked([True, False] * 2, "a"),
-                   "most_recent": ranked([True, False, False, False], "m"),
-                   "lightgbm_pairs_prompt": ranked([True] * 4, "l"), "most_recent_allowed": ranked([False] * 4, "r")}
-    written = baselines_effect_table(config, predictions, labels, tmp_path, sampled_methods=("zero_shot",))
+    every = {"behaviour_ranked_open": ranked([True] * 4, "o"), "behaviour_ranked": ranked([True, False] * 2, "a"),
+             "most_recent": ranked([True, False, False, False], "m"),
+             "lightgbm_pairs_prompt": ranked([True] * 4, "l"), "most_recent_allowed": ranked([False] * 4, "r")}
+    predictions = {name: table.filter(pl.col("anchor_date") == anchors[1]) for name, table in every.items()}
+    del every["behaviour_ranked"]  # a method left out of eval.every_anchor_methods
+    written = baselines_effect_table(config, predictions, labels, every, every_labels, tmp_path,
+                                     sampled_methods=("zero_shot",))
     assert sorted(written) == ["baselines_effect.md", "baselines_effect.parquet"]
     table = pl.read_parquet(tmp_path / "baselines_effect.parquet")
-    deltas = {(m, r): d for m, r, d in table.select("method", "reference", "delta_recall_at_1").iter_rows()}
-    assert deltas == {("behaviour_ranked", "most_recent_allowed"): 0.5, ("behaviour_ranked_open", "most_recent"): 0.75,
-                      ("behaviour_ranked_open", "lightgbm_pairs_prompt"): 0.0}
+    deltas = {(a, m, r): d for a, m, r, d in table.select("anchors", "method", "reference", "delta_recall_at_1")
+              .iter_rows()}
+    assert deltas == {("evaluation", "behaviour_ranked", "most_recent_allowed"): 0.5,
+                      ("evaluation", "behaviour_ranked_open", "most_recent"): 0.75,
+                      ("evaluation", "behaviour_ranked_open", "lightgbm_pairs_prompt"): 0.0,
+                      ("every", "behaviour_ranked_open", "most_recent"): 0.75,
+                      ("every", "behaviour_ranked_open", "lightgbm_pairs_prompt"): 0.0}
+    assert table.select("anchors", "n_labels", "n_users", "interval").unique().sort("anchors").rows() == [
+        ("evaluation", 4, 4, "Tango"), ("every", 8, 4, CLUSTERED)]
