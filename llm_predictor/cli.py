@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from llm_predictor.choice import CHOSEN, stage_choose
+from llm_predictor.fusion import stage_fusion
 from llm_predictor.config import METHODS, PRESETS, SFT_TEMPLATES, LLMConfig, resolve_config
 from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, stage_grpo, stage_predict,
                                   stage_pretrain, stage_sft, stage_sid)
@@ -99,7 +100,17 @@ def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: Confi
     """Score `choice.methods` on validation users (held-out train users) and record the best as `chosen`."""
     summary = stage_choose(run, _config_or_exit(preset, config, set_), force, not quiet)
     _print_summary("llm_choice", summary)
-    console.print((run / "llm_choice" / "choice.md").read_text())
+    console.print((run / "llm_choice" / "choice.md").read_text(), markup=False)
+
+
+@app.command()
+def fuse(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
+         set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
+    """Is the LLM complementary to LightGBM? `fusion.method`'s lists fused with the prompt-input LightGBM's, the
+    weight chosen on validation users, against LightGBM alone on the eval users' V1 labels at every anchor."""
+    summary = stage_fusion(run, _config_or_exit(preset, config, set_), force, not quiet)
+    _print_summary("llm_fusion", summary)
+    console.print((run / "llm_fusion" / "fusion.md").read_text(), markup=False)
 
 
 @app.command()

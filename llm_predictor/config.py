@@ -16,6 +16,7 @@ from llm_predictor.choice import ChoiceConfig
 from llm_predictor.decoding import DecodingConfig
 from llm_predictor.evaluate import EvalConfig
 from llm_predictor.features import FeatureConfig
+from llm_predictor.fusion import FusionConfig
 from llm_predictor.grpo import GRPOStageConfig
 from llm_predictor.model import ModelConfig
 from llm_predictor.predict import PredictConfig
@@ -134,6 +135,7 @@ class LLMConfig:
     predict: PredictConfig = field(default_factory=lambda: PredictConfig(decoding=DecodingConfig(max_new_tokens=224)))
     eval: EvalRunConfig = field(default_factory=EvalRunConfig)
     choice: ChoiceConfig = field(default_factory=ChoiceConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # `adsim llm fuse`: the LLM beside LightGBM
     # Paper 3.2.1 trades serving coverage against inference cost: None predicts every serving user (the
     # demo world's ~17k), a number a seeded sample of them
     serving_max_users: int | None = None

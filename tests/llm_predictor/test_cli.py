@@ -114,7 +114,7 @@ def test_pretrain_sft_predict_chain_and_skip_on_rerun(run_root):
 @pytest.mark.slow
 def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     for command in (["pretrain"], ["behaviour"], ["sft", "--target", "single"], ["sft", "--target", "list"], ["grpo"],
-                    ["eval"], ["choose"], ["predict", "--method", "chosen", "--users", "serving"]):
+                    ["eval"], ["choose"], ["predict", "--method", "chosen", "--users", "serving"], ["fuse"]):
         _invoke(*command, "--run", str(run_root))
     choice = json.loads((run_root / "llm_choice" / "stage.json").read_text())["summary"]
     scores = choice["validation_recall_at_20"]
@@ -161,6 +161,11 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
         ("behaviour_ranked_open", "lightgbm_pairs_prompt"), ("sft_single_ranked", "most_recent_allowed"),
         ("grpo_ranked", "most_recent_allowed")}
     assert (against["n_labels"] == every_anchor.height).all()
+    fused = pl.read_parquet(run_root / "llm_fusion" / "fusion.parquet")  # the chosen method beside LightGBM
+    assert fused["method"].to_list() == [choice["method"], "other users' lists (negative control)",
+                                         "oracle (positive control)"]
+    assert (fused["n_labels"] == every_anchor.height).all() and fused["weight"].is_between(0, 1).all()
+    assert fused["delta_recall_at_1_low"][2] > 0  # the oracle's gain is detected
 
 
 @pytest.mark.slow
