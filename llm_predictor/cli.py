@@ -23,7 +23,8 @@ from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, st
                                   stage_pretrain, stage_sft, stage_sid)
 from synthetic_data.config_io import ConfigError
 
-app = typer.Typer(help="the LLM advertiser predictor (pretrain, behaviour, sft, grpo, predict, eval)",
+app = typer.Typer(help="the LLM advertiser predictor (pretrain, behaviour, sft, sid, grpo, choose, predict, eval, "
+                       "fuse)",
                   no_args_is_help=True)
 console = Console()
 
@@ -106,8 +107,11 @@ def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: Confi
 @app.command()
 def fuse(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
          set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
-    """Is the LLM complementary to LightGBM? `fusion.method`'s lists fused with the prompt-input LightGBM's, the
-    weight chosen on validation users, against LightGBM alone on the eval users' V1 labels at every anchor."""
+    """Is the LLM complementary to LightGBM? Its lists fused with LightGBM's, against LightGBM alone.
+
+    `fusion.method`'s lists and the prompt-input LightGBM's, merged by reciprocal-rank fusion with a weight chosen on
+    validation users, scored on the eval users' V1 labels at every anchor beside a negative and a positive control.
+    """
     summary = stage_fusion(run, _config_or_exit(preset, config, set_), force, not quiet)
     _print_summary("llm_fusion", summary)
     console.print((run / "llm_fusion" / "fusion.md").read_text(), markup=False)
@@ -165,4 +169,4 @@ def eval_(run: Run = Path("runs/demo"), preset: Preset = "small", config: Config
     for name in ("results.md", "ablation.md"):
         path = run / "llm_eval" / name
         if path.exists():
-            console.print(path.read_text())
+            console.print(path.read_text(), markup=False)

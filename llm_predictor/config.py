@@ -82,11 +82,12 @@ class EvalRunConfig:
         require(self.max_users >= 1, "eval.max_users", "must be >= 1")
         require(self.max_ablation_users is None or self.max_ablation_users >= 1, "eval.max_ablation_users",
                 "must be >= 1 (or unset: every eval user)")
+        ranked = sorted(name for name, method in METHODS.items() if method.is_ranked)
         unknown = sorted(set(self.every_anchor_methods) - set(METHODS))
-        require(not unknown, "eval.every_anchor_methods", f"unknown method(s) {unknown}; valid: {sorted(METHODS)}")
+        require(not unknown, "eval.every_anchor_methods", f"unknown method(s) {unknown}; valid: {ranked}")
         unranked = [name for name in self.every_anchor_methods if not METHODS[name].is_ranked]
         require(not unranked, "eval.every_anchor_methods", f"{unranked} generate text (~0.4 s a user): only ranked "
-                                                            "methods (*_ranked*) are scored at every anchor")
+                                                            f"methods are scored at every anchor: {ranked}")
 
 
 METHODS = {

@@ -253,8 +253,10 @@ def to_markdown(table: pl.DataFrame, title: str) -> str:
             else:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [note for prefix, note in INTERVAL_NOTES.items() if any(c.startswith(prefix) for c in interval_columns)]
-    if "interval" in table.columns and (table["interval"] == CLUSTERED).any():
+    is_clustered = table["interval"] == CLUSTERED if "interval" in table.columns else pl.Series([False])
+    notes = [note for prefix, note in INTERVAL_NOTES.items() if any(c.startswith(prefix) for c in interval_columns)
+             and not (prefix == "delta_recall_at_" and is_clustered.all())]  # Tango's note when a row uses it
+    if is_clustered.any():
         notes.append(f"Rows whose `interval` is `{CLUSTERED}` (a user with labels at several anchors, which are not "
                      "independent): a percentile bootstrap of the difference that resamples whole users.")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"

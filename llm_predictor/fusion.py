@@ -37,11 +37,13 @@ class FusionConfig:
         from llm_predictor.choice import CHOSEN
         from llm_predictor.config import METHODS
 
-        require(self.method == CHOSEN or (self.method in METHODS and METHODS[self.method].is_ranked),
-                "fusion.method", f"name {CHOSEN!r} or a ranked method (*_ranked*) of {sorted(METHODS)}")
+        ranked = sorted(name for name, method in METHODS.items() if method.is_ranked)
+        require(self.method == CHOSEN or self.method in ranked, "fusion.method",
+                f"{self.method!r} has no ranked list to fuse: use {CHOSEN!r} or one of {ranked}")
         require(self.k > 0, "fusion.k", "must be > 0")
-        require(len(self.weights) > 0 and all(0 <= w <= 1 for w in self.weights), "fusion.weights",
-                "list weights in [0, 1]")
+        outside = [w for w in self.weights if not 0 <= w <= 1]
+        require(len(self.weights) > 0 and not outside, "fusion.weights",
+                f"every weight must lie in [0, 1] (0: LightGBM's list alone, 1: the LLM's); got {outside or 'none'}")
 
 
 def fuse(partner: pl.DataFrame, reference: pl.DataFrame, weight: float, k: float, top: int = 20) -> pl.DataFrame:

@@ -146,7 +146,9 @@ def test_paired_effects_resample_users_when_a_user_has_labels_at_several_anchors
     assert single["interval"] == "Tango" and single["n_users"] == 40
     assert repeated["delta_recall_at_1_high"] - repeated["delta_recall_at_1_low"] > 0.8 * (
         single["delta_recall_at_1_high"] - single["delta_recall_at_1_low"])
-    assert CLUSTERED in to_markdown(pl.DataFrame([repeated]), "effects")
+    markdown = to_markdown(pl.DataFrame([repeated]), "effects")
+    assert CLUSTERED in markdown and "Tango score interval" not in markdown  # only the notes of the rows' intervals
+    assert "Tango score interval" in to_markdown(pl.DataFrame([repeated, single]), "effects")
 
 
 def test_evaluate_methods_writes_tables_with_llm_rates_and_baselines(tiny_world, tmp_path):
