@@ -59,25 +59,32 @@ def validation_baselines(world_tables, labels: pl.DataFrame, config) -> dict[str
     (they are never chosen): most recent (and restricted to the paper prompt's allowed names, the `allowed`
     rule's yardstick) and the LightGBM pair ranker on the prompt's inputs, fit on train labels without the
     validation users (so that it is not scored on its own training labels)."""
-    from dataclasses import replace
-
     from llm_predictor import evaluate
-    from llm_predictor.baselines import BaselineConfig, PairRanker, most_recent_predictions
-    from llm_predictor.behaviour import validation_users
+    from llm_predictor.baselines import BaselineConfig, most_recent_predictions
     from llm_predictor.predict import build_prompts
 
     keys = labels.select("user_id", "anchor_date").unique(maintain_order=True)
-    held_out = validation_users(world_tables, config.behaviour.validation_users, config.seed)
-    train = evaluate.labelled_users(world_tables, "train").join(held_out, on="user_id", how="anti")
-    baseline_config = BaselineConfig()
-    recent = most_recent_predictions(world_tables, keys, baseline_config)
+    recent = most_recent_predictions(world_tables, keys, BaselineConfig())
     allowed = build_prompts(world_tables, keys, config.features, config.preset_pool_size, "inference")  # as llm eval
     return {
         "most_recent": recent,
         "most_recent_allowed": evaluate.restricted_to_allowed(recent, allowed, "most_recent_allowed"),
-        "lightgbm_pairs_prompt": PairRanker(replace(baseline_config, inputs="prompt")).fit(world_tables, train)
-        .predict(world_tables, keys),
+        "lightgbm_pairs_prompt": validation_pair_ranker(world_tables, config).predict(world_tables, keys),
     }
+
+
+def validation_pair_ranker(world_tables, config):
+    """The LightGBM pair ranker on the prompt's inputs, fit on train labels without the validation users (so that
+    it is never scored on its own training labels there)."""
+    from dataclasses import replace
+
+    from llm_predictor import evaluate
+    from llm_predictor.baselines import BaselineConfig, PairRanker
+    from llm_predictor.behaviour import validation_users
+
+    held_out = validation_users(world_tables, config.behaviour.validation_users, config.seed)
+    train = evaluate.labelled_users(world_tables, "train").join(held_out, on="user_id", how="anti")
+    return PairRanker(replace(BaselineConfig(), inputs="prompt")).fit(world_tables, train)
 
 
 def baseline_pairs(methods) -> list[tuple[str, str]]:

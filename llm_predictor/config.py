@@ -82,7 +82,7 @@ class EvalRunConfig:
         require(self.max_users >= 1, "eval.max_users", "must be >= 1")
         require(self.max_ablation_users is None or self.max_ablation_users >= 1, "eval.max_ablation_users",
                 "must be >= 1 (or unset: every eval user)")
-        ranked = sorted(name for name, method in METHODS.items() if method.is_ranked)
+        ranked = ranked_methods()
         unknown = sorted(set(self.every_anchor_methods) - set(METHODS))
         require(not unknown, "eval.every_anchor_methods", f"unknown method(s) {unknown}; valid: {ranked}")
         unranked = [name for name in self.every_anchor_methods if not METHODS[name].is_ranked]
@@ -112,6 +112,11 @@ METHODS = {
     # Table 3's SID row (needs `adsim llm sid` and `adsim llm sft --target sid` first)
     "sid_sft_single_beam": Method("sft_sid", "sft_sid", decoding="single_beam"),
 }
+
+
+def ranked_methods() -> list[str]:
+    """The methods that rank names (`Method.is_ranked`), sorted: what may be scored at every anchor or fused."""
+    return sorted(name for name, method in METHODS.items() if method.is_ranked)
 
 
 @dataclass(frozen=True)

@@ -206,13 +206,14 @@ def paired_effects_table(pairs: Sequence[tuple[str, str]], predictions: Mapping[
     if missing:
         raise ValueError(f"paired_effects_table: no predictions of {missing}")
     users = labels["user_id"].to_numpy()
-    is_clustered = bool(labels["user_id"].is_duplicated().any())
+    n_users = int(labels["user_id"].n_unique())
+    is_clustered = n_users < labels.height
     rows = []
     for method, reference in pairs:
         hits = hits_at_k(predictions[method], labels, config.ks)
         base = hits_at_k(predictions[reference], labels, config.ks)
-        row = {"method": method, "reference": reference, "n_labels": labels.height,
-               "n_users": int(labels["user_id"].n_unique()), "interval": CLUSTERED if is_clustered else "Tango"}
+        row = {"method": method, "reference": reference, "n_labels": labels.height, "n_users": n_users,
+               "interval": CLUSTERED if is_clustered else "Tango"}
         for k in config.ks:
             ours, theirs = hits[f"hit_at_{k}"].to_numpy(), base[f"hit_at_{k}"].to_numpy()
             low, high = (clustered_paired_difference_interval(ours, theirs, users, config.confidence) if is_clustered

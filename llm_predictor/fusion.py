@@ -19,7 +19,8 @@ import polars as pl
 
 from synthetic_data.config_io import require, to_dict
 
-KEYS = ["user_id", "anchor_date"]
+from llm_predictor.baselines import KEYS
+
 REFERENCE = "lightgbm_pairs_prompt"
 
 
@@ -35,9 +36,9 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         from llm_predictor.choice import CHOSEN
-        from llm_predictor.config import METHODS
+        from llm_predictor.config import ranked_methods
 
-        ranked = sorted(name for name, method in METHODS.items() if method.is_ranked)
+        ranked = ranked_methods()
         require(self.method == CHOSEN or self.method in ranked, "fusion.method",
                 f"{self.method!r} has no ranked list to fuse: use {CHOSEN!r} or one of {ranked}")
         require(self.k > 0, "fusion.k", "must be > 0")
@@ -96,6 +97,7 @@ def fusion_table(partners: dict[str, tuple[pl.DataFrame, pl.DataFrame]], referen
     from llm_predictor.evaluate import paired_effects_table
     from llm_predictor.metrics import recall_at_k
 
+    alone = [recall_at_k(lists, labels, (top,))[top] for lists, labels in zip(reference, (validation, evaluation))]
     rows = []
     for name, (partner_validation, partner_eval) in partners.items():
         weight, recall = choose_weight(partner_validation, reference[0], validation, config, top)
@@ -104,9 +106,9 @@ def fusion_table(partners: dict[str, tuple[pl.DataFrame, pl.DataFrame]], referen
                                       eval_config)
         rows.append(effect.with_columns(weight=pl.lit(weight), **{
             f"validation_recall_at_{top}": pl.lit(recall[weight]),
-            f"validation_recall_at_{top}_{REFERENCE}": pl.lit(recall[min(config.weights)]),
+            f"validation_recall_at_{top}_{REFERENCE}": pl.lit(alone[0]),
             f"recall_at_{top}": pl.lit(recall_at_k(fused, evaluation, (top,))[top]),
-            f"recall_at_{top}_{REFERENCE}": pl.lit(recall_at_k(reference[1], evaluation, (top,))[top])}))
+            f"recall_at_{top}_{REFERENCE}": pl.lit(alone[1])}))
     table = pl.concat(rows)
     return table.select("method", "weight", pl.exclude("method", "weight"))
 
@@ -116,7 +118,7 @@ def stage_fusion(run_root: Path, config, force: bool, show_progress: bool) -> di
     from synthetic_data.run_folder import RunFolder
 
     from llm_predictor import evaluate
-    from llm_predictor.choice import resolve_method, validation_baselines, validation_labels
+    from llm_predictor.choice import resolve_method, validation_labels, validation_pair_ranker
     from llm_predictor.config import MODEL_STAGES, METHODS
     from llm_predictor.stages import every_anchor_labels, generate_method, run_stage, run_world, upstream_hash
 
@@ -131,12 +133,11 @@ def stage_fusion(run_root: Path, config, force: bool, show_progress: bool) -> di
     def work(directory: Path):
         world = run_world(run_root)
         validation = validation_labels(world, config)
-        evaluation, _ = every_anchor_labels(world, evaluate.evaluation_requests(world, config.eval.evaluation))
+        evaluation = every_anchor_labels(world)
         sets = {"validation": validation, "eval": evaluation}
         keys = {name: labels.select(KEYS).unique().sort(KEYS) for name, labels in sets.items()}
-        # one LightGBM fit (train labels without the validation users) predicts both label sets
-        lightgbm = validation_baselines(world, pl.concat(list(sets.values())), config)[REFERENCE]
-        reference = tuple(lightgbm.join(keys[name], on=KEYS, how="semi") for name in sets)
+        ranker = validation_pair_ranker(world, config)  # one fit predicts both label sets
+        reference = tuple(ranker.predict(world, keys[name]) for name in sets)
         llm = tuple(evaluate.generation_predictions(world, {method: generate_method(
             run, world, config, METHODS[method], keys[name], directory / "generations" / name, show_progress)},
             config.eval.evaluation)[0][method] for name in sets)

@@ -410,7 +410,8 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
                                              directory / "generations" / name, show_progress)
                        for name in config.eval.methods}
         predictions, counts = evaluate.generation_predictions(world, generations, config.eval.evaluation)
-        every_labels, other_keys = every_anchor_labels(world, everyone)
+        every_labels = every_anchor_labels(world)
+        other_keys = every_labels.select(KEYS).unique().join(everyone, on=KEYS, how="anti").sort(KEYS)
         requests = pl.concat([everyone, other_keys])  # the baselines at every anchor: their rankers fit once
         allowed = build_prompts(world, requests, config.features, config.preset_pool_size, "inference")
         baselines = evaluate.baseline_predictions(world, requests)
@@ -484,16 +485,14 @@ def grpo_pairs(run, methods: tuple[str, ...]) -> list[tuple[str, str]]:
             and (twin := replace(METHODS[name], model=record["config"]["init"])) in by_method]
 
 
-def every_anchor_labels(world, everyone):
+def every_anchor_labels(world):
     """The eval users' V1 labels at every label anchor (user_id, anchor_date, advertiser_id; ~4x the evaluation
-    anchor's on the demo world, none seen by a training stage), and their (user_id, anchor_date) requests beyond
-    `everyone` (the evaluation anchor's)."""
+    anchor's on the demo world, none seen by a training stage)."""
     import polars as pl
 
     from llm_predictor import evaluate
 
-    labels = evaluate.labelled_users(world, "eval").filter(pl.col("in_v1")).select(*KEYS, "advertiser_id")
-    return labels, labels.select(KEYS).unique().join(everyone.select(KEYS), on=KEYS, how="anti").sort(KEYS)
+    return evaluate.labelled_users(world, "eval").filter(pl.col("in_v1")).select(*KEYS, "advertiser_id")
 
 
 def every_anchor_predictions(run, world, config: LLMConfig, predictions: dict, baselines: dict, other_keys,
