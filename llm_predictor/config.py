@@ -155,6 +155,8 @@ class LLMConfig:
         require(self.grpo.policy == "text" or self.grpo_init == "sft_single", "grpo_init",
                 "the names policy ranks the 1-advertiser model's names: set grpo_init=sft_single, or grpo.policy=text")
         require(self.sft_init in ("pretrain", "behaviour"), "sft_init", "must be pretrain or behaviour")
+        require(not (self.tokenizer.advertiser_tokens and self.model.base_model_dir), "tokenizer.advertiser_tokens",
+                "adds tokens to the tokenizer trained here; a model.base_model_dir brings its own: unset one of them")
         for name in ("serving_max_users", "heldout_max_users"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, "must be >= 1 (or unset: every user)")

@@ -97,13 +97,14 @@ def autocast(is_bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
-def prepare_base_model(config: ModelConfig, tokenizer_config, texts, out_dir: Path) -> Path:
-    """The zero-shot model directory: `base_model_dir` as given, or a tokenizer trained on `texts`
-    plus a freshly built model saved to `out_dir` (no training yet)."""
+def prepare_base_model(config: ModelConfig, tokenizer_config, texts, out_dir: Path, names=()) -> Path:
+    """The zero-shot model directory: `base_model_dir` as given, or a tokenizer trained on `texts` (with
+    `tokenizer_config.advertiser_tokens`, each of `names` one token) plus a freshly built model saved to
+    `out_dir` (no training yet)."""
     from llm_predictor.tokenizer import train_tokenizer
 
     if config.base_model_dir is not None:
         return Path(config.base_model_dir)
-    tokenizer = train_tokenizer(texts, tokenizer_config, out_dir)
+    tokenizer = train_tokenizer(texts, tokenizer_config, out_dir, names)
     build_model(config, tokenizer).save_pretrained(str(out_dir))
     return Path(out_dir)

@@ -123,8 +123,9 @@ def stage_pretrain(run_root: Path, config: LLMConfig, force: bool, show_progress
     def build_base(directory: Path):
         examples = _label_examples(world, config, "grpo").head(config.tokenizer_prompt_sample)
         texts = corpus + examples["prompt"].to_list() + examples["target_advertiser"].to_list()
-        prepare_base_model(config.model, config.tokenizer, texts, directory / "model")
-        return ["model"], {"tokenizer_texts": len(texts)}
+        names = world.advertisers["name"].to_list()
+        prepare_base_model(config.model, config.tokenizer, texts, directory / "model", names)
+        return ["model"], {"tokenizer_texts": len(texts), "advertiser_tokens": config.tokenizer.advertiser_tokens}
 
     run_stage(run, "llm_base", base_config, build_base, force)
     base_dir = Path(config.model.base_model_dir or run.root / "llm_base" / "model")

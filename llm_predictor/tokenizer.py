@@ -3,7 +3,9 @@
 The default model has no hub tokenizer, so one is trained here and saved as a Hugging Face
 tokenizer directory. The list separators `|`, `[`, `]`, `<`, `>` and newlines are always their own
 pre-tokens, so an advertiser name tokenises the same inside a list as on its own (constrained
-decoding relies on it), and the paper's XML tags are single added tokens.
+decoding relies on it), and the paper's XML tags are single added tokens. With `advertiser_tokens` every
+advertiser name is one added token too, as an item ID is in SASRec: a name is scored in one step, and its
+embedding learns from every sequence it appears in rather than sharing subwords with other names.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ SEPARATORS_PATTERN = r"[|\[\]<>\n]"
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Vocabulary size and merge threshold of the trained BPE tokenizer."""
+    """Vocabulary size and merge threshold of the trained BPE tokenizer; whether advertiser names are tokens."""
 
     vocab_size: int = 8000
     min_frequency: int = 2
     model_max_length: int = 2048
+    # each advertiser name one added token (matched as a whole word; `train_tokenizer`), off by default
+    advertiser_tokens: bool = False
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= 300, "vocab_size", "must be >= 300 (256 bytes plus special tokens)")
@@ -36,8 +40,12 @@ class TokenizerConfig:
         require(self.model_max_length >= 64, "model_max_length", "must be >= 64")
 
 
-def train_tokenizer(texts: Iterable[str], config: TokenizerConfig, out_dir: Path | None = None):
-    """Train the BPE tokenizer on `texts`; returns a `PreTrainedTokenizerFast` (saved if `out_dir`)."""
+def train_tokenizer(texts: Iterable[str], config: TokenizerConfig, out_dir: Path | None = None,
+                    names: Iterable[str] = ()):
+    """Train the BPE tokenizer on `texts`; returns a `PreTrainedTokenizerFast` (saved if `out_dir`). With
+    `config.advertiser_tokens` each of `names` (advertiser names) is one token: an added one, matched only as a
+    whole word ("CRC" is not found in "CRCs") and decoded as written, unless the trained vocabulary already has
+    the name as one token."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -56,6 +64,8 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig, out_dir: Path
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in XML_TAGS])
+    unique_names = sorted({name.strip() for name in names} - {""}) if config.advertiser_tokens else []
+    tokenizer.add_tokens([AddedToken(name, normalized=False, special=False, single_word=True) for name in unique_names])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=EOS_TOKEN,

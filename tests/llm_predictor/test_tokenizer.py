@@ -53,3 +53,49 @@ def test_any_text_round_trips(tokenizer, text):
 def test_bad_vocab_size_names_the_field():
     with pytest.raises(ConfigError, match="vocab_size"):
         TokenizerConfig(vocab_size=10)
+
+
+@pytest.fixture(scope="module")
+def name_tokenizer(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("name_tokenizer")
+    train_tokenizer(TEXTS, TokenizerConfig(vocab_size=400, advertiser_tokens=True), directory,
+                    names=[*NAMES, " Nike ", ""])
+    return load_tokenizer(directory)
+
+
+def test_names_are_added_only_when_the_config_asks(tmp_path, tokenizer):
+    train_tokenizer(TEXTS, TokenizerConfig(vocab_size=400), tmp_path, names=NAMES)
+    assert len(load_tokenizer(tmp_path)) == len(tokenizer)
+
+
+def test_advertiser_names_are_single_tokens_in_lists_and_prose(name_tokenizer, tokenizer):
+    # stripped and deduplicated, the empty name dropped; a name the BPE already has as one token is not added
+    assert len(tokenizer) < len(name_tokenizer) <= len(tokenizer) + len(NAMES)
+    for name in NAMES:
+        ids = name_tokenizer(name, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and name_tokenizer.decode(ids) == name
+        in_list = name_tokenizer(f"<advertiser_names>|{name}|Nike\n", add_special_tokens=False)["input_ids"]
+        assert in_list[2] == ids[0] and len(in_list) == 6
+        prose = name_tokenizer(f"I bought {name} twice.", add_special_tokens=False)["input_ids"]
+        assert ids[0] in prose
+
+
+def test_an_advertiser_token_matches_whole_words_only(name_tokenizer):
+    name = name_tokenizer.convert_tokens_to_ids("Potean Collective")
+    assert name in name_tokenizer("a Potean Collective rug", add_special_tokens=False)["input_ids"]
+    ids = name_tokenizer("Potean Collectives and Potean CollectiveLab", add_special_tokens=False)["input_ids"]
+    assert name not in ids and name_tokenizer.decode(ids) == "Potean Collectives and Potean CollectiveLab"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_round_trips_with_advertiser_tokens(name_tokenizer, text):
+    assert name_tokenizer.decode(name_tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_advertiser_tokens_refuse_a_model_brought_with_its_own_tokenizer(tmp_path):
+    from llm_predictor.config import resolve_config
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="tokenizer.advertiser_tokens"):
+        resolve_config("nano", None, ["tokenizer.advertiser_tokens=true", f"model.base_model_dir={tmp_path}"])
