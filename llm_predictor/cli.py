@@ -2,9 +2,10 @@
 
 `pretrain` (tokenizer, base model, CPT on the web corpus), `behaviour` (CPT on conversion sequences),
 `sft` (1-advertiser or 20-advertiser target), `grpo`, `eval` (the Table 2/3/4 analogues with the non-LLM
-baselines), `choose` (the served method, on validation users) and `predict` (a method's advertiser lists for
-eval, serving or held-out users). Each stage writes `runs/NAME/llm_<stage>/` and skips when its outputs exist
-with an unchanged config (and unchanged upstream stages).
+baselines), `choose` (the served method, on validation users), `predict` (a method's advertiser lists for
+eval, serving or held-out users), `fuse` (the LLM beside LightGBM) and `compare` (two runs' recipes, paired).
+Each stage writes `runs/NAME/llm_<stage>/` and skips when its outputs exist with an unchanged config (and
+unchanged upstream stages).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, st
 from synthetic_data.config_io import ConfigError
 
 app = typer.Typer(help="the LLM advertiser predictor (pretrain, behaviour, sft, sid, grpo, choose, predict, eval, "
-                       "fuse)",
+                       "fuse, compare)",
                   no_args_is_help=True)
 console = Console()
 
@@ -170,3 +171,36 @@ def eval_(run: Run = Path("runs/demo"), preset: Preset = "small", config: Config
         path = run / "llm_eval" / name
         if path.exists():
             console.print(path.read_text(), markup=False)
+
+
+@app.command()
+def compare(run: Run = Path("runs/demo"),
+            reference: Annotated[Path, typer.Option(help="the other run of the same world (the difference is run - "
+                                                         "reference)")] = Path("runs/demo"),
+            stage: Annotated[str, typer.Option(help="llm_eval, llm_choice or a llm_predict_* folder: whose "
+                                                    "predictions to compare")] = "llm_eval",
+            method: Annotated[Optional[list[str]], typer.Option(help="a method both runs' stage predicted "
+                                                                      "(repeatable)")] = None,
+            out: Annotated[Optional[Path], typer.Option(help="also write OUT.md and OUT.parquet")] = None,
+            preset: Preset = "small", config: ConfigFile = None, set_: Overrides = None) -> None:
+    """Two runs of one world, two recipes: each method's Recall@K difference on the labels both predicted, paired."""
+    from llm_predictor.compare_runs import compare_runs
+    from llm_predictor.evaluate import to_markdown
+
+    from rich.markup import escape
+
+    resolved = _config_or_exit(preset, config, set_)
+    try:
+        if not method:
+            raise ValueError("name at least one --method that both runs' stage predicted, e.g. --method "
+                             "behaviour_ranked_open")
+        table = compare_runs(run, reference, stage, method, resolved)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    text = to_markdown(table, f"{run} - {reference}: V1 Recall@K difference on the same labels ({stage})")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.write_parquet(out.with_suffix(".parquet"))
+        out.with_suffix(".md").write_text(text)
+    console.print(text, markup=False)

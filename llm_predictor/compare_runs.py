@@ -1,0 +1,73 @@
+"""Two runs of one world, each trained by its own recipe (e.g. `tokenizer.advertiser_tokens` on and off): each
+method's Recall@K difference on the same labels, paired (`adsim llm compare`). The results tables of two runs
+give each recipe its own Wilson intervals; the question is their difference, on the users both predicted.
+
+A stage's generations are read where it wrote them (`llm_eval` and `llm_choice`: `generations/<method>/`; a
+`llm_predict_*` stage: `generations.parquet`) and converted to advertisers as `llm eval` converts them. The labels
+are the world's V1 labels at the (user, anchor) pairs both runs were asked for (an output that names no
+advertiser is a miss), so a method that generates text for a sample of users is compared on that sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+KEYS = ("user_id", "anchor_date")
+GENERATION_STAGES = ("llm_eval", "llm_choice")
+
+
+def stage_generations(run_root: Path, stage: str, method: str) -> pl.DataFrame:
+    """The generations (user_id, anchor_date, text[, rank]) of `method` that `stage` of the run wrote: every
+    requested pair, with or without a name that maps to an advertiser. Raises FileNotFoundError naming the command
+    that writes them, ValueError for another stage."""
+    if stage.startswith("llm_predict_"):
+        path = Path(run_root) / stage / "generations.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run `adsim llm predict --run {run_root}` for that "
+                                    f"method and users first")
+        return pl.read_parquet(path)
+    if stage not in GENERATION_STAGES:
+        raise ValueError(f"stage {stage!r}: name one of {list(GENERATION_STAGES)} or a llm_predict_* stage folder")
+    directory = Path(run_root) / stage / "generations" / method
+    epochs = sorted(directory.glob("epoch_*.parquet"))
+    if not epochs:
+        command = "eval" if stage == "llm_eval" else "choose"
+        raise FileNotFoundError(f"{directory} holds no generations: run `adsim llm {command} --run {run_root}` with "
+                                f"{method} among its methods first")
+    return pl.concat([pl.read_parquet(path) for path in epochs])
+
+
+def compare_runs(run_root: Path, reference_root: Path, stage: str, methods: list[str], config) -> pl.DataFrame:
+    """One row per method: its Recall@K in `run_root` minus that in `reference_root` (each K of
+    `config.eval.evaluation.ks`) on the V1 labels of the (user, anchor) pairs both runs' `stage` predicted, with
+    `evaluate.paired_effects_table`'s interval (Tango's; a bootstrap over users when a user has several labels).
+    Raises ValueError when the runs hold different worlds or share no labelled pair."""
+    from llm_predictor import evaluate
+    from llm_predictor.stages import run_world, upstream_hash
+    from synthetic_data.run_folder import RunFolder
+
+    world_hash, reference_hash = (upstream_hash(RunFolder(root), "world") for root in (run_root, reference_root))
+    if world_hash != reference_hash:
+        raise ValueError(f"{run_root} (world {world_hash}) and {reference_root} (world {reference_hash}) hold "
+                         "different worlds; compare runs of one world, e.g. a copy of its world/ folder trained "
+                         "with another config")
+    world = run_world(run_root)
+    rows = []
+    for method in methods:
+        generations = {"run": stage_generations(run_root, stage, method),
+                       "reference": stage_generations(reference_root, stage, method)}
+        # the pairs both runs were asked for, kept whether or not a run's output named an advertiser (a miss)
+        both = generations["run"].select(KEYS).unique().join(generations["reference"].select(KEYS).unique(), on=KEYS)
+        predictions, _ = evaluate.generation_predictions(world, generations, config.eval.evaluation)
+        labels = world.labels.filter(pl.col("in_v1")).join(both, on=KEYS, how="semi").select(*KEYS, "advertiser_id")
+        if labels.is_empty():
+            raise ValueError(f"{method}: the two runs' {stage} predictions share no labelled (user, anchor) pair")
+        table = evaluate.paired_effects_table([("run", "reference")], predictions, labels.sort(KEYS),
+                                              config.eval.evaluation)
+        rows.append(table.with_columns(method=pl.lit(method), run=pl.lit(str(run_root)),
+                                       reference=pl.lit(str(reference_root))))
+    table = pl.concat(rows)
+    return table.select("method", "run", "reference", *[c for c in table.columns
+                                                         if c not in ("method", "run", "reference")])
