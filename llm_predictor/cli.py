@@ -203,4 +203,4 @@ def compare(run: Run = Path("runs/demo"),
         out.parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(out.with_suffix(".parquet"))
         out.with_suffix(".md").write_text(text)
-    console.print(text, markup=False)
+    console.print(text, markup=False, soft_wrap=True)  # a Markdown table cut at the terminal's width is unreadable

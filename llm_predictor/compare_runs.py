@@ -10,6 +10,7 @@ advertiser is a miss), so a method that generates text for a sample of users is 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +28,10 @@ def stage_generations(run_root: Path, stage: str, method: str) -> pl.DataFrame:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: run `adsim llm predict --run {run_root}` for that "
                                     f"method and users first")
+        predicted = json.loads((path.parent / "stage.json").read_text())["config"]["method"]
+        if predicted != method:
+            raise ValueError(f"{path.parent} holds {predicted}'s predictions, not {method}'s: pass --method "
+                             f"{predicted}, or the stage folder of {method}")
         return pl.read_parquet(path)
     if stage not in GENERATION_STAGES:
         raise ValueError(f"stage {stage!r}: name one of {list(GENERATION_STAGES)} or a llm_predict_* stage folder")
@@ -43,11 +48,16 @@ def compare_runs(run_root: Path, reference_root: Path, stage: str, methods: list
     """One row per method: its Recall@K in `run_root` minus that in `reference_root` (each K of
     `config.eval.evaluation.ks`) on the V1 labels of the (user, anchor) pairs both runs' `stage` predicted, with
     `evaluate.paired_effects_table`'s interval (Tango's; a bootstrap over users when a user has several labels).
-    Raises ValueError when the runs hold different worlds or share no labelled pair."""
+    Raises FileNotFoundError for a folder without world/, ValueError when the runs hold different worlds or share
+    no labelled pair."""
     from llm_predictor import evaluate
     from llm_predictor.stages import run_world, upstream_hash
     from synthetic_data.run_folder import RunFolder
 
+    for root in (run_root, reference_root):
+        if not (Path(root) / "world").is_dir():
+            raise FileNotFoundError(f"{root} is not a run folder (it has no world/): name a run that `adsim world` "
+                                    "or `adsim real world` wrote")
     world_hash, reference_hash = (upstream_hash(RunFolder(root), "world") for root in (run_root, reference_root))
     if world_hash != reference_hash:
         raise ValueError(f"{run_root} (world {world_hash}) and {reference_root} (world {reference_hash}) hold "

@@ -65,6 +65,15 @@ def test_runs_of_different_worlds_and_missing_generations_are_refused(tmp_path, 
         compare_runs(run, empty, "llm_eval", ["behaviour_ranked_open"], config)
     with pytest.raises(ValueError, match="llm_predict_"):
         compare_runs(run, run, "llm_sft", ["behaviour_ranked_open"], config)
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        compare_runs(run, tmp_path / "nowhere", "llm_eval", ["behaviour_ranked_open"], config)
+    predicted = run / "llm_predict_grpo_ranked_eval"
+    predicted.mkdir()
+    (predicted / "stage.json").write_text(json.dumps({"config": {"method": "grpo_ranked"}}))
+    _generations(labelled, 40, "x").write_parquet(predicted / "generations.parquet")
+    with pytest.raises(ValueError, match="holds grpo_ranked's predictions"):
+        compare_runs(run, run, predicted.name, ["behaviour_ranked_open"], config)
+    assert compare_runs(run, run, predicted.name, ["grpo_ranked"], config)["n_labels"].to_list() == [40]
     (empty / "world" / "stage.json").write_text(json.dumps({"stage": "world", "config_hash": "another"}))
     with pytest.raises(ValueError, match="different worlds"):
         compare_runs(run, empty, "llm_eval", ["behaviour_ranked_open"], config)
