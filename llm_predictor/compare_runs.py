@@ -2,20 +2,21 @@
 method's Recall@K difference on the same labels, paired (`adsim llm compare`). The results tables of two runs
 give each recipe its own Wilson intervals; the question is their difference, on the users both predicted.
 
-A stage's generations are read where it wrote them (`llm_eval` and `llm_choice`: `generations/<method>/`; a
-`llm_predict_*` stage: `generations.parquet`) and converted to advertisers as `llm eval` converts them. The labels
+A stage's generations are read where it wrote them, from finished work only (`llm_eval` and `llm_choice`: every
+epoch of `generations/<method>/`, `predict.read_generations`; a recorded `llm_predict_*` stage: its
+`generations.parquet`) and converted to advertisers as `llm eval` converts them. The labels
 are the world's V1 labels at the (user, anchor) pairs both runs were asked for (an output that names no
 advertiser is a miss), so a method that generates text for a sample of users is compared on that sample.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 
-KEYS = ("user_id", "anchor_date")
+from llm_predictor.baselines import KEYS
+
 GENERATION_STAGES = ("llm_eval", "llm_choice")
 
 
@@ -23,25 +24,26 @@ def stage_generations(run_root: Path, stage: str, method: str) -> pl.DataFrame:
     """The generations (user_id, anchor_date, text[, rank]) of `method` that `stage` of the run wrote: every
     requested pair, with or without a name that maps to an advertiser. Raises FileNotFoundError naming the command
     that writes them, ValueError for another stage."""
+    from llm_predictor.predict import read_generations
+    from synthetic_data.run_folder import RunFolder
+
     if stage.startswith("llm_predict_"):
-        path = Path(run_root) / stage / "generations.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: run `adsim llm predict --run {run_root}` for that "
-                                    f"method and users first")
-        predicted = json.loads((path.parent / "stage.json").read_text())["config"]["method"]
-        if predicted != method:
-            raise ValueError(f"{path.parent} holds {predicted}'s predictions, not {method}'s: pass --method "
-                             f"{predicted}, or the stage folder of {method}")
-        return pl.read_parquet(path)
+        record = RunFolder(run_root).stage_record(stage)
+        if record is None:
+            raise FileNotFoundError(f"{Path(run_root) / stage} holds no finished stage: run `adsim llm predict --run "
+                                    f"{run_root}` for that method and users first")
+        if record["config"]["method"] != method:
+            raise ValueError(f"{Path(run_root) / stage} holds {record['config']['method']}'s predictions, not "
+                             f"{method}'s: pass --method {record['config']['method']}, or the stage folder of {method}")
+        return pl.read_parquet(Path(run_root) / stage / "generations.parquet")
     if stage not in GENERATION_STAGES:
         raise ValueError(f"stage {stage!r}: name one of {list(GENERATION_STAGES)} or a llm_predict_* stage folder")
     directory = Path(run_root) / stage / "generations" / method
-    epochs = sorted(directory.glob("epoch_*.parquet"))
-    if not epochs:
+    if not (directory / "epochs.json").exists():
         command = "eval" if stage == "llm_eval" else "choose"
         raise FileNotFoundError(f"{directory} holds no generations: run `adsim llm {command} --run {run_root}` with "
                                 f"{method} among its methods first")
-    return pl.concat([pl.read_parquet(path) for path in epochs])
+    return read_generations(directory)
 
 
 def compare_runs(run_root: Path, reference_root: Path, stage: str, methods: list[str], config) -> pl.DataFrame:

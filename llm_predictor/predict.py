@@ -80,6 +80,22 @@ def _epoch_path(out_dir: Path, epoch: int) -> Path:
     return out_dir / f"epoch_{epoch:05d}.parquet"
 
 
+def read_generations(out_dir: Path) -> pl.DataFrame:
+    """The generations that `generate_predictions(out_dir=...)` wrote there: every virtual epoch its plan
+    (`epochs.json`) names. Raises FileNotFoundError when there is no plan or an epoch is missing (an interrupted
+    run: rerun its stage, which resumes)."""
+    out_dir = Path(out_dir)
+    plan = out_dir / "epochs.json"
+    if not plan.exists():
+        raise FileNotFoundError(f"{out_dir} holds no generations (no epochs.json)")
+    paths = [_epoch_path(out_dir, epoch) for epoch in range(json.loads(plan.read_text())["epochs"])]
+    missing = [path.name for path in paths if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"{out_dir} lacks {len(missing)} of its {len(paths)} epochs ({missing[0]}, ...): the "
+                                "run that writes them was interrupted; rerun it to resume")
+    return pl.concat([pl.read_parquet(path) for path in paths])
+
+
 def _check_or_write_plan(out_dir: Path, plan: dict) -> None:
     """Refuse to resume epochs written for other prompts or another decoding config."""
     path = out_dir / "epochs.json"

@@ -20,6 +20,7 @@ def _run(tmp_path, name, world_dir, generations: pl.DataFrame | None):
         directory = root / "llm_eval" / "generations" / "behaviour_ranked_open"
         directory.mkdir(parents=True)
         generations.write_parquet(directory / "epoch_00000.parquet")
+        (directory / "epochs.json").write_text(json.dumps({"epochs": 1}))  # the plan generate_predictions writes
     return root
 
 
@@ -65,12 +66,18 @@ def test_runs_of_different_worlds_and_missing_generations_are_refused(tmp_path, 
         compare_runs(run, empty, "llm_eval", ["behaviour_ranked_open"], config)
     with pytest.raises(ValueError, match="llm_predict_"):
         compare_runs(run, run, "llm_sft", ["behaviour_ranked_open"], config)
+    (run / "llm_eval" / "generations" / "behaviour_ranked_open" / "epochs.json").write_text(json.dumps({"epochs": 2}))
+    with pytest.raises(FileNotFoundError, match="lacks 1 of its 2 epochs"):  # an interrupted llm eval
+        compare_runs(run, run, "llm_eval", ["behaviour_ranked_open"], config)
+    (run / "llm_eval" / "generations" / "behaviour_ranked_open" / "epochs.json").write_text(json.dumps({"epochs": 1}))
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         compare_runs(run, tmp_path / "nowhere", "llm_eval", ["behaviour_ranked_open"], config)
     predicted = run / "llm_predict_grpo_ranked_eval"
     predicted.mkdir()
-    (predicted / "stage.json").write_text(json.dumps({"config": {"method": "grpo_ranked"}}))
     _generations(labelled, 40, "x").write_parquet(predicted / "generations.parquet")
+    with pytest.raises(FileNotFoundError, match="no finished stage"):  # generations without a stage record
+        compare_runs(run, run, predicted.name, ["grpo_ranked"], config)
+    (predicted / "stage.json").write_text(json.dumps({"config": {"method": "grpo_ranked"}}))
     with pytest.raises(ValueError, match="holds grpo_ranked's predictions"):
         compare_runs(run, run, predicted.name, ["behaviour_ranked_open"], config)
     assert compare_runs(run, run, predicted.name, ["grpo_ranked"], config)["n_labels"].to_list() == [40]

@@ -14,7 +14,8 @@ from llm_predictor.decoding import DecodingConfig
 from llm_predictor.features import FeatureConfig
 from llm_predictor.model import ModelConfig, prepare_base_model
 from llm_predictor.predict import (
-    PredictConfig, build_prompts, generate_predictions, merge_generations, users_with_new_activity,
+    PredictConfig, build_prompts, generate_predictions, merge_generations, read_generations,
+    users_with_new_activity,
 )
 from llm_predictor.tokenizer import TokenizerConfig
 
@@ -58,12 +59,14 @@ def test_interrupted_job_resumes_and_predicts_each_user_once(model_dir, tmp_path
     with pytest.raises(RuntimeError, match="worker lost"):
         generate_predictions(model_dir, prompts, GREEDY, tmp_path, crashing, config, show_progress=False)
     assert sorted(p.name for p in tmp_path.glob("epoch_*.parquet")) == ["epoch_00000.parquet", "epoch_00001.parquet"]
+    with pytest.raises(FileNotFoundError, match="lacks 2 of its 4 epochs"):
+        read_generations(tmp_path)  # half a job is never read as the whole
     resumed_backend = CountingBackend(inner)
     resumed = generate_predictions(model_dir, prompts, GREEDY, tmp_path, resumed_backend, config, show_progress=False)
     assert resumed_backend.calls == 2  # epochs 2 and 3 only
     assert resumed["user_id"].to_list() == list(range(1, 11))  # each user exactly once, in order
     fresh = generate_predictions(model_dir, prompts, GREEDY, None, inner, config, show_progress=False)
-    assert resumed.equals(fresh)
+    assert resumed.equals(fresh) and read_generations(tmp_path).equals(fresh)
 
 
 def test_resume_refuses_other_prompts(model_dir, tmp_path):
