@@ -30,23 +30,31 @@ class Backend(Protocol):
                  allowed_names: list[list[str]] | None = None) -> list[Generation]: ...
 
 
-def serving_settings(is_bf16: bool, strategy: str = "greedy") -> tuple[str, str | None]:
-    """The weights' dtype and the attention kernel `TransformersBackend` runs `strategy` with: on CPU eager
-    for decoding and SDPA for ranking names (see the class), the library's default on a GPU."""
+def serving_settings(is_bf16: bool) -> tuple[str, str | None]:
+    """The weights' dtype and the attention kernel `TransformersBackend` loads the model with: SDPA on CPU
+    (prefill, name ranking, packed decoding; `decode_attention` for the rest), the library's default on a GPU."""
     import torch
 
-    if torch.cuda.is_available():
-        return "bfloat16" if is_bf16 else "float32", None
-    return "bfloat16" if is_bf16 else "float32", "sdpa" if strategy == "rank" else "eager"
+    return "bfloat16" if is_bf16 else "float32", None if torch.cuda.is_available() else "sdpa"
+
+
+def decode_attention() -> str | None:
+    """The attention kernel of `generate`'s decode steps (one new token a row): eager on CPU (see
+    `TransformersBackend`), the loaded one on a GPU (None)."""
+    import torch
+
+    return None if torch.cuda.is_available() else "eager"
 
 
 class TransformersBackend:
-    """`model.generate` in length-sorted mini-batches on CPU (or a GPU if present). With `is_bf16` the
-    weights themselves are bf16 (autocast re-casts every matrix on every step). On CPU, eager attention
-    for decoding: a decode step of 16 prompts of ~800 tokens took 17.9 ms against 37.6 ms with SDPA (one
-    thread, the `small` model), which outweighs SDPA's faster prefill (2.8 s against 1.9 s per 16
-    prompts). Ranking names is all prefill, so it runs under SDPA: 440 1-advertiser prompts of ~630 tokens
-    ranked in 22.8 s against 38.6 s eager (2 threads, bf16); 43-token behaviour prompts, 4.0 s either way."""
+    """`decoding.generate_texts` (packed decoding or `model.generate`) and name ranking in length-sorted
+    mini-batches on CPU (or a GPU if present). With `is_bf16` the weights themselves are bf16 (autocast
+    re-casts every matrix on every step). On CPU the prompts' prefill runs under SDPA and one-token-a-row decode
+    steps eager: a decode step of 16 prompts of ~800 tokens took 17.9 ms
+    against 37.6 ms with SDPA (one thread, the `small` model), while 128 paper prompts prefilled in 4.2 s
+    against 8.5 s eager (2 threads, bf16). Ranking names is all prefill: 440 1-advertiser prompts of ~630 tokens
+    ranked in 22.8 s against 38.6 s eager; 43-token behaviour prompts, 4.0 s either way. Packed beams and samples
+    (`packed_decoding`: 20 of a prompt in one row) run SDPA throughout."""
 
     def __init__(self, model_dir: Path, batch_size: int = 16, is_bf16: bool = True, show_progress: bool = False):
         self.model_dir = Path(model_dir)
@@ -76,9 +84,6 @@ class TransformersBackend:
 
         if self.model_ is None:
             self._load()
-        attention = serving_settings(self.is_bf16, params.strategy)[1]
-        if attention is not None:  # None: a GPU, where the library's default serves both
-            self.model_.set_attn_implementation(attention)
         if params.is_name_constrained:
             check_allowed_names(prompts, allowed_names)
         constraint = NameConstraint.for_decoding(self.tokenizer_, params) if params.is_name_constrained else None
@@ -97,7 +102,7 @@ class TransformersBackend:
                 continue
             batch_params = dataclasses.replace(params, seed=params.seed + batch_number)
             texts, counts = generate_texts(self.model_, self.tokenizer_, batch_prompts, batch_params, batch_names,
-                                           constraint)
+                                           constraint, decode_attention())
             per_prompt = params.num_return_sequences
             generations += [
                 Generation(indices[row // per_prompt], row % per_prompt + 1, text, count)

@@ -65,7 +65,7 @@ class EvalRunConfig:
         "zero_shot", "zero_shot_reasoning", "behaviour_ranked", "behaviour_ranked_open", "sft_single_beam",
         "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo_ranked", "grpo_ranked_open",
     )  # `sft_list` (Table 3's 20-advertiser SFT) needs `adsim llm sft --target list`, which the demo does not run
-    max_users: int = 300
+    max_users: int | None = 300  # None: every eval user
     is_ablation: bool = True
     # Table 4's users (a seeded sample; None: every eval user, affordable when the GRPO model ranks names)
     max_ablation_users: int | None = None
@@ -79,7 +79,8 @@ class EvalRunConfig:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
         require(not unknown, "eval.methods", f"unknown method(s) {unknown}; valid: {sorted(METHODS)}")
-        require(self.max_users >= 1, "eval.max_users", "must be >= 1")
+        require(self.max_users is None or self.max_users >= 1, "eval.max_users",
+                "must be >= 1 (or unset: every eval user)")
         require(self.max_ablation_users is None or self.max_ablation_users >= 1, "eval.max_ablation_users",
                 "must be >= 1 (or unset: every eval user)")
         ranked = ranked_methods()
@@ -168,7 +169,8 @@ def _nano_train(steps: int, batch_size: int = 4) -> dict:
 
 # `full` is the class defaults (the scale measured on a GPU); `small`, the default, is the same model
 # with the training and evaluation budget cut to fit the demo in 30 minutes on 2 CPU cores (greedy list
-# decoding, fewer steps, 50 eval users for the methods that generate text; the demo's latest time is in
+# decoding, fewer steps; every eval user for the methods that generate text too, since packed decoding
+# (`packed_decoding`) made the 1-advertiser beams and samples ~10x cheaper; the demo's latest time is in
 # docs/methods.md); `nano` is for tests.
 PRESETS: dict[str, dict] = {
     "full": {},
@@ -176,7 +178,7 @@ PRESETS: dict[str, dict] = {
         "pretrain": {"train": {"max_steps": 150}},
         "sft": {"train": {"max_steps": 80}},
         "predict": {"decoding": {"strategy": "greedy", "num_beams": 1, "max_new_tokens": 224}, "batch_size": 32},
-        "eval": {"max_users": 50,
+        "eval": {"max_users": None,
                  "methods": ["zero_shot", "behaviour_ranked", "behaviour_ranked_open", "sft_single_beam",
                              "sft_single_sampling", "sft_single_ranked", "sft_single_ranked_open", "grpo_ranked",
                              "grpo_ranked_open"]},

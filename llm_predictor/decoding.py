@@ -13,6 +13,7 @@ follow (nothing after the list is read, and a briefly trained model would otherw
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -310,24 +311,53 @@ def prefill(model, input_ids, attention_mask):
     return cache, logits
 
 
+def additive_mask(visible, dtype):
+    """A boolean (batch, 1, queries, keys) visibility as the additive attention mask a 4D `attention_mask`
+    is: 0 where a query sees a key, the dtype's lowest value where it does not."""
+    import torch
+
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible,
+                                                                                    torch.finfo(dtype).min)
+
+
 def prompt_cache(model, batch: dict, sequences_per_prompt: int):
-    """The KV cache of each prompt but its last token, computed once and repeated for each of the
-    prompt's beams or samples: `generate` would otherwise run the prompt through the model once
-    per sequence (20x the prefill work, and 20x its attention memory, for 20 beams)."""
+    """The KV cache of each prompt but its last token, computed once (under the model's attention kernel, which
+    may differ from the decode steps') and repeated for each of the prompt's beams or samples: `generate` would
+    otherwise run the prompt through the model once per sequence (20x the prefill work, and 20x its attention
+    memory, for 20 beams)."""
     cache, _ = prefill(model, batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1])
     cache.batch_repeat_interleave(sequences_per_prompt)
     return cache
 
 
+@contextmanager
+def attention_implementation(model, name: str | None):
+    """Run the block with `model`'s attention kernel set to `name` (None: as it is), then restore it."""
+    before = model.config._attn_implementation
+    if name is not None:
+        model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        if name is not None:
+            model.set_attn_implementation(before)
+
+
 def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
-                   allowed_names: list[list[str]] | None = None,
-                   constraint: NameConstraint | None = None) -> tuple[list[str], list[int]]:
+                   allowed_names: list[list[str]] | None = None, constraint: NameConstraint | None = None,
+                   decode_attention: str | None = None) -> tuple[list[str], list[int]]:
     """Decode one batch: returns the completions (with `response_prefix` in front; prompt-major,
     `num_return_sequences` per prompt, best first) and the tokens generated for each.
-    `allowed_names[i]` are prompt i's valid names."""
+    `allowed_names[i]` are prompt i's valid names. Unconstrained greedy decoding, beams and samples decode packed
+    (`packed_decoding.is_packable`); the rest through `model.generate`, after a prefill under the model's
+    attention kernel. One-token-a-row decode steps run under `decode_attention` (None: the model's kernel)."""
     import torch
     from transformers import LogitsProcessorList
 
+    from llm_predictor.packed_decoding import is_packable, packed_generate
+
+    if is_packable(model, config):
+        return packed_generate(model, tokenizer, prompts, config, decode_attention)
     prefixed = [prompt + config.response_prefix for prompt in prompts]
     batch = tokenizer(prefixed, return_tensors="pt", padding=True, add_special_tokens=False)
     batch = {key: value.to(model.device) for key, value in batch.items()}
@@ -344,13 +374,13 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
         ))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(config.seed)
-        rows = config.rows_per_prompt
-        cache = {} if rows == 1 else {"past_key_values": prompt_cache(model, batch, rows)}
-        output = model.generate(
-            **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            **cache, **generate_kwargs(config),
-        )
+        cache = {"past_key_values": prompt_cache(model, batch, config.rows_per_prompt)} if prompt_length > 1 else {}
+        with attention_implementation(model, decode_attention):
+            output = model.generate(
+                **batch, max_new_tokens=config.max_new_tokens, logits_processor=processors,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **cache,
+                **generate_kwargs(config),
+            )
     generated = output[:, prompt_length:]
     special = torch.tensor([tokenizer.pad_token_id, tokenizer.eos_token_id], device=generated.device)
     counts = (~torch.isin(generated, special)).sum(dim=1).tolist()

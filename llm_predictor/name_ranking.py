@@ -33,7 +33,7 @@ class RankedName(NamedTuple):
     num_tokens: int
 
 
-class _Prefill(NamedTuple):
+class Prefill(NamedTuple):
     """A batch of prompts run once: their KV cache, attention mask and next-token log-probabilities."""
 
     cache: object
@@ -61,12 +61,12 @@ def _shared_prefix(ids: list[list[int]]) -> int:
 
 
 def _shared_tokens(ids: list[list[int]]) -> int:
-    """How many leading tokens `_prefill` runs once for the batch `ids` (0: none)."""
+    """How many leading tokens `prefill_prompts` runs once for the batch `ids` (0: none)."""
     shared = _shared_prefix(ids) if len(ids) > 1 else 0
     return shared if shared >= SHARED_PREFIX_MIN_TOKENS else 0
 
 
-def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Prefill:
+def prefill_prompts(model, tokenizer, prompts: list[str], is_grad: bool = False) -> Prefill:
     """Run the prompts once, keeping the graph when `is_grad` (GRPO trains through the scores). The tokens all
     prompts share (the paper's template header: role, requirements, preset pool, ~40% of a 1-advertiser prompt)
     run once and their cache is repeated for each prompt, as the paper's prefix caching (3.7); each prompt's own
@@ -85,7 +85,7 @@ def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Pr
     with torch.set_grad_enabled(is_grad):
         if not shared:
             cache, first = prefill(model, own["input_ids"], own["attention_mask"])
-            return _Prefill(cache, own["attention_mask"], torch.log_softmax(first.float(), dim=-1),
+            return Prefill(cache, own["attention_mask"], torch.log_softmax(first.float(), dim=-1),
                             tokenizer.pad_token_id, tokens)
         prefix = torch.tensor([ids[0][:shared]], device=model.device)
         cache, _ = prefill(model, prefix, torch.ones_like(prefix))
@@ -95,7 +95,7 @@ def _prefill(model, tokenizer, prompts: list[str], is_grad: bool = False) -> _Pr
         first = model(input_ids=own["input_ids"], attention_mask=mask,
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:], past_key_values=cache,
                       use_cache=True, logits_to_keep=1).logits[:, -1]
-    return _Prefill(cache, mask, torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id, tokens)
+    return Prefill(cache, mask, torch.log_softmax(first.float(), dim=-1), tokenizer.pad_token_id, tokens)
 
 
 def end_token_ids(tokenizer, name_end: str) -> list[int]:
@@ -133,7 +133,7 @@ def _packed_names(requests: list[list[list[int]]], pad_token_id: int):
     return torch.from_numpy(tokens), torch.from_numpy(block), torch.from_numpy(offset)
 
 
-def _score_tensor(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
+def _score_tensor(model, prefilled: Prefill, prompts: list[int], requests: list[list[list[int]]],
                   end_ids: list[int]):
     """log P(name, then one of `end_ids` | prompt) of each name of `requests[j]` (token ids) after the
     prompt `prompts[j]` of the prefilled batch, as a (len(prompts), max names) float32 tensor (0 past a
@@ -144,6 +144,8 @@ def _score_tensor(model, prefilled: _Prefill, prompts: list[int], requests: list
     import torch
     from transformers import DynamicCache
 
+    from llm_predictor.decoding import additive_mask
+
     device = model.device
     rows = torch.tensor(prompts, device=device)
     tokens, block, offset = (t.to(device) for t in _packed_names(requests, prefilled.pad_token_id))
@@ -153,8 +155,7 @@ def _score_tensor(model, prefilled: _Prefill, prompts: list[int], requests: list
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     own = (block.unsqueeze(2) == block.unsqueeze(1)) & causal & is_name.unsqueeze(1)
     visible = torch.cat([prompt_mask.unsqueeze(1).expand(-1, width, -1), own], dim=2).unsqueeze(1)
-    mask = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill(~visible,
-                                                                                     torch.finfo(model.dtype).min)
+    mask = additive_mask(visible, model.dtype)
     cache = DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in prefilled.cache.layers])
     # positions number on from the prompt's real length, each name from its own start
     logits = model(input_ids=tokens, attention_mask=mask, position_ids=prompt_mask.sum(-1, keepdim=True) + offset,
@@ -173,7 +174,7 @@ def _score_tensor(model, prefilled: _Prefill, prompts: list[int], requests: list
     return scores[:, :names]
 
 
-def _score(model, prefilled: _Prefill, prompts: list[int], requests: list[list[list[int]]],
+def _score(model, prefilled: Prefill, prompts: list[int], requests: list[list[list[int]]],
            end_ids: list[int]) -> list[np.ndarray]:
     """`_score_tensor` without grad, one array per prompt."""
     import torch
@@ -191,7 +192,7 @@ def name_scores(model, tokenizer, prompts: list[str], name_ids: list[list[list[i
     through; `name_logprobs` is its no-grad twin."""
     import torch
 
-    prefilled = _prefill(model, tokenizer, prompts, is_grad=torch.is_grad_enabled())
+    prefilled = prefill_prompts(model, tokenizer, prompts, is_grad=torch.is_grad_enabled())
     scores = _score_tensor(model, prefilled, list(range(len(prompts))), name_ids,
                            end_token_ids(tokenizer, name_end))
     counts = torch.tensor([len(ids) for ids in name_ids], device=scores.device)
@@ -205,7 +206,7 @@ def name_logprobs(model, tokenizer, prompts: list[str], name_ids: list[list[list
     """log P(name, then its end (`end_token_ids`) | prompt) of every name of each prompt, given as token ids
     (one array per prompt, in the names' order), `names_per_forward` names of each prompt a forward pass:
     the unbounded scoring `top_k_names` is checked against."""
-    prefilled = _prefill(model, tokenizer, prompts)
+    prefilled = prefill_prompts(model, tokenizer, prompts)
     end_ids = end_token_ids(tokenizer, name_end)
     scores = [[] for _ in prompts]
     for start in range(0, max(map(len, name_ids), default=0), names_per_forward):
@@ -224,7 +225,7 @@ def top_k_names(model, tokenizer, prompts: list[str], name_ids: list[list[list[i
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     end_ids = end_token_ids(tokenizer, name_end)
-    prefilled = _prefill(model, tokenizer, prompts)
+    prefilled = prefill_prompts(model, tokenizer, prompts)
     first = prefilled.first_logprobs.cpu().numpy()
     bounds = [first[p, [ids[0] for ids in found]] if found else np.zeros(0) for p, found in enumerate(name_ids)]
 

@@ -1,7 +1,7 @@
 """Throughput of the predictor's model on this machine (rows for `benchmarks/bench_llm.py`):
-training tokens/s in fp32 and bf16 autocast, generated tokens/s for beam search (with and without
-the prompt cache) and sampling, and users ranked/s, each with its share of the machine's bf16
-matrix-product ceiling (MFU; FLOPs = 2 x params per token forward, 6 x for training, attention
+training tokens/s in fp32 and bf16 autocast, generated tokens/s for beam search and sampling (through
+`generate`, with and without the prompt cache, and packed), and users ranked/s, each with its share of the
+machine's bf16 matrix-product ceiling (MFU; FLOPs = 2 x params per token forward, 6 x for training, attention
 left out), that ceiling measured in the same process: it depends on the processor (INSTALL-NOTES
 gives ~1,690 GFLOP/s on one with AMX tiles; an AMD EPYC with avx512_bf16 and no AMX measured ~420).
 """
@@ -93,15 +93,18 @@ def training_rows(model, batch_size: int, seq_len: int, steps: int, generator, c
 def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num_beams: int, generator,
                     ceiling: float) -> list[dict]:
     """Generated tokens/s (returned sequences only) as the backend decodes (`serving_settings`: bf16
-    weights, eager attention on CPU); beam search with `generate`'s own prefill (once per beam) and with the
-    prompt cache `generate_texts` uses (once per prompt), and sampling. The ceiling share counts the work of every
-    beam plus the prefill (2 x params per token)."""
+    weights; on CPU `generate`'s decode steps eager, the rest SDPA): beam search and `num_beams` samples per
+    prompt with `generate`'s own prefill (once per sequence, eager), with the prompt cache (once per prompt) and
+    packed (`packed_decoding`: the prompt's cache held once), and one sample per prompt. The ceiling share
+    counts the work of every sequence plus the prefill (2 x params per token)."""
     import copy
 
     import torch
 
-    from llm_predictor.backends import serving_settings
-    from llm_predictor.decoding import prompt_cache
+    from llm_predictor.backends import decode_attention, serving_settings
+    from llm_predictor.decoding import attention_implementation, prefill, prompt_cache
+    from llm_predictor.name_ranking import Prefill
+    from llm_predictor.packed_decoding import packed_decode
 
     params = parameter_count(model)
     dtype, attention = serving_settings(is_bf16=True)
@@ -110,21 +113,35 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
         served.set_attn_implementation(attention)
     ids = torch.randint(2, model.config.vocab_size, (n_prompts, prompt_len), generator=generator)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    beam, sampling = DecodingConfig(strategy="beam", num_beams=num_beams), DecodingConfig(strategy="sampling")
+    beam = DecodingConfig(strategy="beam", num_beams=num_beams, num_return_sequences=num_beams,
+                          max_new_tokens=new_tokens)
+    samples = DecodingConfig(strategy="sampling", num_return_sequences=num_beams, max_new_tokens=new_tokens)
     rows = []
-    for label, config, is_cached in ((f"beam, {num_beams} beams, prefill per beam", beam, False),
-                                     (f"beam, {num_beams} beams, prompt cache", beam, True),
-                                     ("sampling", sampling, False)):
-        rows_decoded = n_prompts * config.rows_per_prompt
+    for label, config, how in ((f"beam, {num_beams} beams, prefill per beam", beam, "generate"),
+                               (f"beam, {num_beams} beams, prompt cache", beam, "cache"),
+                               (f"beam, {num_beams} beams, packed", beam, "packed"),
+                               (f"sampling, {num_beams} a prompt, prompt cache", samples, "cache"),
+                               (f"sampling, {num_beams} a prompt, packed", samples, "packed"),
+                               ("sampling, 1 a prompt", DecodingConfig(strategy="sampling"), "cache")):
         with torch.no_grad():
             started = time.perf_counter()
-            cache = {"past_key_values": prompt_cache(served, batch, config.rows_per_prompt)} if is_cached else {}
-            served.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=1,
-                            **cache, **generate_kwargs(config))
+            if how == "packed":
+                cache, logits = prefill(served, batch["input_ids"], batch["attention_mask"])
+                first = Prefill(cache, batch["attention_mask"], torch.log_softmax(logits.float(), dim=-1), 1,
+                                ids.numel())
+                output = packed_decode(served, first, config, eos_id=0)
+                generated = int((output != 1).sum())  # random weights: an end is a 1-in-vocabulary draw
+            else:
+                cache = {} if how == "generate" else {
+                    "past_key_values": prompt_cache(served, batch, config.rows_per_prompt)}
+                with attention_implementation(served, decode_attention()):
+                    served.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=1,
+                                    **cache, **generate_kwargs(config))
+                generated = n_prompts * config.num_return_sequences * new_tokens
             seconds = time.perf_counter() - started
-        prefilled = n_prompts * prompt_len * (1 if is_cached or config.strategy != "beam" else config.num_beams)
-        flops = 2 * params * (prefilled + rows_decoded * new_tokens)
-        rows.append(_rate_row(f"generate tokens/s ({label})", n_prompts * new_tokens, seconds, flops, ceiling))
+        prefilled = n_prompts * prompt_len * (config.rows_per_prompt if how == "generate" else 1)
+        flops = 2 * params * (prefilled + n_prompts * config.rows_per_prompt * new_tokens)
+        rows.append(_rate_row(f"generate tokens/s ({label})", generated, seconds, flops, ceiling))
     return rows
 
 
@@ -161,7 +178,7 @@ def ranking_rows(model_dir, prompts: list[str], allowed_names: list[list[str]], 
     from llm_predictor.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, *serving_settings(is_bf16=True, strategy="rank"))
+    model = load_model(model_dir, *serving_settings(is_bf16=True))
     params = parameter_count(model)
     _, name_ids = prepare_names(tokenizer, allowed_names)
     prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])

@@ -7,6 +7,7 @@ import pytest
 
 from llm_predictor.decoding import (
     ANSWER_TAIL, CLOSE_TAG, OPEN_TAG, DecodingConfig, NameConstraint, NameTrie, generate_kwargs, generate_texts,
+    prompt_cache,
 )
 from llm_predictor.model import ModelConfig, build_model
 from llm_predictor.parse import parse_output
@@ -161,16 +162,18 @@ def test_incremental_walk_matches_the_walk_from_scratch(tokenizer):
     dict(strategy="sampling", temperature=1.5, num_return_sequences=3),
 ])
 def test_the_prompt_cache_changes_no_output(model, tokenizer, params):
-    """Beams and samples decoded from one cached prefill per prompt equal `generate`'s own output,
-    which runs every prompt once per sequence (prompts of different lengths: left padding)."""
+    """Beams and samples decoded by `generate` from one cached prefill per prompt (`prompt_cache`, what a
+    name-constrained search of several sequences uses) equal `generate`'s own output, which runs every prompt
+    once per sequence (prompts of different lengths: left padding)."""
     import torch
 
     config = DecodingConfig(max_new_tokens=12, **params)
     prompts = ["user a", "user b likes rugs and more rugs from Potean", "c"]
-    texts, _ = generate_texts(model, tokenizer, prompts, config)
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(config.seed)
-        plain = model.generate(**batch, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id,
-                               eos_token_id=tokenizer.eos_token_id, **generate_kwargs(config))
-    assert texts == tokenizer.batch_decode(plain[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    outputs = []
+    for cache in (lambda: {"past_key_values": prompt_cache(model, batch, config.rows_per_prompt)}, dict):
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(config.seed)
+            outputs.append(model.generate(**batch, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id,
+                                          eos_token_id=tokenizer.eos_token_id, **cache(), **generate_kwargs(config)))
+    assert torch.equal(*outputs)

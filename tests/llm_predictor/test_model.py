@@ -78,8 +78,9 @@ def test_throughput_rows_count_the_tokens_of_every_measure(monkeypatch):
     assert [row["measure"] for row in rows] == [
         "train tokens/s (fp32)", "train tokens/s (bf16 autocast)",
         "generate tokens/s (beam, 2 beams, prefill per beam)", "generate tokens/s (beam, 2 beams, prompt cache)",
-        "generate tokens/s (sampling)"]
-    assert [row["tokens"] for row in rows] == [64, 64, 8, 8, 8]
+        "generate tokens/s (beam, 2 beams, packed)", "generate tokens/s (sampling, 2 a prompt, prompt cache)",
+        "generate tokens/s (sampling, 2 a prompt, packed)", "generate tokens/s (sampling, 1 a prompt)"]
+    assert [row["tokens"] for row in rows] == [64, 64, 16, 16, 16, 16, 16, 8]
     assert all(row["tokens_per_second"] > 0 and row["share_of_bf16_ceiling"] > 0 for row in rows)
     assert {row["bf16_ceiling_gflops"] for row in rows} == {420}  # the measured ceiling, not a constant
 
