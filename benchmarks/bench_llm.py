@@ -1,10 +1,12 @@
 """LLM predictor speed: prompts compiled per second (features + template, goal >= 20,000/s), model
 outputs parsed and converted per second, (from `llm_predictor.throughput`) training and
-generation tokens per second, and, given a run with a trained model, serving users ranked per second.
+generation tokens per second, and, given a run with trained models, serving users ranked per second and the
+text-generating methods' decoding, packed against `generate`.
 
     python benchmarks/bench_llm.py                          # demo world, generated in memory
     python benchmarks/bench_llm.py --world runs/demo/world --skip-model
     python benchmarks/bench_llm.py --world runs/demo/world --skip-model --ranking-run runs/demo
+    python benchmarks/bench_llm.py --world runs/demo/world --skip-model --decoding-run runs/demo
 
 Rates are best-of-`--repeats`; "per CPU-second" divides by the process CPU time, which is less
 sensitive than wall time to other jobs sharing the machine (the load average is printed).
@@ -138,6 +140,31 @@ def print_ranking_table(console: Console, run_root: Path, method_name: str, user
     print_rows(console, f"Name ranking, {method_name}, {keys.height:,} serving users of {run_root}", rows)
 
 
+def print_decoding_table(console: Console, run_root: Path, methods: list[str], users: int) -> None:
+    """Packed decoding against `generate` for each text-generating method of `methods` on the run's first
+    `users` eval users (the prompts `llm eval` builds)."""
+    from llm_predictor.config import METHODS, trained_config
+    from llm_predictor.evaluate import evaluation_requests
+    from llm_predictor.stages import method_decoding, method_prompts, model_dir, run_world
+    from llm_predictor.throughput import decoding_rows
+    from synthetic_data.run_folder import RunFolder
+
+    ranked = [name for name in methods if name not in METHODS or METHODS[name].is_ranked]
+    if ranked:
+        raise SystemExit(f"--decoding-method {ranked} is unknown or ranks names; pick methods that generate text, "
+                         f"e.g. {[name for name, method in METHODS.items() if not method.is_ranked][:4]}")
+    run = RunFolder(run_root)
+    world = run_world(run_root)
+    for method_name in methods:
+        config = trained_config(run, method_name, "small")
+        method = METHODS[method_name]
+        keys = evaluation_requests(world, config.eval.evaluation).head(users)
+        prompts = method_prompts(run, world, config, method, keys, config.features)
+        rows = decoding_rows(model_dir(run, method_name), prompts["prompt"].to_list(),
+                             method_decoding(method, config.predict.decoding), config.predict.batch_size)
+        print_rows(console, f"Decoding, {method_name}, {keys.height:,} eval users of {run_root}", rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", help="world preset to generate when --world is not given")
@@ -150,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run with trained LLM stages: time name ranking on its serving users")
     parser.add_argument("--ranking-method", default="behaviour_ranked_open")
     parser.add_argument("--ranking-users", type=int, default=512)
+    parser.add_argument("--decoding-run", type=Path, default=None,
+                        help="a run with trained LLM stages: time packed decoding against generate on its eval users")
+    parser.add_argument("--decoding-method", action="append", default=None,
+                        help="a method that generates text (repeatable; default: sft_single_beam, "
+                             "sft_single_sampling and zero_shot)")
+    parser.add_argument("--decoding-users", type=int, default=440)
     args = parser.parse_args(argv)
     console = Console(width=150)
     world = load_or_generate(args.world, args.preset)
@@ -162,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print_model_table(console, args.model_size)
     if args.ranking_run is not None:
         print_ranking_table(console, args.ranking_run, args.ranking_method, args.ranking_users)
+    if args.decoding_run is not None:
+        methods = args.decoding_method or ["sft_single_beam", "sft_single_sampling", "zero_shot"]
+        print_decoding_table(console, args.decoding_run, methods, args.decoding_users)
     return 0
 
 

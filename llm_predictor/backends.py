@@ -56,9 +56,11 @@ class TransformersBackend:
     ranked in 22.8 s against 38.6 s eager; 43-token behaviour prompts, 4.0 s either way. Packed beams and samples
     (`packed_decoding`: 20 of a prompt in one row) run SDPA throughout."""
 
-    def __init__(self, model_dir: Path, batch_size: int = 16, is_bf16: bool = True, show_progress: bool = False):
+    def __init__(self, model_dir: Path, batch_size: int = 16, is_bf16: bool = True, show_progress: bool = False,
+                 is_packed: bool = True):
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
+        self.is_packed = is_packed  # False: every search through `generate` (what packed decoding is timed against)
         self.is_bf16 = is_bf16
         self.show_progress = show_progress
         self.model_ = None
@@ -102,7 +104,7 @@ class TransformersBackend:
                 continue
             batch_params = dataclasses.replace(params, seed=params.seed + batch_number)
             texts, counts = generate_texts(self.model_, self.tokenizer_, batch_prompts, batch_params, batch_names,
-                                           constraint, decode_attention())
+                                           constraint, decode_attention(), self.is_packed)
             per_prompt = params.num_return_sequences
             generations += [
                 Generation(indices[row // per_prompt], row % per_prompt + 1, text, count)

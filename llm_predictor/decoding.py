@@ -345,18 +345,19 @@ def attention_implementation(model, name: str | None):
 
 def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
                    allowed_names: list[list[str]] | None = None, constraint: NameConstraint | None = None,
-                   decode_attention: str | None = None) -> tuple[list[str], list[int]]:
+                   decode_attention: str | None = None, is_packed: bool = True) -> tuple[list[str], list[int]]:
     """Decode one batch: returns the completions (with `response_prefix` in front; prompt-major,
     `num_return_sequences` per prompt, best first) and the tokens generated for each.
-    `allowed_names[i]` are prompt i's valid names. Unconstrained greedy decoding, beams and samples decode packed
-    (`packed_decoding.is_packable`); the rest through `model.generate`, after a prefill under the model's
-    attention kernel. One-token-a-row decode steps run under `decode_attention` (None: the model's kernel)."""
+    `allowed_names[i]` are prompt i's valid names. With `is_packed`, unconstrained greedy decoding, beams and
+    samples decode packed (`packed_decoding.is_packable`); the rest through `model.generate`, after a prefill under
+    the model's attention kernel. One-token-a-row decode steps run under `decode_attention` (None: the model's
+    kernel)."""
     import torch
     from transformers import LogitsProcessorList
 
     from llm_predictor.packed_decoding import is_packable, packed_generate
 
-    if is_packable(model, config):
+    if is_packed and is_packable(model, config):
         return packed_generate(model, tokenizer, prompts, config, decode_attention)
     prefixed = [prompt + config.response_prefix for prompt in prompts]
     batch = tokenizer(prefixed, return_tensors="pt", padding=True, add_special_tokens=False)

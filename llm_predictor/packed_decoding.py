@@ -102,8 +102,9 @@ def packed_decode(model, prefilled, config: DecodingConfig, eos_id: int):
     import torch
 
     if not is_packable(model, config):
-        raise ValueError("packed decoding runs several unconstrained beams or samples per prompt, of a model whose "
-                         f"generation config sets only {sorted(PACKABLE_SETTINGS)}; decode with generate_texts")
+        raise ValueError("packed decoding runs greedy decoding or several beams or samples per prompt, without a "
+                         "name constraint, of a model whose generation config sets only "
+                         f"{sorted(PACKABLE_SETTINGS)}; decode with generate_texts")
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(config.seed)
         steps = _PackedSteps(model, prefilled, config.rows_per_prompt)
@@ -160,7 +161,7 @@ def _beam_search(model, steps: _PackedSteps, first_logprobs, config: DecodingCon
 
 def _sample(model, steps: _PackedSteps, first_logprobs, config: DecodingConfig, eos_id: int, pad_id: int):
     """`GenerationMixin._sample` with `num_return_sequences` draws per prompt (temperature, then top-p, as
-    `generate` orders its warpers), its forward passes `steps'`. Returns (prompts x returned, generated)
+    `generate` orders its warpers), its forward passes `steps`'. Returns (prompts x returned, generated)
     token ids, padded after the end."""
     import torch
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper

@@ -145,6 +145,27 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
     return rows
 
 
+def decoding_rows(model_dir, prompts: list[str], decoding: DecodingConfig, batch_size: int = 32) -> list[dict]:
+    """Seconds to decode `prompts` as `llm eval` does (`TransformersBackend`, bf16), packed (`packed_decoding`)
+    and through `generate` (its prompt prefilled once), each after one warm-up batch, and the share of outputs
+    the two write alike (bf16 can round a near-tie either way)."""
+    from llm_predictor.backends import TransformersBackend
+
+    rows, texts = [], []
+    for is_packed in (True, False):
+        backend = TransformersBackend(model_dir, batch_size, is_packed=is_packed)
+        backend.generate(prompts[:batch_size], decoding)  # loads the model, warms the kernels
+        started = time.perf_counter()
+        generations = backend.generate(prompts, decoding)
+        seconds = time.perf_counter() - started
+        texts.append([generation.text for generation in generations])
+        rows.append({"decoding": "packed" if is_packed else "generate", "users": len(prompts),
+                     "seconds": round(seconds, 2), "users_per_second": len(prompts) / seconds,
+                     "generated_tokens": sum(generation.num_tokens for generation in generations)})
+    same = sum(a == b for a, b in zip(*texts)) / len(texts[0])
+    return [{**row, "speed-up": rows[1]["seconds"] / row["seconds"], "outputs_alike": same} for row in rows]
+
+
 def measure(size: str = "small", vocab_size: int = 8000, batch_size: int = 8, seq_len: int = 1024,
             train_steps: int = 3, n_prompts: int = 8, prompt_len: int = 768, new_tokens: int = 64,
             num_beams: int = 4, seed: int = 0, is_compiled: bool = True) -> list[dict]:

@@ -130,3 +130,20 @@ def test_incremental_reinference_replaces_only_active_users():
 def test_sid_prompts_need_the_item_sids(tiny_world):
     with pytest.raises(ValueError, match="adsim llm sid"):
         build_prompts(tiny_world, tiny_world.labels.head(3), FeatureConfig(), 5, "sft_sid")
+
+
+def test_decoding_rows_time_packed_and_generate_on_the_same_prompts(model_dir, monkeypatch):
+    """The bench's packed-against-generate rows decode every prompt both ways (the backend's `is_packed`)."""
+    from llm_predictor import decoding
+    from llm_predictor.throughput import decoding_rows
+
+    packed_calls = []
+    real = decoding.generate_texts
+    monkeypatch.setattr(decoding, "generate_texts",
+                        lambda *args: packed_calls.append(args[-1]) or real(*args))
+    config = DecodingConfig(strategy="beam", num_beams=3, num_return_sequences=3, max_new_tokens=5)
+    rows = decoding_rows(model_dir, _prompts(5)["prompt"].to_list(), config, batch_size=2)
+    assert [row["decoding"] for row in rows] == ["packed", "generate"]
+    assert all(row["users"] == 5 and row["seconds"] > 0 for row in rows)
+    assert rows[1]["speed-up"] == 1.0 and 0 <= rows[0]["outputs_alike"] <= 1
+    assert packed_calls == [True] * 4 + [False] * 4  # a warm-up batch, then 3 batches of 2, 2 and 1, each way
