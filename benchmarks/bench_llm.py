@@ -28,6 +28,7 @@ from rich.table import Table
 from llm_predictor.convert import NameConverter, convert_predictions
 from llm_predictor.features import compile_features, preset_pool_names
 from llm_predictor.prompts import list_target, render
+from synthetic_data.config_io import ConfigError
 from synthetic_data.schema import load_world
 
 PROMPT_GOAL = 20_000  # prompts per second (issue 3)
@@ -149,10 +150,6 @@ def print_decoding_table(console: Console, run_root: Path, methods: list[str], u
     from llm_predictor.throughput import decoding_rows
     from synthetic_data.run_folder import RunFolder
 
-    ranked = [name for name in methods if name not in METHODS or METHODS[name].is_ranked]
-    if ranked:
-        raise SystemExit(f"--decoding-method {ranked} is unknown or ranks names; pick methods that generate text, "
-                         f"e.g. {[name for name, method in METHODS.items() if not method.is_ranked][:4]}")
     run = RunFolder(run_root)
     world = run_world(run_root)
     for method_name in methods:
@@ -184,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                              "sft_single_sampling and zero_shot)")
     parser.add_argument("--decoding-users", type=int, default=440)
     args = parser.parse_args(argv)
+    for flag, run_root in (("--ranking-run", args.ranking_run), ("--decoding-run", args.decoding_run)):
+        if run_root is not None and not (run_root / "world").is_dir():
+            raise SystemExit(f"{flag} {run_root} is not a run folder (it has no world/): name a run that `make demo` "
+                             "or `adsim llm ...` trained")
+    decoding_methods = args.decoding_method or ["sft_single_beam", "sft_single_sampling", "zero_shot"]
+    from llm_predictor.config import METHODS
+
+    ranked = [name for name in decoding_methods if name not in METHODS or METHODS[name].is_ranked]
+    if ranked:
+        raise SystemExit(f"--decoding-method {ranked} is unknown or ranks names; pick methods that generate text, "
+                         f"e.g. {[name for name, method in METHODS.items() if not method.is_ranked][:4]}")
     console = Console(width=150)
     world = load_or_generate(args.world, args.preset)
     from llm_predictor.throughput import processor_name
@@ -193,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     print_rate_table(console, prompt_rows(world, args.repeats, args.pool_size) + [conversion_row(world, args.repeats)])
     if not args.skip_model:
         print_model_table(console, args.model_size)
-    if args.ranking_run is not None:
-        print_ranking_table(console, args.ranking_run, args.ranking_method, args.ranking_users)
-    if args.decoding_run is not None:
-        methods = args.decoding_method or ["sft_single_beam", "sft_single_sampling", "zero_shot"]
-        print_decoding_table(console, args.decoding_run, methods, args.decoding_users)
+    try:
+        if args.ranking_run is not None:
+            print_ranking_table(console, args.ranking_run, args.ranking_method, args.ranking_users)
+        if args.decoding_run is not None:
+            print_decoding_table(console, args.decoding_run, decoding_methods, args.decoding_users)
+    except ConfigError as error:  # e.g. a method whose model the run has not trained
+        raise SystemExit(f"error: {error}") from None
     return 0
 
 

@@ -50,17 +50,18 @@ class TransformersBackend:
     """`decoding.generate_texts` (packed decoding or `model.generate`) and name ranking in length-sorted
     mini-batches on CPU (or a GPU if present). With `is_bf16` the weights themselves are bf16 (autocast
     re-casts every matrix on every step). On CPU the prompts' prefill runs under SDPA and one-token-a-row decode
-    steps eager: a decode step of 16 prompts of ~800 tokens took 17.9 ms
-    against 37.6 ms with SDPA (one thread, the `small` model), while 128 paper prompts prefilled in 4.2 s
-    against 8.5 s eager (2 threads, bf16). Ranking names is all prefill: 440 1-advertiser prompts of ~630 tokens
-    ranked in 22.8 s against 38.6 s eager; 43-token behaviour prompts, 4.0 s either way. Packed beams and samples
-    (`packed_decoding`: 20 of a prompt in one row) run SDPA throughout."""
+    steps eager: a decode step of 16 prompts of ~800 tokens took 17.9 ms against 37.6 ms with SDPA (one thread,
+    the `small` model), while 128 paper prompts prefilled in 4.2 s against 8.5 s eager (2 threads, bf16). Ranking
+    names is all prefill: 440 1-advertiser prompts of ~630 tokens ranked in 22.8 s against 38.6 s eager; 43-token
+    behaviour prompts, 4.0 s either way. Packed beams and samples (`packed_decoding`: 20 of a prompt in one row)
+    run SDPA throughout. `is_packed=False` sends every search through `generate` (what packed decoding is timed
+    against, `throughput.decoding_rows`)."""
 
     def __init__(self, model_dir: Path, batch_size: int = 16, is_bf16: bool = True, show_progress: bool = False,
                  is_packed: bool = True):
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
-        self.is_packed = is_packed  # False: every search through `generate` (what packed decoding is timed against)
+        self.is_packed = is_packed
         self.is_bf16 = is_bf16
         self.show_progress = show_progress
         self.model_ = None

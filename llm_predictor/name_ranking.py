@@ -86,7 +86,7 @@ def prefill_prompts(model, tokenizer, prompts: list[str], is_grad: bool = False)
         if not shared:
             cache, first = prefill(model, own["input_ids"], own["attention_mask"])
             return Prefill(cache, own["attention_mask"], torch.log_softmax(first.float(), dim=-1),
-                            tokenizer.pad_token_id, tokens)
+                           tokenizer.pad_token_id, tokens)
         prefix = torch.tensor([ids[0][:shared]], device=model.device)
         cache, _ = prefill(model, prefix, torch.ones_like(prefix))
         cache.batch_repeat_interleave(len(prompts))
