@@ -159,7 +159,8 @@ def print_decoding_table(console: Console, run_root: Path, methods: list[str], u
         prompts = method_prompts(run, world, config, method, keys, config.features)
         rows = decoding_rows(model_dir(run, method_name), prompts["prompt"].to_list(),
                              method_decoding(method, config.predict.decoding), config.predict.batch_size)
-        print_rows(console, f"Decoding, {method_name}, {keys.height:,} eval users of {run_root}", rows)
+        print_rows(console, f"Decoding, {method_name} (small preset), {keys.height:,} eval users of {run_root}; "
+                            "outputs_alike: share of the outputs, each beam or sample one", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ranked = [name for name in decoding_methods if name not in METHODS or METHODS[name].is_ranked]
     if ranked:
         raise SystemExit(f"--decoding-method {ranked} is unknown or ranks names; pick methods that generate text, "
-                         f"e.g. {[name for name, method in METHODS.items() if not method.is_ranked][:4]}")
+                         "e.g. sft_single_beam, sft_single_sampling, zero_shot (the demo's)")
+    if args.decoding_users < 1:
+        raise SystemExit(f"--decoding-users must be >= 1, got {args.decoding_users}")
     console = Console(width=150)
     world = load_or_generate(args.world, args.preset)
     from llm_predictor.throughput import processor_name
