@@ -182,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                              "sft_single_sampling and zero_shot)")
     parser.add_argument("--decoding-users", type=int, default=440)
     args = parser.parse_args(argv)
+    from llm_predictor.stages import check_run_folder
+
     for flag, run_root in (("--ranking-run", args.ranking_run), ("--decoding-run", args.decoding_run)):
-        if run_root is not None and not (run_root / "world").is_dir():
-            raise SystemExit(f"{flag} {run_root} is not a run folder (it has no world/): name a run that `make demo` "
-                             "or `adsim llm ...` trained")
+        if run_root is None:
+            continue
+        try:
+            check_run_folder(run_root)
+        except FileNotFoundError as error:
+            raise SystemExit(f"{flag}: {error}") from None
     decoding_methods = args.decoding_method or ["sft_single_beam", "sft_single_sampling", "zero_shot"]
     from llm_predictor.config import METHODS
 

@@ -53,13 +53,11 @@ def compare_runs(run_root: Path, reference_root: Path, stage: str, methods: list
     Raises FileNotFoundError for a folder without world/, ValueError when the runs hold different worlds or share
     no labelled pair."""
     from llm_predictor import evaluate
-    from llm_predictor.stages import run_world, upstream_hash
+    from llm_predictor.stages import check_run_folder, run_world, upstream_hash
     from synthetic_data.run_folder import RunFolder
 
     for root in (run_root, reference_root):
-        if not (Path(root) / "world").is_dir():
-            raise FileNotFoundError(f"{root} is not a run folder (it has no world/): name a run that `adsim world` "
-                                    "or `adsim real world` wrote")
+        check_run_folder(root)
     world_hash, reference_hash = (upstream_hash(RunFolder(root), "world") for root in (run_root, reference_root))
     if world_hash != reference_hash:
         raise ValueError(f"{run_root} (world {world_hash}) and {reference_root} (world {reference_hash}) hold "

@@ -66,6 +66,18 @@ def _shared_tokens(ids: list[list[int]]) -> int:
     return shared if shared >= SHARED_PREFIX_MIN_TOKENS else 0
 
 
+def prefill_ids(model, input_ids, attention_mask, pad_token_id: int) -> Prefill:
+    """`Prefill` of left-padded token ids (prompts, length) with their attention mask: what `prefill_prompts`
+    runs when the prompts share no prefix worth its own pass, and what a benchmark of random ids runs."""
+    import torch
+
+    from llm_predictor.decoding import prefill
+
+    cache, first = prefill(model, input_ids, attention_mask)
+    return Prefill(cache, attention_mask, torch.log_softmax(first.float(), dim=-1), pad_token_id,
+                   int(attention_mask.sum()))
+
+
 def prefill_prompts(model, tokenizer, prompts: list[str], is_grad: bool = False) -> Prefill:
     """Run the prompts once, keeping the graph when `is_grad` (GRPO trains through the scores). The tokens all
     prompts share (the paper's template header: role, requirements, preset pool, ~40% of a 1-advertiser prompt)
@@ -84,9 +96,7 @@ def prefill_prompts(model, tokenizer, prompts: list[str], is_grad: bool = False)
     tokens = shared + sum(len(row) - shared for row in ids)
     with torch.set_grad_enabled(is_grad):
         if not shared:
-            cache, first = prefill(model, own["input_ids"], own["attention_mask"])
-            return Prefill(cache, own["attention_mask"], torch.log_softmax(first.float(), dim=-1),
-                           tokenizer.pad_token_id, tokens)
+            return prefill_ids(model, own["input_ids"], own["attention_mask"], tokenizer.pad_token_id)
         prefix = torch.tensor([ids[0][:shared]], device=model.device)
         cache, _ = prefill(model, prefix, torch.ones_like(prefix))
         cache.batch_repeat_interleave(len(prompts))

@@ -27,6 +27,13 @@ console = Console()
 KEYS = ["user_id", "anchor_date"]  # one prediction request: a user at a label anchor
 
 
+def check_run_folder(run_root: Path) -> None:
+    """Raise FileNotFoundError naming the fix when `run_root` holds no world/ (it is not a run folder)."""
+    if not (Path(run_root) / "world").is_dir():
+        raise FileNotFoundError(f"{run_root} is not a run folder (it has no world/): name a run that `adsim world`, "
+                                "`adsim real world` or `make demo` wrote")
+
+
 def run_world(run_root: Path):
     """The run's world without its hidden *_truth tables (models never read them)."""
     from synthetic_data.schema import load_world

@@ -102,8 +102,8 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
     import torch
 
     from llm_predictor.backends import decode_attention, serving_settings
-    from llm_predictor.decoding import attention_implementation, prefill, prompt_cache
-    from llm_predictor.name_ranking import Prefill
+    from llm_predictor.decoding import attention_implementation, prompt_cache
+    from llm_predictor.name_ranking import prefill_ids
     from llm_predictor.packed_decoding import packed_decode
 
     params = parameter_count(model)
@@ -126,10 +126,8 @@ def generation_rows(model, n_prompts: int, prompt_len: int, new_tokens: int, num
         with torch.no_grad():
             started = time.perf_counter()
             if how == "packed":
-                cache, logits = prefill(served, batch["input_ids"], batch["attention_mask"])
-                first = Prefill(cache, batch["attention_mask"], torch.log_softmax(logits.float(), dim=-1), 1,
-                                ids.numel())
-                output = packed_decode(served, first, config, eos_id=0)
+                output = packed_decode(served, prefill_ids(served, batch["input_ids"], batch["attention_mask"], 1),
+                                       config, eos_id=0)
                 generated = int((output != 1).sum())  # random weights: an end is a 1-in-vocabulary draw
             else:
                 cache = {} if how == "generate" else {
