@@ -186,6 +186,11 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
            all_users: Annotated[bool, typer.Option(help="lists for every user of the set, not the LLM preset's "
                                                         "sample (small samples held-out users); the stage name "
                                                         "ends in _all")] = False,
+           ranking: Annotated[str, typer.Option(help="what the lists rank by: impression (true expected "
+                                                    "conversions of an impression, what the market rewards) or "
+                                                    "next_conversion (the world's next-conversion probability, "
+                                                    "what the labels are drawn from: the predictor's ceiling; "
+                                                    "the stage is oracle_next_q<q>_<users>)")] = "impression",
            force: Annotated[bool, typer.Option(help="re-run even if the stage is complete with this config")] = False,
            ) -> None:
     """Positive control (reads *_truth): lists ranked by the true response, mixed with popularity draws to
@@ -197,7 +202,7 @@ def oracle(q: Annotated[float, typer.Option(help="target Recall@20 on the V1 eva
     console = Console()
     chosen = {"tolerance": tolerance, "max_steps": max_steps, "seed": seed}
     try:
-        config = OracleConfig(q=q, clamp=clamp, all_users=all_users,
+        config = OracleConfig(q=q, clamp=clamp, all_users=all_users, ranking=ranking,
                               **{name: value for name, value in chosen.items() if value is not None})
         summary, is_skipped = oracle_stage(run, config, users, llm_preset, force)
     except (FileNotFoundError, ValueError) as error:

@@ -65,6 +65,7 @@ SECTIONS = (
     ("Complementary to the most-recent list? (the paper's claim)", "llm_eval/complementarity.md", True),
     ("GRPO over its initialisation (paper Table 3's +GRPO row)", "llm_eval/grpo_effect.md", True),
     ("LLM methods against the non-LLM baselines (issue #14's yardsticks)", "llm_eval/baselines_effect.md", True),
+    ("Below the world's own next-conversion ranking (Table 3's ceiling)", "llm_eval/ceiling_gap.md", False),
     ("Feature ablation (paper Table 4)", "llm_eval/ablation.md", True),
     ("Retrieval: two-tower objectives and generators (paper 4.5.1)", "retrieval_compare/objectives.md", True),
     ("Conversion models with LLM features (paper Table 5)", "ranking_eval/table5.md", True),

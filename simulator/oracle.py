@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,9 @@ import polars as pl
 from llm_predictor.baselines import eligible_advertisers
 from llm_predictor.metrics import recall_with_intervals
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
+from synthetic_data.config import WorldConfig
 from synthetic_data.config_io import require
+from synthetic_data.next_conversion import next_conversion_probabilities
 from synthetic_data.response import ResponseState, true_rates
 from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, World, conform
 
@@ -36,6 +39,7 @@ ALL_USERS = [f"{name}_max_users={2**31 - 1}" for name in ("serving", "heldout")]
 # while an LLM's lists for the users it trained on would (`adsim llm predict` has no such set).
 EVERYONE = "everyone"
 EVERYONE_HELP = "every user of the world at every label anchor (Table 5 at the world's size; controls only)"
+RANKINGS = {"impression": "oracle", "next_conversion": "oracle_next"}  # ranking -> source prefix
 PAIRS_PER_CHUNK = 1 << 20  # (list, item) rates scored at once: bounds the response model's arrays
 
 
@@ -54,17 +58,24 @@ class OracleConfig:
     # Whose lists: False, the LLM preset's serving and held-out users (as `adsim llm predict` covers them:
     # a seeded sample where the preset caps them, as small does the held-out users); True, every user of the set.
     all_users: bool = False
+    # What the oracle ranks a user's advertisers by: `impression`, true expected conversions of one impression
+    # (what the market rewards); `next_conversion`, the world's probability that the user's next conversion
+    # goes to the advertiser (synthetic_data/next_conversion.py: what the labels are drawn from, so its
+    # Recall is the ceiling a predictor of the labels can aim at).
+    ranking: Literal["impression", "next_conversion"] = "impression"
 
     def __post_init__(self) -> None:
         require(0 <= self.q <= 1, "q", f"a target Recall@{N_ADVERTISERS} must be in [0, 1], got {self.q}")
         require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}; "
                 "with n labels Recall moves in steps of 1/n, so keep it above 1/(2n)")
         require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        require(self.ranking in RANKINGS, "ranking", f"must be one of {list(RANKINGS)}, got {self.ranking!r}")
 
     @property
     def source(self) -> str:
-        """The PREDICTIONS `source` of the lists, e.g. "oracle_q0.5"."""
-        return f"oracle_q{self.q:g}"
+        """The PREDICTIONS `source` of the lists, e.g. "oracle_q0.5" (`impression` ranking) or
+        "oracle_next_q1" (`next_conversion`)."""
+        return f"{RANKINGS[self.ranking]}_q{self.q:g}"
 
     def stage(self, users: str) -> str:
         """The run-folder stage of the lists for a user set, e.g. "oracle_q0.5_heldout" ("_all" appended
@@ -117,6 +128,23 @@ def oracle_scores(state: ResponseState, items: pl.DataFrame, keys: pl.DataFrame,
         expected = (rates.p_click * rates.p_conversion + rates.p_view_conversion).reshape(n_rows, -1)
         scores[rows, columns] = np.maximum.reduceat(expected, starts, axis=1)
     return scores
+
+
+def truth_order(scores: np.ndarray) -> np.ndarray:
+    """(n_keys, n_advertisers) column orders by descending score (ties: the lower advertiser id first)."""
+    return np.argsort(-scores, axis=1, kind="stable")
+
+
+def next_conversion_ceiling(world: World, world_config: WorldConfig, keys: pl.DataFrame,
+                            source: str = "next_conversion_ceiling") -> pl.DataFrame:
+    """PREDICTIONS: each (user_id, anchor_date) of `keys`' 20 eligible advertisers most likely to take the
+    user's next conversion under the world's own mixture (synthetic_data/next_conversion.py). It reads hidden
+    state: a ceiling for Table 3 (Recall of the labels' own distribution), never a method."""
+    keys = keys.select(KEYS).unique().sort(KEYS)
+    advertiser_ids = np.sort(eligible_advertisers(world)["advertiser_id"].to_numpy().astype(np.int64))
+    scores = next_conversion_probabilities(world_config, keys, progress=False)[:, advertiser_ids]
+    lists = truth_order(scores)[:, :min(N_ADVERTISERS, len(advertiser_ids))]
+    return predictions_table(keys, lists, world.advertisers, advertiser_ids, source)
 
 
 def popularity_orders(popularity: np.ndarray, n_lists: int, rng: np.random.Generator) -> np.ndarray:
@@ -235,8 +263,10 @@ class OracleLists:
     source: str
 
     @classmethod
-    def draw(cls, world: World, state: ResponseState, keys: pl.DataFrame, config: OracleConfig) -> OracleLists:
-        """Score and draw for `keys`; lists are 20 long (fewer if fewer advertisers are eligible)."""
+    def draw(cls, world: World, state: ResponseState, keys: pl.DataFrame, config: OracleConfig,
+             world_config: WorldConfig | None = None) -> OracleLists:
+        """Score and draw for `keys`; lists are 20 long (fewer if fewer advertisers are eligible). The
+        `next_conversion` ranking re-simulates the world from `world_config` (ValueError without it)."""
         keys = keys.select(KEYS).unique().sort(KEYS)
         # the only advertisers a label can name, sorted: lists index into them
         advertiser_ids = np.sort(eligible_advertisers(world)["advertiser_id"].to_numpy().astype(np.int64))
@@ -245,9 +275,14 @@ class OracleLists:
                       ["popularity"].to_numpy())
         rng = np.random.default_rng(config.seed)
         coins = rng.random((keys.height, min(N_ADVERTISERS, len(advertiser_ids))))
-        scores = oracle_scores(state, world.items, keys, advertiser_ids)
+        if config.ranking == "impression":
+            scores = oracle_scores(state, world.items, keys, advertiser_ids)
+        elif world_config is None:
+            raise ValueError("the next_conversion ranking re-simulates the world: pass its world_config")
+        else:
+            scores = next_conversion_probabilities(world_config, keys)[:, advertiser_ids]
         return cls(keys=keys, advertisers=world.advertisers, advertiser_ids=advertiser_ids,
-                   oracle_order=np.argsort(-scores, axis=1, kind="stable"),
+                   oracle_order=truth_order(scores),
                    popularity_order=popularity_orders(popularity, keys.height, rng), coins=coins,
                    source=config.source)
 
@@ -258,14 +293,17 @@ class OracleLists:
 
 
 def oracle_predictions(world: World, state: ResponseState, requests: pl.DataFrame, labels: pl.DataFrame,
-                       config: OracleConfig) -> tuple[pl.DataFrame, pl.DataFrame, Calibration]:
+                       config: OracleConfig, world_config: WorldConfig | None = None,
+                       ) -> tuple[pl.DataFrame, pl.DataFrame, Calibration]:
     """The oracle's PREDICTIONS and PREDICTED_INTERESTS for the (user_id, anchor_date) `requests`, with
     w calibrated on `labels` (LABELS rows; the eval's V1 set in `adsim oracle`).
 
     Requests and labels share one set of draws, so a requested list whose (user, anchor) has a label
-    is the list that was measured. Raises CalibrationError / UnreachableRecall (see `calibrate`).
+    is the list that was measured. Raises CalibrationError / UnreachableRecall (see `calibrate`); the
+    `next_conversion` ranking needs `world_config` (see `OracleLists.draw`).
     """
-    oracle = OracleLists.draw(world, state, pl.concat([requests.select(KEYS), labels.select(KEYS)]), config)
+    oracle = OracleLists.draw(world, state, pl.concat([requests.select(KEYS), labels.select(KEYS)]), config,
+                              world_config)
     calibration = calibrate(lambda weight: recall_with_intervals(oracle.predictions(weight), labels), config)
     requested = requests.select(KEYS).unique().sort(KEYS)
     predictions = oracle.predictions(calibration.weight).join(requested, on=KEYS, how="semi")
@@ -295,7 +333,6 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
     from llm_predictor.config import resolve_config
     from llm_predictor.stages import PREDICT_USERS
     from llm_predictor.evaluate import evaluation_labels
-    from synthetic_data.config import WorldConfig
     from synthetic_data.config_io import ConfigError, from_dict, to_dict
     from synthetic_data.response import build_response_state
     from synthetic_data.run_folder import RunFolder
@@ -323,7 +360,7 @@ def oracle_stage(run_root: Path, config: OracleConfig, users: str, llm_preset: s
                                  world_config.users.drift_period_days)
     requests = user_keys(world, llm_config, users)
     labels = evaluation_labels(world, llm_config.eval.evaluation)["v1"]
-    predictions, interests, calibration = oracle_predictions(world, state, requests, labels, config)
+    predictions, interests, calibration = oracle_predictions(world, state, requests, labels, config, world_config)
     directory = run.stage_dir(stage)
     predictions.write_parquet(directory / "predictions.parquet")
     interests.write_parquet(directory / "interests.parquet")

@@ -128,25 +128,39 @@ def recall_lines(run: Path) -> list[str]:
             *markdown_rows(["method", "labels", "Recall@1", "Recall@5", "Recall@20"],
                            [[f"`{row['method']}`", f"{row['n_labels']:,}", *[share_cell(row, k) for k in (1, 5, 20)]]
                             for row in table.iter_rows(named=True)]),
-            "", "[low, high]: Wilson score interval of the share of labels hit (95%).", "", *grpo_effect_lines(run)]
+            "", "[low, high]: Wilson score interval of the share of labels hit (95%).", "", *grpo_effect_lines(run),
+            *ceiling_gap_lines(run)]
 
 
 def grpo_effect_lines(run: Path) -> list[str]:
     """Table 3's +GRPO row: each GRPO method's Recall@K minus its initialisation's on the same labels, at the
     evaluation anchor (paired Tango intervals) and at every label anchor (a bootstrap over users),
     `llm_eval/grpo_effect.parquet`; none before GRPO has run."""
-    path = run / "llm_eval" / "grpo_effect.parquet"
+    return effect_lines(run / "llm_eval" / "grpo_effect.parquet", "initialisation", (
+        "GRPO over its initialisation, on the same V1 labels of eval users: at the evaluation anchor (paired "
+        "Tango intervals of the difference) and at every label anchor (a user's labels at several anchors are "
+        "not independent: a bootstrap that resamples users):"))
+
+
+def ceiling_gap_lines(run: Path) -> list[str]:
+    """Each method's Recall@K minus the world's next-conversion ceiling's on the same V1 labels (paired Tango
+    intervals), `llm_eval/ceiling_gap.parquet`; none on a world adsim did not generate."""
+    return effect_lines(run / "llm_eval" / "ceiling_gap.parquet", "ceiling", (
+        "Below the ceiling: each method against `next_conversion_ceiling`, the world's own next-conversion "
+        "ranking (it reads hidden state: the Recall a predictor of these labels can aim at), on the same V1 "
+        "labels (paired Tango intervals of the difference):"))
+
+
+def effect_lines(path: Path, reference: str, intro: str) -> list[str]:
+    """A table of paired Recall@K differences (`evaluate.paired_effects_table` rows with their `anchors`) under
+    `intro`; `reference` titles the reference column. None when `path` does not exist."""
     if not path.exists():
         return []
-
     rows = [[f"`{row['method']}`", f"`{row['reference']}`", row["anchors"], f"{row['n_labels']:,}",
              f"{row['n_users']:,}", *(difference_cell(row, f"delta_recall_at_{k}") for k in (1, 5, 20))]
             for row in pl.read_parquet(path).iter_rows(named=True)]
-    return ["GRPO over its initialisation, on the same V1 labels of eval users: at the evaluation anchor (paired "
-            "Tango intervals of the difference) and at every label anchor (a user's labels at several anchors are "
-            "not independent: a bootstrap that resamples users):", "",
-            *markdown_rows(["method", "initialisation", "anchors", "labels", "users", "Δ Recall@1", "Δ Recall@5",
-                            "Δ Recall@20"], rows), ""]
+    return [intro, "", *markdown_rows(["method", reference, "anchors", "labels", "users", "Δ Recall@1",
+                                       "Δ Recall@5", "Δ Recall@20"], rows), ""]
 
 
 def retrieval_lines(run: Path) -> list[str]:

@@ -131,8 +131,15 @@ def _conversion_advertisers(config: WorldConfig, catalog: Catalog, pop: Populati
 
 
 def simulate_behavior(config: WorldConfig, catalog: Catalog, pop: Population,
-                      rng: np.random.Generator, on_day: Callable[[], None] | None = None) -> pl.DataFrame:
-    """All events of one user chunk as a raw frame (local user index, day, second, ids, codes)."""
+                      rng: np.random.Generator, on_day: Callable[[], None] | None = None,
+                      on_day_start: Callable[[int, Memory, Memory], None] | None = None,
+                      n_days: int | None = None) -> pl.DataFrame:
+    """All events of one user chunk as a raw frame (local user index, day, second, ids, codes), over
+    the world's days or its first `n_days` (the same draws: a day reads only the days before it).
+
+    `on_day_start(day, conversions, browses)` sees the memories the day's conversions will read
+    (synthetic_data/next_conversion.py reads them); it must not change them, and it draws nothing.
+    """
     bc = config.behavior
     n = pop.user_ids.size
     rates = np.array([bc.daily_rates[k] for k in EVENT_KINDS])
@@ -144,8 +151,10 @@ def simulate_behavior(config: WorldConfig, catalog: Catalog, pop: Population,
     conversion_types = list(bc.conversion_type_probs)
     type_probs = np.array(list(bc.conversion_type_probs.values()))
     parts = []
-    for day in range(config.n_days):
+    for day in range(config.n_days if n_days is None else n_days):
         epoch = day // config.users.drift_period_days
+        if on_day_start is not None:
+            on_day_start(day, conversions, browses)
         counts = rng.poisson(user_rates)
         by_kind = {kind: np.repeat(np.arange(n), counts[:, code]) for kind, code in KIND.items()}
         columns = []

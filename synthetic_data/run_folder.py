@@ -94,6 +94,18 @@ class RunFolder:
         path = self.root / stage / "stage.json"
         return json.loads(path.read_text()) if path.exists() else None
 
+    def world_config(self):
+        """The `WorldConfig` (synthetic_data.config) adsim generated this run's world from; None when the run has
+        no world record or its world is not generated (real data: its record holds another config)."""
+        from synthetic_data.config import WorldConfig
+        from synthetic_data.config_io import ConfigError, from_dict
+
+        record = self.stage_record("world")
+        try:
+            return None if record is None else from_dict(WorldConfig, record["config"])
+        except ConfigError:
+            return None
+
     def write_manifest(self) -> Path:
         stages = {}
         for record_path in sorted(self.root.glob("*/stage.json")):

@@ -29,6 +29,17 @@ class GroupedSampler:
         # Equal weights: index = start + floor(u * count), no search needed.
         self.is_uniform = bool(weights.size == 0 or np.all(weights == weights[0]))
 
+    def probabilities(self, n_members: int) -> np.ndarray:
+        """(n_groups, n_members) probability that `sample` draws each member for each group; a group
+        without members is a row of zeros. Members must be ints in [0, n_members)."""
+        n_groups = len(self.start)
+        weights = np.diff(np.concatenate([[0.0], self.cumulative]))
+        group = np.repeat(np.arange(n_groups), self.stop - self.start)
+        matrix = np.zeros((n_groups, n_members))
+        np.add.at(matrix, (group, self.members.astype(np.int64)), weights)
+        totals = matrix.sum(axis=1, keepdims=True)
+        return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
     def sample(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One member per entry of `groups`; every queried group must have positive weight."""
         groups = np.asarray(groups, dtype=np.int64)
@@ -43,6 +54,14 @@ class GroupedSampler:
         index = np.searchsorted(self.cumulative, target, side="right")
         index = np.minimum(np.maximum(index, self.start[groups]), self.stop[groups] - 1)
         return self.members[index]
+
+
+def recency_weights(ages: np.ndarray, half_life: float) -> np.ndarray:
+    """Per row of a (rows, memory) age buffer, the probability `recency_pick` picks each slot
+    (2^(-age/half_life), normalised); a row without any slot is all zeros."""
+    weights = np.exp2(-ages / half_life)
+    totals = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
 
 
 def recency_pick(ages: np.ndarray, half_life: float,

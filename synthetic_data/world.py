@@ -24,7 +24,7 @@ from synthetic_data.catalog import Catalog, build_catalog
 from synthetic_data.config import WorldConfig
 from synthetic_data.corpus import build_corpus
 from synthetic_data.labels import anchor_dates, build_labels, build_splits
-from synthetic_data.population import build_population
+from synthetic_data.population import Population, build_population
 from synthetic_data.schema import CONVERSION_KINDS, CONVERSION_MECHANISMS, EVENT_KINDS, World
 
 QUERY_PREFIXES = ("", "best ", "", "cheap ", "", "")
@@ -51,14 +51,26 @@ _WORKER_CATALOG: Catalog | None = None  # set once per worker process by _init_w
 
 def _init_worker(config: WorldConfig) -> None:
     global _WORKER_CATALOG
-    _WORKER_CATALOG = build_catalog(config, _rng(config, STREAM_CATALOG))
+    _WORKER_CATALOG = world_catalog(config)
 
 
-def _make_chunk(config: WorldConfig, catalog: Catalog, index: int, on_day=None) -> _Chunk:
+def world_catalog(config: WorldConfig) -> Catalog:
+    """The world's catalog, as `generate_world` and `write_world` build it."""
+    return build_catalog(config, _rng(config, STREAM_CATALOG))
+
+
+def chunk_population(config: WorldConfig, catalog: Catalog, index: int) -> tuple[Population, np.random.Generator]:
+    """User chunk `index`'s population and the generator its behaviour draws from, as the world made them
+    (user ids from index * user_chunk_size)."""
     first = index * config.user_chunk_size
     n = min(config.user_chunk_size, config.users.n_users - first)
     pop = build_population(config, catalog, first, n, _rng(config, STREAM_USERS, index))
-    raw = simulate_behavior(config, catalog, pop, _rng(config, STREAM_BEHAVIOR, index), on_day=on_day)
+    return pop, _rng(config, STREAM_BEHAVIOR, index)
+
+
+def _make_chunk(config: WorldConfig, catalog: Catalog, index: int, on_day=None) -> _Chunk:
+    pop, rng = chunk_population(config, catalog, index)
+    raw = simulate_behavior(config, catalog, pop, rng, on_day=on_day)
     return _Chunk(pop.users, pop.users_truth, pop.interests_truth,
                   _finalize_events(config, catalog, pop.user_ids, raw))
 
@@ -131,7 +143,7 @@ def _conversion_rows(events: pl.DataFrame) -> pl.DataFrame:
 
 def generate_world(config: WorldConfig, progress: bool = True) -> World:
     """The full world for `config` in memory (deterministic in `config.seed`); for small worlds."""
-    catalog = build_catalog(config, _rng(config, STREAM_CATALOG))
+    catalog = world_catalog(config)
     chunks, events, truths, offset = [], [], [], 0
     for chunk in _chunks(config, catalog, progress):
         numbered, truth = _split_truth(chunk.events, offset)
@@ -175,7 +187,7 @@ def write_world(config: WorldConfig, directory: Path, progress: bool = True,
     Returns the world with an empty `events` table (the events stay on disk) and its summary.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    catalog = build_catalog(config, _rng(config, STREAM_CATALOG))
+    catalog = world_catalog(config)
     chunks, truths, conversions, offset = [], [], [], 0
     kind_counts: dict[str, int] = {}
     writer = None

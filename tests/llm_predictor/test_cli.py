@@ -26,8 +26,15 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def run_root(tiny_world_dir, tmp_path_factory):
+    """A run folder holding the tiny world, recorded as `adsim world --preset tiny` records it."""
+    from synthetic_data.config_io import to_dict
+    from synthetic_data.presets import preset
+    from synthetic_data.run_folder import RunFolder
+    from synthetic_data.schema import WORLD_TABLES
+
     root = tmp_path_factory.mktemp("llm_run")
     shutil.copytree(tiny_world_dir, root / "world")
+    RunFolder(root).complete("world", to_dict(preset("tiny")), [f"{name}.parquet" for name in WORLD_TABLES])
     return root
 
 
@@ -126,7 +133,7 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
     results = pl.read_parquet(run_root / "llm_eval" / "results.parquet")
     methods = set(resolve_config("nano", None, None).eval.methods) | {
         "popularity", "most_recent", "lightgbm_pairs", "lightgbm_pairs_prompt", "allowed_names_ceiling",
-        "most_recent_allowed"}
+        "most_recent_allowed", "next_conversion_ceiling"}
     assert set(results["method"]) == methods and set(results["eval_set"]) == {"v0", "v1"}
     recall = {(m, e): r for m, e, r in results.select("method", "eval_set", "recall_at_20").iter_rows()}
     labelled = results.filter(pl.col("n_labels") > 0)["eval_set"].unique().to_list()
@@ -161,6 +168,10 @@ def test_full_chain_writes_tables_2_3_4_with_baselines(run_root):
         ("behaviour_ranked_open", "lightgbm_pairs_prompt"), ("sft_single_ranked", "most_recent_allowed"),
         ("grpo_ranked", "most_recent_allowed")}
     assert (against["n_labels"] == every_anchor.height).all()
+    gap = pl.read_parquet(run_root / "llm_eval" / "ceiling_gap.parquet")  # the generated world's own ceiling
+    ranked = [name for name in resolve_config("nano", None, None).eval.methods if METHODS[name].is_ranked]
+    assert gap["method"].to_list() == [*ranked, "most_recent", "lightgbm_pairs", "lightgbm_pairs_prompt"]
+    assert set(gap["reference"]) == {"next_conversion_ceiling"} and (gap["n_labels"] == n_labels["most_recent"]).all()
     fused = pl.read_parquet(run_root / "llm_fusion" / "fusion.parquet")  # the chosen method beside LightGBM
     assert fused["method"].to_list() == [choice["method"], "other users' lists (negative control)",
                                          "oracle (positive control)"]

@@ -9,7 +9,7 @@ from llm_predictor.baselines import eligible_advertisers
 from llm_predictor.metrics import recall_at_k
 from simulator.cli import app
 from simulator.oracle import (KEYS, RECALL, CalibrationError, OracleConfig, OracleLists, UnreachableRecall,
-                              calibrate, oracle_predictions, oracle_scores)
+                              calibrate, next_conversion_ceiling, oracle_predictions, oracle_scores)
 from synthetic_data.config_io import ConfigError, to_dict
 from synthetic_data.response import build_response_state, true_rates
 from synthetic_data.run_folder import RunFolder
@@ -153,7 +153,7 @@ def test_clamped_target_outside_the_reachable_range_is_measured_at_the_nearest_e
         calibrate(curve, OracleConfig(q=1.0))
 
 
-@pytest.mark.parametrize("field, value", [("q", 1.5), ("tolerance", 0.0), ("max_steps", 0)])
+@pytest.mark.parametrize("field, value", [("q", 1.5), ("tolerance", 0.0), ("max_steps", 0), ("ranking", "clicks")])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=f"'{field}'"):
         OracleConfig(**{field: value})
@@ -226,3 +226,41 @@ def test_cli_everyone_lists_every_user_at_every_label_anchor(wide_run, wide_worl
     assert recall_at_k(predictions, v1)[20] == summary["recall_at_20"]
     bad = CliRunner().invoke(app, ["oracle", "--run", str(wide_run), "--q", "0.6", "--users", "nobody"])
     assert bad.exit_code == 2 and "everyone" in bad.output
+
+
+def test_next_conversion_ranking_lists_the_likeliest_eligible_advertisers(wide_world, wide_config):
+    """The ceiling's lists: 20 distinct eligible advertisers in descending order of the world's next-conversion
+    probability, and Recall above popularity's on the same labels."""
+    from synthetic_data.next_conversion import next_conversion_probabilities
+
+    labels = wide_world.labels.filter(pl.col("anchor_date") == pl.col("anchor_date").max())
+    lists = next_conversion_ceiling(wide_world, wide_config, labels)
+    keys = labels.select(KEYS).unique().sort(KEYS)
+    assert lists.select(KEYS).unique().height == keys.height and (lists.group_by(KEYS).len()["len"] == 20).all()
+    assert lists["advertiser_id"].is_in(eligible_advertisers(wide_world)["advertiser_id"].implode()).all()
+    probabilities = next_conversion_probabilities(wide_config, keys, progress=False)
+    listed = lists.join(keys.with_row_index("row"), on=KEYS).sort("row", "rank")
+    listed_probability = probabilities[listed["row"].to_numpy(), listed["advertiser_id"].to_numpy()]
+    assert (np.diff(listed_probability.reshape(-1, 20), axis=1) <= 0).all()  # descending within each list
+    oracle = OracleLists.draw(wide_world, None, labels, OracleConfig(ranking="next_conversion"), wide_config)
+    assert oracle.predictions(1.0).equals(lists.with_columns(source=pl.lit("oracle_next_q0.5")))
+    assert recall_at_k(lists, labels)[1] > recall_at_k(oracle.predictions(0.0), labels)[1]  # popularity draws
+    with pytest.raises(ValueError, match="world_config"):
+        OracleLists.draw(wide_world, None, labels, OracleConfig(ranking="next_conversion"))
+
+
+def test_cli_next_conversion_ranking_writes_its_own_stage(wide_run):
+    result = CliRunner().invoke(app, ["oracle", "--run", str(wide_run), "--q", "1.0", "--users", "eval",
+                                      "--llm-preset", "nano", "--clamp", "--ranking", "next_conversion"])
+    assert result.exit_code == 0, result.output
+    summary = RunFolder(wide_run).stage_record("oracle_next_q1_eval")["summary"]
+    assert summary["source"] == "oracle_next_q1" and summary["weight"] == 1.0
+    assert summary["ceiling_recall_at_20"] > summary["floor_recall_at_20"]
+
+
+def test_run_folder_reads_back_the_generated_world_config(wide_run, wide_config, tmp_path):
+    """The config a generated world came from; None for a run without a world record or with real data's."""
+    assert RunFolder(wide_run).world_config() == wide_config
+    assert RunFolder(tmp_path).world_config() is None
+    RunFolder(tmp_path).complete("world", {"source": "amazon_scientific", "min_events": 5}, [])
+    assert RunFolder(tmp_path).world_config() is None

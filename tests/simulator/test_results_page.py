@@ -164,10 +164,29 @@ def test_the_grpo_effect_is_shown_as_paired_differences(tmp_path):
     from simulator.results_page import grpo_effect_lines
 
     assert grpo_effect_lines(tmp_path) == []  # before GRPO has run
-    row = {"anchors": "evaluation", "method": "grpo_ranked", "reference": "sft_single_ranked", "n_labels": 440,
-           "n_users": 440, "interval": "Tango"}
-    for k, (value, low, high) in {1: (0.064, 0.027, 0.102), 5: (0.125, 0.082, 0.169), 20: (0.036, 0.006, 0.069)}.items():
-        row |= {f"delta_recall_at_{k}": value, f"delta_recall_at_{k}_low": low, f"delta_recall_at_{k}_high": high}
+    row = _effect_row("grpo_ranked", "sft_single_ranked",
+                      {1: (0.064, 0.027, 0.102), 5: (0.125, 0.082, 0.169), 20: (0.036, 0.006, 0.069)})
     write_table(pl.DataFrame([row]), tmp_path / "llm_eval", "grpo_effect", "t")
     assert ("| `grpo_ranked` | `sft_single_ranked` | evaluation | 440 | 440 | +0.064 [+0.027, +0.102] | "
             "+0.125 [+0.082, +0.169] | +0.036 [+0.006, +0.069] |") in grpo_effect_lines(tmp_path)
+
+
+def test_the_ceiling_gap_is_shown_where_the_world_has_one(tmp_path):
+    from llm_predictor.evaluate import write_table
+    from simulator.results_page import ceiling_gap_lines
+
+    assert ceiling_gap_lines(tmp_path) == []  # a world adsim did not generate has no ceiling
+    row = _effect_row("lightgbm_pairs_prompt", "next_conversion_ceiling",
+                      {1: (-0.018, -0.05, 0.01), 5: (-0.02, -0.06, 0.01), 20: (-0.089, -0.12, -0.06)})
+    write_table(pl.DataFrame([row]), tmp_path / "llm_eval", "ceiling_gap", "t")
+    assert ("| `lightgbm_pairs_prompt` | `next_conversion_ceiling` | evaluation | 440 | 440 | -0.018 [-0.050, +0.010] "
+            "| -0.020 [-0.060, +0.010] | -0.089 [-0.120, -0.060] |") in ceiling_gap_lines(tmp_path)
+
+
+def _effect_row(method: str, reference: str, deltas: dict) -> dict:
+    """One `evaluate.paired_effects_table` row on 440 labels: deltas = {K: (difference, low, high)}."""
+    row = {"anchors": "evaluation", "method": method, "reference": reference, "n_labels": 440, "n_users": 440,
+           "interval": "Tango"}
+    for k, (value, low, high) in deltas.items():
+        row |= {f"delta_recall_at_{k}": value, f"delta_recall_at_{k}_low": low, f"delta_recall_at_{k}_high": high}
+    return row
