@@ -16,12 +16,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llm_predictor.choice import CHOSEN, stage_choose
 from llm_predictor.fusion import stage_fusion
 from llm_predictor.config import METHODS, PRESETS, SFT_TEMPLATES, LLMConfig, resolve_config
-from llm_predictor.stages import (PREDICT_USERS, stage_behaviour, stage_eval, stage_grpo, stage_predict,
-                                  stage_pretrain, stage_sft, stage_sid)
+from llm_predictor.stages import (PREDICT_USERS, check_run_folder, stage_behaviour, stage_eval, stage_grpo,
+                                  stage_predict, stage_pretrain, stage_sft, stage_sid)
 from synthetic_data.config_io import ConfigError
 
 app = typer.Typer(help="the LLM advertiser predictor (pretrain, behaviour, sft, sid, grpo, choose, predict, eval, "
@@ -46,6 +47,16 @@ Force = Annotated[bool, typer.Option(help="redo the stage even if complete")]
 Quiet = Annotated[bool, typer.Option(help="no progress bars")]
 
 
+def _run_or_exit(run: Path) -> Path:
+    """`run` when it is a run folder (it holds world/), else a one-line error naming the fix (exit status 2)."""
+    try:
+        check_run_folder(run)
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    return run
+
+
 def _config_or_exit(preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
     try:
         return resolve_config(preset, config_path, overrides)
@@ -58,14 +69,16 @@ def _config_or_exit(preset: str, config_path: Optional[Path], overrides: Optiona
 def pretrain(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
              set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Train the tokenizer, build the base model and continue pretraining it on the web corpus."""
-    _print_summary("llm_pretrain", stage_pretrain(run, _config_or_exit(preset, config, set_), force, not quiet))
+    _print_summary("llm_pretrain", stage_pretrain(_run_or_exit(run), _config_or_exit(preset, config, set_), force,
+                                                  not quiet))
 
 
 @app.command()
 def behaviour(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
               set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Continue pretraining on train users' conversion sequences (validation loss on held-out train users)."""
-    _print_summary("llm_behaviour", stage_behaviour(run, _config_or_exit(preset, config, set_), force, not quiet))
+    _print_summary("llm_behaviour", stage_behaviour(_run_or_exit(run), _config_or_exit(preset, config, set_), force,
+                                                    not quiet))
 
 
 @app.command()
@@ -78,29 +91,29 @@ def sft(run: Run = Path("runs/demo"),
     if target not in SFT_TEMPLATES:
         console.print("[red]error:[/red] --target must be single, list or sid")
         raise typer.Exit(2)
-    _print_summary(f"llm_sft_{target}", stage_sft(run, _config_or_exit(preset, config, set_), target, force,
-                                                  not quiet))
+    _print_summary(f"llm_sft_{target}", stage_sft(_run_or_exit(run), _config_or_exit(preset, config, set_), target,
+                                                  force, not quiet))
 
 
 @app.command()
 def sid(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
         set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Semantic IDs: item codes, SID tokens, phase-1 and phase-2 training of the pretrained model."""
-    _print_summary("llm_sid", stage_sid(run, _config_or_exit(preset, config, set_), force, not quiet))
+    _print_summary("llm_sid", stage_sid(_run_or_exit(run), _config_or_exit(preset, config, set_), force, not quiet))
 
 
 @app.command()
 def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
          set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """GRPO on the 20-advertiser prompt from an SFT model (`grpo_init`), with the paper's reward."""
-    _print_summary("llm_grpo", stage_grpo(run, _config_or_exit(preset, config, set_), force, not quiet))
+    _print_summary("llm_grpo", stage_grpo(_run_or_exit(run), _config_or_exit(preset, config, set_), force, not quiet))
 
 
 @app.command()
 def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
            set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Score `choice.methods` on validation users (held-out train users) and record the best as `chosen`."""
-    summary = stage_choose(run, _config_or_exit(preset, config, set_), force, not quiet)
+    summary = stage_choose(_run_or_exit(run), _config_or_exit(preset, config, set_), force, not quiet)
     _print_summary("llm_choice", summary)
     console.print((run / "llm_choice" / "choice.md").read_text(), markup=False)
 
@@ -113,7 +126,7 @@ def fuse(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigF
     `fusion.method`'s lists and the prompt-input LightGBM's, merged by reciprocal-rank fusion with a weight chosen on
     validation users, scored on the eval users' V1 labels at every anchor beside a negative and a positive control.
     """
-    summary = stage_fusion(run, _config_or_exit(preset, config, set_), force, not quiet)
+    summary = stage_fusion(_run_or_exit(run), _config_or_exit(preset, config, set_), force, not quiet)
     _print_summary("llm_fusion", summary)
     console.print((run / "llm_fusion" / "fusion.md").read_text(), markup=False)
 
@@ -141,6 +154,7 @@ def predict(run: Run = Path("runs/demo"),
     from llm_predictor.ray_predict import RayEngine
     from synthetic_data.ray_cluster import require_engine
 
+    _run_or_exit(run)
     if (method not in METHODS and method != CHOSEN) or users not in PREDICT_USERS:
         console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; "
                       f"--users one of {list(PREDICT_USERS)}")
@@ -165,7 +179,7 @@ def predict(run: Run = Path("runs/demo"),
 def eval_(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
           set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Tables 2/3 (methods x V0/V1, with baselines) and Table 4 (feature ablation) analogues."""
-    summary = stage_eval(run, _config_or_exit(preset, config, set_), force, not quiet)
+    summary = stage_eval(_run_or_exit(run), _config_or_exit(preset, config, set_), force, not quiet)
     _print_summary("llm_eval", summary)
     for name in ("results.md", "ablation.md"):
         path = run / "llm_eval" / name
@@ -186,8 +200,6 @@ def compare(run: Run = Path("runs/demo"),
     """Two runs of one world, two recipes: each method's Recall@K difference on the labels both predicted, paired."""
     from llm_predictor.compare_runs import compare_runs
     from llm_predictor.evaluate import to_markdown
-
-    from rich.markup import escape
 
     resolved = _config_or_exit(preset, config, set_)
     try:

@@ -222,3 +222,11 @@ def test_the_small_preset_predicts_every_serving_user(tiny_world):
 def test_predict_rejects_an_unknown_user_set(run_root):
     result = runner.invoke(app, ["predict", "--run", str(run_root), "--users", "everyone", "--preset", "nano"])
     assert result.exit_code == 2 and "heldout" in result.output
+
+
+@pytest.mark.parametrize("command", [["pretrain"], ["behaviour"], ["sft"], ["sid"], ["grpo"], ["choose"], ["fuse"],
+                                     ["eval"], ["predict", "--method", "chosen", "--users", "serving"]])
+def test_a_stage_on_a_folder_that_is_not_a_run_says_so_in_one_line(command, tmp_path):
+    result = runner.invoke(app, [*command, "--run", str(tmp_path), "--preset", "nano", "--quiet"])
+    assert result.exit_code == 2 and "is not a run folder (it has no world/)" in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
