@@ -1,13 +1,13 @@
-"""The world's own distribution of a user's next conversion advertiser: the ranking no predictor can beat.
+"""The world's own distribution of a user's next conversion advertiser: what a predictor of the labels aims at.
 
 `behavior._conversion_advertisers` draws a conversion's advertiser from a mixture (repeat / semantic /
 popular / noise) over the user's memories as of the start of the day and hidden interests. This module
 computes that mixture's probability of every advertiser exactly, for (user, anchor date) keys on the day
 after the anchor, by re-simulating the users' chunks with the world's own seeded streams up to that day.
 It reads hidden state, so it is a control (the oracle's `next_conversion` ranking, docs/oracle.md),
-never a method. It is a ceiling up to two approximations: a label is the first *eligible* conversion
-within the window, which may fall days later, after new browses or an ineligible conversion have
-changed the memories.
+never a method. As a ceiling of Recall it is approximate: a label is the first *eligible* conversion in
+the window, which may fall days later, after new browses or an ineligible conversion have changed the
+memories, or in the next drift epoch of the user's interests.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from synthetic_data.config import WorldConfig
 from synthetic_data.population import Population
 from synthetic_data.sampling import recency_weights
 from synthetic_data.world import chunk_population, world_catalog
+
+USERS_PER_BLOCK = 2048  # users scored at once: bounds the (users, memory, advertisers) arrays (~40 MB on the demo)
 
 
 def conversion_distribution(config: WorldConfig, catalog: Catalog, pop: Population, users: np.ndarray, day: int,
@@ -74,8 +76,8 @@ def next_conversion_probabilities(config: WorldConfig, keys: pl.DataFrame, progr
         raise ValueError(f"keys: user_id {bad} not in the world (ids 0..{config.users.n_users - 1}); "
                          "pass keys of the world whose config this is")
     if days.size and not ((days >= 0) & (days < config.n_days)).all():
-        raise ValueError(f"keys: every anchor_date + 1 day must lie in the world's days {start} .. "
-                         f"{config.n_days} days on; got {days.min()} .. {days.max()} days on")
+        raise ValueError(f"keys: every anchor_date + 1 day must lie in the world's {config.n_days} days from {start}; "
+                         f"got days {days.min()} to {days.max()} (pass label anchors of this world)")
     catalog = world_catalog(config)
     out = np.zeros((user_ids.size, len(catalog.popularity)))
     chunk_of = user_ids // config.user_chunk_size
@@ -89,10 +91,11 @@ def next_conversion_probabilities(config: WorldConfig, keys: pl.DataFrame, progr
 
             def capture(day: int, conversions: Memory, browses: Memory, rows_of_chunk=rows_of_chunk,
                         local=local, pop=pop) -> None:
-                at_day = days[rows_of_chunk] == day
-                if at_day.any():
-                    out[rows_of_chunk[at_day]] = conversion_distribution(
-                        config, catalog, pop, local[at_day], day, conversions, browses)
+                at_day = np.flatnonzero(days[rows_of_chunk] == day)
+                for begin in range(0, at_day.size, USERS_PER_BLOCK):
+                    block = at_day[begin:begin + USERS_PER_BLOCK]
+                    out[rows_of_chunk[block]] = conversion_distribution(
+                        config, catalog, pop, local[block], day, conversions, browses)
 
             simulate_behavior(config, catalog, pop, rng, on_day=bar.update, on_day_start=capture,
                               n_days=int(days[rows_of_chunk].max()) + 1)

@@ -93,3 +93,13 @@ def test_keys_outside_the_world_are_refused(repeat_world):
         next_conversion_probabilities(config, pl.DataFrame({"user_id": [0], "anchor_date": [last]}))
     assert next_conversion_probabilities(
         config, pl.DataFrame({"user_id": [0], "anchor_date": [last - timedelta(days=1)]}), progress=False).shape[0] == 1
+
+
+def test_scoring_in_blocks_changes_nothing(repeat_world, monkeypatch):
+    from synthetic_data import next_conversion
+
+    config = preset("tiny", ["users.n_users=300"])
+    keys = repeat_world.labels.select("user_id", "anchor_date")
+    whole = next_conversion_probabilities(config, keys, progress=False)
+    monkeypatch.setattr(next_conversion, "USERS_PER_BLOCK", 7)
+    assert keys.height > 7 and np.array_equal(next_conversion_probabilities(config, keys, progress=False), whole)
