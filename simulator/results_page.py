@@ -114,8 +114,9 @@ def timing_lines(run: Path) -> list[str]:
     total = sum(record["summary"]["seconds"] for record in timed)
     return ["### Stage timings", "",
             (f"The world: {rows.get('users', 0):,} users, {rows.get('advertisers', 0):,} advertisers, "
-             f"{rows.get('events', 0):,} events. Seconds each stage recorded (a stage without a record of its time "
-             f"is left out, so the sum is below the demo's wall time):"), "",
+             f"{rows.get('events', 0):,} events. Seconds each stage of the run folder recorded (a stage without a "
+             f"record of its time is left out, so the sum is below the demo's wall time; a stage added after the "
+             f"demo, e.g. by `adsim oracle`, is listed and summed too):"), "",
             *markdown_rows(["stage", "seconds"], [[f"`{record['stage']}`", f"{record['summary']['seconds']:,.1f}"]
                                                  for record in timed] + [["**sum**", f"{total:,.1f}"]]), ""]
 
