@@ -95,11 +95,19 @@ def llm_predict_sample(
 @app.command()
 def results(
     run: Path = typer.Option(..., help="run folder holding world/ and <stage>/predictions.parquet"),
+    reference: list[str] = typer.Option(["popularity", "sasrec"], "--reference",
+                                        help="a method every other is paired against (repeatable; default "
+                                             "popularity and sasrec)"),
 ) -> None:
-    """Score every method's predictions: `<run>/results/next_brand.{md,parquet}`."""
+    """Score every method's predictions: `<run>/results/next_brand.{md,parquet}`, with each method's paired
+    Recall@K difference from each `--reference` present."""
     from synthetic_data.real.amazon_results import ResultsConfig, write_results
 
-    write_results(run, ResultsConfig())
+    table = write_results(run, ResultsConfig(references=tuple(reference)))
+    missing = sorted(set(reference) - set(table["method"]))
+    if missing:
+        typer.echo(f"note: no method {missing} in {run}, so no difference against it; its methods: "
+                   f"{sorted(set(table['method']))}", err=True)
     typer.echo((run / "results" / "next_brand.md").read_text())
 
 

@@ -571,3 +571,22 @@ def test_trained_baselines_predict_every_test_label_and_skip_when_complete(tmp_p
     stamp = (run / "llm_baselines" / "stage.json").stat().st_mtime_ns
     write_trained_baselines(run, config)
     assert (run / "llm_baselines" / "stage.json").stat().st_mtime_ns == stamp
+
+
+def test_results_command_pairs_every_method_with_each_reference_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthetic_data.real.cli import app
+
+    data = write_dataset(tmp_path / "data", TINY_ITEMS, TINY_SEQUENCES)
+    run = tmp_path / "run"
+    write_amazon_world(data, run, AmazonConfig(embedding_dim=4))
+    write_baselines(run)
+    result = CliRunner().invoke(app, ["results", "--run", str(run), "--reference", "most_recent_no_fill",
+                                      "--reference", "sasrec"])
+    assert result.exit_code == 0, result.output
+    table = pl.read_parquet(run / "results" / "next_brand.parquet")
+    assert "delta_vs_most_recent_no_fill_at_20" in table.columns and "Δ Recall@20 vs most_recent_no_fill" in (
+        run / "results" / "next_brand.md").read_text()
+    assert not any("sasrec" in column for column in table.columns)
+    assert "no method ['sasrec']" in " ".join(result.output.split())  # named, though this run has no SASRec
