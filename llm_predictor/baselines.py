@@ -73,6 +73,26 @@ def eligible_advertisers(world_tables) -> pl.DataFrame:
         "advertiser_id", "name")
 
 
+def eligible_advertiser_ids(world_tables) -> np.ndarray:
+    """The ids of `eligible_advertisers`, sorted (int64): the columns of a score matrix over them."""
+    return np.sort(eligible_advertisers(world_tables)["advertiser_id"].to_numpy().astype(np.int64))
+
+
+def predictions_table(keys: pl.DataFrame, lists: np.ndarray, advertisers: pl.DataFrame,
+                      advertiser_ids: np.ndarray, source: str) -> pl.DataFrame:
+    """PREDICTIONS rows of (n_keys, list_length) column indices into `advertiser_ids` (one list per row of
+    `keys`: user_id, anchor_date), with the names of the world's `advertisers`."""
+    n_lists, list_length = lists.shape
+    index = np.repeat(np.arange(n_lists), list_length)
+    table = pl.DataFrame({
+        "user_id": keys["user_id"].gather(index), "anchor_date": keys["anchor_date"].gather(index),
+        "rank": np.tile(np.arange(1, list_length + 1), n_lists),
+        "advertiser_id": advertiser_ids[lists.ravel()].astype(np.int32), "source": source,
+    }).join(advertisers.select("advertiser_id", pl.col("name").alias("advertiser_name")),
+            on="advertiser_id", how="left", maintain_order="left")
+    return conform(table.select(*PREDICTIONS), PREDICTIONS, source)
+
+
 def popularity(world_tables, anchor_dates, config: BaselineConfig) -> pl.DataFrame:
     """Per anchor date: eligible advertisers ranked by conversions in the window ending at the anchor."""
     eligible = eligible_advertisers(world_tables)

@@ -47,16 +47,6 @@ Force = Annotated[bool, typer.Option(help="redo the stage even if complete")]
 Quiet = Annotated[bool, typer.Option(help="no progress bars")]
 
 
-def _run_or_exit(run: Path) -> Path:
-    """`run` when it is a run folder (it holds world/), else a one-line error naming the fix (exit status 2)."""
-    try:
-        check_run_folder(run)
-    except FileNotFoundError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(2) from error
-    return run
-
-
 def _config_or_exit(preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
     try:
         return resolve_config(preset, config_path, overrides)
@@ -65,20 +55,30 @@ def _config_or_exit(preset: str, config_path: Optional[Path], overrides: Optiona
         raise typer.Exit(2) from error
 
 
+def _checked_config(run: Path, preset: str, config_path: Optional[Path], overrides: Optional[list[str]]) -> LLMConfig:
+    """The resolved config of a stage command over `run`: a bad config, then a folder that is not a run folder
+    (no world/), end in a one-line error naming the fix (exit status 2)."""
+    resolved = _config_or_exit(preset, config_path, overrides)
+    try:
+        check_run_folder(run)
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    return resolved
+
+
 @app.command()
 def pretrain(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
              set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Train the tokenizer, build the base model and continue pretraining it on the web corpus."""
-    resolved = _config_or_exit(preset, config, set_)
-    _print_summary("llm_pretrain", stage_pretrain(_run_or_exit(run), resolved, force, not quiet))
+    _print_summary("llm_pretrain", stage_pretrain(run, _checked_config(run, preset, config, set_), force, not quiet))
 
 
 @app.command()
 def behaviour(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
               set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Continue pretraining on train users' conversion sequences (validation loss on held-out train users)."""
-    resolved = _config_or_exit(preset, config, set_)
-    _print_summary("llm_behaviour", stage_behaviour(_run_or_exit(run), resolved, force, not quiet))
+    _print_summary("llm_behaviour", stage_behaviour(run, _checked_config(run, preset, config, set_), force, not quiet))
 
 
 @app.command()
@@ -91,32 +91,29 @@ def sft(run: Run = Path("runs/demo"),
     if target not in SFT_TEMPLATES:
         console.print("[red]error:[/red] --target must be single, list or sid")
         raise typer.Exit(2)
-    resolved = _config_or_exit(preset, config, set_)
-    _print_summary(f"llm_sft_{target}", stage_sft(_run_or_exit(run), resolved, target, force, not quiet))
+    _print_summary(f"llm_sft_{target}", stage_sft(run, _checked_config(run, preset, config, set_), target, force,
+                                                  not quiet))
 
 
 @app.command()
 def sid(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
         set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Semantic IDs: item codes, SID tokens, phase-1 and phase-2 training of the pretrained model."""
-    resolved = _config_or_exit(preset, config, set_)
-    _print_summary("llm_sid", stage_sid(_run_or_exit(run), resolved, force, not quiet))
+    _print_summary("llm_sid", stage_sid(run, _checked_config(run, preset, config, set_), force, not quiet))
 
 
 @app.command()
 def grpo(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
          set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """GRPO on the 20-advertiser prompt from an SFT model (`grpo_init`), with the paper's reward."""
-    resolved = _config_or_exit(preset, config, set_)
-    _print_summary("llm_grpo", stage_grpo(_run_or_exit(run), resolved, force, not quiet))
+    _print_summary("llm_grpo", stage_grpo(run, _checked_config(run, preset, config, set_), force, not quiet))
 
 
 @app.command()
 def choose(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
            set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Score `choice.methods` on validation users (held-out train users) and record the best as `chosen`."""
-    resolved = _config_or_exit(preset, config, set_)
-    summary = stage_choose(_run_or_exit(run), resolved, force, not quiet)
+    summary = stage_choose(run, _checked_config(run, preset, config, set_), force, not quiet)
     _print_summary("llm_choice", summary)
     console.print((run / "llm_choice" / "choice.md").read_text(), markup=False)
 
@@ -129,8 +126,7 @@ def fuse(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigF
     `fusion.method`'s lists and the prompt-input LightGBM's, merged by reciprocal-rank fusion with a weight chosen on
     validation users, scored on the eval users' V1 labels at every anchor beside a negative and a positive control.
     """
-    resolved = _config_or_exit(preset, config, set_)
-    summary = stage_fusion(_run_or_exit(run), resolved, force, not quiet)
+    summary = stage_fusion(run, _checked_config(run, preset, config, set_), force, not quiet)
     _print_summary("llm_fusion", summary)
     console.print((run / "llm_fusion" / "fusion.md").read_text(), markup=False)
 
@@ -162,8 +158,7 @@ def predict(run: Run = Path("runs/demo"),
         console.print(f"[red]error:[/red] --method must be one of {list(METHODS)}; "
                       f"--users one of {list(PREDICT_USERS)}")
         raise typer.Exit(2)
-    resolved = _config_or_exit(preset, config, set_)
-    _run_or_exit(run)
+    resolved = _checked_config(run, preset, config, set_)
     try:
         require_engine(engine)
         ray_engine = None if engine == "local" else RayEngine(address, workers, threads,
@@ -183,8 +178,7 @@ def predict(run: Run = Path("runs/demo"),
 def eval_(run: Run = Path("runs/demo"), preset: Preset = "small", config: ConfigFile = None,
           set_: Overrides = None, force: Force = False, quiet: Quiet = False) -> None:
     """Tables 2/3 (methods x V0/V1, with baselines) and Table 4 (feature ablation) analogues."""
-    resolved = _config_or_exit(preset, config, set_)
-    summary = stage_eval(_run_or_exit(run), resolved, force, not quiet)
+    summary = stage_eval(run, _checked_config(run, preset, config, set_), force, not quiet)
     _print_summary("llm_eval", summary)
     for name in ("results.md", "ablation.md"):
         path = run / "llm_eval" / name

@@ -382,8 +382,15 @@ def generate_texts(model, tokenizer, prompts: list[str], config: DecodingConfig,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **cache,
                 **generate_kwargs(config),
             )
-    generated = output[:, prompt_length:]
+    return decoded_texts(tokenizer, output[:, prompt_length:], config.response_prefix)
+
+
+def decoded_texts(tokenizer, generated, response_prefix: str) -> tuple[list[str], list[int]]:
+    """The completions of (sequences, generated) token ids, `response_prefix` in front, and the tokens generated
+    for each (pad and end tokens not counted)."""
+    import torch
+
     special = torch.tensor([tokenizer.pad_token_id, tokenizer.eos_token_id], device=generated.device)
     counts = (~torch.isin(generated, special)).sum(dim=1).tolist()
     texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-    return [config.response_prefix + text for text in texts], counts
+    return [response_prefix + text for text in texts], counts

@@ -127,6 +127,22 @@ def allowed_names_ceiling(world_tables, prompts: pl.DataFrame, labels: Mapping[s
     return conform(table, PREDICTIONS, "allowed_names_ceiling")
 
 
+def next_conversion_ceiling(world_tables, world_config, keys: pl.DataFrame,
+                            source: str = "next_conversion_ceiling") -> pl.DataFrame:
+    """PREDICTIONS: each (user_id, anchor_date) of `keys`' 20 eligible advertisers most likely to take the user's
+    next conversion under the world's own behaviour model (`synthetic_data.next_conversion`, re-simulated from the
+    world's `WorldConfig`). It reads hidden state: Table 3's ceiling on a generated world, never a method."""
+    from llm_predictor.baselines import eligible_advertiser_ids, predictions_table
+    from llm_predictor.prompts import N_ADVERTISERS
+    from synthetic_data.next_conversion import next_conversion_probabilities
+
+    keys = keys.select("user_id", "anchor_date").unique().sort("user_id", "anchor_date")
+    advertiser_ids = eligible_advertiser_ids(world_tables)
+    scores = next_conversion_probabilities(world_config, keys, progress=False)[:, advertiser_ids]
+    lists = np.argsort(-scores, axis=1, kind="stable")[:, :min(N_ADVERTISERS, len(advertiser_ids))]
+    return predictions_table(keys, lists, world_tables.advertisers, advertiser_ids, source)
+
+
 def restricted_to_allowed(predictions: pl.DataFrame, prompts: pl.DataFrame, source: str) -> pl.DataFrame:
     """`predictions` (PREDICTIONS) keeping, per (user_id, anchor_date), only the advertisers among that prompt's
     allowed names, re-ranked 1.. in their order: a baseline held to the paper's allowed-names rule

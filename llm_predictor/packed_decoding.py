@@ -82,17 +82,14 @@ def packed_generate(model, tokenizer, prompts: list[str], config: DecodingConfig
     kernel). Raises ValueError where `is_packable` is false."""
     import torch
 
-    from llm_predictor.decoding import attention_implementation
+    from llm_predictor.decoding import attention_implementation, decoded_texts
     from llm_predictor.name_ranking import prefill_prompts
 
     with torch.no_grad():
         prefilled = prefill_prompts(model, tokenizer, [prompt + config.response_prefix for prompt in prompts])
     with attention_implementation(model, decode_attention if config.strategy == "greedy" else None):
         generated = packed_decode(model, prefilled, config, tokenizer.eos_token_id)
-    special = torch.tensor([tokenizer.pad_token_id, tokenizer.eos_token_id], device=generated.device)
-    counts = (~torch.isin(generated, special)).sum(dim=1).tolist()
-    texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-    return [config.response_prefix + text for text in texts], counts
+    return decoded_texts(tokenizer, generated, config.response_prefix)
 
 
 def packed_decode(model, prefilled, config: DecodingConfig, eos_id: int):

@@ -432,9 +432,7 @@ def stage_eval(run_root: Path, config: LLMConfig, force: bool, show_progress: bo
         predictions["allowed_names_ceiling"] = evaluate.allowed_names_ceiling(world, allowed, labels)
         world_config = run.world_config()
         if world_config is not None:  # a generated world: the labels' own distribution is Table 3's ceiling
-            from simulator.oracle import next_conversion_ceiling
-
-            predictions[CEILING] = next_conversion_ceiling(world, world_config, everyone)
+            predictions[CEILING] = evaluate.next_conversion_ceiling(world, world_config, everyone, CEILING)
         table = evaluate.results_table(predictions, labels, config.eval.evaluation, counts, sampled_methods, sampled)
         anchor = evaluate.evaluation_anchor(world, config.eval.evaluation)
         title = (f"Advertiser prediction on {everyone.height} eval users at {anchor} "
@@ -592,7 +590,7 @@ def baselines_effect_table(config: LLMConfig, predictions: dict, labels, every: 
 def ceiling_gap_table(config: LLMConfig, predictions: dict, labels, directory: Path,
                       sampled_methods: tuple[str, ...]) -> list[str]:
     """Each ranked LLM method's and each non-LLM baseline's V1 Recall@K minus the world's next-conversion ceiling's
-    (`simulator.oracle.next_conversion_ceiling`) on the same labels, at the evaluation anchor: how much of what is
+    (`evaluate.next_conversion_ceiling`) on the same labels, at the evaluation anchor: how much of what is
     learnable each one reaches. [] on a world adsim did not generate (no ceiling); sampled methods are left out."""
     from llm_predictor import evaluate
 

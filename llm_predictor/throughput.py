@@ -150,9 +150,10 @@ def decoding_rows(model_dir, prompts: list[str], decoding: DecodingConfig, batch
     from llm_predictor.backends import TransformersBackend
 
     rows, texts = [], []
+    backend = TransformersBackend(model_dir, batch_size)
     for is_packed in (True, False):
-        backend = TransformersBackend(model_dir, batch_size, is_packed=is_packed)
-        backend.generate(prompts[:batch_size], decoding)  # loads the model, warms the kernels
+        backend.is_packed = is_packed
+        backend.generate(prompts[:batch_size], decoding)  # loads the model once, warms this path's kernels
         started = time.perf_counter()
         generations = backend.generate(prompts, decoding)
         seconds = time.perf_counter() - started

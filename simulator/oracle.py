@@ -22,14 +22,14 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from llm_predictor.baselines import eligible_advertisers
+from llm_predictor.baselines import eligible_advertiser_ids, predictions_table
 from llm_predictor.metrics import recall_with_intervals
 from llm_predictor.prompts import N_ADVERTISERS, N_INTERESTS
 from synthetic_data.config import WorldConfig
 from synthetic_data.config_io import require
 from synthetic_data.next_conversion import next_conversion_probabilities
 from synthetic_data.response import ResponseState, true_rates
-from synthetic_data.schema import PREDICTED_INTERESTS, PREDICTIONS, World, conform
+from synthetic_data.schema import PREDICTED_INTERESTS, World, conform
 
 KEYS = ["user_id", "anchor_date"]
 RECALL = f"recall_at_{N_ADVERTISERS}"  # the calibrated metric: Recall@20, the list's length
@@ -130,23 +130,6 @@ def oracle_scores(state: ResponseState, items: pl.DataFrame, keys: pl.DataFrame,
     return scores
 
 
-def truth_order(scores: np.ndarray) -> np.ndarray:
-    """(n_keys, n_advertisers) column orders by descending score (ties: the lower advertiser id first)."""
-    return np.argsort(-scores, axis=1, kind="stable")
-
-
-def next_conversion_ceiling(world: World, world_config: WorldConfig, keys: pl.DataFrame,
-                            source: str = "next_conversion_ceiling") -> pl.DataFrame:
-    """PREDICTIONS: each (user_id, anchor_date) of `keys`' 20 eligible advertisers most likely to take the
-    user's next conversion under the world's own mixture (synthetic_data/next_conversion.py). It reads hidden
-    state: a ceiling for Table 3 (Recall of the labels' own distribution), never a method."""
-    keys = keys.select(KEYS).unique().sort(KEYS)
-    advertiser_ids = np.sort(eligible_advertisers(world)["advertiser_id"].to_numpy().astype(np.int64))
-    scores = next_conversion_probabilities(world_config, keys, progress=False)[:, advertiser_ids]
-    lists = truth_order(scores)[:, :min(N_ADVERTISERS, len(advertiser_ids))]
-    return predictions_table(keys, lists, world.advertisers, advertiser_ids, source)
-
-
 def popularity_orders(popularity: np.ndarray, n_lists: int, rng: np.random.Generator) -> np.ndarray:
     """(n_lists, n_advertisers) column orders, each a draw without replacement with probability
     proportional to `popularity` (Gumbel-top-k: the order of log p + Gumbel noise)."""
@@ -169,20 +152,6 @@ def mixed_lists(oracle_order: np.ndarray, popularity_order: np.ndarray, coins: n
         lists[:, position] = order[rows, is_free.argmax(axis=1)]
         is_listed[rows, lists[:, position]] = True
     return lists
-
-
-def predictions_table(keys: pl.DataFrame, lists: np.ndarray, advertisers: pl.DataFrame,
-                      advertiser_ids: np.ndarray, source: str) -> pl.DataFrame:
-    """PREDICTIONS rows of (n_keys, list_length) column indices into `advertiser_ids`, with world names."""
-    n_lists, list_length = lists.shape
-    index = np.repeat(np.arange(n_lists), list_length)
-    table = pl.DataFrame({
-        "user_id": keys["user_id"].gather(index), "anchor_date": keys["anchor_date"].gather(index),
-        "rank": np.tile(np.arange(1, list_length + 1), n_lists),
-        "advertiser_id": advertiser_ids[lists.ravel()].astype(np.int32), "source": source,
-    }).join(advertisers.select("advertiser_id", pl.col("name").alias("advertiser_name")),
-            on="advertiser_id", how="left", maintain_order="left")
-    return conform(table.select(*PREDICTIONS), PREDICTIONS, "oracle predictions")
 
 
 def truth_interests(state: ResponseState, world: World, keys: pl.DataFrame) -> pl.DataFrame:
@@ -269,7 +238,7 @@ class OracleLists:
         `next_conversion` ranking re-simulates the world from `world_config` (ValueError without it)."""
         keys = keys.select(KEYS).unique().sort(KEYS)
         # the only advertisers a label can name, sorted: lists index into them
-        advertiser_ids = np.sort(eligible_advertisers(world)["advertiser_id"].to_numpy().astype(np.int64))
+        advertiser_ids = eligible_advertiser_ids(world)
         popularity = (pl.DataFrame({"advertiser_id": advertiser_ids.astype(np.int32)})
                       .join(world.advertisers_truth, on="advertiser_id", how="left", maintain_order="left")
                       ["popularity"].to_numpy())
@@ -282,7 +251,7 @@ class OracleLists:
         else:
             scores = next_conversion_probabilities(world_config, keys)[:, advertiser_ids]
         return cls(keys=keys, advertisers=world.advertisers, advertiser_ids=advertiser_ids,
-                   oracle_order=truth_order(scores),
+                   oracle_order=np.argsort(-scores, axis=1, kind="stable"),
                    popularity_order=popularity_orders(popularity, keys.height, rng), coins=coins,
                    source=config.source)
 

@@ -70,7 +70,7 @@ def next_conversion_probabilities(config: WorldConfig, keys: pl.DataFrame, progr
     """
     user_ids = keys["user_id"].to_numpy().astype(np.int64)
     start = date.fromisoformat(config.start_date)
-    days = np.array([(anchor - start).days + 1 for anchor in keys["anchor_date"].to_list()], dtype=np.int64)
+    days = ((keys["anchor_date"] - start).dt.total_days() + 1).to_numpy().astype(np.int64)
     if user_ids.size and not ((user_ids >= 0) & (user_ids < config.users.n_users)).all():
         bad = np.unique(user_ids[(user_ids < 0) | (user_ids >= config.users.n_users)])[:5].tolist()
         raise ValueError(f"keys: user_id {bad} not in the world (ids 0..{config.users.n_users - 1}); "

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 from llm_predictor.baselines import eligible_advertisers
 from llm_predictor.metrics import recall_at_k
 from simulator.cli import app
+from llm_predictor.evaluate import next_conversion_ceiling
 from simulator.oracle import (KEYS, RECALL, CalibrationError, OracleConfig, OracleLists, UnreachableRecall,
-                              calibrate, next_conversion_ceiling, oracle_predictions, oracle_scores)
+                              calibrate, oracle_predictions, oracle_scores)
 from synthetic_data.config_io import ConfigError, to_dict
 from synthetic_data.response import build_response_state, true_rates
 from synthetic_data.run_folder import RunFolder
